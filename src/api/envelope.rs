@@ -1,0 +1,52 @@
+//! Response bodies: Frappe's `{"data": ...}` / `{"message": ...}` and its error envelope.
+
+use crate::error::Error;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+/// An HTTP error in Frappe's envelope.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+/// Frappe's error body for an error.
+pub fn error_body(e: &Error) -> Value {
+    let t = e.exc_type();
+    let line = format!("frappe.exceptions.{t}: {}", e.message());
+    json!({
+        "exc_type": t,
+        "exception": line,
+        "exc": serde_json::to_string(&[&line]).unwrap_or_default(),
+        "_server_messages": serde_json::to_string(&[json!({"message": e.message()}).to_string()]).unwrap_or_default(),
+    })
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_response(status, &error_body(&self.0))
+    }
+}
+
+/// A JSON response with a status.
+pub fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `{"data": value}` with 200.
+pub fn data(v: Value) -> Response {
+    json_response(StatusCode::OK, &json!({ "data": v }))
+}
+
+/// `{"message": value}` with 200.
+pub fn message(v: Value) -> Response {
+    json_response(StatusCode::OK, &json!({ "message": v }))
+}

@@ -1,0 +1,153 @@
+//! The HTTP API: Frappe's `/api/resource` and `/api/method` plus health, metrics and OpenAPI.
+//!
+//! Handlers parse requests and call services; they hold no business rules. Routing is done by
+//! hand in [`dispatch`] because Frappe names may contain `/` and paths may end with one.
+
+mod args;
+pub mod envelope;
+mod method;
+pub mod metrics;
+mod openapi;
+mod resource;
+
+pub use args::Args;
+
+use crate::error::Error;
+use crate::server::Sites;
+use crate::service::auth::{Authenticated, Credentials};
+use crate::site::Site;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use envelope::ApiError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Shared state of the HTTP server.
+#[derive(Clone)]
+pub struct AppState {
+    pub sites: Arc<Sites>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// Everything a handler needs about one request.
+pub struct Ctx {
+    pub site: Arc<Site>,
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub args: Args,
+    pub auth: Authenticated,
+    pub peer: String,
+}
+
+/// The router: every path goes through [`dispatch`].
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new().fallback(dispatch).with_state(state)
+}
+
+async fn dispatch(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request<Body>) -> Response {
+    let started = Instant::now();
+    let response = match handle(&app, peer, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    app.metrics.observe_request(response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+fn credentials(headers: &HeaderMap) -> Result<Credentials, Error> {
+    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, rest) = auth.trim().split_once(' ').unwrap_or((auth, ""));
+        let pair = match scheme.to_ascii_lowercase().as_str() {
+            "token" => rest.trim().to_string(),
+            "basic" => {
+                use base64::Engine;
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(rest.trim())
+                    .map_err(|_| Error::Authentication("Basic credentials are not valid base64".into()))?;
+                String::from_utf8(raw).map_err(|_| Error::Authentication("Basic credentials are not UTF-8".into()))?
+            }
+            _ => return Err(Error::Authentication(format!("Unsupported Authorization scheme {scheme:?}: use token or Basic"))),
+        };
+        let (key, secret) = pair.split_once(':').ok_or_else(|| Error::Authentication("Credentials must be api_key:api_secret".into()))?;
+        return Ok(Credentials::ApiKey { key: key.to_string(), secret: secret.to_string() });
+    }
+    Ok(match cookie(headers, "sid") {
+        Some(sid) if !sid.is_empty() && sid != "Guest" => Credentials::Session { sid },
+        _ => Credentials::None,
+    })
+}
+
+/// A cookie's value.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+/// Methods that need no authentication.
+fn is_open_method(m: &str) -> bool {
+    matches!(m, "login" | "frappe.ping" | "logout")
+}
+
+async fn handle(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let site = app.sites.resolve(&parts.headers)?;
+    let raw_path = parts.uri.path().to_string();
+    let path = if raw_path.len() > 1 { raw_path.strip_suffix('/').unwrap_or(&raw_path).to_string() } else { raw_path.clone() };
+    match (parts.method.clone(), path.as_str()) {
+        (Method::GET, "/health") => {
+            return Ok(if site.store.ping().await {
+                envelope::json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "site": site.name}))
+            } else {
+                envelope::json_response(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "database unavailable"}))
+            });
+        }
+        (Method::GET, "/metrics") => return Ok(app.metrics.render(&site).await.into_response()),
+        (Method::GET, "/api/openapi.json") => return Ok(openapi::document(&site)),
+        (Method::GET, "/") => return Ok(envelope::message(serde_json::json!("docstream"))),
+        _ => {}
+    }
+    let limit = site.config.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Error::TooLarge(format!("Request body is larger than the limit of {limit} bytes (max_body_bytes)"))
+    })?;
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let args = Args::parse(parts.uri.query(), content_type, &bytes)?;
+    let (kind, rest) = if let Some(rest) = path.strip_prefix("/api/method/") {
+        ("method", decode(rest))
+    } else if let Some(rest) = path.strip_prefix("/api/resource/") {
+        ("resource", rest.to_string())
+    } else if path == "/" && parts.method == Method::POST {
+        ("method", args.required("cmd")?)
+    } else {
+        return Err(Error::DoesNotExist(format!("No route for {} {raw_path}", parts.method)).into());
+    };
+    let open = kind == "method" && is_open_method(&rest);
+    let auth = if open {
+        Authenticated { caller: crate::service::permissions::Caller::guest(), csrf_token: None }
+    } else {
+        site.authenticate(&credentials(&parts.headers)?).await?
+    };
+    if let Some(expected) = &auth.csrf_token {
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            let sent = parts.headers.get("x-frappe-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !crate::crypto::secrets_equal(sent, expected) {
+                return Err(Error::CsrfToken("Invalid Request: missing or wrong X-Frappe-CSRF-Token header".into()).into());
+            }
+        }
+    }
+    let ctx = Ctx { site, method: parts.method, headers: parts.headers, args, auth, peer: peer.ip().to_string() };
+    if kind == "method" {
+        method::call(app, &ctx, &rest).await
+    } else {
+        resource::handle(&ctx, &rest).await
+    }
+}

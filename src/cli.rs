@@ -1,0 +1,149 @@
+//! The command line: `new-site`, `serve`, `site ...`, `bench`. Errors end in one clear line.
+
+use crate::server::{self, Sites};
+use crate::service::provisioning;
+use crate::site::Site;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// docstream: Frappe-compatible sites with event streaming.
+#[derive(Debug, Parser)]
+#[command(name = "docstream", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a site under DIR/NAME.
+    NewSite {
+        name: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        admin_password: String,
+        /// The site's public URL (default http://NAME:8000).
+        #[arg(long)]
+        url: Option<String>,
+        /// A postgres:// URL to keep the site in PostgreSQL instead of SQLite.
+        #[arg(long)]
+        db: Option<String>,
+    },
+    /// Serve every site under DIR.
+    Serve {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        bind: String,
+    },
+    /// Manage one site.
+    Site {
+        name: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        action: SiteAction,
+    },
+    /// Measure inserts and reads on temporary sites.
+    Bench {
+        #[arg(long, default_value_t = 100_000)]
+        docs: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SiteAction {
+    /// Change the Administrator's password.
+    SetAdminPassword { password: String },
+    /// Print one user name per line.
+    ListUsers,
+    /// Delete the site (its folder, and its tables on PostgreSQL).
+    Drop,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::NewSite { name, data_dir, admin_password, url, db } => {
+            let site = provisioning::new_site(&data_dir, &name, &admin_password, url.as_deref(), db.as_deref()).await?;
+            site.store.close().await;
+            println!("Created site {name} ({}) in {}", site.config.url, site.dir.display());
+        }
+        Command::Serve { data_dir, bind } => {
+            let sites = Arc::new(Sites::open_all(&data_dir).await?);
+            let listener = server::bind(&bind)?;
+            serve_until_signal(sites, listener).await?;
+        }
+        Command::Site { name, data_dir, action } => {
+            let dir = data_dir.join(&name);
+            if !dir.join("site_config.json").is_file() {
+                anyhow::bail!("no site {name} in {}", data_dir.display());
+            }
+            match action {
+                SiteAction::SetAdminPassword { password } => {
+                    anyhow::ensure!(!password.is_empty(), "the password cannot be empty");
+                    let site = Site::open(&dir).await?;
+                    site.set_password("Administrator", &password).await?;
+                    site.store.close().await;
+                    eprintln!("Administrator password changed for {name}");
+                }
+                SiteAction::ListUsers => {
+                    let site = Site::open(&dir).await?;
+                    for u in provisioning::list_users(&site).await? {
+                        println!("{u}");
+                    }
+                    site.store.close().await;
+                }
+                SiteAction::Drop => {
+                    provisioning::drop_site(&dir).await?;
+                    eprintln!("Dropped site {name}");
+                }
+            }
+        }
+        Command::Bench { docs, json } => crate::bench::run(docs, json.as_deref()).await?,
+    }
+    Ok(())
+}
+
+/// Serves until SIGINT/SIGTERM, then drains for at most 9 seconds so the process exits within 10.
+async fn serve_until_signal(sites: Arc<Sites>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(sites, listener, async {
+        let _ = rx.await;
+    }));
+    server::shutdown_signal().await;
+    let _ = tx.send(());
+    match tokio::time::timeout(Duration::from_secs(9), server).await {
+        Ok(joined) => joined??,
+        Err(_) => tracing::warn!("in-flight requests did not finish in 9 s; exiting"),
+    }
+    Ok(())
+}

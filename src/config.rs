@@ -1,0 +1,73 @@
+//! `site_config.json`: a site's settings, read at start.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A site's settings. Unknown keys are kept out; missing keys take their defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SiteConfig {
+    /// Database URL (`sqlite://...` or `postgres://...`).
+    pub db_url: String,
+    /// The site's own public URL: its identity towards other sites.
+    pub url: String,
+    /// Base64 AES-256 key for Password fields.
+    pub encryption_key: String,
+    pub pull_interval: f64,
+    pub retry_base_seconds: f64,
+    pub retry_max_seconds: f64,
+    pub retry_max_tries: i64,
+    pub update_log_retention_days: i64,
+    pub time_zone: String,
+    pub max_body_bytes: usize,
+    pub login_max_failures: i64,
+    pub login_window_seconds: i64,
+    pub session_expiry_hours: i64,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            db_url: String::new(),
+            url: String::new(),
+            encryption_key: String::new(),
+            pull_interval: 60.0,
+            retry_base_seconds: 60.0,
+            retry_max_seconds: 3600.0,
+            retry_max_tries: 10,
+            update_log_retention_days: 0,
+            time_zone: "UTC".into(),
+            max_body_bytes: 10 * 1024 * 1024,
+            login_max_failures: 10,
+            login_window_seconds: 300,
+            session_expiry_hours: 168,
+        }
+    }
+}
+
+impl SiteConfig {
+    /// Reads a site's config file.
+    pub fn load(path: &Path) -> Result<SiteConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Validation(format!("cannot read {}: {e}", path.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Validation(format!("{} is not valid: {e}", path.display())))
+    }
+
+    /// Writes the config file readable by its owner only (it holds the site key).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let text = serde_json::to_string_pretty(self)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::Validation(format!("cannot write {}: {e}", path.display())))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| Error::Validation(format!("cannot write {}: {e}", path.display())))
+    }
+}

@@ -1,0 +1,119 @@
+//! The one error type of the library; the HTTP layer turns it into Frappe's error envelope.
+
+/// A failure that a caller can act on, named after Frappe's exception types.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request cannot be parsed at all (bad JSON, bad form, a malformed argument).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Parsed input that breaks a rule.
+    #[error("{0}")]
+    Validation(String),
+    /// A required field is missing.
+    #[error("{0}")]
+    Mandatory(String),
+    /// A Link points at a document that does not exist.
+    #[error("{0}")]
+    LinkValidation(String),
+    /// A document cannot be deleted while others link to it.
+    #[error("{0}")]
+    LinkExists(String),
+    /// A save carried a `modified` older than the stored one.
+    #[error("{0}")]
+    TimestampMismatch(String),
+    /// Wrong password, unknown key or wrong secret.
+    #[error("{0}")]
+    Authentication(String),
+    /// The caller's roles do not allow the action.
+    #[error("{0}")]
+    Permission(String),
+    /// No such document, type or method.
+    #[error("{0}")]
+    DoesNotExist(String),
+    /// A name or unique value already exists.
+    #[error("{0}")]
+    DuplicateEntry(String),
+    /// The request body is larger than the site allows.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Too many failed logins.
+    #[error("{0}")]
+    TooManyRequests(String),
+    /// A desk session did not send its CSRF token.
+    #[error("{0}")]
+    CsrfToken(String),
+    /// Anything unexpected; the message is safe to show, details are logged.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Result with the library's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Frappe's exception class name for this error.
+    pub fn exc_type(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) | Error::Validation(_) | Error::TooLarge(_) => "ValidationError",
+            Error::Mandatory(_) => "MandatoryError",
+            Error::LinkValidation(_) => "LinkValidationError",
+            Error::LinkExists(_) => "LinkExistsError",
+            Error::TimestampMismatch(_) => "TimestampMismatchError",
+            Error::Authentication(_) => "AuthenticationError",
+            Error::Permission(_) => "PermissionError",
+            Error::DoesNotExist(_) => "DoesNotExistError",
+            Error::DuplicateEntry(_) => "DuplicateEntryError",
+            Error::TooManyRequests(_) => "TooManyRequestsError",
+            Error::CsrfToken(_) => "CSRFTokenError",
+            Error::Internal(_) => "InternalServerError",
+        }
+    }
+
+    /// The HTTP status Frappe uses for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) | Error::CsrfToken(_) => 400,
+            Error::Authentication(_) => 401,
+            Error::Permission(_) => 403,
+            Error::DoesNotExist(_) => 404,
+            Error::DuplicateEntry(_) => 409,
+            Error::TooLarge(_) => 413,
+            Error::Validation(_)
+            | Error::Mandatory(_)
+            | Error::LinkValidation(_)
+            | Error::LinkExists(_)
+            | Error::TimestampMismatch(_) => 417,
+            Error::TooManyRequests(_) => 429,
+            Error::Internal(_) => 500,
+        }
+    }
+
+    /// The human message.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+
+    /// Shorthand for a validation error.
+    pub fn validation(msg: impl Into<String>) -> Self {
+        Error::Validation(msg.into())
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return Error::DuplicateEntry(format!("Duplicate entry: {}", db.message()));
+            }
+        }
+        let id = rand::random::<u32>();
+        tracing::error!(error_id = format!("{id:08x}"), "database error: {e}");
+        Error::Internal(format!("Internal error (id {id:08x}); see the server log"))
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::BadRequest(format!("Invalid JSON: {e}"))
+    }
+}

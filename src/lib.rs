@@ -1,0 +1,18 @@
+//! docstream: sites with a Frappe-compatible REST API, and event streaming between them.
+
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod doctypes;
+pub mod error;
+pub mod meta;
+pub mod server;
+pub mod service;
+pub mod site;
+pub mod store;
+pub mod streaming;
+pub mod time;
+
+pub use error::{Error, Result};

@@ -1,0 +1,360 @@
+//! The meta model: DocType, DocField and DocPerm as Rust values, and the registry of a site's types.
+//!
+//! Built-in types are data (`doctypes/*.json`, embedded at build time); custom types and Custom
+//! Fields come from the site's database. This module knows nothing of SQL or HTTP.
+
+mod fieldtype;
+
+pub use fieldtype::{FieldType, Storage};
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+include!(concat!(env!("OUT_DIR"), "/builtin_doctypes.rs"));
+
+/// Columns every document table has, in table order.
+pub const STANDARD_COLUMNS: [&str; 7] =
+    ["name", "owner", "creation", "modified", "modified_by", "docstatus", "idx"];
+/// Extra columns of child tables.
+pub const CHILD_COLUMNS: [&str; 3] = ["parent", "parentfield", "parenttype"];
+
+/// One field of a document type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocField {
+    /// Column name.
+    pub fieldname: String,
+    /// Human label.
+    #[serde(default)]
+    pub label: String,
+    /// Frappe field type.
+    #[serde(deserialize_with = "de_fieldtype", serialize_with = "ser_fieldtype")]
+    pub fieldtype: FieldType,
+    /// Link target, child type, select choices or dynamic-link field.
+    #[serde(default, deserialize_with = "de_string")]
+    pub options: String,
+    /// Mandatory.
+    #[serde(default, deserialize_with = "de_flag")]
+    pub reqd: bool,
+    /// Unique across the table.
+    #[serde(default, deserialize_with = "de_flag")]
+    pub unique: bool,
+    /// Default value as text.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub default: Option<String>,
+    /// Set only by the server.
+    #[serde(default, deserialize_with = "de_flag")]
+    pub read_only: bool,
+    /// Not shown in forms.
+    #[serde(default, deserialize_with = "de_flag")]
+    pub hidden: bool,
+    /// Shown as a list column.
+    #[serde(default, deserialize_with = "de_flag")]
+    pub in_list_view: bool,
+    /// Editable after submit.
+    #[serde(default, deserialize_with = "de_flag")]
+    pub allow_on_submit: bool,
+    /// Help text.
+    #[serde(default, deserialize_with = "de_string")]
+    pub description: String,
+}
+
+impl DocField {
+    /// The label, or the fieldname when there is none.
+    pub fn label(&self) -> &str {
+        if self.label.is_empty() {
+            &self.fieldname
+        } else {
+            &self.label
+        }
+    }
+
+    /// True when the field has a column.
+    pub fn has_column(&self) -> bool {
+        self.fieldtype.storage() != Storage::None
+    }
+}
+
+/// One permission rule of a document type.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DocPerm {
+    /// The role the rule is for.
+    pub role: String,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub read: bool,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub write: bool,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub create: bool,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub delete: bool,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub submit: bool,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub cancel: bool,
+}
+
+/// An action a permission rule may allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermType {
+    Read,
+    Write,
+    Create,
+    Delete,
+    Submit,
+    Cancel,
+}
+
+impl PermType {
+    /// Lower-case name, as in DocPerm.
+    pub fn name(self) -> &'static str {
+        match self {
+            PermType::Read => "read",
+            PermType::Write => "write",
+            PermType::Create => "create",
+            PermType::Delete => "delete",
+            PermType::Submit => "submit",
+            PermType::Cancel => "cancel",
+        }
+    }
+}
+
+/// A document type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocType {
+    /// The type's name, e.g. `Sales Invoice`.
+    pub name: String,
+    #[serde(default, deserialize_with = "de_string")]
+    pub module: String,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub custom: bool,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub istable: bool,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub issingle: bool,
+    #[serde(default, deserialize_with = "de_flag")]
+    pub is_submittable: bool,
+    #[serde(default, deserialize_with = "de_string")]
+    pub autoname: String,
+    #[serde(default, deserialize_with = "de_string")]
+    pub title_field: String,
+    #[serde(default, deserialize_with = "de_string")]
+    pub sort_field: String,
+    #[serde(default)]
+    pub fields: Vec<DocField>,
+    #[serde(default)]
+    pub permissions: Vec<DocPerm>,
+}
+
+impl DocType {
+    /// The table holding this type's rows.
+    pub fn table(&self) -> String {
+        table_name(&self.name)
+    }
+
+    /// The field of that name, if any.
+    pub fn field(&self, fieldname: &str) -> Option<&DocField> {
+        self.fields.iter().find(|f| f.fieldname == fieldname)
+    }
+
+    /// Fields that have a column.
+    pub fn data_fields(&self) -> impl Iterator<Item = &DocField> {
+        self.fields.iter().filter(|f| f.has_column())
+    }
+
+    /// Child-table fields.
+    pub fn table_fields(&self) -> impl Iterator<Item = &DocField> {
+        self.fields.iter().filter(|f| f.fieldtype.is_table())
+    }
+
+    /// True when `column` is a column of this type's table.
+    pub fn has_column(&self, column: &str) -> bool {
+        STANDARD_COLUMNS.contains(&column)
+            || (self.istable && CHILD_COLUMNS.contains(&column))
+            || self.field(column).is_some_and(|f| f.has_column())
+    }
+
+    /// Storage of a column (standard or field).
+    pub fn column_storage(&self, column: &str) -> Storage {
+        match column {
+            "docstatus" | "idx" => Storage::Int,
+            "name" if self.autoname == "autoincrement" => Storage::Int,
+            _ => self.field(column).map(|f| f.fieldtype.storage()).unwrap_or(Storage::Text),
+        }
+    }
+
+    /// True when names are given by the client.
+    pub fn is_prompt_named(&self) -> bool {
+        self.autoname.eq_ignore_ascii_case("prompt")
+    }
+}
+
+/// `tab<DocType>`.
+pub fn table_name(doctype: &str) -> String {
+    format!("tab{doctype}")
+}
+
+/// Where a Link or Dynamic Link field can point at a document.
+#[derive(Debug, Clone)]
+pub struct LinkRef {
+    /// The type holding the field (a child type for fields in rows).
+    pub doctype: String,
+    /// The field.
+    pub fieldname: String,
+    /// For a Dynamic Link, the field holding the target type.
+    pub dynamic_type_field: Option<String>,
+    /// True when the holder is a child type.
+    pub is_child: bool,
+}
+
+/// All document types of a site.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    types: HashMap<String, Arc<DocType>>,
+}
+
+impl Registry {
+    /// The built-in types only.
+    pub fn builtin() -> Registry {
+        let mut types = HashMap::new();
+        for (file, text) in BUILTIN_DOCTYPES {
+            let dt: DocType = serde_json::from_str(text)
+                .unwrap_or_else(|e| panic!("built-in doctype {file} is invalid: {e}"));
+            types.insert(dt.name.clone(), Arc::new(dt));
+        }
+        Registry { types }
+    }
+
+    /// Adds or replaces a type.
+    pub fn insert(&mut self, dt: DocType) {
+        self.types.insert(dt.name.clone(), Arc::new(dt));
+    }
+
+    /// Adds a custom field to a type, after `insert_after` when that field exists.
+    pub fn add_custom_field(&mut self, dt: &str, field: DocField, insert_after: &str) {
+        if let Some(t) = self.types.get_mut(dt) {
+            let t = Arc::make_mut(t);
+            if t.field(&field.fieldname).is_some() {
+                return;
+            }
+            let pos = t
+                .fields
+                .iter()
+                .position(|f| f.fieldname == insert_after)
+                .map(|p| p + 1)
+                .unwrap_or(t.fields.len());
+            t.fields.insert(pos, field);
+        }
+    }
+
+    /// The type of that name or `DoesNotExistError`.
+    pub fn get(&self, name: &str) -> Result<Arc<DocType>> {
+        self.types
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::DoesNotExist(format!("DocType {name} not found")))
+    }
+
+    /// True when the type exists.
+    pub fn exists(&self, name: &str) -> bool {
+        self.types.contains_key(name)
+    }
+
+    /// Every type, sorted by name.
+    pub fn all(&self) -> Vec<Arc<DocType>> {
+        let mut v: Vec<_> = self.types.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The fields that can hold a link to a document of `target` (Dynamic Links included).
+    pub fn links_to(&self, target: &str) -> Vec<LinkRef> {
+        let mut out = Vec::new();
+        for t in self.types.values() {
+            for f in &t.fields {
+                let hit = match f.fieldtype {
+                    FieldType::Link => f.options == target,
+                    FieldType::DynamicLink => true,
+                    _ => false,
+                };
+                if hit {
+                    out.push(LinkRef {
+                        doctype: t.name.clone(),
+                        fieldname: f.fieldname.clone(),
+                        dynamic_type_field: (f.fieldtype == FieldType::DynamicLink)
+                            .then(|| f.options.clone()),
+                        is_child: t.istable,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.doctype, &a.fieldname).cmp(&(&b.doctype, &b.fieldname)));
+        out
+    }
+
+    /// The parent types and fields that hold rows of the child type `child`.
+    pub fn parents_of(&self, child: &str) -> Vec<(String, String)> {
+        let mut v: Vec<_> = self
+            .types
+            .values()
+            .flat_map(|t| {
+                t.table_fields()
+                    .filter(|f| f.options == child)
+                    .map(|f| (t.name.clone(), f.fieldname.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Checks that a name is safe as a type or field name: letters, digits, spaces, `_` and `-`.
+pub fn check_identifier(what: &str, s: &str, allow_space: bool) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 61
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || c == '_' || (allow_space && (c == ' ' || c == '-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Validation(format!(
+            "{what} \"{s}\" is not allowed: use letters, digits{} and underscores, starting with a letter",
+            if allow_space { ", spaces, hyphens" } else { "" }
+        )))
+    }
+}
+
+fn de_flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Bool(b) => b,
+        Value::Number(n) => n.as_f64().unwrap_or(0.0) != 0.0,
+        Value::String(s) => matches!(s.trim(), "1" | "true" | "True"),
+        _ => false,
+    })
+}
+
+fn de_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(de_opt_string(d)?.unwrap_or_default())
+}
+
+fn de_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    })
+}
+
+fn de_fieldtype<'de, D: Deserializer<'de>>(d: D) -> Result<FieldType, D::Error> {
+    let s = String::deserialize(d)?;
+    FieldType::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown field type {s}")))
+}
+
+fn ser_fieldtype<S: serde::Serializer>(t: &FieldType, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.name())
+}

@@ -1,0 +1,7 @@
+//! Services: the business rules between the HTTP handlers and the store.
+
+pub mod auth;
+pub mod documents;
+pub mod naming;
+pub mod permissions;
+pub mod provisioning;

@@ -1,0 +1,84 @@
+//! Who is calling and what their roles allow, from the types' DocPerm rows.
+
+use crate::error::{Error, Result};
+use crate::meta::{DocType, PermType};
+
+/// The authenticated user of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// User name (email), `Administrator` or `Guest`.
+    pub user: String,
+    /// Role names, `All` included for every signed-in user.
+    pub roles: Vec<String>,
+}
+
+impl Caller {
+    /// The anonymous caller.
+    pub fn guest() -> Caller {
+        Caller { user: "Guest".into(), roles: vec!["Guest".into()] }
+    }
+
+    /// Administrator, for server-side work.
+    pub fn administrator() -> Caller {
+        Caller {
+            user: "Administrator".into(),
+            roles: vec!["Administrator".into(), "System Manager".into(), "All".into()],
+        }
+    }
+
+    /// True for Guest.
+    pub fn is_guest(&self) -> bool {
+        self.user == "Guest"
+    }
+
+    /// True when the caller has the role.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Administrator or System Manager.
+    pub fn is_system_manager(&self) -> bool {
+        self.user == "Administrator" || self.has_role("Administrator") || self.has_role("System Manager")
+    }
+
+    /// True when the caller's roles allow `perm` on `dt`.
+    pub fn can(&self, dt: &DocType, perm: PermType) -> bool {
+        if self.is_guest() {
+            return false;
+        }
+        if self.is_system_manager() {
+            // System Managers may do what the type allows anyone: submit only on submittable types.
+            return match perm {
+                PermType::Submit | PermType::Cancel => dt.is_submittable,
+                _ => true,
+            };
+        }
+        dt.permissions.iter().any(|p| {
+            self.has_role(&p.role)
+                && match perm {
+                    PermType::Read => p.read,
+                    PermType::Write => p.write,
+                    PermType::Create => p.create,
+                    PermType::Delete => p.delete,
+                    PermType::Submit => p.submit,
+                    PermType::Cancel => p.cancel,
+                }
+        })
+    }
+
+    /// `can`, or a `PermissionError` that says what is missing.
+    pub fn require(&self, dt: &DocType, perm: PermType) -> Result<()> {
+        if self.can(dt, perm) {
+            Ok(())
+        } else if self.is_guest() {
+            Err(Error::Permission("Not permitted: log in, or send an Authorization header".into()))
+        } else {
+            Err(Error::Permission(format!(
+                "User {} does not have doctype access via role permission for document {} ({} not allowed)",
+                self.user,
+                dt.name,
+                perm.name()
+            )))
+        }
+    }
+}

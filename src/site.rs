@@ -1,0 +1,218 @@
+//! A site: its config, database, document types and key, opened or created from `DIR/NAME`.
+
+use crate::config::SiteConfig;
+use crate::crypto::Cipher;
+use crate::error::{Error, Result};
+use crate::meta::{DocField, DocType, Registry};
+use crate::store::{self, Store};
+use crate::time::Clock;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// A running site.
+#[derive(Debug)]
+pub struct Site {
+    /// The folder name of the site.
+    pub name: String,
+    /// `DIR/NAME`.
+    pub dir: PathBuf,
+    /// Settings read at start.
+    pub config: SiteConfig,
+    /// The database.
+    pub store: Store,
+    /// Encrypts Password fields.
+    pub cipher: Cipher,
+    /// The site's clock in its time zone.
+    pub clock: Clock,
+    meta: RwLock<Arc<Registry>>,
+}
+
+/// Version stamp of the built-in types; a change makes `open` sync their tables.
+fn builtin_version() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (f, t) in crate::meta::BUILTIN_DOCTYPES {
+        h.update(f.as_bytes());
+        h.update(t.as_bytes());
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+impl Site {
+    /// Opens an existing site folder.
+    pub async fn open(dir: &Path) -> Result<Site> {
+        let config = SiteConfig::load(&dir.join("site_config.json"))?;
+        let store = Store::open(&config.db_url, false).await?;
+        let site = Site::assemble(dir, config, store)?;
+        site.migrate().await?;
+        site.reload_meta().await?;
+        Ok(site)
+    }
+
+    fn assemble(dir: &Path, config: SiteConfig, store: Store) -> Result<Site> {
+        let cipher = Cipher::from_key(&config.encryption_key)?;
+        let clock = Clock::new(&config.time_zone)
+            .ok_or_else(|| Error::Validation(format!("unknown time_zone {:?}", config.time_zone)))?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        Ok(Site {
+            name,
+            dir: dir.to_path_buf(),
+            config,
+            store,
+            cipher,
+            clock,
+            meta: RwLock::new(Arc::new(Registry::builtin())),
+        })
+    }
+
+    /// Creates the site's schema in an empty database and returns the opened site.
+    pub async fn create(dir: &Path, config: SiteConfig) -> Result<Site> {
+        let store = Store::open(&config.db_url, true).await?;
+        {
+            let mut conn = store.conn().await?;
+            let probe = sqlx::query(r#"SELECT 1 FROM "tabDocType" LIMIT 1"#).fetch_optional(&mut *conn).await;
+            if probe.is_ok() {
+                return Err(Error::Validation(format!(
+                    "database {} already holds a site; use an empty database",
+                    store::redact(&config.db_url)
+                )));
+            }
+        }
+        let site = Site::assemble(dir, config, store)?;
+        site.migrate().await?;
+        site.reload_meta().await?;
+        Ok(site)
+    }
+
+    /// Creates or updates the tables of the built-in types and their DocType records.
+    async fn migrate(&self) -> Result<()> {
+        let version = builtin_version();
+        let mut tx = self.store.begin().await?;
+        store::create_internal_tables(&mut tx, self.store.dialect()).await?;
+        if store::get_setting(&mut tx, "builtin_version").await?.as_deref() == Some(version.as_str()) {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let reg = Registry::builtin();
+        for dt in reg.all() {
+            store::sync_table(&mut tx, self.store.dialect(), &dt).await?;
+        }
+        let dt_meta = reg.get("DocType")?;
+        let field_meta = reg.get("DocField")?;
+        let perm_meta = reg.get("DocPerm")?;
+        let now = self.clock.now();
+        for dt in reg.all() {
+            let name = Value::String(dt.name.clone());
+            store::delete_row(&mut tx, &dt_meta, &name).await?;
+            store::delete_children(&mut tx, &field_meta, "DocType", &dt.name).await?;
+            store::delete_children(&mut tx, &perm_meta, "DocType", &dt.name).await?;
+            let (row, fields, perms) = doctype_rows(&dt, &now);
+            store::insert_row(&mut tx, &dt_meta, &row).await?;
+            for r in fields {
+                store::insert_row(&mut tx, &field_meta, &r).await?;
+            }
+            for r in perms {
+                store::insert_row(&mut tx, &perm_meta, &r).await?;
+            }
+        }
+        store::set_setting(&mut tx, "builtin_version", &version).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The current document types.
+    pub fn meta(&self) -> Arc<Registry> {
+        self.meta.read().expect("meta lock").clone()
+    }
+
+    /// Rebuilds the registry from the built-ins plus custom types and Custom Fields in the database.
+    pub async fn reload_meta(&self) -> Result<()> {
+        let mut reg = Registry::builtin();
+        let mut conn = self.store.conn().await?;
+        let customs = store::fetch_docs(&mut conn, r#"SELECT * FROM "tabDocType" WHERE custom = 1"#, &[]).await?;
+        for mut row in customs {
+            let name = row.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            for (field, child) in [("fields", "DocField"), ("permissions", "DocPerm")] {
+                let child_dt = reg.get(child)?;
+                let rows = store::load_children(&mut conn, &child_dt, "DocType", &name, field).await?;
+                row.insert(field.into(), Value::Array(rows.into_iter().map(Value::Object).collect()));
+            }
+            match serde_json::from_value::<DocType>(Value::Object(row)) {
+                Ok(dt) => reg.insert(dt),
+                Err(e) => tracing::error!(doctype = %name, "skipping unreadable custom DocType: {e}"),
+            }
+        }
+        let cfs = store::fetch_docs(&mut conn, r#"SELECT * FROM "tabCustom Field" ORDER BY creation"#, &[]).await?;
+        for cf in cfs {
+            let dt = cf.get("dt").and_then(Value::as_str).unwrap_or_default().to_string();
+            let after = cf.get("insert_after").and_then(Value::as_str).unwrap_or_default().to_string();
+            match serde_json::from_value::<DocField>(Value::Object(cf)) {
+                Ok(f) => reg.add_custom_field(&dt, f, &after),
+                Err(e) => tracing::error!(doctype = %dt, "skipping unreadable Custom Field: {e}"),
+            }
+        }
+        *self.meta.write().expect("meta lock") = Arc::new(reg);
+        Ok(())
+    }
+}
+
+/// The DocType record of a type as rows of `tabDocType`, `tabDocField` and `tabDocPerm`.
+fn doctype_rows(dt: &DocType, now: &str) -> (store::Doc, Vec<store::Doc>, Vec<store::Doc>) {
+    let std_cols = |name: String, idx: usize, parentfield: Option<&str>| {
+        let mut m = store::Doc::new();
+        m.insert("name".into(), Value::String(name));
+        m.insert("owner".into(), "Administrator".into());
+        m.insert("creation".into(), now.into());
+        m.insert("modified".into(), now.into());
+        m.insert("modified_by".into(), "Administrator".into());
+        m.insert("docstatus".into(), 0.into());
+        m.insert("idx".into(), idx.into());
+        if let Some(pf) = parentfield {
+            m.insert("parent".into(), dt.name.clone().into());
+            m.insert("parentfield".into(), pf.into());
+            m.insert("parenttype".into(), "DocType".into());
+        }
+        m
+    };
+    let mut row = std_cols(dt.name.clone(), 0, None);
+    if let Value::Object(m) = serde_json::to_value(dt).unwrap_or_default() {
+        for (k, v) in m {
+            if k != "fields" && k != "permissions" && k != "name" {
+                row.insert(k, flag_to_int(v));
+            }
+        }
+    }
+    let fields = dt
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut r = std_cols(format!("{}-{}", dt.name, f.fieldname), i + 1, Some("fields"));
+            if let Value::Object(m) = serde_json::to_value(f).unwrap_or_default() {
+                r.extend(m.into_iter().map(|(k, v)| (k, flag_to_int(v))));
+            }
+            r
+        })
+        .collect();
+    let perms = dt
+        .permissions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut r = std_cols(format!("{}-perm-{}", dt.name, i + 1), i + 1, Some("permissions"));
+            if let Value::Object(m) = serde_json::to_value(p).unwrap_or_default() {
+                r.extend(m.into_iter().map(|(k, v)| (k, flag_to_int(v))));
+            }
+            r
+        })
+        .collect();
+    (row, fields, perms)
+}
+
+fn flag_to_int(v: Value) -> Value {
+    match v {
+        Value::Bool(b) => Value::from(b as i64),
+        other => other,
+    }
+}

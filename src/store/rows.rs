@@ -1,0 +1,95 @@
+//! Reading and writing single rows of document tables.
+
+use super::{execute, fetch_docs, q, Doc, Param};
+use crate::error::Result;
+use crate::meta::DocType;
+use serde_json::Value;
+use sqlx::AnyConnection;
+
+/// Inserts one row; `row` holds standard columns and field values (extra keys are ignored).
+pub async fn insert_row(conn: &mut AnyConnection, dt: &DocType, row: &Doc) -> Result<()> {
+    let mut cols = Vec::new();
+    let mut params = Vec::new();
+    for (k, v) in row {
+        if dt.has_column(k) {
+            cols.push(q(k));
+            params.push(Param::from_value(v, dt.column_storage(k)));
+        }
+    }
+    let placeholders: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        q(&dt.table()),
+        cols.join(", "),
+        placeholders.join(", ")
+    );
+    execute(conn, &sql, &params).await?;
+    Ok(())
+}
+
+/// Sets the given columns of the row `name`.
+pub async fn update_columns(conn: &mut AnyConnection, dt: &DocType, name: &Value, values: &Doc) -> Result<u64> {
+    let mut sets = Vec::new();
+    let mut params = Vec::new();
+    for (k, v) in values {
+        if dt.has_column(k) {
+            params.push(Param::from_value(v, dt.column_storage(k)));
+            sets.push(format!("{} = ${}", q(k), params.len()));
+        }
+    }
+    if sets.is_empty() {
+        return Ok(0);
+    }
+    params.push(Param::from_value(name, dt.column_storage("name")));
+    let sql = format!("UPDATE {} SET {} WHERE name = ${}", q(&dt.table()), sets.join(", "), params.len());
+    execute(conn, &sql, &params).await
+}
+
+/// Deletes the row `name`.
+pub async fn delete_row(conn: &mut AnyConnection, dt: &DocType, name: &Value) -> Result<u64> {
+    let sql = format!("DELETE FROM {} WHERE name = $1", q(&dt.table()));
+    execute(conn, &sql, &[Param::from_value(name, dt.column_storage("name"))]).await
+}
+
+/// Reads the row `name`, every column.
+pub async fn load_row(conn: &mut AnyConnection, dt: &DocType, name: &Value) -> Result<Option<Doc>> {
+    let sql = format!("SELECT * FROM {} WHERE name = $1", q(&dt.table()));
+    let mut rows = fetch_docs(conn, &sql, &[Param::from_value(name, dt.column_storage("name"))]).await?;
+    Ok(rows.pop())
+}
+
+/// True when a row named `name` exists.
+pub async fn row_exists(conn: &mut AnyConnection, dt: &DocType, name: &Value) -> Result<bool> {
+    let sql = format!("SELECT 1 FROM {} WHERE name = $1", q(&dt.table()));
+    Ok(!fetch_docs(conn, &sql, &[Param::from_value(name, dt.column_storage("name"))]).await?.is_empty())
+}
+
+/// Reads the child rows of a parent's table field, in `idx` order.
+pub async fn load_children(
+    conn: &mut AnyConnection,
+    child: &DocType,
+    parenttype: &str,
+    parent: &str,
+    parentfield: &str,
+) -> Result<Vec<Doc>> {
+    let sql = format!(
+        "SELECT * FROM {} WHERE parent = $1 AND parenttype = $2 AND parentfield = $3 ORDER BY idx",
+        q(&child.table())
+    );
+    fetch_docs(
+        conn,
+        &sql,
+        &[
+            Param::Text(Some(parent.into())),
+            Param::Text(Some(parenttype.into())),
+            Param::Text(Some(parentfield.into())),
+        ],
+    )
+    .await
+}
+
+/// Deletes every child row of a parent in one child table.
+pub async fn delete_children(conn: &mut AnyConnection, child: &DocType, parenttype: &str, parent: &str) -> Result<u64> {
+    let sql = format!("DELETE FROM {} WHERE parent = $1 AND parenttype = $2", q(&child.table()));
+    execute(conn, &sql, &[Param::Text(Some(parent.into())), Param::Text(Some(parenttype.into()))]).await
+}

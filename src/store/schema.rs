@@ -1,0 +1,135 @@
+//! Tables for document types, and the site's internal tables.
+
+use super::{q, Dialect};
+use crate::error::Result;
+use crate::meta::{DocField, DocType};
+use sqlx::{AnyConnection, Executor, Row};
+
+/// Creates the table of a document type with its indexes (no-op when it exists).
+pub async fn create_table(conn: &mut AnyConnection, dialect: Dialect, dt: &DocType) -> Result<()> {
+    if dt.issingle {
+        return Ok(());
+    }
+    let name_type = dialect.column_type(dt.column_storage("name"));
+    let mut cols = vec![
+        format!("name {name_type} PRIMARY KEY"),
+        "owner TEXT".into(),
+        "creation TEXT".into(),
+        "modified TEXT".into(),
+        "modified_by TEXT".into(),
+        "docstatus BIGINT NOT NULL DEFAULT 0".into(),
+        "idx BIGINT NOT NULL DEFAULT 0".into(),
+    ];
+    if dt.istable {
+        cols.extend(["parent TEXT".into(), "parentfield TEXT".into(), "parenttype TEXT".into()]);
+    }
+    for f in dt.data_fields() {
+        cols.push(format!("{} {}", q(&f.fieldname), dialect.column_type(f.fieldtype.storage())));
+    }
+    let table = dt.table();
+    conn.execute(format!("CREATE TABLE IF NOT EXISTS {} ({})", q(&table), cols.join(", ")).as_str())
+        .await?;
+    create_index(conn, &table, "modified", false).await?;
+    if dt.istable {
+        create_index(conn, &table, "parent", false).await?;
+    }
+    for f in dt.data_fields() {
+        create_field_indexes(conn, &table, f).await?;
+    }
+    Ok(())
+}
+
+async fn create_field_indexes(conn: &mut AnyConnection, table: &str, f: &DocField) -> Result<()> {
+    if f.unique {
+        create_index(conn, table, &f.fieldname, true).await?;
+    }
+    Ok(())
+}
+
+async fn create_index(conn: &mut AnyConnection, table: &str, column: &str, unique: bool) -> Result<()> {
+    let index = format!("{table}_{column}_{}", if unique { "uniq" } else { "idx" });
+    conn.execute(
+        format!(
+            "CREATE {} INDEX IF NOT EXISTS {} ON {} ({})",
+            if unique { "UNIQUE" } else { "" },
+            q(&index),
+            q(table),
+            q(column)
+        )
+        .as_str(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds one field's column (and unique index) to an existing table.
+pub async fn add_column(conn: &mut AnyConnection, dialect: Dialect, dt: &DocType, f: &DocField) -> Result<()> {
+    if !f.has_column() || dt.issingle {
+        return Ok(());
+    }
+    let table = dt.table();
+    conn.execute(
+        format!(
+            "ALTER TABLE {} ADD COLUMN {} {}",
+            q(&table),
+            q(&f.fieldname),
+            dialect.column_type(f.fieldtype.storage())
+        )
+        .as_str(),
+    )
+    .await?;
+    create_field_indexes(conn, &table, f).await
+}
+
+/// Brings a built-in type's table up to its current definition: creates it, or adds the
+/// columns a newer version of the type has.
+pub async fn sync_table(conn: &mut AnyConnection, dialect: Dialect, dt: &DocType) -> Result<()> {
+    if dt.issingle {
+        return Ok(());
+    }
+    let table = dt.table();
+    let existing: Vec<String> = match dialect {
+        Dialect::Sqlite => sqlx::query(&format!("SELECT name FROM pragma_table_info('{}')", table.replace('\'', "''")))
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?,
+        Dialect::Postgres => sqlx::query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+        )
+        .bind(&table)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?,
+    };
+    if existing.is_empty() {
+        return create_table(conn, dialect, dt).await;
+    }
+    for f in dt.data_fields() {
+        if !existing.iter().any(|c| c == &f.fieldname) {
+            add_column(conn, dialect, dt, f).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the tables that are not document types: counters, singles, secrets, sessions.
+pub async fn create_internal_tables(conn: &mut AnyConnection, dialect: Dialect) -> Result<()> {
+    let stmts = [
+        r#"CREATE TABLE IF NOT EXISTS "tabSeries" (name TEXT PRIMARY KEY, current BIGINT NOT NULL DEFAULT 0)"#,
+        r#"CREATE TABLE IF NOT EXISTS "tabSingles" (doctype TEXT NOT NULL, field TEXT NOT NULL, value TEXT, PRIMARY KEY (doctype, field))"#,
+        r#"CREATE TABLE IF NOT EXISTS "__Auth" (doctype TEXT NOT NULL, name TEXT NOT NULL, fieldname TEXT NOT NULL, password TEXT NOT NULL, encrypted BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (doctype, name, fieldname))"#,
+        r#"CREATE TABLE IF NOT EXISTS "__sessions" (sid_hash TEXT PRIMARY KEY, "user" TEXT NOT NULL, csrf_token TEXT, expires_at TEXT NOT NULL, created TEXT NOT NULL)"#,
+        r#"CREATE TABLE IF NOT EXISTS "__login_failures" (key TEXT NOT NULL, at BIGINT NOT NULL)"#,
+        r#"CREATE INDEX IF NOT EXISTS "__login_failures_key" ON "__login_failures" (key, at)"#,
+        r#"CREATE TABLE IF NOT EXISTS "__settings" (key TEXT PRIMARY KEY, value TEXT NOT NULL)"#,
+    ];
+    let _ = dialect;
+    for s in stmts {
+        conn.execute(s).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! The producer's Event Update Log, written in the same transaction as each change.
+//!
+//! A log is written only for types that have at least one Event Consumer row, and costs one
+//! row whatever the number of consumers: who received it is computed from consumer progress.
+
+use super::diff::{diff, frappe_json};
+use crate::error::Result;
+use crate::meta::{DocType, Registry};
+use crate::service::documents::{name_text, WriteFlags};
+use crate::site::Site;
+use crate::store::{self, Doc, Param};
+use serde_json::{Map, Value};
+use sqlx::AnyConnection;
+
+/// The counter that gives update logs their gap-free `seq`.
+pub const SEQ_COUNTER: &str = "event_update_log_seq";
+
+async fn is_streamed(conn: &mut AnyConnection, dt: &DocType) -> Result<bool> {
+    if dt.istable || dt.module == "Event Streaming" {
+        return Ok(false);
+    }
+    let rows = store::fetch_docs(
+        conn,
+        r#"SELECT 1 AS hit FROM "tabEvent Consumer Document Type" WHERE ref_doctype = $1 LIMIT 1"#,
+        &[Param::Text(Some(dt.name.clone()))],
+    )
+    .await?;
+    Ok(!rows.is_empty())
+}
+
+async fn write(site: &Site, conn: &mut AnyConnection, update_type: &str, dt: &DocType, docname: &str, data: Option<String>, flags: &WriteFlags) -> Result<()> {
+    let seq = store::next_counter(conn, SEQ_COUNTER).await?;
+    let now = site.clock.now();
+    let sql = r#"INSERT INTO "tabEvent Update Log" (name, owner, creation, modified, modified_by, docstatus, idx,
+        update_type, ref_doctype, docname, data, seq, origin, for_consumer)
+        VALUES ($1, 'Administrator', $2, $2, 'Administrator', 0, 0, $3, $4, $5, $6, $1, $7, NULL)"#;
+    store::execute(
+        conn,
+        sql,
+        &[
+            Param::Int(Some(seq)),
+            Param::Text(Some(now)),
+            Param::Text(Some(update_type.into())),
+            Param::Text(Some(dt.name.clone())),
+            Param::Text(Some(docname.into())),
+            Param::Text(data),
+            Param::Text(flags.origin.clone()),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The Create payload: the whole document without nulls, as Frappe writes it.
+pub fn create_payload(doc: &Doc) -> Value {
+    fn strip(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip(v))).collect::<Map<_, _>>()),
+            Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
+            other => other.clone(),
+        }
+    }
+    strip(&Value::Object(doc.clone()))
+}
+
+/// Logs a Create.
+pub async fn record_insert(site: &Site, conn: &mut AnyConnection, _reg: &Registry, dt: &DocType, doc: &Doc, flags: &WriteFlags) -> Result<()> {
+    if !is_streamed(conn, dt).await? {
+        return Ok(());
+    }
+    let name = name_text(&doc["name"]);
+    write(site, conn, "Create", dt, &name, Some(frappe_json(&create_payload(doc))), flags).await
+}
+
+/// Logs an Update with the diff (nothing when nothing changed).
+pub async fn record_update(site: &Site, conn: &mut AnyConnection, reg: &Registry, dt: &DocType, old: &Doc, new: &Doc, flags: &WriteFlags) -> Result<()> {
+    if !is_streamed(conn, dt).await? {
+        return Ok(());
+    }
+    let d = diff(reg, dt, old, new)?;
+    if d.is_empty() {
+        return Ok(());
+    }
+    let name = name_text(&new["name"]);
+    write(site, conn, "Update", dt, &name, Some(frappe_json(&d.to_value())), flags).await
+}
+
+/// Logs a Delete (no data).
+pub async fn record_delete(site: &Site, conn: &mut AnyConnection, _reg: &Registry, dt: &DocType, doc: &Doc, flags: &WriteFlags) -> Result<()> {
+    if !is_streamed(conn, dt).await? {
+        return Ok(());
+    }
+    write(site, conn, "Delete", dt, &name_text(&doc["name"]), None, flags).await
+}
+
+/// Logs a rename as an Update of `name` carrying `old_name`.
+pub async fn record_rename(site: &Site, conn: &mut AnyConnection, _reg: &Registry, dt: &DocType, before: &Doc, after: &Doc, flags: &WriteFlags) -> Result<()> {
+    if !is_streamed(conn, dt).await? {
+        return Ok(());
+    }
+    let old = name_text(&before["name"]);
+    let new = name_text(&after["name"]);
+    let mut changed = Map::new();
+    changed.insert("name".into(), Value::String(new.clone()));
+    let data = serde_json::json!({"changed": changed, "added": {}, "removed": {}, "row_changed": {}, "old_name": old});
+    write(site, conn, "Update", dt, &new, Some(frappe_json(&data)), flags).await
+}
