@@ -43,8 +43,9 @@ enum Command {
     /// Manage one site.
     Site {
         name: String,
-        #[arg(long)]
-        data_dir: PathBuf,
+        /// May also follow the action (`site NAME list-users --data-dir DIR`).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
         #[command(subcommand)]
         action: SiteAction,
     },
@@ -71,10 +72,16 @@ enum SiteAction {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -92,17 +99,47 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::NewSite { name, data_dir, admin_password, url, db } => {
-            let site = provisioning::new_site(&data_dir, &name, &admin_password, url.as_deref(), db.as_deref()).await?;
+        Command::NewSite {
+            name,
+            data_dir,
+            admin_password,
+            url,
+            db,
+        } => {
+            let site = provisioning::new_site(
+                &data_dir,
+                &name,
+                &admin_password,
+                url.as_deref(),
+                db.as_deref(),
+            )
+            .await?;
             site.store.close().await;
-            println!("Created site {name} ({}) in {}", site.config.url, site.dir.display());
+            println!(
+                "Created site {name} ({}) in {}",
+                site.config.url,
+                site.dir.display()
+            );
         }
         Command::Serve { data_dir, bind } => {
             let sites = Arc::new(Sites::open_all(&data_dir).await?);
             let listener = server::bind(&bind)?;
             serve_until_signal(sites, listener).await?;
         }
-        Command::Site { name, data_dir, action } => {
+        Command::Site {
+            name,
+            data_dir,
+            action,
+        } => {
+            let Some(data_dir) = data_dir else {
+                use clap::CommandFactory;
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "the argument --data-dir <DATA_DIR> is required",
+                    )
+                    .exit();
+            };
             let dir = data_dir.join(&name);
             if !dir.join("site_config.json").is_file() {
                 anyhow::bail!("no site {name} in {}", data_dir.display());
@@ -134,7 +171,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Serves until SIGINT/SIGTERM, then drains for at most 9 seconds so the process exits within 10.
-async fn serve_until_signal(sites: Arc<Sites>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+async fn serve_until_signal(
+    sites: Arc<Sites>,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(sites, listener, async {
         let _ = rx.await;

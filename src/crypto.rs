@@ -34,8 +34,13 @@ impl Cipher {
             .decode(key_b64.trim())
             .ok()
             .filter(|k| k.len() == 32)
-            .ok_or_else(|| Error::Validation("encryption_key in site_config.json must be 32 bytes of base64".into()))?;
-        let aead = Aes256Gcm::new_from_slice(&key).map_err(|_| Error::Internal("bad key".into()))?;
+            .ok_or_else(|| {
+                Error::Validation(
+                    "encryption_key in site_config.json must be 32 bytes of base64".into(),
+                )
+            })?;
+        let aead =
+            Aes256Gcm::new_from_slice(&key).map_err(|_| Error::Internal("bad key".into()))?;
         Ok(Cipher { aead })
     }
 
@@ -53,14 +58,18 @@ impl Cipher {
 
     /// Decrypts what [`Cipher::encrypt`] made.
     pub fn decrypt(&self, stored: &str) -> Result<String> {
-        let raw = B64.decode(stored).map_err(|_| Error::Internal("stored secret is not base64".into()))?;
+        let raw = B64
+            .decode(stored)
+            .map_err(|_| Error::Internal("stored secret is not base64".into()))?;
         if raw.len() < 13 {
             return Err(Error::Internal("stored secret is too short".into()));
         }
         let plain = self
             .aead
             .decrypt(Nonce::from_slice(&raw[..12]), &raw[12..])
-            .map_err(|_| Error::Internal("stored secret cannot be decrypted with this site's key".into()))?;
+            .map_err(|_| {
+                Error::Internal("stored secret cannot be decrypted with this site's key".into())
+            })?;
         String::from_utf8(plain).map_err(|_| Error::Internal("stored secret is not UTF-8".into()))
     }
 }
@@ -77,7 +86,11 @@ pub fn hash_password(password: &str) -> Result<String> {
 /// Checks a login password against its Argon2 hash.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -85,7 +98,9 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 pub fn random_token(len: usize) -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
-    (0..len).map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char).collect()
+    (0..len)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 /// Constant-time equality of two secrets.
@@ -97,7 +112,10 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
 /// SHA-256 hex digest, to store session ids without keeping them in clear.
 pub fn digest(s: &str) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

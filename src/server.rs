@@ -30,7 +30,10 @@ impl Sites {
             .collect();
         entries.sort();
         if entries.is_empty() {
-            return Err(Error::Validation(format!("no site in {}: create one with `docstream new-site`", dir.display())));
+            return Err(Error::Validation(format!(
+                "no site in {}: create one with `docstream new-site`",
+                dir.display()
+            )));
         }
         let mut sites = Vec::new();
         for p in entries {
@@ -51,31 +54,58 @@ impl Sites {
 
     /// The site for a request's Host header.
     pub fn resolve(&self, headers: &HeaderMap) -> Result<Arc<Site>> {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-        if let Some(s) = self.sites.iter().find(|s| host_of_url(&s.config.url) == host) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if let Some(s) = self
+            .sites
+            .iter()
+            .find(|s| host_of_url(&s.config.url) == host)
+        {
             return Ok(s.clone());
         }
         let bare = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&host);
-        if let Some(s) = self.sites.iter().find(|s| s.name.eq_ignore_ascii_case(bare)) {
+        if let Some(s) = self
+            .sites
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(bare))
+        {
             return Ok(s.clone());
         }
         if self.sites.len() == 1 {
             return Ok(self.sites[0].clone());
         }
-        Err(Error::DoesNotExist(format!("No site is served for host {host:?}")))
+        Err(Error::DoesNotExist(format!(
+            "No site is served for host {host:?}"
+        )))
     }
 }
 
 /// Binds a listener with `SO_REUSEADDR`, so a restarted server can take the address at once.
 pub fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
-    let addr: SocketAddr = addr.parse().map_err(|_| Error::Validation(format!("--bind {addr:?} is not an address like 127.0.0.1:8000")))?;
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
-        .map_err(|e| Error::Validation(format!("cannot create a socket: {e}")))?;
+    let addr: SocketAddr = addr.parse().map_err(|_| {
+        Error::Validation(format!(
+            "--bind {addr:?} is not an address like 127.0.0.1:8000"
+        ))
+    })?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(|e| Error::Validation(format!("cannot create a socket: {e}")))?;
     socket.set_reuse_address(true).ok();
-    socket.bind(&addr.into()).map_err(|e| Error::Validation(format!("cannot listen on {addr}: {e}")))?;
-    socket.listen(1024).map_err(|e| Error::Validation(format!("cannot listen on {addr}: {e}")))?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| Error::Validation(format!("cannot listen on {addr}: {e}")))?;
+    socket
+        .listen(1024)
+        .map_err(|e| Error::Validation(format!("cannot listen on {addr}: {e}")))?;
     socket.set_nonblocking(true).ok();
-    tokio::net::TcpListener::from_std(socket.into()).map_err(|e| Error::Validation(format!("cannot listen on {addr}: {e}")))
+    tokio::net::TcpListener::from_std(socket.into())
+        .map_err(|e| Error::Validation(format!("cannot listen on {addr}: {e}")))
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -90,15 +120,25 @@ pub async fn shutdown_signal() {
 }
 
 /// Serves the sites on one listener until a shutdown signal; in-flight requests finish first.
-pub async fn serve(sites: Arc<Sites>, listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
-    let state = AppState { sites: sites.clone(), metrics: Arc::default() };
+pub async fn serve(
+    sites: Arc<Sites>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let state = AppState {
+        sites: sites.clone(),
+        metrics: Arc::default(),
+    };
     let app = api::router(state);
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, sites = sites.all().len(), "serving");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::Internal(format!("server failed: {e}")))?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| Error::Internal(format!("server failed: {e}")))?;
     for s in sites.all() {
         s.store.close().await;
     }

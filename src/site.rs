@@ -36,7 +36,11 @@ fn builtin_version() -> String {
         h.update(f.as_bytes());
         h.update(t.as_bytes());
     }
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Site {
@@ -52,9 +56,13 @@ impl Site {
 
     fn assemble(dir: &Path, config: SiteConfig, store: Store) -> Result<Site> {
         let cipher = Cipher::from_key(&config.encryption_key)?;
-        let clock = Clock::new(&config.time_zone)
-            .ok_or_else(|| Error::Validation(format!("unknown time_zone {:?}", config.time_zone)))?;
-        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let clock = Clock::new(&config.time_zone).ok_or_else(|| {
+            Error::Validation(format!("unknown time_zone {:?}", config.time_zone))
+        })?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         Ok(Site {
             name,
             dir: dir.to_path_buf(),
@@ -71,7 +79,9 @@ impl Site {
         let store = Store::open(&config.db_url, true).await?;
         {
             let mut conn = store.conn().await?;
-            let probe = sqlx::query(r#"SELECT 1 FROM "tabDocType" LIMIT 1"#).fetch_optional(&mut *conn).await;
+            let probe = sqlx::query(r#"SELECT 1 FROM "tabDocType" LIMIT 1"#)
+                .fetch_optional(&mut *conn)
+                .await;
             if probe.is_ok() {
                 return Err(Error::Validation(format!(
                     "database {} already holds a site; use an empty database",
@@ -90,7 +100,11 @@ impl Site {
         let version = builtin_version();
         let mut tx = self.store.begin().await?;
         store::create_internal_tables(&mut tx, self.store.dialect()).await?;
-        if store::get_setting(&mut tx, "builtin_version").await?.as_deref() == Some(version.as_str()) {
+        if store::get_setting(&mut tx, "builtin_version")
+            .await?
+            .as_deref()
+            == Some(version.as_str())
+        {
             tx.commit().await?;
             return Ok(());
         }
@@ -130,23 +144,51 @@ impl Site {
     pub async fn reload_meta(&self) -> Result<()> {
         let mut reg = Registry::builtin();
         let mut conn = self.store.conn().await?;
-        let customs = store::fetch_docs(&mut conn, r#"SELECT * FROM "tabDocType" WHERE custom = 1"#, &[]).await?;
+        let customs = store::fetch_docs(
+            &mut conn,
+            r#"SELECT * FROM "tabDocType" WHERE custom = 1"#,
+            &[],
+        )
+        .await?;
         for mut row in customs {
-            let name = row.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let name = row
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             for (field, child) in [("fields", "DocField"), ("permissions", "DocPerm")] {
                 let child_dt = reg.get(child)?;
-                let rows = store::load_children(&mut conn, &child_dt, "DocType", &name, field).await?;
-                row.insert(field.into(), Value::Array(rows.into_iter().map(Value::Object).collect()));
+                let rows =
+                    store::load_children(&mut conn, &child_dt, "DocType", &name, field).await?;
+                row.insert(
+                    field.into(),
+                    Value::Array(rows.into_iter().map(Value::Object).collect()),
+                );
             }
             match serde_json::from_value::<DocType>(Value::Object(row)) {
                 Ok(dt) => reg.insert(dt),
-                Err(e) => tracing::error!(doctype = %name, "skipping unreadable custom DocType: {e}"),
+                Err(e) => {
+                    tracing::error!(doctype = %name, "skipping unreadable custom DocType: {e}")
+                }
             }
         }
-        let cfs = store::fetch_docs(&mut conn, r#"SELECT * FROM "tabCustom Field" ORDER BY creation"#, &[]).await?;
+        let cfs = store::fetch_docs(
+            &mut conn,
+            r#"SELECT * FROM "tabCustom Field" ORDER BY creation"#,
+            &[],
+        )
+        .await?;
         for cf in cfs {
-            let dt = cf.get("dt").and_then(Value::as_str).unwrap_or_default().to_string();
-            let after = cf.get("insert_after").and_then(Value::as_str).unwrap_or_default().to_string();
+            let dt = cf
+                .get("dt")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let after = cf
+                .get("insert_after")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             match serde_json::from_value::<DocField>(Value::Object(cf)) {
                 Ok(f) => reg.add_custom_field(&dt, f, &after),
                 Err(e) => tracing::error!(doctype = %dt, "skipping unreadable Custom Field: {e}"),
@@ -188,7 +230,11 @@ fn doctype_rows(dt: &DocType, now: &str) -> (store::Doc, Vec<store::Doc>, Vec<st
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let mut r = std_cols(format!("{}-{}", dt.name, f.fieldname), i + 1, Some("fields"));
+            let mut r = std_cols(
+                format!("{}-{}", dt.name, f.fieldname),
+                i + 1,
+                Some("fields"),
+            );
             if let Value::Object(m) = serde_json::to_value(f).unwrap_or_default() {
                 r.extend(m.into_iter().map(|(k, v)| (k, flag_to_int(v))));
             }
@@ -200,7 +246,11 @@ fn doctype_rows(dt: &DocType, now: &str) -> (store::Doc, Vec<store::Doc>, Vec<st
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let mut r = std_cols(format!("{}-perm-{}", dt.name, i + 1), i + 1, Some("permissions"));
+            let mut r = std_cols(
+                format!("{}-perm-{}", dt.name, i + 1),
+                i + 1,
+                Some("permissions"),
+            );
             if let Value::Object(m) = serde_json::to_value(p).unwrap_or_default() {
                 r.extend(m.into_iter().map(|(k, v)| (k, flag_to_int(v))));
             }

@@ -36,9 +36,9 @@ impl Clock {
 /// Accepts a date and returns it as `YYYY-MM-DD`.
 pub fn normalize_date(s: &str) -> Option<String> {
     let s = s.trim();
-    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .or_else(|| normalize_datetime(s).and_then(|dt| NaiveDate::parse_from_str(&dt[..10], "%Y-%m-%d").ok()))?;
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().or_else(|| {
+        normalize_datetime(s).and_then(|dt| NaiveDate::parse_from_str(&dt[..10], "%Y-%m-%d").ok())
+    })?;
     Some(d.format("%Y-%m-%d").to_string())
 }
 
@@ -46,14 +46,21 @@ pub fn normalize_date(s: &str) -> Option<String> {
 pub fn normalize_datetime(s: &str) -> Option<String> {
     let s = s.trim().replace('T', " ");
     let s = s.trim_end_matches('Z');
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, f) {
             return Some(dt.format(DATETIME_FORMAT).to_string());
         }
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().format(DATETIME_FORMAT).to_string())
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(|d| {
+        d.and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .format(DATETIME_FORMAT)
+            .to_string()
+    })
 }
 
 /// Accepts a time and returns `HH:MM:SS[.ffffff]`.

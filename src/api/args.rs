@@ -22,7 +22,8 @@ impl Args {
                 args.map.insert(k, Value::String(v));
             }
         }
-        let body_text = std::str::from_utf8(body).map_err(|_| Error::BadRequest("The request body is not UTF-8".into()))?;
+        let body_text = std::str::from_utf8(body)
+            .map_err(|_| Error::BadRequest("The request body is not UTF-8".into()))?;
         if body_text.trim().is_empty() {
             return Ok(args);
         }
@@ -34,9 +35,12 @@ impl Args {
                 args.map.insert(k, Value::String(v));
             }
         } else if ct.starts_with("multipart/") {
-            return Err(Error::BadRequest("multipart bodies are not supported: send JSON or a form".into()));
+            return Err(Error::BadRequest(
+                "multipart bodies are not supported: send JSON or a form".into(),
+            ));
         } else {
-            let v: Value = serde_json::from_str(body_text).map_err(|e| Error::BadRequest(format!("Invalid JSON body: {e}")))?;
+            let v: Value = serde_json::from_str(body_text)
+                .map_err(|e| Error::BadRequest(format!("Invalid JSON body: {e}")))?;
             match v {
                 Value::Object(m) => {
                     for (k, v) in &m {
@@ -61,7 +65,9 @@ impl Args {
 
     /// A required string argument.
     pub fn required(&self, k: &str) -> Result<String> {
-        self.str(k).filter(|s| !s.is_empty()).ok_or_else(|| Error::Validation(format!("Argument \"{k}\" is required")))
+        self.str(k)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::Validation(format!("Argument \"{k}\" is required")))
     }
 
     /// An argument that is JSON (given as JSON or as a JSON string).
@@ -81,7 +87,9 @@ impl Args {
         match self.json(k)? {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(m)),
-            Some(_) => Err(Error::BadRequest(format!("Argument \"{k}\" must be a JSON object"))),
+            Some(_) => Err(Error::BadRequest(format!(
+                "Argument \"{k}\" must be a JSON object"
+            ))),
         }
     }
 
@@ -89,10 +97,18 @@ impl Args {
     pub fn uint(&self, k: &str) -> Result<Option<u64>> {
         match self.map.get(k) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| Error::BadRequest(format!("Argument \"{k}\" must be a non-negative integer"))),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                Error::BadRequest(format!("Argument \"{k}\" must be a non-negative integer"))
+            }),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => s.trim().parse::<u64>().map(Some).map_err(|_| Error::BadRequest(format!("Argument \"{k}\" must be a non-negative integer, not {s:?}"))),
-            Some(_) => Err(Error::BadRequest(format!("Argument \"{k}\" must be a non-negative integer"))),
+            Some(Value::String(s)) => s.trim().parse::<u64>().map(Some).map_err(|_| {
+                Error::BadRequest(format!(
+                    "Argument \"{k}\" must be a non-negative integer, not {s:?}"
+                ))
+            }),
+            Some(_) => Err(Error::BadRequest(format!(
+                "Argument \"{k}\" must be a non-negative integer"
+            ))),
         }
     }
 
@@ -101,12 +117,18 @@ impl Args {
         // A JSON body is the document itself, unless it only wraps one as {"data": {...}};
         // a form carries it as data=<json>.
         match &self.json_body {
-            Some(b) if !(b.len() == 1 && b.get("data").is_some_and(Value::is_object)) => return Ok(b.clone()),
+            Some(b) if !(b.len() == 1 && b.get("data").is_some_and(Value::is_object)) => {
+                return Ok(b.clone())
+            }
             _ => {}
         }
         if let Some(d) = self.object("data")? {
             return Ok(d);
         }
-        self.json_body.clone().ok_or_else(|| Error::BadRequest("Send the document as a JSON body or as the form field data=<json>".into()))
+        self.json_body.clone().ok_or_else(|| {
+            Error::BadRequest(
+                "Send the document as a JSON body or as the form field data=<json>".into(),
+            )
+        })
     }
 }

@@ -11,11 +11,16 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 fn doc_arg(ctx: &Ctx, key: &str) -> Result<Doc, Error> {
-    ctx.args.object(key)?.ok_or_else(|| Error::Validation(format!("Argument \"{key}\" is required (a JSON object)")))
+    ctx.args
+        .object(key)?
+        .ok_or_else(|| Error::Validation(format!("Argument \"{key}\" is required (a JSON object)")))
 }
 
 fn doctype_of(doc: &Doc) -> Result<String, Error> {
-    doc.get("doctype").and_then(Value::as_str).map(str::to_string).ok_or_else(|| Error::Validation("The document needs a \"doctype\"".into()))
+    doc.get("doctype")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| Error::Validation("The document needs a \"doctype\"".into()))
 }
 
 /// Runs a method by its dotted name.
@@ -32,22 +37,36 @@ pub async fn call(app: &AppState, ctx: &Ctx, method: &str) -> Result<Response, A
                 site.logout(&sid).await?;
             }
             let mut r = message(json!("Logged Out"));
-            r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("sid=Guest; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"));
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                HeaderValue::from_static("sid=Guest; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+            );
             return Ok(r);
         }
         "frappe.ping" => json!("pong"),
         _ if caller.is_guest() => {
-            return Err(Error::Permission("Not permitted: log in, or send an Authorization header".into()).into());
+            return Err(Error::Permission(
+                "Not permitted: log in, or send an Authorization header".into(),
+            )
+            .into());
         }
         "frappe.auth.get_logged_user" => json!(caller.user),
         "frappe.client.get_list" => {
             let q = list_query(args)?;
-            let rows = site.list_docs(caller, &args.required("doctype")?, &q).await?;
+            let rows = site
+                .list_docs(caller, &args.required("doctype")?, &q)
+                .await?;
             Value::Array(rows.into_iter().map(Value::Object).collect())
         }
         "frappe.client.get_count" => {
-            let q = ListQuery { filters: Filter::parse_many(&args.json("filters")?.unwrap_or(Value::Null))?, ..Default::default() };
-            json!(site.count_docs(caller, &args.required("doctype")?, &q).await?)
+            let q = ListQuery {
+                filters: Filter::parse_many(&args.json("filters")?.unwrap_or(Value::Null))?,
+                ..Default::default()
+            };
+            json!(
+                site.count_docs(caller, &args.required("doctype")?, &q)
+                    .await?
+            )
         }
         "frappe.client.get" => {
             let doctype = args.required("doctype")?;
@@ -59,17 +78,36 @@ pub async fn call(app: &AppState, ctx: &Ctx, method: &str) -> Result<Response, A
         }
         "frappe.client.get_value" => {
             let doctype = args.required("doctype")?;
-            let fields: Vec<String> = match args.json("fieldname").or_else(|_| Ok::<_, Error>(args.str("fieldname").map(Value::String)))? {
-                Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            let fields: Vec<String> = match args
+                .json("fieldname")
+                .or_else(|_| Ok::<_, Error>(args.str("fieldname").map(Value::String)))?
+            {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
                 Some(Value::String(s)) => vec![s],
                 _ => vec!["name".into()],
             };
-            let filters = match args.json("filters").or_else(|_| Ok::<_, Error>(args.str("filters").map(Value::String)))? {
-                Some(Value::String(name)) => vec![Filter { doctype: None, field: "name".into(), op: crate::store::Op::Eq, value: Value::String(name) }],
+            let filters = match args
+                .json("filters")
+                .or_else(|_| Ok::<_, Error>(args.str("filters").map(Value::String)))?
+            {
+                Some(Value::String(name)) => vec![Filter {
+                    doctype: None,
+                    field: "name".into(),
+                    op: crate::store::Op::Eq,
+                    value: Value::String(name),
+                }],
                 Some(v) => Filter::parse_many(&v)?,
                 None => vec![],
             };
-            let q = ListQuery { fields: fields.clone(), filters, page_length: 1, ..Default::default() };
+            let q = ListQuery {
+                fields: fields.clone(),
+                filters,
+                page_length: 1,
+                ..Default::default()
+            };
             let rows = site.list_docs(caller, &doctype, &q).await?;
             match rows.into_iter().next() {
                 Some(r) => Value::Object(r),
@@ -79,16 +117,26 @@ pub async fn call(app: &AppState, ctx: &Ctx, method: &str) -> Result<Response, A
         "frappe.client.set_value" => {
             let doctype = args.required("doctype")?;
             let name = args.required("name")?;
-            let patch = match args.json("fieldname").or_else(|_| Ok::<_, Error>(args.str("fieldname").map(Value::String)))? {
+            let patch = match args
+                .json("fieldname")
+                .or_else(|_| Ok::<_, Error>(args.str("fieldname").map(Value::String)))?
+            {
                 Some(Value::Object(m)) => m,
                 Some(Value::String(f)) => {
                     let mut m = Doc::new();
                     m.insert(f, args.map.get("value").cloned().unwrap_or(Value::Null));
                     m
                 }
-                _ => return Err(Error::Validation("Argument \"fieldname\" is required".into()).into()),
+                _ => {
+                    return Err(
+                        Error::Validation("Argument \"fieldname\" is required".into()).into(),
+                    )
+                }
             };
-            Value::Object(site.update_doc(caller, &doctype, &name, patch, &flags).await?)
+            Value::Object(
+                site.update_doc(caller, &doctype, &name, patch, &flags)
+                    .await?,
+            )
         }
         "frappe.client.insert" => {
             let doc = doc_arg(ctx, "doc")?;
@@ -98,24 +146,52 @@ pub async fn call(app: &AppState, ctx: &Ctx, method: &str) -> Result<Response, A
         "frappe.client.insert_many" => {
             let docs = match args.json("docs")? {
                 Some(Value::Array(a)) => a,
-                _ => return Err(Error::Validation("Argument \"docs\" must be a JSON list of documents".into()).into()),
+                _ => {
+                    return Err(Error::Validation(
+                        "Argument \"docs\" must be a JSON list of documents".into(),
+                    )
+                    .into())
+                }
             };
             let mut names = Vec::new();
             for d in docs {
-                let Value::Object(doc) = d else { return Err(Error::Validation("Each document must be an object".into()).into()) };
+                let Value::Object(doc) = d else {
+                    return Err(Error::Validation("Each document must be an object".into()).into());
+                };
                 let doctype = doctype_of(&doc)?;
-                names.push(site.insert_doc(caller, &doctype, doc, &flags).await?.get("name").cloned().unwrap_or(Value::Null));
+                names.push(
+                    site.insert_doc(caller, &doctype, doc, &flags)
+                        .await?
+                        .get("name")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                );
             }
             Value::Array(names)
         }
         "frappe.client.save" => {
             let doc = doc_arg(ctx, "doc")?;
             let doctype = doctype_of(&doc)?;
-            let name = doc.get("name").map(name_text).filter(|n| !n.is_empty()).ok_or_else(|| Error::Validation("The document needs a \"name\" to be saved".into()))?;
-            Value::Object(site.update_doc(caller, &doctype, &name, doc, &flags).await?)
+            let name = doc
+                .get("name")
+                .map(name_text)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    Error::Validation("The document needs a \"name\" to be saved".into())
+                })?;
+            Value::Object(
+                site.update_doc(caller, &doctype, &name, doc, &flags)
+                    .await?,
+            )
         }
         "frappe.client.delete" => {
-            site.delete_doc(caller, &args.required("doctype")?, &args.required("name")?, &flags).await?;
+            site.delete_doc(
+                caller,
+                &args.required("doctype")?,
+                &args.required("name")?,
+                &flags,
+            )
+            .await?;
             Value::Null
         }
         "frappe.client.submit" => {
@@ -124,20 +200,53 @@ pub async fn call(app: &AppState, ctx: &Ctx, method: &str) -> Result<Response, A
             let name = doc.get("name").map(name_text).unwrap_or_default();
             let mut patch = doc.clone();
             patch.insert("docstatus".into(), json!(1));
-            Value::Object(site.update_doc(caller, &doctype, &name, patch, &flags).await?)
+            Value::Object(
+                site.update_doc(caller, &doctype, &name, patch, &flags)
+                    .await?,
+            )
         }
-        "frappe.client.cancel" => Value::Object(site.set_docstatus(caller, &args.required("doctype")?, &args.required("name")?, 2).await?),
+        "frappe.client.cancel" => Value::Object(
+            site.set_docstatus(
+                caller,
+                &args.required("doctype")?,
+                &args.required("name")?,
+                2,
+            )
+            .await?,
+        ),
         "frappe.client.rename_doc" => {
             let doctype = args.required("doctype")?;
-            let old = args.str("old_name").or(args.str("old")).filter(|s| !s.is_empty()).ok_or_else(|| Error::Validation("Argument \"old_name\" is required".into()))?;
-            let new = args.str("new_name").or(args.str("new")).filter(|s| !s.is_empty()).ok_or_else(|| Error::Validation("Argument \"new_name\" is required".into()))?;
-            json!(site.rename_doc(caller, &doctype, &old, &new, &flags).await?)
+            let old = args
+                .str("old_name")
+                .or(args.str("old"))
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| Error::Validation("Argument \"old_name\" is required".into()))?;
+            let new = args
+                .str("new_name")
+                .or(args.str("new"))
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| Error::Validation("Argument \"new_name\" is required".into()))?;
+            json!(
+                site.rename_doc(caller, &doctype, &old, &new, &flags)
+                    .await?
+            )
         }
         "frappe.client.get_password" => {
-            json!(site.get_password(caller, &args.required("doctype")?, &args.required("name")?, &args.str("fieldname").unwrap_or_else(|| "password".into())).await?)
+            json!(
+                site.get_password(
+                    caller,
+                    &args.required("doctype")?,
+                    &args.required("name")?,
+                    &args.str("fieldname").unwrap_or_else(|| "password".into())
+                )
+                .await?
+            )
         }
         "frappe.core.doctype.user.user.generate_keys" => {
-            let user = args.str("user").filter(|u| !u.is_empty()).unwrap_or_else(|| caller.user.clone());
+            let user = args
+                .str("user")
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| caller.user.clone());
             let (_key, secret) = site.generate_keys(caller, &user).await?;
             json!({ "api_secret": secret })
         }
@@ -147,9 +256,16 @@ pub async fn call(app: &AppState, ctx: &Ctx, method: &str) -> Result<Response, A
 }
 
 async fn first_name(ctx: &Ctx, doctype: &str) -> Result<String, Error> {
-    let q = ListQuery { filters: Filter::parse_many(&ctx.args.json("filters")?.unwrap_or(Value::Null))?, page_length: 1, ..Default::default() };
+    let q = ListQuery {
+        filters: Filter::parse_many(&ctx.args.json("filters")?.unwrap_or(Value::Null))?,
+        page_length: 1,
+        ..Default::default()
+    };
     let rows = ctx.site.list_docs(&ctx.auth.caller, doctype, &q).await?;
-    rows.first().and_then(|r| r.get("name")).map(name_text).ok_or_else(|| Error::DoesNotExist(format!("No {doctype} matches the filters")))
+    rows.first()
+        .and_then(|r| r.get("name"))
+        .map(name_text)
+        .ok_or_else(|| Error::DoesNotExist(format!("No {doctype} matches the filters")))
 }
 
 async fn login(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -162,10 +278,21 @@ async fn login(ctx: &Ctx) -> Result<Response, ApiError> {
         body["csrf_token"] = json!(t);
     }
     let mut r = super::envelope::json_response(axum::http::StatusCode::OK, &body);
-    let cookie = format!("sid={sid}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}", ctx.site.config.session_expiry_hours * 3600);
-    r.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|_| Error::Internal("bad cookie".into()))?);
-    for (k, v) in [("user_id", usr.as_str()), ("full_name", full_name.as_str()), ("system_user", "yes")] {
-        let enc = percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let cookie = format!(
+        "sid={sid}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+        ctx.site.config.session_expiry_hours * 3600
+    );
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|_| Error::Internal("bad cookie".into()))?,
+    );
+    for (k, v) in [
+        ("user_id", usr.as_str()),
+        ("full_name", full_name.as_str()),
+        ("system_user", "yes"),
+    ] {
+        let enc = percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
         if let Ok(h) = HeaderValue::from_str(&format!("{k}={enc}; Path=/; SameSite=Lax")) {
             r.headers_mut().append(header::SET_COOKIE, h);
         }

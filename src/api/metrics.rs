@@ -20,7 +20,12 @@ pub struct Metrics {
 impl Metrics {
     /// Records one finished request.
     pub fn observe_request(&self, status: u16, took: Duration) {
-        *self.by_status.lock().expect("metrics lock").entry(status).or_default() += 1;
+        *self
+            .by_status
+            .lock()
+            .expect("metrics lock")
+            .entry(status)
+            .or_default() += 1;
         let ms = took.as_millis() as u64;
         for (i, b) in BUCKETS_MS.iter().enumerate() {
             if ms <= *b {
@@ -28,7 +33,8 @@ impl Metrics {
             }
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// The text exposition, with the site's streaming figures read from its database.
@@ -40,15 +46,37 @@ impl Metrics {
         }
         out.push_str("# HELP docstream_http_request_duration_seconds Request latency.\n# TYPE docstream_http_request_duration_seconds histogram\n");
         for (i, b) in BUCKETS_MS.iter().enumerate() {
-            let _ = writeln!(out, "docstream_http_request_duration_seconds_bucket{{le=\"{}\"}} {}", *b as f64 / 1000.0, self.buckets[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "docstream_http_request_duration_seconds_bucket{{le=\"{}\"}} {}",
+                *b as f64 / 1000.0,
+                self.buckets[i].load(Ordering::Relaxed)
+            );
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "docstream_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "docstream_http_request_duration_seconds_sum {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "docstream_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "docstream_http_request_duration_seconds_sum {}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "docstream_http_request_duration_seconds_count {count}");
         if let Ok(mut conn) = site.store.conn().await {
-            if let Ok(rows) = crate::store::fetch_docs(&mut conn, r#"SELECT current FROM "tabSeries" WHERE name = 'event_update_log_seq'"#, &[]).await {
-                let n = rows.first().and_then(|r| r.get("current")).and_then(|v| v.as_i64()).unwrap_or(0);
+            if let Ok(rows) = crate::store::fetch_docs(
+                &mut conn,
+                r#"SELECT current FROM "tabSeries" WHERE name = 'event_update_log_seq'"#,
+                &[],
+            )
+            .await
+            {
+                let n = rows
+                    .first()
+                    .and_then(|r| r.get("current"))
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0);
                 out.push_str("# HELP docstream_update_logs_written_total Event Update Logs written by this site.\n# TYPE docstream_update_logs_written_total counter\n");
                 let _ = writeln!(out, "docstream_update_logs_written_total {n}");
             }

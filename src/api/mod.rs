@@ -47,22 +47,32 @@ pub fn router(state: AppState) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(state)
 }
 
-async fn dispatch(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request<Body>) -> Response {
+async fn dispatch(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response {
     let started = Instant::now();
     let response = match handle(&app, peer, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    app.metrics.observe_request(response.status().as_u16(), started.elapsed());
+    app.metrics
+        .observe_request(response.status().as_u16(), started.elapsed());
     response
 }
 
 fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn credentials(headers: &HeaderMap) -> Result<Credentials, Error> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let (scheme, rest) = auth.trim().split_once(' ').unwrap_or((auth, ""));
         let pair = match scheme.to_ascii_lowercase().as_str() {
             "token" => rest.trim().to_string(),
@@ -70,13 +80,25 @@ fn credentials(headers: &HeaderMap) -> Result<Credentials, Error> {
                 use base64::Engine;
                 let raw = base64::engine::general_purpose::STANDARD
                     .decode(rest.trim())
-                    .map_err(|_| Error::Authentication("Basic credentials are not valid base64".into()))?;
-                String::from_utf8(raw).map_err(|_| Error::Authentication("Basic credentials are not UTF-8".into()))?
+                    .map_err(|_| {
+                        Error::Authentication("Basic credentials are not valid base64".into())
+                    })?;
+                String::from_utf8(raw)
+                    .map_err(|_| Error::Authentication("Basic credentials are not UTF-8".into()))?
             }
-            _ => return Err(Error::Authentication(format!("Unsupported Authorization scheme {scheme:?}: use token or Basic"))),
+            _ => {
+                return Err(Error::Authentication(format!(
+                    "Unsupported Authorization scheme {scheme:?}: use token or Basic"
+                )))
+            }
         };
-        let (key, secret) = pair.split_once(':').ok_or_else(|| Error::Authentication("Credentials must be api_key:api_secret".into()))?;
-        return Ok(Credentials::ApiKey { key: key.to_string(), secret: secret.to_string() });
+        let (key, secret) = pair.split_once(':').ok_or_else(|| {
+            Error::Authentication("Credentials must be api_key:api_secret".into())
+        })?;
+        return Ok(Credentials::ApiKey {
+            key: key.to_string(),
+            secret: secret.to_string(),
+        });
     }
     Ok(match cookie(headers, "sid") {
         Some(sid) if !sid.is_empty() && sid != "Guest" => Credentials::Session { sid },
@@ -86,10 +108,15 @@ fn credentials(headers: &HeaderMap) -> Result<Credentials, Error> {
 
 /// A cookie's value.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == name).then(|| v.to_string())
-    })
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then(|| v.to_string())
+        })
 }
 
 /// Methods that need no authentication.
@@ -97,17 +124,31 @@ fn is_open_method(m: &str) -> bool {
     matches!(m, "login" | "frappe.ping" | "logout")
 }
 
-async fn handle(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<Response, ApiError> {
+async fn handle(
+    app: &AppState,
+    peer: SocketAddr,
+    req: Request<Body>,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let site = app.sites.resolve(&parts.headers)?;
     let raw_path = parts.uri.path().to_string();
-    let path = if raw_path.len() > 1 { raw_path.strip_suffix('/').unwrap_or(&raw_path).to_string() } else { raw_path.clone() };
+    let path = if raw_path.len() > 1 {
+        raw_path.strip_suffix('/').unwrap_or(&raw_path).to_string()
+    } else {
+        raw_path.clone()
+    };
     match (parts.method.clone(), path.as_str()) {
         (Method::GET, "/health") => {
             return Ok(if site.store.ping().await {
-                envelope::json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "site": site.name}))
+                envelope::json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"status": "ok", "site": site.name}),
+                )
             } else {
-                envelope::json_response(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "database unavailable"}))
+                envelope::json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"status": "database unavailable"}),
+                )
             });
         }
         (Method::GET, "/metrics") => return Ok(app.metrics.render(&site).await.into_response()),
@@ -117,9 +158,15 @@ async fn handle(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<
     }
     let limit = site.config.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Error::TooLarge(format!("Request body is larger than the limit of {limit} bytes (max_body_bytes)"))
+        Error::TooLarge(format!(
+            "Request body is larger than the limit of {limit} bytes (max_body_bytes)"
+        ))
     })?;
-    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let args = Args::parse(parts.uri.query(), content_type, &bytes)?;
     let (kind, rest) = if let Some(rest) = path.strip_prefix("/api/method/") {
         ("method", decode(rest))
@@ -128,23 +175,42 @@ async fn handle(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<
     } else if path == "/" && parts.method == Method::POST {
         ("method", args.required("cmd")?)
     } else {
-        return Err(Error::DoesNotExist(format!("No route for {} {raw_path}", parts.method)).into());
+        return Err(
+            Error::DoesNotExist(format!("No route for {} {raw_path}", parts.method)).into(),
+        );
     };
     let open = kind == "method" && is_open_method(&rest);
     let auth = if open {
-        Authenticated { caller: crate::service::permissions::Caller::guest(), csrf_token: None }
+        Authenticated {
+            caller: crate::service::permissions::Caller::guest(),
+            csrf_token: None,
+        }
     } else {
         site.authenticate(&credentials(&parts.headers)?).await?
     };
     if let Some(expected) = &auth.csrf_token {
         if parts.method != Method::GET && parts.method != Method::HEAD {
-            let sent = parts.headers.get("x-frappe-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let sent = parts
+                .headers
+                .get("x-frappe-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if !crate::crypto::secrets_equal(sent, expected) {
-                return Err(Error::CsrfToken("Invalid Request: missing or wrong X-Frappe-CSRF-Token header".into()).into());
+                return Err(Error::CsrfToken(
+                    "Invalid Request: missing or wrong X-Frappe-CSRF-Token header".into(),
+                )
+                .into());
             }
         }
     }
-    let ctx = Ctx { site, method: parts.method, headers: parts.headers, args, auth, peer: peer.ip().to_string() };
+    let ctx = Ctx {
+        site,
+        method: parts.method,
+        headers: parts.headers,
+        args,
+        auth,
+        peer: peer.ip().to_string(),
+    };
     if kind == "method" {
         method::call(app, &ctx, &rest).await
     } else {

@@ -11,24 +11,44 @@ use serde_json::{json, Value};
 
 /// Builds a list query from Frappe's list arguments.
 pub fn list_query(args: &Args) -> Result<ListQuery, Error> {
-    let fields = match args.json("fields").or_else(|_| Ok::<_, Error>(args.str("fields").map(Value::String)))? {
+    let fields = match args
+        .json("fields")
+        .or_else(|_| Ok::<_, Error>(args.str("fields").map(Value::String)))?
+    {
         None => vec![],
-        Some(Value::Array(a)) => a.iter().map(|f| f.as_str().map(str::to_string).ok_or_else(|| Error::BadRequest("fields must be a list of field names".into()))).collect::<Result<_, _>>()?,
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|f| {
+                f.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::BadRequest("fields must be a list of field names".into()))
+            })
+            .collect::<Result<_, _>>()?,
         Some(Value::String(s)) => s.split(',').map(|f| f.trim().to_string()).collect(),
-        Some(_) => return Err(Error::BadRequest("fields must be a JSON list of field names".into())),
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "fields must be a JSON list of field names".into(),
+            ))
+        }
     };
     let filters = Filter::parse_many(&args.json("filters")?.unwrap_or(Value::Null))?;
     let or_filters = Filter::parse_many(&args.json("or_filters")?.unwrap_or(Value::Null))?;
     let page_length = match args.uint("limit_page_length")? {
         Some(n) => n,
-        None => args.uint("limit")?.or(args.uint("page_length")?).unwrap_or(20),
+        None => args
+            .uint("limit")?
+            .or(args.uint("page_length")?)
+            .unwrap_or(20),
     };
     Ok(ListQuery {
         fields,
         filters,
         or_filters,
         order_by: args.str("order_by").unwrap_or_default(),
-        start: args.uint("limit_start")?.or(args.uint("start")?).unwrap_or(0),
+        start: args
+            .uint("limit_start")?
+            .or(args.uint("start")?)
+            .unwrap_or(0),
         page_length,
     })
 }
@@ -43,22 +63,37 @@ pub async fn handle(ctx: &Ctx, rest: &str) -> Result<Response, ApiError> {
     let flags = WriteFlags::default();
     match (&ctx.method, name) {
         (&Method::GET, None) => {
-            let rows = site.list_docs(caller, &doctype, &list_query(&ctx.args)?).await?;
-            Ok(data(Value::Array(rows.into_iter().map(Value::Object).collect())))
+            let rows = site
+                .list_docs(caller, &doctype, &list_query(&ctx.args)?)
+                .await?;
+            Ok(data(Value::Array(
+                rows.into_iter().map(Value::Object).collect(),
+            )))
         }
         (&Method::POST, None) => {
-            let doc = site.insert_doc(caller, &doctype, ctx.args.document()?, &flags).await?;
+            let doc = site
+                .insert_doc(caller, &doctype, ctx.args.document()?, &flags)
+                .await?;
             Ok(data(Value::Object(doc)))
         }
-        (&Method::GET, Some(name)) => Ok(data(Value::Object(site.get_doc(caller, &doctype, &name).await?))),
+        (&Method::GET, Some(name)) => Ok(data(Value::Object(
+            site.get_doc(caller, &doctype, &name).await?,
+        ))),
         (&Method::PUT, Some(name)) => {
-            let doc = site.update_doc(caller, &doctype, &name, ctx.args.document()?, &flags).await?;
+            let doc = site
+                .update_doc(caller, &doctype, &name, ctx.args.document()?, &flags)
+                .await?;
             Ok(data(Value::Object(doc)))
         }
         (&Method::DELETE, Some(name)) => {
             site.delete_doc(caller, &doctype, &name, &flags).await?;
-            Ok(json_response(StatusCode::ACCEPTED, &json!({"message": "ok"})))
+            Ok(json_response(
+                StatusCode::ACCEPTED,
+                &json!({"message": "ok"}),
+            ))
         }
-        (m, _) => Err(Error::DoesNotExist(format!("{m} is not supported on /api/resource/{rest}")).into()),
+        (m, _) => {
+            Err(Error::DoesNotExist(format!("{m} is not supported on /api/resource/{rest}")).into())
+        }
     }
 }

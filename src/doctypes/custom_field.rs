@@ -1,7 +1,9 @@
 //! Custom Field: adds a column to an existing type in the same transaction.
 
 use crate::error::{Error, Result};
-use crate::meta::{check_identifier, DocField, FieldType, Registry, CHILD_COLUMNS, STANDARD_COLUMNS};
+use crate::meta::{
+    check_identifier, DocField, FieldType, Registry, CHILD_COLUMNS, STANDARD_COLUMNS,
+};
 use crate::service::documents::Pending;
 use crate::site::Site;
 use crate::store::{self, Doc};
@@ -9,10 +11,18 @@ use serde_json::Value;
 use sqlx::AnyConnection;
 
 fn text(doc: &Doc, f: &str) -> String {
-    doc.get(f).and_then(Value::as_str).unwrap_or_default().to_string()
+    doc.get(f)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
-pub async fn validate(conn: &mut AnyConnection, reg: &Registry, doc: &mut Doc, old: Option<&Doc>) -> Result<()> {
+pub async fn validate(
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    doc: &mut Doc,
+    old: Option<&Doc>,
+) -> Result<()> {
     let _ = conn;
     let dt_name = text(doc, "dt");
     let fieldname = text(doc, "fieldname");
@@ -20,29 +30,53 @@ pub async fn validate(conn: &mut AnyConnection, reg: &Registry, doc: &mut Doc, o
     if let Some(o) = old {
         for k in ["dt", "fieldname", "fieldtype"] {
             if text(o, k) != text(doc, k) {
-                return Err(Error::Validation(format!("The {k} of a Custom Field cannot change; delete it and add a new one")));
+                return Err(Error::Validation(format!(
+                    "The {k} of a Custom Field cannot change; delete it and add a new one"
+                )));
             }
         }
         return Ok(());
     }
     check_identifier("Fieldname", &fieldname, false)?;
-    if STANDARD_COLUMNS.contains(&fieldname.as_str()) || CHILD_COLUMNS.contains(&fieldname.as_str()) || target.field(&fieldname).is_some() {
-        return Err(Error::DuplicateEntry(format!("{dt_name} already has a field {fieldname}")));
+    if STANDARD_COLUMNS.contains(&fieldname.as_str())
+        || CHILD_COLUMNS.contains(&fieldname.as_str())
+        || target.field(&fieldname).is_some()
+    {
+        return Err(Error::DuplicateEntry(format!(
+            "{dt_name} already has a field {fieldname}"
+        )));
     }
     let ft = FieldType::parse(&text(doc, "fieldtype")).unwrap_or(FieldType::Data);
     let siblings: Vec<String> = target.fields.iter().map(|f| f.fieldname.clone()).collect();
-    super::doctype::check_options(reg, &dt_name, ft, &text(doc, "options"), &fieldname, &siblings)?;
+    super::doctype::check_options(
+        reg,
+        &dt_name,
+        ft,
+        &text(doc, "options"),
+        &fieldname,
+        &siblings,
+    )?;
     if text(doc, "label").is_empty() {
         doc.insert("label".into(), Value::String(fieldname.replace('_', " ")));
     }
-    doc.insert("name".into(), Value::String(format!("{dt_name}-{fieldname}")));
+    doc.insert(
+        "name".into(),
+        Value::String(format!("{dt_name}-{fieldname}")),
+    );
     Ok(())
 }
 
-pub async fn after_write(site: &Site, conn: &mut AnyConnection, reg: &Registry, doc: &Doc, pending: &mut Pending) -> Result<()> {
+pub async fn after_write(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    doc: &Doc,
+    pending: &mut Pending,
+) -> Result<()> {
     pending.meta_changed = true;
     let target = reg.get(&text(doc, "dt"))?;
-    let field: DocField = serde_json::from_value(Value::Object(doc.clone())).map_err(|e| Error::Validation(format!("Invalid Custom Field: {e}")))?;
+    let field: DocField = serde_json::from_value(Value::Object(doc.clone()))
+        .map_err(|e| Error::Validation(format!("Invalid Custom Field: {e}")))?;
     if target.field(&field.fieldname).is_none() {
         store::add_column(conn, site.store.dialect(), &target, &field).await?;
     }

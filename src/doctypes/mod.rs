@@ -52,7 +52,14 @@ pub async fn after_write(
 }
 
 /// Runs the type's checks before a delete, in the same transaction.
-pub async fn before_delete(site: &Site, conn: &mut AnyConnection, reg: &Registry, dt: &DocType, doc: &Doc, pending: &mut Pending) -> Result<()> {
+pub async fn before_delete(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    dt: &DocType,
+    doc: &Doc,
+    pending: &mut Pending,
+) -> Result<()> {
     let _ = reg;
     match dt.name.as_str() {
         "User" => user::before_delete(doc),
@@ -64,7 +71,9 @@ pub async fn before_delete(site: &Site, conn: &mut AnyConnection, reg: &Registry
         "Role" => {
             let name = doc.get("name").and_then(|v| v.as_str()).unwrap_or_default();
             if ["Administrator", "System Manager", "All", "Guest"].contains(&name) {
-                return Err(crate::Error::Validation(format!("The built-in role {name} cannot be deleted")));
+                return Err(crate::Error::Validation(format!(
+                    "The built-in role {name} cannot be deleted"
+                )));
             }
             Ok(())
         }

@@ -85,7 +85,11 @@ impl FieldType {
 
     /// Frappe's name of this field type.
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(t, _)| *t == self).map(|(_, n)| *n).unwrap_or("Data")
+        Self::ALL
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("Data")
     }
 
     /// How values of this type are stored.
@@ -128,11 +132,21 @@ impl FieldType {
                     Value::Bool(b) => Some(*b as i64),
                     Value::String(s) if s.trim().is_empty() => return Ok(Value::Null),
                     Value::String(s) => s.trim().parse::<i64>().ok().or_else(|| {
-                        s.trim().parse::<f64>().ok().filter(|f| f.fract() == 0.0).map(|f| f as i64)
+                        s.trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|f| f.fract() == 0.0)
+                            .map(|f| f as i64)
                     }),
                     _ => None,
                 }
-                .ok_or_else(|| bad(if self == FieldType::Check { "check (0 or 1)" } else { "integer" }))?;
+                .ok_or_else(|| {
+                    bad(if self == FieldType::Check {
+                        "check (0 or 1)"
+                    } else {
+                        "integer"
+                    })
+                })?;
                 if self == FieldType::Check && n != 0 && n != 1 {
                     return Err(bad("check (0 or 1)"));
                 }
@@ -148,7 +162,9 @@ impl FieldType {
                 }
                 .filter(|f| f.is_finite())
                 .ok_or_else(|| bad("number"))?;
-                Ok(serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null))
+                Ok(serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null))
             }
             Storage::None => Ok(value.clone()),
             Storage::Text => {
@@ -156,7 +172,9 @@ impl FieldType {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => (*b as i64).to_string(),
-                    Value::Array(_) | Value::Object(_) if self == FieldType::Json => value.to_string(),
+                    Value::Array(_) | Value::Object(_) if self == FieldType::Json => {
+                        value.to_string()
+                    }
                     _ => return Err(bad("text")),
                 };
                 if s.is_empty() {
@@ -211,14 +229,35 @@ mod tests {
 
     #[test]
     fn coerces_by_type() {
-        assert_eq!(FieldType::Int.coerce(&json!("12"), "Qty", "").unwrap(), json!(12));
+        assert_eq!(
+            FieldType::Int.coerce(&json!("12"), "Qty", "").unwrap(),
+            json!(12)
+        );
         assert!(FieldType::Int.coerce(&json!("twelve"), "Qty", "").is_err());
-        assert_eq!(FieldType::Float.coerce(&json!("1.5"), "Rate", "").unwrap(), json!(1.5));
-        assert_eq!(FieldType::Check.coerce(&json!(true), "Public", "").unwrap(), json!(1));
+        assert_eq!(
+            FieldType::Float.coerce(&json!("1.5"), "Rate", "").unwrap(),
+            json!(1.5)
+        );
+        assert_eq!(
+            FieldType::Check.coerce(&json!(true), "Public", "").unwrap(),
+            json!(1)
+        );
         assert!(FieldType::Check.coerce(&json!(2), "Public", "").is_err());
-        assert!(FieldType::Date.coerce(&json!("2024-02-30"), "Date", "").is_err());
-        assert_eq!(FieldType::Date.coerce(&json!("2024-02-03"), "Date", "").unwrap(), json!("2024-02-03"));
-        assert!(FieldType::Select.coerce(&json!("Maybe"), "Status", "Open\nClosed").is_err());
-        assert_eq!(FieldType::Data.coerce(&json!(""), "Title", "").unwrap(), Value::Null);
+        assert!(FieldType::Date
+            .coerce(&json!("2024-02-30"), "Date", "")
+            .is_err());
+        assert_eq!(
+            FieldType::Date
+                .coerce(&json!("2024-02-03"), "Date", "")
+                .unwrap(),
+            json!("2024-02-03")
+        );
+        assert!(FieldType::Select
+            .coerce(&json!("Maybe"), "Status", "Open\nClosed")
+            .is_err());
+        assert_eq!(
+            FieldType::Data.coerce(&json!(""), "Title", "").unwrap(),
+            Value::Null
+        );
     }
 }

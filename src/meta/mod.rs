@@ -16,8 +16,15 @@ use std::sync::Arc;
 include!(concat!(env!("OUT_DIR"), "/builtin_doctypes.rs"));
 
 /// Columns every document table has, in table order.
-pub const STANDARD_COLUMNS: [&str; 7] =
-    ["name", "owner", "creation", "modified", "modified_by", "docstatus", "idx"];
+pub const STANDARD_COLUMNS: [&str; 7] = [
+    "name",
+    "owner",
+    "creation",
+    "modified",
+    "modified_by",
+    "docstatus",
+    "idx",
+];
 /// Extra columns of child tables.
 pub const CHILD_COLUMNS: [&str; 3] = ["parent", "parentfield", "parenttype"];
 
@@ -27,7 +34,7 @@ pub struct DocField {
     /// Column name.
     pub fieldname: String,
     /// Human label.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_string")]
     pub label: String,
     /// Frappe field type.
     #[serde(deserialize_with = "de_fieldtype", serialize_with = "ser_fieldtype")]
@@ -81,6 +88,7 @@ impl DocField {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DocPerm {
     /// The role the rule is for.
+    #[serde(default, deserialize_with = "de_string")]
     pub role: String,
     #[serde(default, deserialize_with = "de_flag")]
     pub read: bool,
@@ -181,7 +189,10 @@ impl DocType {
         match column {
             "docstatus" | "idx" => Storage::Int,
             "name" if self.autoname == "autoincrement" => Storage::Int,
-            _ => self.field(column).map(|f| f.fieldtype.storage()).unwrap_or(Storage::Text),
+            _ => self
+                .field(column)
+                .map(|f| f.fieldtype.storage())
+                .unwrap_or(Storage::Text),
         }
     }
 
@@ -315,7 +326,9 @@ impl Registry {
 pub fn check_identifier(what: &str, s: &str, allow_space: bool) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 61
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && s.chars().all(|c| {
             c.is_ascii_alphanumeric() || c == '_' || (allow_space && (c == ' ' || c == '-'))
         });

@@ -38,7 +38,12 @@ impl Site {
             return Ok(Caller::guest());
         }
         let mut conn = self.store.conn().await?;
-        let rows = store::fetch_docs(&mut conn, r#"SELECT enabled FROM "tabUser" WHERE name = $1"#, &[Param::Text(Some(user.into()))]).await?;
+        let rows = store::fetch_docs(
+            &mut conn,
+            r#"SELECT enabled FROM "tabUser" WHERE name = $1"#,
+            &[Param::Text(Some(user.into()))],
+        )
+        .await?;
         let Some(u) = rows.first() else {
             return Err(Error::Authentication(format!("User {user} does not exist")));
         };
@@ -56,26 +61,50 @@ impl Site {
         if user == "Administrator" {
             roles.push("Administrator".into());
         }
-        Ok(Caller { user: user.into(), roles })
+        Ok(Caller {
+            user: user.into(),
+            roles,
+        })
     }
 
     /// Resolves credentials to a caller: Guest when none were sent.
     pub async fn authenticate(&self, creds: &Credentials) -> Result<Authenticated> {
         match creds {
-            Credentials::None => Ok(Authenticated { caller: Caller::guest(), csrf_token: None }),
+            Credentials::None => Ok(Authenticated {
+                caller: Caller::guest(),
+                csrf_token: None,
+            }),
             Credentials::ApiKey { key, secret } => {
                 let mut conn = self.store.conn().await?;
-                let rows = store::fetch_docs(&mut conn, r#"SELECT name FROM "tabUser" WHERE api_key = $1"#, &[Param::Text(Some(key.clone()))]).await?;
+                let rows = store::fetch_docs(
+                    &mut conn,
+                    r#"SELECT name FROM "tabUser" WHERE api_key = $1"#,
+                    &[Param::Text(Some(key.clone()))],
+                )
+                .await?;
                 let Some(user) = rows.first().map(|r| text(r.get("name"))) else {
-                    return Err(Error::Authentication("Invalid API key: no user has this key".into()));
+                    return Err(Error::Authentication(
+                        "Invalid API key: no user has this key".into(),
+                    ));
                 };
-                let stored = get_auth(&mut conn, "User", &user, "api_secret").await?.unwrap_or_default();
+                let stored = get_auth(&mut conn, "User", &user, "api_secret")
+                    .await?
+                    .unwrap_or_default();
                 drop(conn);
-                let clear = if stored.is_empty() { String::new() } else { self.cipher.decrypt(&stored)? };
+                let clear = if stored.is_empty() {
+                    String::new()
+                } else {
+                    self.cipher.decrypt(&stored)?
+                };
                 if clear.is_empty() || !secrets_equal(&clear, secret) {
-                    return Err(Error::Authentication("Invalid API secret for this API key".into()));
+                    return Err(Error::Authentication(
+                        "Invalid API secret for this API key".into(),
+                    ));
                 }
-                Ok(Authenticated { caller: self.caller_for(&user).await?, csrf_token: None })
+                Ok(Authenticated {
+                    caller: self.caller_for(&user).await?,
+                    csrf_token: None,
+                })
             }
             Credentials::Session { sid } => {
                 let mut conn = self.store.conn().await?;
@@ -88,11 +117,20 @@ impl Site {
                 drop(conn);
                 match rows.first() {
                     Some(r) if text(r.get("expires_at")) > self.clock.now() => {
-                        let csrf = r.get("csrf_token").and_then(Value::as_str).map(str::to_string);
-                        Ok(Authenticated { caller: self.caller_for(&text(r.get("user"))).await?, csrf_token: csrf })
+                        let csrf = r
+                            .get("csrf_token")
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                        Ok(Authenticated {
+                            caller: self.caller_for(&text(r.get("user"))).await?,
+                            csrf_token: csrf,
+                        })
                     }
                     // An expired or unknown session is a visitor, as in Frappe.
-                    _ => Ok(Authenticated { caller: Caller::guest(), csrf_token: None }),
+                    _ => Ok(Authenticated {
+                        caller: Caller::guest(),
+                        csrf_token: None,
+                    }),
                 }
             }
         }
@@ -100,35 +138,71 @@ impl Site {
 
     /// Checks a user's password and opens a session; `from` is the client address for the rate limit.
     /// Returns (sid, full name).
-    pub async fn login(&self, usr: &str, pwd: &str, from: &str, desk: bool) -> Result<(String, String, Option<String>)> {
+    pub async fn login(
+        &self,
+        usr: &str,
+        pwd: &str,
+        from: &str,
+        desk: bool,
+    ) -> Result<(String, String, Option<String>)> {
         let key = format!("{usr}|{from}");
         let now_s = chrono::Utc::now().timestamp();
         let window = self.config.login_window_seconds;
         {
             let mut tx = self.store.begin().await?;
-            store::execute(&mut tx, r#"DELETE FROM "__login_failures" WHERE at < $1"#, &[Param::Int(Some(now_s - window))]).await?;
-            let n = store::fetch_docs(&mut tx, r#"SELECT COUNT(*) AS n FROM "__login_failures" WHERE key = $1"#, &[Param::Text(Some(key.clone()))]).await?;
+            store::execute(
+                &mut tx,
+                r#"DELETE FROM "__login_failures" WHERE at < $1"#,
+                &[Param::Int(Some(now_s - window))],
+            )
+            .await?;
+            let n = store::fetch_docs(
+                &mut tx,
+                r#"SELECT COUNT(*) AS n FROM "__login_failures" WHERE key = $1"#,
+                &[Param::Text(Some(key.clone()))],
+            )
+            .await?;
             tx.commit().await?;
-            if n.first().and_then(|r| r.get("n")).and_then(Value::as_i64).unwrap_or(0) >= self.config.login_max_failures {
+            if n.first()
+                .and_then(|r| r.get("n"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                >= self.config.login_max_failures
+            {
                 return Err(Error::TooManyRequests(format!(
                     "Too many failed logins for {usr}; try again in {window} seconds"
                 )));
             }
         }
         let mut conn = self.store.conn().await?;
-        let user = store::fetch_docs(&mut conn, r#"SELECT name, full_name, enabled FROM "tabUser" WHERE name = $1"#, &[Param::Text(Some(usr.into()))]).await?;
+        let user = store::fetch_docs(
+            &mut conn,
+            r#"SELECT name, full_name, enabled FROM "tabUser" WHERE name = $1"#,
+            &[Param::Text(Some(usr.into()))],
+        )
+        .await?;
         let hash = get_auth(&mut conn, "User", usr, "password").await?;
         drop(conn);
         let ok = matches!((&user.first(), &hash), (Some(u), Some(h)) if u.get("enabled").and_then(Value::as_i64) != Some(0) && verify_password(pwd, h));
         if !ok {
             let mut tx = self.store.begin().await?;
-            store::execute(&mut tx, r#"INSERT INTO "__login_failures" (key, at) VALUES ($1, $2)"#, &[Param::Text(Some(key)), Param::Int(Some(now_s))]).await?;
+            store::execute(
+                &mut tx,
+                r#"INSERT INTO "__login_failures" (key, at) VALUES ($1, $2)"#,
+                &[Param::Text(Some(key)), Param::Int(Some(now_s))],
+            )
+            .await?;
             tx.commit().await?;
-            return Err(Error::Authentication("Incorrect user name or password".into()));
+            return Err(Error::Authentication(
+                "Incorrect user name or password".into(),
+            ));
         }
         let sid = random_token(40);
         let csrf = desk.then(|| random_token(32));
-        let expires = (self.clock.now_naive() + chrono::Duration::hours(self.config.session_expiry_hours)).format(crate::time::DATETIME_FORMAT).to_string();
+        let expires = (self.clock.now_naive()
+            + chrono::Duration::hours(self.config.session_expiry_hours))
+        .format(crate::time::DATETIME_FORMAT)
+        .to_string();
         let mut tx = self.store.begin().await?;
         store::execute(
             &mut tx,
@@ -136,16 +210,29 @@ impl Site {
             &[Param::Text(Some(digest(&sid))), Param::Text(Some(usr.into())), Param::Text(csrf.clone()), Param::Text(Some(expires)), Param::Text(Some(self.clock.now()))],
         )
         .await?;
-        store::execute(&mut tx, r#"DELETE FROM "__sessions" WHERE expires_at < $1"#, &[Param::Text(Some(self.clock.now()))]).await?;
+        store::execute(
+            &mut tx,
+            r#"DELETE FROM "__sessions" WHERE expires_at < $1"#,
+            &[Param::Text(Some(self.clock.now()))],
+        )
+        .await?;
         tx.commit().await?;
-        let full_name = user.first().map(|u| text(u.get("full_name"))).unwrap_or_default();
+        let full_name = user
+            .first()
+            .map(|u| text(u.get("full_name")))
+            .unwrap_or_default();
         Ok((sid, full_name, csrf))
     }
 
     /// Ends a session.
     pub async fn logout(&self, sid: &str) -> Result<()> {
         let mut tx = self.store.begin().await?;
-        store::execute(&mut tx, r#"DELETE FROM "__sessions" WHERE sid_hash = $1"#, &[Param::Text(Some(digest(sid)))]).await?;
+        store::execute(
+            &mut tx,
+            r#"DELETE FROM "__sessions" WHERE sid_hash = $1"#,
+            &[Param::Text(Some(digest(sid)))],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -153,10 +240,17 @@ impl Site {
     /// Sets `api_key` (when empty) and a new `api_secret` for `user`; returns the secret once.
     pub async fn generate_keys(&self, caller: &Caller, user: &str) -> Result<(String, String)> {
         if !caller.is_system_manager() && caller.user != user {
-            return Err(Error::Permission(format!("Only a System Manager or {user} may generate keys for {user}")));
+            return Err(Error::Permission(format!(
+                "Only a System Manager or {user} may generate keys for {user}"
+            )));
         }
         let mut tx = self.store.begin().await?;
-        let rows = store::fetch_docs(&mut tx, r#"SELECT api_key FROM "tabUser" WHERE name = $1"#, &[Param::Text(Some(user.into()))]).await?;
+        let rows = store::fetch_docs(
+            &mut tx,
+            r#"SELECT api_key FROM "tabUser" WHERE name = $1"#,
+            &[Param::Text(Some(user.into()))],
+        )
+        .await?;
         let Some(row) = rows.first() else {
             return Err(Error::DoesNotExist(format!("User {user} not found")));
         };
@@ -171,7 +265,15 @@ impl Site {
             &[Param::Text(Some(key.clone())), Param::Text(Some(self.clock.now())), Param::Text(Some(caller.user.clone())), Param::Text(Some(user.into()))],
         )
         .await?;
-        set_auth(&mut tx, "User", user, "api_secret", &self.cipher.encrypt(&secret), true).await?;
+        set_auth(
+            &mut tx,
+            "User",
+            user,
+            "api_secret",
+            &self.cipher.encrypt(&secret),
+            true,
+        )
+        .await?;
         tx.commit().await?;
         Ok((key, secret))
     }
@@ -186,20 +288,41 @@ impl Site {
     }
 
     /// Decrypts a Password field for a System Manager; the keys of the streaming types stay hidden.
-    pub async fn get_password(&self, caller: &Caller, doctype: &str, name: &str, field: &str) -> Result<String> {
+    pub async fn get_password(
+        &self,
+        caller: &Caller,
+        doctype: &str,
+        name: &str,
+        field: &str,
+    ) -> Result<String> {
         if !caller.is_system_manager() {
-            return Err(Error::Permission("Only a System Manager may read passwords".into()));
+            return Err(Error::Permission(
+                "Only a System Manager may read passwords".into(),
+            ));
         }
-        if matches!(doctype, "Event Producer" | "Event Consumer") || (doctype == "User" && field == "password") {
-            return Err(Error::Permission(format!("The {field} of {doctype} is never returned")));
+        if matches!(doctype, "Event Producer" | "Event Consumer")
+            || (doctype == "User" && field == "password")
+        {
+            return Err(Error::Permission(format!(
+                "The {field} of {doctype} is never returned"
+            )));
         }
         let mut conn = self.store.conn().await?;
-        let stored = get_auth(&mut conn, doctype, name, field).await?.ok_or_else(|| Error::DoesNotExist(format!("No {field} is set for {doctype} {name}")))?;
+        let stored = get_auth(&mut conn, doctype, name, field)
+            .await?
+            .ok_or_else(|| {
+                Error::DoesNotExist(format!("No {field} is set for {doctype} {name}"))
+            })?;
         self.cipher.decrypt(&stored)
     }
 
     /// Decrypts a stored Password field for server code.
-    pub async fn decrypt_field(&self, doctype: &str, name: &str, field: &str) -> Result<Option<String>> {
+    pub async fn decrypt_field(
+        &self,
+        doctype: &str,
+        name: &str,
+        field: &str,
+    ) -> Result<Option<String>> {
         let mut conn = self.store.conn().await?;
         match get_auth(&mut conn, doctype, name, field).await? {
             Some(s) => Ok(Some(self.cipher.decrypt(&s)?)),

@@ -43,7 +43,9 @@ pub struct Pending {
 /// The JSON value of a document name for a type (integers for autoincrement types).
 pub fn name_value(dt: &DocType, name: &str) -> Value {
     if dt.column_storage("name") == Storage::Int {
-        name.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(name.into()))
+        name.parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(name.into()))
     } else {
         Value::String(name.into())
     }
@@ -63,7 +65,12 @@ fn not_found(dt: &DocType, name: &str) -> Error {
 }
 
 /// Reads a whole document (child rows included) inside a connection or transaction.
-pub async fn load_doc(conn: &mut AnyConnection, reg: &Registry, dt: &DocType, name: &str) -> Result<Option<Doc>> {
+pub async fn load_doc(
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    dt: &DocType,
+    name: &str,
+) -> Result<Option<Doc>> {
     let Some(row) = store::load_row(conn, dt, &name_value(dt, name)).await? else {
         return Ok(None);
     };
@@ -113,7 +120,9 @@ fn merge_fields(
 ) -> Result<()> {
     let _ = is_new;
     for f in &dt.fields {
-        let Some(v) = input.get(&f.fieldname) else { continue };
+        let Some(v) = input.get(&f.fieldname) else {
+            continue;
+        };
         // Read-only fields are the server's; clients' values for them are ignored.
         if f.read_only && !flags.set_read_only {
             continue;
@@ -126,19 +135,35 @@ fn merge_fields(
                         base.insert(f.fieldname.clone(), Value::Array(vec![]));
                         continue;
                     }
-                    _ => return Err(Error::Validation(format!("{} must be a list of rows", f.label()))),
+                    _ => {
+                        return Err(Error::Validation(format!(
+                            "{} must be a list of rows",
+                            f.label()
+                        )))
+                    }
                 };
                 let child = reg.get(&f.options)?;
-                let old_rows: Vec<Value> = base.get(&f.fieldname).and_then(Value::as_array).cloned().unwrap_or_default();
+                let old_rows: Vec<Value> = base
+                    .get(&f.fieldname)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 let mut out = Vec::with_capacity(rows.len());
                 for r in rows {
                     let Value::Object(r) = r else {
-                        return Err(Error::Validation(format!("rows of {} must be objects", f.label())));
+                        return Err(Error::Validation(format!(
+                            "rows of {} must be objects",
+                            f.label()
+                        )));
                     };
                     let given = r.get("name").map(name_text).filter(|n| !n.is_empty());
                     let mut row = given
                         .as_ref()
-                        .and_then(|n| old_rows.iter().find(|o| o.get("name").map(name_text).as_deref() == Some(n.as_str())))
+                        .and_then(|n| {
+                            old_rows.iter().find(|o| {
+                                o.get("name").map(name_text).as_deref() == Some(n.as_str())
+                            })
+                        })
                         .and_then(Value::as_object)
                         .cloned()
                         .unwrap_or_default();
@@ -147,7 +172,10 @@ fn merge_fields(
                     if new_row {
                         apply_defaults(&child, &mut row);
                     }
-                    row.insert("name".into(), Value::String(given.unwrap_or_else(|| crate::crypto::random_token(10))));
+                    row.insert(
+                        "name".into(),
+                        Value::String(given.unwrap_or_else(|| crate::crypto::random_token(10))),
+                    );
                     out.push(Value::Object(row));
                 }
                 base.insert(f.fieldname.clone(), Value::Array(out));
@@ -184,14 +212,19 @@ fn apply_defaults(dt: &DocType, doc: &mut Doc) {
             continue;
         }
         let v = match &f.default {
-            Some(d) if !d.is_empty() => f.fieldtype.coerce(&Value::String(d.clone()), f.label(), &f.options).ok(),
+            Some(d) if !d.is_empty() => f
+                .fieldtype
+                .coerce(&Value::String(d.clone()), f.label(), &f.options)
+                .ok(),
             _ => None,
         };
-        let v = v.filter(|v| !v.is_null()).or_else(|| match f.fieldtype.storage() {
-            Storage::Int => Some(Value::from(0)),
-            Storage::Float => Some(Value::from(0.0)),
-            _ => None,
-        });
+        let v = v
+            .filter(|v| !v.is_null())
+            .or_else(|| match f.fieldtype.storage() {
+                Storage::Int => Some(Value::from(0)),
+                Storage::Float => Some(Value::from(0.0)),
+                _ => None,
+            });
         if let Some(v) = v {
             doc.insert(f.fieldname.clone(), v);
         }
@@ -219,7 +252,16 @@ fn resolve_dynamic_defaults(site: &Site, dt: &DocType, input: &mut Doc) {
 fn check_mandatory(reg: &Registry, dt: &DocType, doc: &Doc) -> Result<()> {
     let mut missing = Vec::new();
     for f in &dt.fields {
-        if f.reqd && !matches!(f.fieldtype, FieldType::SectionBreak | FieldType::ColumnBreak | FieldType::TabBreak | FieldType::Password) && is_empty(doc.get(&f.fieldname)) {
+        if f.reqd
+            && !matches!(
+                f.fieldtype,
+                FieldType::SectionBreak
+                    | FieldType::ColumnBreak
+                    | FieldType::TabBreak
+                    | FieldType::Password
+            )
+            && is_empty(doc.get(&f.fieldname))
+        {
             missing.push(format!("{} ({})", f.label(), f.fieldname));
         }
     }
@@ -228,16 +270,28 @@ fn check_mandatory(reg: &Registry, dt: &DocType, doc: &Doc) -> Result<()> {
         return Err(Error::Mandatory(format!(
             "[{}{}]: Value missing for {}",
             dt.name,
-            if name.is_empty() { String::new() } else { format!(", {name}") },
+            if name.is_empty() {
+                String::new()
+            } else {
+                format!(", {name}")
+            },
             missing.join(", ")
         )));
     }
     for tf in dt.table_fields() {
         let child = reg.get(&tf.options)?;
-        for (i, r) in doc.get(&tf.fieldname).and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, r) in doc
+            .get(&tf.fieldname)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             if let Some(r) = r.as_object() {
                 check_mandatory(reg, &child, r).map_err(|e| match e {
-                    Error::Mandatory(m) => Error::Mandatory(format!("{} row {}: {m}", tf.label(), i + 1)),
+                    Error::Mandatory(m) => {
+                        Error::Mandatory(format!("{} row {}: {m}", tf.label(), i + 1))
+                    }
                     other => other,
                 })?;
             }
@@ -272,7 +326,12 @@ pub fn links_of(reg: &Registry, dt: &DocType, doc: &Doc) -> Result<Vec<(String, 
             }
             FieldType::Table | FieldType::TableMultiSelect => {
                 let child = reg.get(&f.options)?;
-                for r in doc.get(&f.fieldname).and_then(Value::as_array).into_iter().flatten() {
+                for r in doc
+                    .get(&f.fieldname)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(r) = r.as_object() {
                         out.extend(links_of(reg, &child, r)?);
                     }
@@ -284,7 +343,12 @@ pub fn links_of(reg: &Registry, dt: &DocType, doc: &Doc) -> Result<Vec<(String, 
     Ok(out)
 }
 
-async fn check_links(conn: &mut AnyConnection, reg: &Registry, dt: &DocType, doc: &Doc) -> Result<()> {
+async fn check_links(
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    dt: &DocType,
+    doc: &Doc,
+) -> Result<()> {
     for (label, target, value) in links_of(reg, dt, doc)? {
         let exists = if target == "DocType" {
             reg.exists(&value)
@@ -299,7 +363,9 @@ async fn check_links(conn: &mut AnyConnection, reg: &Registry, dt: &DocType, doc
             }
         };
         if !exists {
-            return Err(Error::LinkValidation(format!("Could not find {label}: {target} {value}")));
+            return Err(Error::LinkValidation(format!(
+                "Could not find {label}: {target} {value}"
+            )));
         }
     }
     Ok(())
@@ -308,7 +374,9 @@ async fn check_links(conn: &mut AnyConnection, reg: &Registry, dt: &DocType, doc
 async fn check_unique(conn: &mut AnyConnection, dt: &DocType, doc: &Doc) -> Result<()> {
     let name = doc.get("name").cloned().unwrap_or(Value::Null);
     for f in dt.data_fields().filter(|f| f.unique) {
-        let Some(v) = doc.get(&f.fieldname).filter(|v| !is_empty(Some(v))) else { continue };
+        let Some(v) = doc.get(&f.fieldname).filter(|v| !is_empty(Some(v))) else {
+            continue;
+        };
         let sql = format!(
             "SELECT name FROM {} WHERE {} = $1 AND name != $2 LIMIT 1",
             store::q(&dt.table()),
@@ -317,7 +385,10 @@ async fn check_unique(conn: &mut AnyConnection, dt: &DocType, doc: &Doc) -> Resu
         let hit = store::fetch_docs(
             conn,
             &sql,
-            &[store::Param::from_value(v, f.fieldtype.storage()), store::Param::from_value(&name, dt.column_storage("name"))],
+            &[
+                store::Param::from_value(v, f.fieldtype.storage()),
+                store::Param::from_value(&name, dt.column_storage("name")),
+            ],
         )
         .await?;
         if let Some(other) = hit.first() {
@@ -334,7 +405,15 @@ async fn check_unique(conn: &mut AnyConnection, dt: &DocType, doc: &Doc) -> Resu
 }
 
 /// Writes the document's child rows (after removing the old ones of the tables given).
-async fn write_children(conn: &mut AnyConnection, reg: &Registry, dt: &DocType, doc: &Doc, now: &str, user: &str, replace: bool) -> Result<()> {
+async fn write_children(
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    dt: &DocType,
+    doc: &Doc,
+    now: &str,
+    user: &str,
+    replace: bool,
+) -> Result<()> {
     let parent = name_text(doc.get("name").unwrap_or(&Value::Null));
     let docstatus = doc.get("docstatus").cloned().unwrap_or(Value::from(0));
     let mut cleared = std::collections::HashSet::new();
@@ -343,7 +422,13 @@ async fn write_children(conn: &mut AnyConnection, reg: &Registry, dt: &DocType, 
         if replace && cleared.insert(child.name.clone()) {
             store::delete_children(conn, &child, &dt.name, &parent).await?;
         }
-        for (i, r) in doc.get(&tf.fieldname).and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, r) in doc
+            .get(&tf.fieldname)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let Some(r) = r.as_object() else { continue };
             let mut row = r.clone();
             row.insert("parent".into(), Value::String(parent.clone()));
@@ -351,8 +436,10 @@ async fn write_children(conn: &mut AnyConnection, reg: &Registry, dt: &DocType, 
             row.insert("parenttype".into(), Value::String(dt.name.clone()));
             row.insert("idx".into(), Value::from(i + 1));
             row.insert("docstatus".into(), docstatus.clone());
-            row.entry("owner").or_insert_with(|| Value::String(user.into()));
-            row.entry("creation").or_insert_with(|| Value::String(now.into()));
+            row.entry("owner")
+                .or_insert_with(|| Value::String(user.into()));
+            row.entry("creation")
+                .or_insert_with(|| Value::String(now.into()));
             row.insert("modified".into(), Value::String(now.into()));
             row.insert("modified_by".into(), Value::String(user.into()));
             store::insert_row(conn, &child, &row).await?;
@@ -361,18 +448,47 @@ async fn write_children(conn: &mut AnyConnection, reg: &Registry, dt: &DocType, 
     Ok(())
 }
 
-async fn store_secrets(site: &Site, conn: &mut AnyConnection, dt: &DocType, name: &str, pending: &Pending) -> Result<()> {
+async fn store_secrets(
+    site: &Site,
+    conn: &mut AnyConnection,
+    dt: &DocType,
+    name: &str,
+    pending: &Pending,
+) -> Result<()> {
     for (field, plain) in &pending.secrets {
-        set_auth(conn, &dt.name, name, field, &site.cipher.encrypt(plain), true).await?;
+        set_auth(
+            conn,
+            &dt.name,
+            name,
+            field,
+            &site.cipher.encrypt(plain),
+            true,
+        )
+        .await?;
     }
     if let Some(pw) = &pending.login_password {
-        set_auth(conn, &dt.name, name, "password", &crate::crypto::hash_password(pw)?, false).await?;
+        set_auth(
+            conn,
+            &dt.name,
+            name,
+            "password",
+            &crate::crypto::hash_password(pw)?,
+            false,
+        )
+        .await?;
     }
     Ok(())
 }
 
 /// Stores a secret in `__Auth` (encrypted value or password hash).
-pub async fn set_auth(conn: &mut AnyConnection, doctype: &str, name: &str, field: &str, value: &str, encrypted: bool) -> Result<()> {
+pub async fn set_auth(
+    conn: &mut AnyConnection,
+    doctype: &str,
+    name: &str,
+    field: &str,
+    value: &str,
+    encrypted: bool,
+) -> Result<()> {
     sqlx::query(
         r#"INSERT INTO "__Auth" (doctype, name, fieldname, password, encrypted) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (doctype, name, fieldname) DO UPDATE SET password = excluded.password, encrypted = excluded.encrypted"#,
@@ -388,19 +504,31 @@ pub async fn set_auth(conn: &mut AnyConnection, doctype: &str, name: &str, field
 }
 
 /// Reads a secret from `__Auth` as stored.
-pub async fn get_auth(conn: &mut AnyConnection, doctype: &str, name: &str, field: &str) -> Result<Option<String>> {
+pub async fn get_auth(
+    conn: &mut AnyConnection,
+    doctype: &str,
+    name: &str,
+    field: &str,
+) -> Result<Option<String>> {
     use sqlx::Row;
-    let row = sqlx::query(r#"SELECT password FROM "__Auth" WHERE doctype = $1 AND name = $2 AND fieldname = $3"#)
-        .bind(doctype)
-        .bind(name)
-        .bind(field)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(
+        r#"SELECT password FROM "__Auth" WHERE doctype = $1 AND name = $2 AND fieldname = $3"#,
+    )
+    .bind(doctype)
+    .bind(name)
+    .bind(field)
+    .fetch_optional(conn)
+    .await?;
     Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
 }
 
 fn docstatus_of(doc: &Doc) -> i64 {
-    doc.get("docstatus").and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).unwrap_or(0)
+    doc.get("docstatus")
+        .and_then(|v| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        .unwrap_or(0)
 }
 
 impl Site {
@@ -417,12 +545,22 @@ impl Site {
             return self.get_single(&dt).await;
         }
         let mut conn = self.store.conn().await?;
-        load_doc(&mut conn, &reg, &dt, name).await?.ok_or_else(|| not_found(&dt, name))
+        load_doc(&mut conn, &reg, &dt, name)
+            .await?
+            .ok_or_else(|| not_found(&dt, name))
     }
 
-    async fn get_child_row(&self, caller: &Caller, reg: &Registry, dt: &DocType, name: &str) -> Result<Doc> {
+    async fn get_child_row(
+        &self,
+        caller: &Caller,
+        reg: &Registry,
+        dt: &DocType,
+        name: &str,
+    ) -> Result<Doc> {
         let mut conn = self.store.conn().await?;
-        let row = store::load_row(&mut conn, dt, &Value::String(name.into())).await?.ok_or_else(|| not_found(dt, name))?;
+        let row = store::load_row(&mut conn, dt, &Value::String(name.into()))
+            .await?
+            .ok_or_else(|| not_found(dt, name))?;
         let parenttype = row.get("parenttype").map(name_text).unwrap_or_default();
         caller.require(&*reg.get(&parenttype)?, PermType::Read)?;
         let mut doc = Doc::new();
@@ -432,14 +570,22 @@ impl Site {
     }
 
     /// Inserts a document and returns it as stored.
-    pub async fn insert_doc(&self, caller: &Caller, doctype: &str, input: Doc, flags: &WriteFlags) -> Result<Doc> {
+    pub async fn insert_doc(
+        &self,
+        caller: &Caller,
+        doctype: &str,
+        input: Doc,
+        flags: &WriteFlags,
+    ) -> Result<Doc> {
         let reg = self.meta();
         let dt = reg.get(doctype)?;
         if dt.issingle {
             return self.update_single(caller, &dt, input).await;
         }
         let mut tx = self.store.begin().await?;
-        let (doc, pending) = self.insert_in(&mut tx, &reg, caller, &dt, input, flags).await?;
+        let (doc, pending) = self
+            .insert_in(&mut tx, &reg, caller, &dt, input, flags)
+            .await?;
         tx.commit().await?;
         if pending.meta_changed {
             self.reload_meta().await?;
@@ -458,7 +604,10 @@ impl Site {
         flags: &WriteFlags,
     ) -> Result<(Doc, Pending)> {
         if dt.istable {
-            return Err(Error::Validation(format!("{} is a child table type: insert its rows through their parent document", dt.name)));
+            return Err(Error::Validation(format!(
+                "{} is a child table type: insert its rows through their parent document",
+                dt.name
+            )));
         }
         if !flags.ignore_permissions {
             caller.require(dt, PermType::Create)?;
@@ -476,7 +625,12 @@ impl Site {
                     caller.require(dt, PermType::Submit)?;
                 }
             }
-            _ => return Err(Error::Validation(format!("A new {} cannot have docstatus {docstatus}", dt.name))),
+            _ => {
+                return Err(Error::Validation(format!(
+                    "A new {} cannot have docstatus {docstatus}",
+                    dt.name
+                )))
+            }
         }
         let now = self.clock.now();
         let user = caller.user.clone();
@@ -489,14 +643,28 @@ impl Site {
         doctypes::validate(self, conn, reg, dt, &mut doc, None, caller, &mut pending).await?;
         let name = match doc.get("name").map(name_text).filter(|n| !n.is_empty()) {
             Some(n) => name_value(dt, &n),
-            None => crate::service::naming::new_name(conn, dt, &doc, None, &self.clock.today()).await?,
+            None => {
+                crate::service::naming::new_name(conn, dt, &doc, None, &self.clock.today()).await?
+            }
         };
         let name_str = name_text(&name);
         check_name(&name_str)?;
         doc.insert("name".into(), name);
-        for (k, v) in [("owner", &user), ("modified_by", &user), ("creation", &now), ("modified", &now)] {
+        for (k, v) in [
+            ("owner", &user),
+            ("modified_by", &user),
+            ("creation", &now),
+            ("modified", &now),
+        ] {
             let keep = flags.keep_timestamps && !is_empty(input.get(k));
-            doc.insert(k.into(), if keep { input[k].clone() } else { Value::String(v.clone()) });
+            doc.insert(
+                k.into(),
+                if keep {
+                    input[k].clone()
+                } else {
+                    Value::String(v.clone())
+                },
+            );
         }
         doc.insert("docstatus".into(), Value::from(docstatus));
         doc.insert("idx".into(), Value::from(0));
@@ -505,27 +673,41 @@ impl Site {
             check_links(conn, reg, dt, &doc).await?;
         }
         if store::row_exists(conn, dt, &doc["name"]).await? {
-            return Err(Error::DuplicateEntry(format!("{} {} already exists", dt.name, name_str)));
+            return Err(Error::DuplicateEntry(format!(
+                "{} {} already exists",
+                dt.name, name_str
+            )));
         }
         check_unique(conn, dt, &doc).await?;
         store::insert_row(conn, dt, &doc).await?;
         write_children(conn, reg, dt, &doc, &now, &user, false).await?;
         store_secrets(self, conn, dt, &name_str, &pending).await?;
         doctypes::after_write(self, conn, reg, dt, &doc, None, &mut pending).await?;
-        let saved = load_doc(conn, reg, dt, &name_str).await?.ok_or_else(|| not_found(dt, &name_str))?;
+        let saved = load_doc(conn, reg, dt, &name_str)
+            .await?
+            .ok_or_else(|| not_found(dt, &name_str))?;
         crate::streaming::update_log::record_insert(self, conn, reg, dt, &saved, flags).await?;
         Ok((saved, pending))
     }
 
     /// Applies a partial update; child tables sent are replaced as given.
-    pub async fn update_doc(&self, caller: &Caller, doctype: &str, name: &str, patch: Doc, flags: &WriteFlags) -> Result<Doc> {
+    pub async fn update_doc(
+        &self,
+        caller: &Caller,
+        doctype: &str,
+        name: &str,
+        patch: Doc,
+        flags: &WriteFlags,
+    ) -> Result<Doc> {
         let reg = self.meta();
         let dt = reg.get(doctype)?;
         if dt.issingle {
             return self.update_single(caller, &dt, patch).await;
         }
         let mut tx = self.store.begin().await?;
-        let (doc, pending) = self.update_in(&mut tx, &reg, caller, &dt, name, patch, flags).await?;
+        let (doc, pending) = self
+            .update_in(&mut tx, &reg, caller, &dt, name, patch, flags)
+            .await?;
         tx.commit().await?;
         if pending.meta_changed {
             self.reload_meta().await?;
@@ -546,13 +728,22 @@ impl Site {
         flags: &WriteFlags,
     ) -> Result<(Doc, Pending)> {
         if dt.istable {
-            return Err(Error::Validation(format!("{} is a child table type: update its rows through their parent document", dt.name)));
+            return Err(Error::Validation(format!(
+                "{} is a child table type: update its rows through their parent document",
+                dt.name
+            )));
         }
         if !flags.ignore_permissions {
             caller.require(dt, PermType::Write)?;
         }
-        let old = load_doc(conn, reg, dt, name).await?.ok_or_else(|| not_found(dt, name))?;
-        if let Some(m) = patch.get("modified").map(name_text).filter(|m| !m.is_empty()) {
+        let old = load_doc(conn, reg, dt, name)
+            .await?
+            .ok_or_else(|| not_found(dt, name))?;
+        if let Some(m) = patch
+            .get("modified")
+            .map(name_text)
+            .filter(|m| !m.is_empty())
+        {
             let stored = old.get("modified").map(name_text).unwrap_or_default();
             let sent = crate::time::normalize_datetime(&m).unwrap_or(m);
             if !flags.keep_timestamps && sent < stored {
@@ -565,16 +756,34 @@ impl Site {
         let mut doc = old.clone();
         merge_fields(reg, dt, &mut doc, &patch, flags, &mut pending, false)?;
         let old_status = docstatus_of(&old);
-        let new_status = if patch.contains_key("docstatus") { docstatus_of(&patch) } else { old_status };
+        let new_status = if patch.contains_key("docstatus") {
+            docstatus_of(&patch)
+        } else {
+            old_status
+        };
         self.check_docstatus_change(caller, dt, &old, &doc, old_status, new_status, flags)?;
         doc.insert("docstatus".into(), Value::from(new_status));
-        doctypes::validate(self, conn, reg, dt, &mut doc, Some(&old), caller, &mut pending).await?;
+        doctypes::validate(
+            self,
+            conn,
+            reg,
+            dt,
+            &mut doc,
+            Some(&old),
+            caller,
+            &mut pending,
+        )
+        .await?;
         let changed = crate::streaming::diff::diff(reg, dt, &old, &doc)?;
         if changed.is_empty() && pending.secrets.is_empty() && pending.login_password.is_none() {
             return Ok((old, pending));
         }
         let now = self.clock.now();
-        let modified = if flags.keep_timestamps && !is_empty(patch.get("modified")) { patch["modified"].clone() } else { Value::String(now.clone()) };
+        let modified = if flags.keep_timestamps && !is_empty(patch.get("modified")) {
+            patch["modified"].clone()
+        } else {
+            Value::String(now.clone())
+        };
         doc.insert("modified".into(), modified);
         doc.insert("modified_by".into(), Value::String(caller.user.clone()));
         check_mandatory(reg, dt, &doc)?;
@@ -592,16 +801,34 @@ impl Site {
         write_children(conn, reg, dt, &doc, &now, &caller.user, true).await?;
         store_secrets(self, conn, dt, name, &pending).await?;
         doctypes::after_write(self, conn, reg, dt, &doc, Some(&old), &mut pending).await?;
-        let saved = load_doc(conn, reg, dt, name).await?.ok_or_else(|| not_found(dt, name))?;
+        let saved = load_doc(conn, reg, dt, name)
+            .await?
+            .ok_or_else(|| not_found(dt, name))?;
         if !changed.is_empty() {
-            crate::streaming::update_log::record_update(self, conn, reg, dt, &old, &saved, flags).await?;
+            crate::streaming::update_log::record_update(self, conn, reg, dt, &old, &saved, flags)
+                .await?;
         }
         Ok((saved, pending))
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn check_docstatus_change(&self, caller: &Caller, dt: &DocType, old: &Doc, new: &Doc, from: i64, to: i64, flags: &WriteFlags) -> Result<()> {
-        let need = |p: PermType| if flags.ignore_permissions { Ok(()) } else { caller.require(dt, p) };
+    fn check_docstatus_change(
+        &self,
+        caller: &Caller,
+        dt: &DocType,
+        old: &Doc,
+        new: &Doc,
+        from: i64,
+        to: i64,
+        flags: &WriteFlags,
+    ) -> Result<()> {
+        let need = |p: PermType| {
+            if flags.ignore_permissions {
+                Ok(())
+            } else {
+                caller.require(dt, p)
+            }
+        };
         match (from, to) {
             (0, 0) => Ok(()),
             (0, 1) if dt.is_submittable => need(PermType::Submit),
@@ -610,7 +837,9 @@ impl Site {
                     need(PermType::Cancel)?;
                 }
                 for f in dt.data_fields() {
-                    if (to == 2 || !f.allow_on_submit) && old.get(&f.fieldname) != new.get(&f.fieldname) {
+                    if (to == 2 || !f.allow_on_submit)
+                        && old.get(&f.fieldname) != new.get(&f.fieldname)
+                    {
                         return Err(Error::Validation(format!(
                             "Not allowed to change {} after submission",
                             f.label()
@@ -619,33 +848,57 @@ impl Site {
                 }
                 for tf in dt.table_fields() {
                     if old.get(&tf.fieldname) != new.get(&tf.fieldname) && !tf.allow_on_submit {
-                        return Err(Error::Validation(format!("Not allowed to change {} after submission", tf.label())));
+                        return Err(Error::Validation(format!(
+                            "Not allowed to change {} after submission",
+                            tf.label()
+                        )));
                     }
                 }
                 Ok(())
             }
-            (2, _) => Err(Error::Validation(format!("Cannot edit a cancelled {}: amend it instead", dt.name))),
-            (a, b) => Err(Error::Validation(format!("Cannot change docstatus of {} from {a} to {b}", dt.name))),
+            (2, _) => Err(Error::Validation(format!(
+                "Cannot edit a cancelled {}: amend it instead",
+                dt.name
+            ))),
+            (a, b) => Err(Error::Validation(format!(
+                "Cannot change docstatus of {} from {a} to {b}",
+                dt.name
+            ))),
         }
     }
 
     /// Submits (1) or cancels (2) a document.
-    pub async fn set_docstatus(&self, caller: &Caller, doctype: &str, name: &str, status: i64) -> Result<Doc> {
+    pub async fn set_docstatus(
+        &self,
+        caller: &Caller,
+        doctype: &str,
+        name: &str,
+        status: i64,
+    ) -> Result<Doc> {
         let mut patch = Doc::new();
         patch.insert("docstatus".into(), Value::from(status));
         let dt = self.meta().get(doctype)?;
         if !dt.is_submittable {
             return Err(Error::Validation(format!("{doctype} is not submittable")));
         }
-        self.update_doc(caller, doctype, name, patch, &WriteFlags::default()).await
+        self.update_doc(caller, doctype, name, patch, &WriteFlags::default())
+            .await
     }
 
     /// Deletes a document; refused while another document links to it.
-    pub async fn delete_doc(&self, caller: &Caller, doctype: &str, name: &str, flags: &WriteFlags) -> Result<()> {
+    pub async fn delete_doc(
+        &self,
+        caller: &Caller,
+        doctype: &str,
+        name: &str,
+        flags: &WriteFlags,
+    ) -> Result<()> {
         let reg = self.meta();
         let dt = reg.get(doctype)?;
         let mut tx = self.store.begin().await?;
-        let pending = self.delete_in(&mut tx, &reg, caller, &dt, name, flags).await?;
+        let pending = self
+            .delete_in(&mut tx, &reg, caller, &dt, name, flags)
+            .await?;
         tx.commit().await?;
         if pending.meta_changed {
             self.reload_meta().await?;
@@ -654,16 +907,32 @@ impl Site {
     }
 
     /// Deletes inside the caller's transaction.
-    pub async fn delete_in(&self, conn: &mut AnyConnection, reg: &Registry, caller: &Caller, dt: &DocType, name: &str, flags: &WriteFlags) -> Result<Pending> {
+    pub async fn delete_in(
+        &self,
+        conn: &mut AnyConnection,
+        reg: &Registry,
+        caller: &Caller,
+        dt: &DocType,
+        name: &str,
+        flags: &WriteFlags,
+    ) -> Result<Pending> {
         if dt.istable || dt.issingle {
-            return Err(Error::Validation(format!("{} documents cannot be deleted on their own", dt.name)));
+            return Err(Error::Validation(format!(
+                "{} documents cannot be deleted on their own",
+                dt.name
+            )));
         }
         if !flags.ignore_permissions {
             caller.require(dt, PermType::Delete)?;
         }
-        let doc = load_doc(conn, reg, dt, name).await?.ok_or_else(|| not_found(dt, name))?;
+        let doc = load_doc(conn, reg, dt, name)
+            .await?
+            .ok_or_else(|| not_found(dt, name))?;
         if docstatus_of(&doc) == 1 {
-            return Err(Error::Validation(format!("Submitted {} {name} cannot be deleted: cancel it first", dt.name)));
+            return Err(Error::Validation(format!(
+                "Submitted {} {name} cannot be deleted: cancel it first",
+                dt.name
+            )));
         }
         let mut pending = Pending::default();
         doctypes::before_delete(self, conn, reg, dt, &doc, &mut pending).await?;
@@ -673,38 +942,71 @@ impl Site {
             store::delete_children(conn, &child, &dt.name, name).await?;
         }
         store::delete_row(conn, dt, &doc["name"]).await?;
-        sqlx::query(r#"DELETE FROM "__Auth" WHERE doctype = $1 AND name = $2"#).bind(&dt.name).bind(name).execute(&mut *conn).await?;
+        sqlx::query(r#"DELETE FROM "__Auth" WHERE doctype = $1 AND name = $2"#)
+            .bind(&dt.name)
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
         crate::streaming::update_log::record_delete(self, conn, reg, dt, &doc, flags).await?;
         Ok(pending)
     }
 
     /// Renames a document and rewrites every Link and Dynamic Link to it.
-    pub async fn rename_doc(&self, caller: &Caller, doctype: &str, old: &str, new: &str, flags: &WriteFlags) -> Result<String> {
+    pub async fn rename_doc(
+        &self,
+        caller: &Caller,
+        doctype: &str,
+        old: &str,
+        new: &str,
+        flags: &WriteFlags,
+    ) -> Result<String> {
         let reg = self.meta();
         let dt = reg.get(doctype)?;
         let mut tx = self.store.begin().await?;
-        self.rename_in(&mut tx, &reg, caller, &dt, old, new, flags).await?;
+        self.rename_in(&mut tx, &reg, caller, &dt, old, new, flags)
+            .await?;
         tx.commit().await?;
         Ok(new.to_string())
     }
 
     /// Renames inside the caller's transaction.
     #[allow(clippy::too_many_arguments)]
-    pub async fn rename_in(&self, conn: &mut AnyConnection, reg: &Registry, caller: &Caller, dt: &DocType, old: &str, new: &str, flags: &WriteFlags) -> Result<()> {
+    pub async fn rename_in(
+        &self,
+        conn: &mut AnyConnection,
+        reg: &Registry,
+        caller: &Caller,
+        dt: &DocType,
+        old: &str,
+        new: &str,
+        flags: &WriteFlags,
+    ) -> Result<()> {
         if !flags.ignore_permissions {
             caller.require(dt, PermType::Write)?;
         }
         let new = new.trim();
         check_name(new)?;
-        if dt.istable || dt.issingle || dt.column_storage("name") == Storage::Int || matches!(dt.name.as_str(), "DocType" | "User") {
-            return Err(Error::Validation(format!("{} documents cannot be renamed", dt.name)));
+        if dt.istable
+            || dt.issingle
+            || dt.column_storage("name") == Storage::Int
+            || matches!(dt.name.as_str(), "DocType" | "User")
+        {
+            return Err(Error::Validation(format!(
+                "{} documents cannot be renamed",
+                dt.name
+            )));
         }
-        let before = load_doc(conn, reg, dt, old).await?.ok_or_else(|| not_found(dt, old))?;
+        let before = load_doc(conn, reg, dt, old)
+            .await?
+            .ok_or_else(|| not_found(dt, old))?;
         if old == new {
             return Ok(());
         }
         if store::row_exists(conn, dt, &Value::String(new.into())).await? {
-            return Err(Error::DuplicateEntry(format!("{} {new} already exists", dt.name)));
+            return Err(Error::DuplicateEntry(format!(
+                "{} {new} already exists",
+                dt.name
+            )));
         }
         let q = store::q;
         let p = |s: &str| store::Param::Text(Some(s.to_string()));
@@ -720,14 +1022,27 @@ impl Site {
         store::update_columns(conn, dt, &Value::String(old.into()), &set_name).await?;
         for tf in dt.table_fields() {
             let child = reg.get(&tf.options)?;
-            store::execute(conn, &format!("UPDATE {} SET parent = $1 WHERE parent = $2 AND parenttype = $3", q(&child.table())), &[p(new), p(old), p(&dt.name)]).await?;
+            store::execute(
+                conn,
+                &format!(
+                    "UPDATE {} SET parent = $1 WHERE parent = $2 AND parenttype = $3",
+                    q(&child.table())
+                ),
+                &[p(new), p(old), p(&dt.name)],
+            )
+            .await?;
         }
         for l in reg.links_to(&dt.name) {
             let holder = reg.get(&l.doctype)?;
             if holder.issingle {
                 continue;
             }
-            let mut sql = format!("UPDATE {} SET {} = $1 WHERE {} = $2", q(&holder.table()), q(&l.fieldname), q(&l.fieldname));
+            let mut sql = format!(
+                "UPDATE {} SET {} = $1 WHERE {} = $2",
+                q(&holder.table()),
+                q(&l.fieldname),
+                q(&l.fieldname)
+            );
             let mut params = vec![p(new), p(old)];
             if let Some(tf) = &l.dynamic_type_field {
                 sql.push_str(&format!(" AND {} = $3", q(tf)));
@@ -735,19 +1050,34 @@ impl Site {
             }
             store::execute(conn, &sql, &params).await?;
         }
-        store::execute(conn, r#"UPDATE "__Auth" SET name = $1 WHERE doctype = $2 AND name = $3"#, &[p(new), p(&dt.name), p(old)]).await?;
-        let after = load_doc(conn, reg, dt, new).await?.ok_or_else(|| not_found(dt, new))?;
-        crate::streaming::update_log::record_rename(self, conn, reg, dt, &before, &after, flags).await?;
+        store::execute(
+            conn,
+            r#"UPDATE "__Auth" SET name = $1 WHERE doctype = $2 AND name = $3"#,
+            &[p(new), p(&dt.name), p(old)],
+        )
+        .await?;
+        let after = load_doc(conn, reg, dt, new)
+            .await?
+            .ok_or_else(|| not_found(dt, new))?;
+        crate::streaming::update_log::record_rename(self, conn, reg, dt, &before, &after, flags)
+            .await?;
         Ok(())
     }
 
     /// Lists documents the caller may read.
-    pub async fn list_docs(&self, caller: &Caller, doctype: &str, query: &ListQuery) -> Result<Vec<Doc>> {
+    pub async fn list_docs(
+        &self,
+        caller: &Caller,
+        doctype: &str,
+        query: &ListQuery,
+    ) -> Result<Vec<Doc>> {
         let reg = self.meta();
         let dt = reg.get(doctype)?;
         caller.require(&dt, PermType::Read)?;
         if dt.issingle {
-            return Err(Error::Validation(format!("{doctype} is a single document: GET /api/resource/{doctype}/{doctype}")));
+            return Err(Error::Validation(format!(
+                "{doctype} is a single document: GET /api/resource/{doctype}/{doctype}"
+            )));
         }
         let sql = query.to_sql(&reg, &dt, self.store.dialect())?;
         let mut conn = self.store.conn().await?;
@@ -757,29 +1087,59 @@ impl Site {
     }
 
     /// Counts documents matching the query's filters.
-    pub async fn count_docs(&self, caller: &Caller, doctype: &str, query: &ListQuery) -> Result<i64> {
+    pub async fn count_docs(
+        &self,
+        caller: &Caller,
+        doctype: &str,
+        query: &ListQuery,
+    ) -> Result<i64> {
         let reg = self.meta();
         let dt = reg.get(doctype)?;
         caller.require(&dt, PermType::Read)?;
         let sql = query.to_count_sql(&reg, &dt, self.store.dialect())?;
         let mut conn = self.store.conn().await?;
         let rows = store::fetch_docs(&mut conn, &sql.text, &sql.params).await?;
-        Ok(rows.first().and_then(|r| r.get("count")).and_then(Value::as_i64).unwrap_or(0))
+        Ok(rows
+            .first()
+            .and_then(|r| r.get("count"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0))
     }
 
     async fn get_single(&self, dt: &DocType) -> Result<Doc> {
         let mut conn = self.store.conn().await?;
-        let rows = store::fetch_docs(&mut conn, r#"SELECT field, value FROM "tabSingles" WHERE doctype = $1"#, &[store::Param::Text(Some(dt.name.clone()))]).await?;
+        let rows = store::fetch_docs(
+            &mut conn,
+            r#"SELECT field, value FROM "tabSingles" WHERE doctype = $1"#,
+            &[store::Param::Text(Some(dt.name.clone()))],
+        )
+        .await?;
         let mut doc = Doc::new();
         doc.insert("doctype".into(), Value::String(dt.name.clone()));
         doc.insert("name".into(), Value::String(dt.name.clone()));
         for f in dt.data_fields() {
-            let raw = rows.iter().find(|r| r.get("field").and_then(Value::as_str) == Some(&f.fieldname)).and_then(|r| r.get("value")).cloned().unwrap_or(Value::Null);
-            let v = if raw.is_null() { Value::Null } else { f.fieldtype.coerce(&raw, f.label(), &f.options).unwrap_or(raw) };
+            let raw = rows
+                .iter()
+                .find(|r| r.get("field").and_then(Value::as_str) == Some(&f.fieldname))
+                .and_then(|r| r.get("value"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let v = if raw.is_null() {
+                Value::Null
+            } else {
+                f.fieldtype
+                    .coerce(&raw, f.label(), &f.options)
+                    .unwrap_or(raw)
+            };
             doc.insert(f.fieldname.clone(), v);
         }
         for k in ["modified", "modified_by"] {
-            let v = rows.iter().find(|r| r.get("field").and_then(Value::as_str) == Some(k)).and_then(|r| r.get("value")).cloned().unwrap_or(Value::Null);
+            let v = rows
+                .iter()
+                .find(|r| r.get("field").and_then(Value::as_str) == Some(k))
+                .and_then(|r| r.get("value"))
+                .cloned()
+                .unwrap_or(Value::Null);
             doc.insert(k.into(), v);
         }
         doc.insert("docstatus".into(), Value::from(0));
@@ -790,7 +1150,15 @@ impl Site {
         caller.require(dt, PermType::Write)?;
         let mut doc = Doc::new();
         let mut pending = Pending::default();
-        merge_fields(&self.meta(), dt, &mut doc, &input, &WriteFlags::default(), &mut pending, false)?;
+        merge_fields(
+            &self.meta(),
+            dt,
+            &mut doc,
+            &input,
+            &WriteFlags::default(),
+            &mut pending,
+            false,
+        )?;
         let mut tx = self.store.begin().await?;
         let now = self.clock.now();
         doc.insert("modified".into(), Value::String(now));
@@ -817,7 +1185,11 @@ impl Site {
 
 /// Removes write-only values (`new_password`) from listed rows.
 fn hide_write_only(dt: &DocType, rows: &mut [Doc]) {
-    let write_only: Vec<&DocField> = dt.fields.iter().filter(|f| f.fieldname == "new_password").collect();
+    let write_only: Vec<&DocField> = dt
+        .fields
+        .iter()
+        .filter(|f| f.fieldname == "new_password")
+        .collect();
     for r in rows {
         for f in &write_only {
             if r.contains_key(&f.fieldname) {
@@ -833,15 +1205,27 @@ pub fn check_name(name: &str) -> Result<()> {
         return Err(Error::Validation("Name cannot be empty".into()));
     }
     if name.len() > 140 {
-        return Err(Error::Validation(format!("Name is too long ({} characters; at most 140)", name.len())));
+        return Err(Error::Validation(format!(
+            "Name is too long ({} characters; at most 140)",
+            name.len()
+        )));
     }
-    if name.ends_with('/') || name.contains('\0') || name.chars().any(|c| c.is_control()) || name.split('/').any(|p| p == ".." || p == ".") {
+    if name.ends_with('/')
+        || name.contains('\0')
+        || name.chars().any(|c| c.is_control())
+        || name.split('/').any(|p| p == ".." || p == ".")
+    {
         return Err(Error::Validation(format!("Name {name:?} is not allowed: no control characters, no trailing \"/\" and no \".\" or \"..\" path parts")));
     }
     Ok(())
 }
 
-async fn check_not_linked(conn: &mut AnyConnection, reg: &Registry, dt: &DocType, name: &str) -> Result<()> {
+async fn check_not_linked(
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    dt: &DocType,
+    name: &str,
+) -> Result<()> {
     for l in reg.links_to(&dt.name) {
         if matches!(l.doctype.as_str(), "Event Update Log" | "Event Sync Log") {
             continue;
@@ -850,8 +1234,16 @@ async fn check_not_linked(conn: &mut AnyConnection, reg: &Registry, dt: &DocType
         if holder.issingle {
             continue;
         }
-        let col = if holder.istable { "parent, parenttype" } else { "name" };
-        let mut sql = format!("SELECT {col} FROM {} WHERE {} = $1", store::q(&holder.table()), store::q(&l.fieldname));
+        let col = if holder.istable {
+            "parent, parenttype"
+        } else {
+            "name"
+        };
+        let mut sql = format!(
+            "SELECT {col} FROM {} WHERE {} = $1",
+            store::q(&holder.table()),
+            store::q(&l.fieldname)
+        );
         let mut params = vec![store::Param::Text(Some(name.into()))];
         if let Some(tf) = &l.dynamic_type_field {
             sql.push_str(&format!(" AND {} = $2", store::q(tf)));
@@ -865,9 +1257,15 @@ async fn check_not_linked(conn: &mut AnyConnection, reg: &Registry, dt: &DocType
         let hit = store::fetch_docs(conn, &sql, &params).await?;
         if let Some(h) = hit.first() {
             let (ht, hn) = if holder.istable {
-                (h.get("parenttype").map(name_text).unwrap_or_default(), h.get("parent").map(name_text).unwrap_or_default())
+                (
+                    h.get("parenttype").map(name_text).unwrap_or_default(),
+                    h.get("parent").map(name_text).unwrap_or_default(),
+                )
             } else {
-                (holder.name.clone(), h.get("name").map(name_text).unwrap_or_default())
+                (
+                    holder.name.clone(),
+                    h.get("name").map(name_text).unwrap_or_default(),
+                )
             };
             return Err(Error::LinkExists(format!(
                 "Cannot delete or cancel because {} {name} is linked with {ht} {hn}",

@@ -8,7 +8,13 @@ use serde_json::Value;
 use sqlx::AnyConnection;
 
 /// Picks the name of a new document; `given` is the client's name when it may choose one.
-pub async fn new_name(conn: &mut AnyConnection, dt: &DocType, doc: &Doc, given: Option<&str>, today: &str) -> Result<Value> {
+pub async fn new_name(
+    conn: &mut AnyConnection,
+    dt: &DocType,
+    doc: &Doc,
+    given: Option<&str>,
+    today: &str,
+) -> Result<Value> {
     if let Some(g) = given.filter(|g| !g.trim().is_empty()) {
         return Ok(Value::String(g.trim().to_string()));
     }
@@ -18,36 +24,60 @@ pub async fn new_name(conn: &mut AnyConnection, dt: &DocType, doc: &Doc, given: 
         return Ok(Value::String(random_token(10)));
     }
     if lower == "prompt" {
-        return Err(Error::Mandatory(format!("{}: a name is required (send \"name\")", dt.name)));
+        return Err(Error::Mandatory(format!(
+            "{}: a name is required (send \"name\")",
+            dt.name
+        )));
     }
     if lower == "autoincrement" {
-        return Ok(Value::from(next_counter(conn, &format!("autoincrement:{}", dt.name)).await?));
+        return Ok(Value::from(
+            next_counter(conn, &format!("autoincrement:{}", dt.name)).await?,
+        ));
     }
     if let Some(field) = autoname.strip_prefix("field:") {
         let v = text(doc, field.trim());
         if v.is_empty() {
-            let label = dt.field(field.trim()).map(|f| f.label().to_string()).unwrap_or_else(|| field.to_string());
-            return Err(Error::Mandatory(format!("{}: {label} is required, it names the document", dt.name)));
+            let label = dt
+                .field(field.trim())
+                .map(|f| f.label().to_string())
+                .unwrap_or_else(|| field.to_string());
+            return Err(Error::Mandatory(format!(
+                "{}: {label} is required, it names the document",
+                dt.name
+            )));
         }
         return Ok(Value::String(v));
     }
     if lower.starts_with("naming_series:") {
         let mut series = text(doc, "naming_series");
         if series.is_empty() {
-            series = dt.field("naming_series").and_then(|f| f.default.clone()).unwrap_or_default();
+            series = dt
+                .field("naming_series")
+                .and_then(|f| f.default.clone())
+                .unwrap_or_default();
         }
         if series.is_empty() {
-            return Err(Error::Mandatory(format!("{}: Naming Series is required", dt.name)));
+            return Err(Error::Mandatory(format!(
+                "{}: Naming Series is required",
+                dt.name
+            )));
         }
-        return series_name(conn, &series, doc, today).await.map(Value::String);
+        return series_name(conn, &series, doc, today)
+            .await
+            .map(Value::String);
     }
     if let Some(fmt) = autoname.strip_prefix("format:") {
         return format_name(conn, fmt, doc, today).await.map(Value::String);
     }
     if autoname.contains('#') || autoname.contains('.') {
-        return series_name(conn, autoname, doc, today).await.map(Value::String);
+        return series_name(conn, autoname, doc, today)
+            .await
+            .map(Value::String);
     }
-    Err(Error::Validation(format!("{}: unsupported autoname {autoname:?}", dt.name)))
+    Err(Error::Validation(format!(
+        "{}: unsupported autoname {autoname:?}",
+        dt.name
+    )))
 }
 
 fn text(doc: &Doc, field: &str) -> String {
@@ -70,7 +100,12 @@ fn date_part(part: &str, today: &str) -> Option<String> {
 
 /// `SINV-.YYYY.-` or `NOTE-.#####`: dot-separated parts; `#` runs are the counter (width 5
 /// when the pattern has none), date parts are today, `{field}` or a bare fieldname is its value.
-async fn series_name(conn: &mut AnyConnection, pattern: &str, doc: &Doc, today: &str) -> Result<String> {
+async fn series_name(
+    conn: &mut AnyConnection,
+    pattern: &str,
+    doc: &Doc,
+    today: &str,
+) -> Result<String> {
     let mut prefix = String::new();
     let mut width = None;
     for part in pattern.split('.') {
@@ -91,13 +126,20 @@ async fn series_name(conn: &mut AnyConnection, pattern: &str, doc: &Doc, today: 
 }
 
 /// `format:INV-{customer}-{####}`.
-async fn format_name(conn: &mut AnyConnection, fmt: &str, doc: &Doc, today: &str) -> Result<String> {
+async fn format_name(
+    conn: &mut AnyConnection,
+    fmt: &str,
+    doc: &Doc,
+    today: &str,
+) -> Result<String> {
     let mut out = String::new();
     let mut rest = fmt;
     let mut counter_at = None;
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
-        let close = rest[open..].find('}').map(|c| open + c).ok_or_else(|| Error::Validation(format!("autoname format {fmt:?} has an unclosed {{")))?;
+        let close = rest[open..].find('}').map(|c| open + c).ok_or_else(|| {
+            Error::Validation(format!("autoname format {fmt:?} has an unclosed {{"))
+        })?;
         let key = &rest[open + 1..close];
         if !key.is_empty() && key.chars().all(|c| c == '#') {
             counter_at = Some((out.len(), key.len()));

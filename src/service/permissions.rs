@@ -15,14 +15,21 @@ pub struct Caller {
 impl Caller {
     /// The anonymous caller.
     pub fn guest() -> Caller {
-        Caller { user: "Guest".into(), roles: vec!["Guest".into()] }
+        Caller {
+            user: "Guest".into(),
+            roles: vec!["Guest".into()],
+        }
     }
 
     /// Administrator, for server-side work.
     pub fn administrator() -> Caller {
         Caller {
             user: "Administrator".into(),
-            roles: vec!["Administrator".into(), "System Manager".into(), "All".into()],
+            roles: vec![
+                "Administrator".into(),
+                "System Manager".into(),
+                "All".into(),
+            ],
         }
     }
 
@@ -38,7 +45,9 @@ impl Caller {
 
     /// Administrator or System Manager.
     pub fn is_system_manager(&self) -> bool {
-        self.user == "Administrator" || self.has_role("Administrator") || self.has_role("System Manager")
+        self.user == "Administrator"
+            || self.has_role("Administrator")
+            || self.has_role("System Manager")
     }
 
     /// True when the caller's roles allow `perm` on `dt`.
@@ -71,7 +80,9 @@ impl Caller {
         if self.can(dt, perm) {
             Ok(())
         } else if self.is_guest() {
-            Err(Error::Permission("Not permitted: log in, or send an Authorization header".into()))
+            Err(Error::Permission(
+                "Not permitted: log in, or send an Authorization header".into(),
+            ))
         } else {
             Err(Error::Permission(format!(
                 "User {} does not have doctype access via role permission for document {} ({} not allowed)",

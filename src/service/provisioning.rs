@@ -10,12 +10,25 @@ use serde_json::json;
 use std::path::Path;
 
 /// Creates site `name` under `data_dir`; nothing is left behind when it fails.
-pub async fn new_site(data_dir: &Path, name: &str, admin_password: &str, url: Option<&str>, db: Option<&str>) -> Result<Site> {
+pub async fn new_site(
+    data_dir: &Path,
+    name: &str,
+    admin_password: &str,
+    url: Option<&str>,
+    db: Option<&str>,
+) -> Result<Site> {
     crate::meta::check_identifier("Site name", name, false).or_else(|_| {
-        if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !name.starts_with('.') {
+        if !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !name.starts_with('.')
+        {
             Ok(())
         } else {
-            Err(Error::Validation(format!("site name {name:?} may use only letters, digits, '-', '_' and '.'")))
+            Err(Error::Validation(format!(
+                "site name {name:?} may use only letters, digits, '-', '_' and '.'"
+            )))
         }
     })?;
     if admin_password.is_empty() {
@@ -23,10 +36,15 @@ pub async fn new_site(data_dir: &Path, name: &str, admin_password: &str, url: Op
     }
     let dir = data_dir.join(name);
     if dir.exists() {
-        return Err(Error::Validation(format!("site {name} already exists in {}", dir.display())));
+        return Err(Error::Validation(format!(
+            "site {name} already exists in {}",
+            dir.display()
+        )));
     }
-    std::fs::create_dir_all(data_dir).map_err(|e| Error::Validation(format!("cannot create {}: {e}", data_dir.display())))?;
-    std::fs::create_dir(&dir).map_err(|e| Error::Validation(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| Error::Validation(format!("cannot create {}: {e}", data_dir.display())))?;
+    std::fs::create_dir(&dir)
+        .map_err(|e| Error::Validation(format!("cannot create {}: {e}", dir.display())))?;
     let result = create_in(&dir, name, admin_password, url, db).await;
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -34,15 +52,28 @@ pub async fn new_site(data_dir: &Path, name: &str, admin_password: &str, url: Op
     result
 }
 
-async fn create_in(dir: &Path, name: &str, admin_password: &str, url: Option<&str>, db: Option<&str>) -> Result<Site> {
+async fn create_in(
+    dir: &Path,
+    name: &str,
+    admin_password: &str,
+    url: Option<&str>,
+    db: Option<&str>,
+) -> Result<Site> {
     let db_url = match db {
         Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => u.to_string(),
-        Some(u) => return Err(Error::Validation(format!("--db must be a postgres:// URL, not {:?}", crate::store::redact(u)))),
+        Some(u) => {
+            return Err(Error::Validation(format!(
+                "--db must be a postgres:// URL, not {:?}",
+                crate::store::redact(u)
+            )))
+        }
         None => format!("sqlite://{}", dir.join("site.sqlite3").display()),
     };
     let config = SiteConfig {
         db_url,
-        url: url.map(|u| u.trim_end_matches('/').to_string()).unwrap_or_else(|| format!("http://{name}:8000")),
+        url: url
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{name}:8000")),
         encryption_key: Cipher::generate_key(),
         ..SiteConfig::default()
     };
@@ -58,19 +89,33 @@ async fn create_in(dir: &Path, name: &str, admin_password: &str, url: Option<&st
 
 async fn seed(site: &Site, admin_password: &str) -> Result<()> {
     let admin = Caller::administrator();
-    let flags = WriteFlags { ignore_permissions: true, set_read_only: true, keep_name: true, ..Default::default() };
+    let flags = WriteFlags {
+        ignore_permissions: true,
+        set_read_only: true,
+        keep_name: true,
+        ..Default::default()
+    };
     let reg = site.meta();
     let mut tx = site.store.begin().await?;
     for role in ["Administrator", "System Manager", "All", "Guest"] {
         let doc = json!({"role_name": role, "desk_access": 1});
-        site.insert_in(&mut tx, &reg, &admin, &*reg.get("Role")?, as_doc(doc), &flags).await?;
+        site.insert_in(
+            &mut tx,
+            &reg,
+            &admin,
+            &*reg.get("Role")?,
+            as_doc(doc),
+            &flags,
+        )
+        .await?;
     }
     let users = [
         json!({"email": "Administrator", "first_name": "Administrator", "roles": [{"role": "Administrator"}, {"role": "System Manager"}], "new_password": admin_password}),
         json!({"email": "Guest", "first_name": "Guest", "roles": [{"role": "Guest"}], "user_type": "Website User"}),
     ];
     for u in users {
-        site.insert_in(&mut tx, &reg, &admin, &*reg.get("User")?, as_doc(u), &flags).await?;
+        site.insert_in(&mut tx, &reg, &admin, &*reg.get("User")?, as_doc(u), &flags)
+            .await?;
     }
     tx.commit().await?;
     Ok(())
@@ -90,15 +135,21 @@ pub async fn drop_tables(site: &Site) -> Result<()> {
         return Ok(());
     }
     let mut conn = site.store.conn().await?;
-    let tables: Vec<String> = sqlx::query("SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()")
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .filter_map(|r| r.try_get::<String, _>(0).ok())
-        .filter(|t| t.starts_with("tab") || t.starts_with("__"))
-        .collect();
+    let tables: Vec<String> =
+        sqlx::query("SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()")
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>(0).ok())
+            .filter(|t| t.starts_with("tab") || t.starts_with("__"))
+            .collect();
     for t in tables {
-        sqlx::query(&format!("DROP TABLE IF EXISTS {} CASCADE", crate::store::q(&t))).execute(&mut *conn).await?;
+        sqlx::query(&format!(
+            "DROP TABLE IF EXISTS {} CASCADE",
+            crate::store::q(&t)
+        ))
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
@@ -108,12 +159,21 @@ pub async fn drop_site(dir: &Path) -> Result<()> {
     let site = Site::open(dir).await?;
     drop_tables(&site).await?;
     site.store.close().await;
-    std::fs::remove_dir_all(dir).map_err(|e| Error::Validation(format!("cannot remove {}: {e}", dir.display())))
+    std::fs::remove_dir_all(dir)
+        .map_err(|e| Error::Validation(format!("cannot remove {}: {e}", dir.display())))
 }
 
 /// User names, Administrator included.
 pub async fn list_users(site: &Site) -> Result<Vec<String>> {
     let mut conn = site.store.conn().await?;
-    let rows = crate::store::fetch_docs(&mut conn, r#"SELECT name FROM "tabUser" WHERE name != 'Guest' ORDER BY name"#, &[]).await?;
-    Ok(rows.iter().filter_map(|r| r.get("name").and_then(|v| v.as_str()).map(str::to_string)).collect())
+    let rows = crate::store::fetch_docs(
+        &mut conn,
+        r#"SELECT name FROM "tabUser" WHERE name != 'Guest' ORDER BY name"#,
+        &[],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.get("name").and_then(|v| v.as_str()).map(str::to_string))
+        .collect())
 }

@@ -83,6 +83,15 @@ impl Store {
         };
         let opts = AnyConnectOptions::from_str(&url)
             .map_err(|e| crate::Error::Validation(format!("bad database URL: {e}")))?;
+        // One direct connection first, so a wrong URL fails at once instead of after the
+        // pool's acquire timeout.
+        {
+            use sqlx::Connection;
+            let conn = AnyConnection::connect_with(&opts).await.map_err(|e| {
+                crate::Error::Validation(format!("cannot open database {}: {e}", redact(&url)))
+            })?;
+            conn.close().await.ok();
+        }
         let max = if dialect == Dialect::Sqlite { 8 } else { 10 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
@@ -168,7 +177,9 @@ pub fn row_to_doc(row: &AnyRow) -> Result<Doc> {
                 }
                 AnyTypeInfoKind::Real | AnyTypeInfoKind::Double => {
                     let f = row.try_get::<f64, _>(i)?;
-                    serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+                    serde_json::Number::from_f64(f)
+                        .map(Value::Number)
+                        .unwrap_or(Value::Null)
                 }
                 AnyTypeInfoKind::Blob => {
                     Value::String(String::from_utf8_lossy(&row.try_get::<Vec<u8>, _>(i)?).into())
@@ -239,16 +250,21 @@ pub async fn fetch_docs(conn: &mut AnyConnection, sql: &str, params: &[Param]) -
 
 /// Runs a statement.
 pub async fn execute(conn: &mut AnyConnection, sql: &str, params: &[Param]) -> Result<u64> {
-    Ok(bind_all(sqlx::query(sql), params).execute(conn).await?.rows_affected())
+    Ok(bind_all(sqlx::query(sql), params)
+        .execute(conn)
+        .await?
+        .rows_affected())
 }
 
 /// Takes the next value of a named counter in `tabSeries`, inside the caller's transaction (the
 /// row stays locked until commit, so values are gap-free in commit order).
 pub async fn next_counter(conn: &mut AnyConnection, key: &str) -> Result<i64> {
-    sqlx::query(r#"INSERT INTO "tabSeries" (name, current) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING"#)
-        .bind(key)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        r#"INSERT INTO "tabSeries" (name, current) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING"#,
+    )
+    .bind(key)
+    .execute(&mut *conn)
+    .await?;
     let row = sqlx::query(
         r#"UPDATE "tabSeries" SET current = current + 1 WHERE name = $1 RETURNING current"#,
     )

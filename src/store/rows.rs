@@ -28,7 +28,12 @@ pub async fn insert_row(conn: &mut AnyConnection, dt: &DocType, row: &Doc) -> Re
 }
 
 /// Sets the given columns of the row `name`.
-pub async fn update_columns(conn: &mut AnyConnection, dt: &DocType, name: &Value, values: &Doc) -> Result<u64> {
+pub async fn update_columns(
+    conn: &mut AnyConnection,
+    dt: &DocType,
+    name: &Value,
+    values: &Doc,
+) -> Result<u64> {
     let mut sets = Vec::new();
     let mut params = Vec::new();
     for (k, v) in values {
@@ -41,27 +46,48 @@ pub async fn update_columns(conn: &mut AnyConnection, dt: &DocType, name: &Value
         return Ok(0);
     }
     params.push(Param::from_value(name, dt.column_storage("name")));
-    let sql = format!("UPDATE {} SET {} WHERE name = ${}", q(&dt.table()), sets.join(", "), params.len());
+    let sql = format!(
+        "UPDATE {} SET {} WHERE name = ${}",
+        q(&dt.table()),
+        sets.join(", "),
+        params.len()
+    );
     execute(conn, &sql, &params).await
 }
 
 /// Deletes the row `name`.
 pub async fn delete_row(conn: &mut AnyConnection, dt: &DocType, name: &Value) -> Result<u64> {
     let sql = format!("DELETE FROM {} WHERE name = $1", q(&dt.table()));
-    execute(conn, &sql, &[Param::from_value(name, dt.column_storage("name"))]).await
+    execute(
+        conn,
+        &sql,
+        &[Param::from_value(name, dt.column_storage("name"))],
+    )
+    .await
 }
 
 /// Reads the row `name`, every column.
 pub async fn load_row(conn: &mut AnyConnection, dt: &DocType, name: &Value) -> Result<Option<Doc>> {
     let sql = format!("SELECT * FROM {} WHERE name = $1", q(&dt.table()));
-    let mut rows = fetch_docs(conn, &sql, &[Param::from_value(name, dt.column_storage("name"))]).await?;
+    let mut rows = fetch_docs(
+        conn,
+        &sql,
+        &[Param::from_value(name, dt.column_storage("name"))],
+    )
+    .await?;
     Ok(rows.pop())
 }
 
 /// True when a row named `name` exists.
 pub async fn row_exists(conn: &mut AnyConnection, dt: &DocType, name: &Value) -> Result<bool> {
     let sql = format!("SELECT 1 FROM {} WHERE name = $1", q(&dt.table()));
-    Ok(!fetch_docs(conn, &sql, &[Param::from_value(name, dt.column_storage("name"))]).await?.is_empty())
+    Ok(!fetch_docs(
+        conn,
+        &sql,
+        &[Param::from_value(name, dt.column_storage("name"))],
+    )
+    .await?
+    .is_empty())
 }
 
 /// Reads the child rows of a parent's table field, in `idx` order.
@@ -89,7 +115,23 @@ pub async fn load_children(
 }
 
 /// Deletes every child row of a parent in one child table.
-pub async fn delete_children(conn: &mut AnyConnection, child: &DocType, parenttype: &str, parent: &str) -> Result<u64> {
-    let sql = format!("DELETE FROM {} WHERE parent = $1 AND parenttype = $2", q(&child.table()));
-    execute(conn, &sql, &[Param::Text(Some(parent.into())), Param::Text(Some(parenttype.into()))]).await
+pub async fn delete_children(
+    conn: &mut AnyConnection,
+    child: &DocType,
+    parenttype: &str,
+    parent: &str,
+) -> Result<u64> {
+    let sql = format!(
+        "DELETE FROM {} WHERE parent = $1 AND parenttype = $2",
+        q(&child.table())
+    );
+    execute(
+        conn,
+        &sql,
+        &[
+            Param::Text(Some(parent.into())),
+            Param::Text(Some(parenttype.into())),
+        ],
+    )
+    .await
 }

@@ -21,14 +21,29 @@ pub async fn create_table(conn: &mut AnyConnection, dialect: Dialect, dt: &DocTy
         "idx BIGINT NOT NULL DEFAULT 0".into(),
     ];
     if dt.istable {
-        cols.extend(["parent TEXT".into(), "parentfield TEXT".into(), "parenttype TEXT".into()]);
+        cols.extend([
+            "parent TEXT".into(),
+            "parentfield TEXT".into(),
+            "parenttype TEXT".into(),
+        ]);
     }
     for f in dt.data_fields() {
-        cols.push(format!("{} {}", q(&f.fieldname), dialect.column_type(f.fieldtype.storage())));
+        cols.push(format!(
+            "{} {}",
+            q(&f.fieldname),
+            dialect.column_type(f.fieldtype.storage())
+        ));
     }
     let table = dt.table();
-    conn.execute(format!("CREATE TABLE IF NOT EXISTS {} ({})", q(&table), cols.join(", ")).as_str())
-        .await?;
+    conn.execute(
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            q(&table),
+            cols.join(", ")
+        )
+        .as_str(),
+    )
+    .await?;
     create_index(conn, &table, "modified", false).await?;
     if dt.istable {
         create_index(conn, &table, "parent", false).await?;
@@ -46,7 +61,12 @@ async fn create_field_indexes(conn: &mut AnyConnection, table: &str, f: &DocFiel
     Ok(())
 }
 
-async fn create_index(conn: &mut AnyConnection, table: &str, column: &str, unique: bool) -> Result<()> {
+async fn create_index(
+    conn: &mut AnyConnection,
+    table: &str,
+    column: &str,
+    unique: bool,
+) -> Result<()> {
     let index = format!("{table}_{column}_{}", if unique { "uniq" } else { "idx" });
     conn.execute(
         format!(
@@ -63,7 +83,12 @@ async fn create_index(conn: &mut AnyConnection, table: &str, column: &str, uniqu
 }
 
 /// Adds one field's column (and unique index) to an existing table.
-pub async fn add_column(conn: &mut AnyConnection, dialect: Dialect, dt: &DocType, f: &DocField) -> Result<()> {
+pub async fn add_column(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    dt: &DocType,
+    f: &DocField,
+) -> Result<()> {
     if !f.has_column() || dt.issingle {
         return Ok(());
     }

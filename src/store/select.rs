@@ -37,7 +37,11 @@ impl Op {
             "not in" => Op::NotIn,
             "is" => Op::Is,
             "between" => Op::Between,
-            other => return Err(Error::Validation(format!("Unsupported filter operator \"{other}\""))),
+            other => {
+                return Err(Error::Validation(format!(
+                    "Unsupported filter operator \"{other}\""
+                )))
+            }
         })
     }
 }
@@ -54,7 +58,11 @@ pub struct Filter {
 impl Filter {
     /// Parses Frappe's three filter forms: a list of lists (3 or 4 items), one list, or an object.
     pub fn parse_many(v: &Value) -> Result<Vec<Filter>> {
-        let bad = || Error::BadRequest(format!("filters must be a list of [field, operator, value] or an object, not {v}"));
+        let bad = || {
+            Error::BadRequest(format!(
+                "filters must be a list of [field, operator, value] or an object, not {v}"
+            ))
+        };
         match v {
             Value::Null => Ok(vec![]),
             Value::String(s) if s.trim().is_empty() => Ok(vec![]),
@@ -73,14 +81,20 @@ impl Filter {
                             op: Op::parse(a[0].as_str().unwrap_or_default())?,
                             value: a[1].clone(),
                         },
-                        other => Filter { doctype: None, field: k.clone(), op: Op::Eq, value: other.clone() },
+                        other => Filter {
+                            doctype: None,
+                            field: k.clone(),
+                            op: Op::Eq,
+                            value: other.clone(),
+                        },
                     })
                 })
                 .collect(),
             Value::Array(items) if items.is_empty() => Ok(vec![]),
-            Value::Array(items) if items.iter().all(|i| i.is_array()) => {
-                items.iter().map(|i| Filter::parse_one(i.as_array().unwrap_or(&vec![])).ok_or_else(bad)?).collect()
-            }
+            Value::Array(items) if items.iter().all(|i| i.is_array()) => items
+                .iter()
+                .map(|i| Filter::parse_one(i.as_array().unwrap_or(&vec![])).ok_or_else(bad)?)
+                .collect(),
             Value::Array(items) => Ok(vec![Filter::parse_one(items).ok_or_else(bad)??]),
             _ => Err(bad()),
         }
@@ -94,7 +108,12 @@ impl Filter {
             2 => (None, s(&a[0])?, "=".to_string(), a[1].clone()),
             _ => return None,
         };
-        Some(Op::parse(&op).map(|op| Filter { doctype, field, op, value }))
+        Some(Op::parse(&op).map(|op| Filter {
+            doctype,
+            field,
+            op,
+            value,
+        }))
     }
 }
 
@@ -126,9 +145,16 @@ impl ListQuery {
         let mut params = Vec::new();
         let where_sql = self.where_clause(reg, dt, dialect, &mut params)?;
         let order = order_clause(dt, &self.order_by)?;
-        let mut text = format!("SELECT {} FROM {}{where_sql} ORDER BY {order}", cols.join(", "), q(&dt.table()));
+        let mut text = format!(
+            "SELECT {} FROM {}{where_sql} ORDER BY {order}",
+            cols.join(", "),
+            q(&dt.table())
+        );
         if self.page_length > 0 {
-            text.push_str(&format!(" LIMIT {} OFFSET {}", self.page_length, self.start));
+            text.push_str(&format!(
+                " LIMIT {} OFFSET {}",
+                self.page_length, self.start
+            ));
         } else if self.start > 0 {
             text.push_str(&format!(" LIMIT -1 OFFSET {}", self.start));
             if dialect == Dialect::Postgres {
@@ -142,7 +168,13 @@ impl ListQuery {
     pub fn to_count_sql(&self, reg: &Registry, dt: &DocType, dialect: Dialect) -> Result<Sql> {
         let mut params = Vec::new();
         let where_sql = self.where_clause(reg, dt, dialect, &mut params)?;
-        Ok(Sql { text: format!("SELECT COUNT(*) AS count FROM {}{where_sql}", q(&dt.table())), params })
+        Ok(Sql {
+            text: format!(
+                "SELECT COUNT(*) AS count FROM {}{where_sql}",
+                q(&dt.table())
+            ),
+            params,
+        })
     }
 
     fn columns(&self, dt: &DocType) -> Result<Vec<String>> {
@@ -165,7 +197,13 @@ impl ListQuery {
             .collect()
     }
 
-    fn where_clause(&self, reg: &Registry, dt: &DocType, dialect: Dialect, params: &mut Vec<Param>) -> Result<String> {
+    fn where_clause(
+        &self,
+        reg: &Registry,
+        dt: &DocType,
+        dialect: Dialect,
+        params: &mut Vec<Param>,
+    ) -> Result<String> {
         let mut and_parts = Vec::new();
         for f in &self.filters {
             and_parts.push(condition(reg, dt, f, dialect, params)?);
@@ -177,12 +215,19 @@ impl ListQuery {
             }
             and_parts.push(format!("({})", or_parts.join(" OR ")));
         }
-        Ok(if and_parts.is_empty() { String::new() } else { format!(" WHERE {}", and_parts.join(" AND ")) })
+        Ok(if and_parts.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", and_parts.join(" AND "))
+        })
     }
 }
 
 fn unknown_field(dt: &DocType, f: &str) -> Error {
-    Error::Validation(format!("Field not permitted in query: {f} (DocType {} has no such field)", dt.name))
+    Error::Validation(format!(
+        "Field not permitted in query: {f} (DocType {} has no such field)",
+        dt.name
+    ))
 }
 
 /// Strips Frappe's `` `tabX`.`field` `` and quotes down to the bare column.
@@ -194,7 +239,11 @@ fn clean_column(f: &str) -> String {
 
 fn order_clause(dt: &DocType, order_by: &str) -> Result<String> {
     if order_by.trim().is_empty() {
-        let f = if dt.sort_field.is_empty() || !dt.has_column(&dt.sort_field) { "modified" } else { &dt.sort_field };
+        let f = if dt.sort_field.is_empty() || !dt.has_column(&dt.sort_field) {
+            "modified"
+        } else {
+            &dt.sort_field
+        };
         return Ok(format!("{} DESC, name DESC", q(f)));
     }
     let mut parts = Vec::new();
@@ -205,7 +254,11 @@ fn order_clause(dt: &DocType, order_by: &str) -> Result<String> {
             None => "ASC",
             Some(d) if d == "asc" => "ASC",
             Some(d) if d == "desc" => "DESC",
-            Some(d) => return Err(Error::Validation(format!("order_by direction must be asc or desc, not {d}"))),
+            Some(d) => {
+                return Err(Error::Validation(format!(
+                    "order_by direction must be asc or desc, not {d}"
+                )))
+            }
         };
         if words.next().is_some() || !dt.has_column(&col) {
             return Err(unknown_field(dt, part.trim()));
@@ -215,28 +268,64 @@ fn order_clause(dt: &DocType, order_by: &str) -> Result<String> {
     Ok(parts.join(", "))
 }
 
-fn condition(reg: &Registry, dt: &DocType, f: &Filter, dialect: Dialect, params: &mut Vec<Param>) -> Result<String> {
+fn condition(
+    reg: &Registry,
+    dt: &DocType,
+    f: &Filter,
+    dialect: Dialect,
+    params: &mut Vec<Param>,
+) -> Result<String> {
     let field = clean_column(&f.field);
     match &f.doctype {
         Some(other) if other != &dt.name => {
             let child = reg.get(other)?;
             let holds = dt.table_fields().any(|tf| tf.options == child.name);
             if !child.istable || !holds {
-                return Err(Error::Validation(format!("Filter on {other} is not allowed on a {} list", dt.name)));
+                return Err(Error::Validation(format!(
+                    "Filter on {other} is not allowed on a {} list",
+                    dt.name
+                )));
             }
-            let inner = condition(reg, &child, &Filter { doctype: None, ..f.clone() }, dialect, params)?;
-            Ok(format!("name IN (SELECT parent FROM {} WHERE parenttype = '{}' AND {inner})", q(&child.table()), dt.name.replace('\'', "''")))
+            let inner = condition(
+                reg,
+                &child,
+                &Filter {
+                    doctype: None,
+                    ..f.clone()
+                },
+                dialect,
+                params,
+            )?;
+            Ok(format!(
+                "name IN (SELECT parent FROM {} WHERE parenttype = '{}' AND {inner})",
+                q(&child.table()),
+                dt.name.replace('\'', "''")
+            ))
         }
         _ => {
             if !dt.has_column(&field) {
                 return Err(unknown_field(dt, &field));
             }
-            compare(&q(&field), dt.column_storage(&field), f.op, &f.value, dialect, params)
+            compare(
+                &q(&field),
+                dt.column_storage(&field),
+                f.op,
+                &f.value,
+                dialect,
+                params,
+            )
         }
     }
 }
 
-fn compare(col: &str, storage: Storage, op: Op, value: &Value, dialect: Dialect, params: &mut Vec<Param>) -> Result<String> {
+fn compare(
+    col: &str,
+    storage: Storage,
+    op: Op,
+    value: &Value,
+    dialect: Dialect,
+    params: &mut Vec<Param>,
+) -> Result<String> {
     let mut push = |v: &Value, st: Storage| {
         params.push(Param::from_value(v, st));
         format!("${}", params.len())
@@ -252,7 +341,11 @@ fn compare(col: &str, storage: Storage, op: Op, value: &Value, dialect: Dialect,
                 _ => ">=",
             };
             if value.is_null() {
-                return Ok(if op == Op::Ne { format!("{col} IS NOT NULL") } else { format!("{col} IS NULL") });
+                return Ok(if op == Op::Ne {
+                    format!("{col} IS NOT NULL")
+                } else {
+                    format!("{col} IS NULL")
+                });
             }
             let p = push(value, storage);
             if op == Op::Ne {
@@ -263,19 +356,30 @@ fn compare(col: &str, storage: Storage, op: Op, value: &Value, dialect: Dialect,
         }
         Op::Like | Op::NotLike => {
             let p = push(&Value::String(as_text(value)), Storage::Text);
-            let target = if storage == Storage::Text { col.to_string() } else { format!("CAST({col} AS TEXT)") };
+            let target = if storage == Storage::Text {
+                col.to_string()
+            } else {
+                format!("CAST({col} AS TEXT)")
+            };
             let not = if op == Op::NotLike { "NOT " } else { "" };
             format!("{target} {not}{} {p}", dialect.like())
         }
         Op::In | Op::NotIn => {
             let items: Vec<Value> = match value {
                 Value::Array(a) => a.clone(),
-                Value::String(s) => s.split(',').map(|x| Value::String(x.trim().to_string())).collect(),
+                Value::String(s) => s
+                    .split(',')
+                    .map(|x| Value::String(x.trim().to_string()))
+                    .collect(),
                 Value::Null => vec![],
                 other => vec![other.clone()],
             };
             if items.is_empty() {
-                return Ok(if op == Op::In { "1 = 0".into() } else { "1 = 1".into() });
+                return Ok(if op == Op::In {
+                    "1 = 0".into()
+                } else {
+                    "1 = 1".into()
+                });
             }
             let ps: Vec<String> = items.iter().map(|v| push(v, storage)).collect();
             if op == Op::In {
@@ -299,12 +403,20 @@ fn compare(col: &str, storage: Storage, op: Op, value: &Value, dialect: Dialect,
                     format!("{col} IS NULL")
                 }
             }
-            other => return Err(Error::Validation(format!("Operator \"is\" takes \"set\" or \"not set\", not \"{other}\""))),
+            other => {
+                return Err(Error::Validation(format!(
+                    "Operator \"is\" takes \"set\" or \"not set\", not \"{other}\""
+                )))
+            }
         },
         Op::Between => {
             let (a, b) = match value {
                 Value::Array(a) if a.len() == 2 => (a[0].clone(), a[1].clone()),
-                _ => return Err(Error::Validation("Operator \"between\" takes a list of two values".into())),
+                _ => {
+                    return Err(Error::Validation(
+                        "Operator \"between\" takes a list of two values".into(),
+                    ))
+                }
             };
             let pa = push(&a, storage);
             let pb = push(&b, storage);
@@ -344,9 +456,15 @@ mod tests {
     fn refuses_unknown_columns_and_injection() {
         let reg = Registry::builtin();
         let dt = reg.get("ToDo").unwrap();
-        let bad = ListQuery { fields: vec!["name; DROP TABLE x".into()], ..Default::default() };
+        let bad = ListQuery {
+            fields: vec!["name; DROP TABLE x".into()],
+            ..Default::default()
+        };
         assert!(bad.to_sql(&reg, &dt, Dialect::Sqlite).is_err());
-        let bad = ListQuery { order_by: "modified desc; DELETE".into(), ..Default::default() };
+        let bad = ListQuery {
+            order_by: "modified desc; DELETE".into(),
+            ..Default::default()
+        };
         assert!(bad.to_sql(&reg, &dt, Dialect::Sqlite).is_err());
         let ok = ListQuery {
             fields: vec!["name".into(), "status".into()],

@@ -17,7 +17,10 @@ pub struct Diff {
 impl Diff {
     /// True when nothing differs.
     pub fn is_empty(&self) -> bool {
-        self.changed.is_empty() && self.added.is_empty() && self.removed.is_empty() && self.row_changed.is_empty()
+        self.changed.is_empty()
+            && self.added.is_empty()
+            && self.removed.is_empty()
+            && self.row_changed.is_empty()
     }
 
     /// Frappe's JSON shape.
@@ -26,13 +29,18 @@ impl Diff {
         m.insert("added".into(), Value::Object(self.added.clone()));
         m.insert("changed".into(), Value::Object(self.changed.clone()));
         m.insert("removed".into(), Value::Object(self.removed.clone()));
-        m.insert("row_changed".into(), Value::Object(self.row_changed.clone()));
+        m.insert(
+            "row_changed".into(),
+            Value::Object(self.row_changed.clone()),
+        );
         Value::Object(m)
     }
 }
 
 fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
-    let empty = |v: Option<&Value>| matches!(v, None | Some(Value::Null)) || v == Some(&Value::String(String::new()));
+    let empty = |v: Option<&Value>| {
+        matches!(v, None | Some(Value::Null)) || v == Some(&Value::String(String::new()))
+    };
     if empty(a) && empty(b) {
         return true;
     }
@@ -47,15 +55,26 @@ pub fn diff(reg: &Registry, dt: &DocType, old: &Doc, new: &Doc) -> Result<Diff> 
     let mut d = Diff::default();
     for f in dt.data_fields() {
         if !same(old.get(&f.fieldname), new.get(&f.fieldname)) {
-            d.changed.insert(f.fieldname.clone(), new.get(&f.fieldname).cloned().unwrap_or(Value::Null));
+            d.changed.insert(
+                f.fieldname.clone(),
+                new.get(&f.fieldname).cloned().unwrap_or(Value::Null),
+            );
         }
     }
     if !same(old.get("docstatus"), new.get("docstatus")) {
-        d.changed.insert("docstatus".into(), new.get("docstatus").cloned().unwrap_or(Value::Null));
+        d.changed.insert(
+            "docstatus".into(),
+            new.get("docstatus").cloned().unwrap_or(Value::Null),
+        );
     }
     for tf in dt.table_fields() {
         let child = reg.get(&tf.options)?;
-        let rows = |doc: &Doc| doc.get(&tf.fieldname).and_then(Value::as_array).cloned().unwrap_or_default();
+        let rows = |doc: &Doc| {
+            doc.get(&tf.fieldname)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
         let (old_rows, new_rows) = (rows(old), rows(new));
         let name_of = |r: &Value| r.get("name").cloned().unwrap_or(Value::Null);
         let mut added = Vec::new();
@@ -67,7 +86,10 @@ pub fn diff(reg: &Registry, dt: &DocType, old: &Doc, new: &Doc) -> Result<Diff> 
                     let mut c = Map::new();
                     for f in child.data_fields() {
                         if !same(o.get(&f.fieldname), r.get(&f.fieldname)) {
-                            c.insert(f.fieldname.clone(), r.get(&f.fieldname).cloned().unwrap_or(Value::Null));
+                            c.insert(
+                                f.fieldname.clone(),
+                                r.get(&f.fieldname).cloned().unwrap_or(Value::Null),
+                            );
                         }
                     }
                     if o.get("idx") != r.get("idx") && !c.is_empty() {
@@ -80,15 +102,21 @@ pub fn diff(reg: &Registry, dt: &DocType, old: &Doc, new: &Doc) -> Result<Diff> 
                 }
             }
         }
-        let removed: Vec<Value> = old_rows.iter().filter(|o| !new_rows.iter().any(|r| name_of(r) == name_of(o))).map(name_of).collect();
+        let removed: Vec<Value> = old_rows
+            .iter()
+            .filter(|o| !new_rows.iter().any(|r| name_of(r) == name_of(o)))
+            .map(name_of)
+            .collect();
         if !added.is_empty() {
             d.added.insert(tf.fieldname.clone(), Value::Array(added));
         }
         if !removed.is_empty() {
-            d.removed.insert(tf.fieldname.clone(), Value::Array(removed));
+            d.removed
+                .insert(tf.fieldname.clone(), Value::Array(removed));
         }
         if !changed.is_empty() {
-            d.row_changed.insert(tf.fieldname.clone(), Value::Array(changed));
+            d.row_changed
+                .insert(tf.fieldname.clone(), Value::Array(changed));
         }
     }
     Ok(d)
@@ -99,8 +127,13 @@ pub fn frappe_json(v: &Value) -> String {
     use serde::Serialize;
     let sorted = sort_keys(v);
     let mut buf = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(b" "));
-    sorted.serialize(&mut ser).expect("serializing JSON to memory cannot fail");
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut buf,
+        serde_json::ser::PrettyFormatter::with_indent(b" "),
+    );
+    sorted
+        .serialize(&mut ser)
+        .expect("serializing JSON to memory cannot fail");
     String::from_utf8(buf).expect("serde_json writes UTF-8")
 }
 
@@ -109,7 +142,11 @@ fn sort_keys(v: &Value) -> Value {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), sort_keys(&m[k]))).collect())
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sort_keys(&m[k])))
+                    .collect(),
+            )
         }
         Value::Array(a) => Value::Array(a.iter().map(sort_keys).collect()),
         other => other.clone(),

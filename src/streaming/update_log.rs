@@ -28,7 +28,15 @@ async fn is_streamed(conn: &mut AnyConnection, dt: &DocType) -> Result<bool> {
     Ok(!rows.is_empty())
 }
 
-async fn write(site: &Site, conn: &mut AnyConnection, update_type: &str, dt: &DocType, docname: &str, data: Option<String>, flags: &WriteFlags) -> Result<()> {
+async fn write(
+    site: &Site,
+    conn: &mut AnyConnection,
+    update_type: &str,
+    dt: &DocType,
+    docname: &str,
+    data: Option<String>,
+    flags: &WriteFlags,
+) -> Result<()> {
     let seq = store::next_counter(conn, SEQ_COUNTER).await?;
     let now = site.clock.now();
     let sql = r#"INSERT INTO "tabEvent Update Log" (name, owner, creation, modified, modified_by, docstatus, idx,
@@ -55,7 +63,12 @@ async fn write(site: &Site, conn: &mut AnyConnection, update_type: &str, dt: &Do
 pub fn create_payload(doc: &Doc) -> Value {
     fn strip(v: &Value) -> Value {
         match v {
-            Value::Object(m) => Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip(v))).collect::<Map<_, _>>()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), strip(v)))
+                    .collect::<Map<_, _>>(),
+            ),
             Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
             other => other.clone(),
         }
@@ -64,16 +77,40 @@ pub fn create_payload(doc: &Doc) -> Value {
 }
 
 /// Logs a Create.
-pub async fn record_insert(site: &Site, conn: &mut AnyConnection, _reg: &Registry, dt: &DocType, doc: &Doc, flags: &WriteFlags) -> Result<()> {
+pub async fn record_insert(
+    site: &Site,
+    conn: &mut AnyConnection,
+    _reg: &Registry,
+    dt: &DocType,
+    doc: &Doc,
+    flags: &WriteFlags,
+) -> Result<()> {
     if !is_streamed(conn, dt).await? {
         return Ok(());
     }
     let name = name_text(&doc["name"]);
-    write(site, conn, "Create", dt, &name, Some(frappe_json(&create_payload(doc))), flags).await
+    write(
+        site,
+        conn,
+        "Create",
+        dt,
+        &name,
+        Some(frappe_json(&create_payload(doc))),
+        flags,
+    )
+    .await
 }
 
 /// Logs an Update with the diff (nothing when nothing changed).
-pub async fn record_update(site: &Site, conn: &mut AnyConnection, reg: &Registry, dt: &DocType, old: &Doc, new: &Doc, flags: &WriteFlags) -> Result<()> {
+pub async fn record_update(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    dt: &DocType,
+    old: &Doc,
+    new: &Doc,
+    flags: &WriteFlags,
+) -> Result<()> {
     if !is_streamed(conn, dt).await? {
         return Ok(());
     }
@@ -82,19 +119,52 @@ pub async fn record_update(site: &Site, conn: &mut AnyConnection, reg: &Registry
         return Ok(());
     }
     let name = name_text(&new["name"]);
-    write(site, conn, "Update", dt, &name, Some(frappe_json(&d.to_value())), flags).await
+    write(
+        site,
+        conn,
+        "Update",
+        dt,
+        &name,
+        Some(frappe_json(&d.to_value())),
+        flags,
+    )
+    .await
 }
 
 /// Logs a Delete (no data).
-pub async fn record_delete(site: &Site, conn: &mut AnyConnection, _reg: &Registry, dt: &DocType, doc: &Doc, flags: &WriteFlags) -> Result<()> {
+pub async fn record_delete(
+    site: &Site,
+    conn: &mut AnyConnection,
+    _reg: &Registry,
+    dt: &DocType,
+    doc: &Doc,
+    flags: &WriteFlags,
+) -> Result<()> {
     if !is_streamed(conn, dt).await? {
         return Ok(());
     }
-    write(site, conn, "Delete", dt, &name_text(&doc["name"]), None, flags).await
+    write(
+        site,
+        conn,
+        "Delete",
+        dt,
+        &name_text(&doc["name"]),
+        None,
+        flags,
+    )
+    .await
 }
 
 /// Logs a rename as an Update of `name` carrying `old_name`.
-pub async fn record_rename(site: &Site, conn: &mut AnyConnection, _reg: &Registry, dt: &DocType, before: &Doc, after: &Doc, flags: &WriteFlags) -> Result<()> {
+pub async fn record_rename(
+    site: &Site,
+    conn: &mut AnyConnection,
+    _reg: &Registry,
+    dt: &DocType,
+    before: &Doc,
+    after: &Doc,
+    flags: &WriteFlags,
+) -> Result<()> {
     if !is_streamed(conn, dt).await? {
         return Ok(());
     }
@@ -103,5 +173,14 @@ pub async fn record_rename(site: &Site, conn: &mut AnyConnection, _reg: &Registr
     let mut changed = Map::new();
     changed.insert("name".into(), Value::String(new.clone()));
     let data = serde_json::json!({"changed": changed, "added": {}, "removed": {}, "row_changed": {}, "old_name": old});
-    write(site, conn, "Update", dt, &new, Some(frappe_json(&data)), flags).await
+    write(
+        site,
+        conn,
+        "Update",
+        dt,
+        &new,
+        Some(frappe_json(&data)),
+        flags,
+    )
+    .await
 }

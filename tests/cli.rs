@@ -1,0 +1,228 @@
+//! The command line: exit codes, one-line errors, nothing half-created, graceful shutdown.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn run(args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn last_line(s: &str) -> String {
+    s.lines().last().unwrap_or("").to_string()
+}
+
+#[test]
+fn new_site_twice_bad_db_and_site_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("nested/data");
+    let (code, out, _) = run(&["new-site", "alpha", "--admin-password", "pw1"], &data);
+    assert_eq!(code, 0);
+    assert!(out.contains("alpha"));
+    let cfg = data.join("alpha/site_config.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "site_config.json is private"
+    );
+    assert!(data.join("alpha/site.sqlite3").is_file());
+    // A second new-site with the same name: exit 1, one clear line, nothing changed.
+    let before = std::fs::read(&cfg).unwrap();
+    let (code, _, err) = run(&["new-site", "alpha", "--admin-password", "pw2"], &data);
+    assert_eq!(code, 1);
+    assert!(last_line(&err).contains("already exists"), "{err}");
+    assert_eq!(std::fs::read(&cfg).unwrap(), before);
+    // A bad --db: exit 1, and no folder left behind.
+    let (code, _, err) = run(
+        &[
+            "new-site",
+            "beta",
+            "--admin-password",
+            "pw",
+            "--db",
+            "mysql://x",
+        ],
+        &data,
+    );
+    assert_eq!(code, 1);
+    assert!(last_line(&err).contains("postgres"), "{err}");
+    assert!(!data.join("beta").exists());
+    let (code, _, err) = run(
+        &[
+            "new-site",
+            "gamma",
+            "--admin-password",
+            "pw",
+            "--db",
+            "postgres://nobody@127.0.0.1:1/none",
+        ],
+        &data,
+    );
+    assert_eq!(code, 1);
+    assert!(last_line(&err).starts_with("error:"), "{err}");
+    assert!(!data.join("gamma").exists());
+    // Usage errors exit 2.
+    let out = Command::new(bin()).args(["new-site"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // site list-users / set-admin-password / drop.
+    let (code, out, _) = run(&["site", "alpha", "list-users"], &data);
+    assert_eq!((code, out.trim()), (0, "Administrator"));
+    let (code, _, _) = run(&["site", "alpha", "set-admin-password", "newpw"], &data);
+    assert_eq!(code, 0);
+    let (code, _, err) = run(&["site", "nope", "list-users"], &data);
+    assert_eq!(code, 1);
+    assert!(last_line(&err).contains("no site nope"), "{err}");
+    let (code, _, _) = run(&["site", "alpha", "drop"], &data);
+    assert_eq!(code, 0);
+    assert!(!data.join("alpha").exists());
+}
+
+#[tokio::test]
+async fn set_admin_password_takes_effect_and_port_in_use_is_clear() {
+    let mut site = TestSite::start(Backend::Sqlite).await.unwrap();
+    site.kill();
+    let (code, _, _) = run(
+        &["site", &site.name.clone(), "set-admin-password", "changed"],
+        site.dir.path(),
+    );
+    assert_eq!(code, 0);
+    site.serve().await;
+    let ok = site
+        .post_form(
+            "",
+            "/api/method/login",
+            &[("usr", "Administrator"), ("pwd", "changed")],
+        )
+        .await;
+    assert_eq!(ok.0, 200);
+    // The port is taken by the running server.
+    let out = Command::new(bin())
+        .args(["serve", "--data-dir"])
+        .arg(site.dir.path())
+        .args(["--bind", &format!("127.0.0.1:{}", site.port)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(last_line(&err).contains("cannot listen"), "{err}");
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_quickly_and_restarts_on_same_port() {
+    let mut site = TestSite::start(Backend::Sqlite).await.unwrap();
+    site.insert("ToDo", serde_json::json!({"description": "before restart"}))
+        .await;
+    let child = site.child.take().unwrap();
+    let started = Instant::now();
+    unsafe_kill(child.id(), "TERM");
+    let status = wait_with_timeout(child, Duration::from_secs(10));
+    assert_eq!(status, Some(0), "exit 0 within 10 s");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    site.serve().await;
+    let (_, l) = site
+        .get("/api/resource/ToDo?fields=[\"description\"]")
+        .await;
+    assert_eq!(l["data"][0]["description"], "before restart");
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn serves_several_sites_by_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    for (name, url) in [
+        ("north", format!("http://127.0.0.1:{port}")),
+        ("south", "http://south.local:8000".to_string()),
+    ] {
+        let (code, _, err) = run(
+            &["new-site", name, "--admin-password", "pw", "--url", &url],
+            tmp.path(),
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let mut child = Command::new(bin())
+        .args(["serve", "--data-dir"])
+        .arg(tmp.path())
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = |host: &'static str| {
+        let c = client.clone();
+        async move {
+            c.get(format!("http://127.0.0.1:{port}/health"))
+                .header("host", host)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let by_url: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_url["site"], "north");
+    let by_name: serde_json::Value = health("south:9999").await.json().await.unwrap();
+    assert_eq!(by_name["site"], "south");
+    let r = client
+        .get(format!("http://127.0.0.1:{port}/api/resource/ToDo"))
+        .header("host", "unknown.example:1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["exc_type"],
+        "DoesNotExistError"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,348 @@
+//! Test harness: real `docstream` processes on loopback ports, SQLite or PostgreSQL.
+#![allow(dead_code)]
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The docstream binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_docstream")
+}
+
+/// Which database a test site uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// True when PostgreSQL answers; prints a loud notice when it does not.
+pub async fn postgres_available() -> bool {
+    use sqlx::Connection;
+    match sqlx::PgConnection::connect(PG_ADMIN).await {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("\n\n!!!!!!!! PostgreSQL is not reachable at {PG_ADMIN} ({e}); SKIPPING the PostgreSQL variant of this test !!!!!!!!\n");
+            false
+        }
+    }
+}
+
+/// Creates a fresh PostgreSQL database and returns its URL.
+pub async fn fresh_pg_database() -> String {
+    use sqlx::{Connection, Executor};
+    let name = format!("ds_test_{}_{}", std::process::id(), rand::random::<u32>());
+    let mut conn = sqlx::PgConnection::connect(PG_ADMIN)
+        .await
+        .expect("connect to PostgreSQL");
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create database");
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A site served by a real `docstream serve` process.
+pub struct TestSite {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub port: u16,
+    pub url: String,
+    pub child: Option<Child>,
+    pub client: Client,
+    pub admin_auth: String,
+    pub backend: Backend,
+}
+
+impl TestSite {
+    /// Creates and serves a site; `None` when the backend is not available.
+    pub async fn start(backend: Backend) -> Option<TestSite> {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// Same, with extra `site_config.json` settings.
+    pub async fn start_with(backend: Backend, settings: &[(&str, Value)]) -> Option<TestSite> {
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                if !postgres_available().await {
+                    return None;
+                }
+                Some(fresh_pg_database().await)
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let name = "site1".to_string();
+        let mut cmd = Command::new(bin());
+        cmd.args(["new-site", &name, "--data-dir"])
+            .arg(dir.path())
+            .args(["--admin-password", "admin", "--url", &url]);
+        if let Some(db) = &db {
+            cmd.args(["--db", db]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "new-site failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !settings.is_empty() {
+            let p = dir.path().join(&name).join("site_config.json");
+            let mut cfg: Value =
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            for (k, v) in settings {
+                cfg[*k] = v.clone();
+            }
+            std::fs::write(&p, cfg.to_string()).unwrap();
+        }
+        let mut site = TestSite {
+            dir,
+            name,
+            port,
+            url,
+            child: None,
+            client: Client::builder().cookie_store(false).build().unwrap(),
+            admin_auth: String::new(),
+            backend,
+        };
+        site.serve().await;
+        let keys = site
+            .call_session(
+                "frappe.core.doctype.user.user.generate_keys",
+                json!({"user": "Administrator"}),
+            )
+            .await;
+        let secret = keys["message"]["api_secret"].as_str().unwrap().to_string();
+        let user = site
+            .call_session(
+                "frappe.client.get_value",
+                json!({"doctype": "User", "fieldname": "api_key", "filters": "Administrator"}),
+            )
+            .await;
+        let key = user["message"]["api_key"].as_str().unwrap().to_string();
+        site.admin_auth = format!("token {key}:{secret}");
+        Some(site)
+    }
+
+    /// Starts `docstream serve` and waits until it answers.
+    pub async fn serve(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
+        let child = Command::new(bin())
+            .args(["serve", "--data-dir"])
+            .arg(self.dir.path())
+            .args(["--bind", &format!("127.0.0.1:{}", self.port)])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/health", self.url)).send().await {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "site did not start: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The server's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Stops the server with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Logs in as Administrator with a session and calls a method with it.
+    pub async fn call_session(&self, method: &str, args: Value) -> Value {
+        let r = self
+            .client
+            .post(format!("{}/api/method/login", self.url))
+            .json(&json!({"usr": "Administrator", "pwd": "admin"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let sid = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("sid="))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let r = self
+            .client
+            .post(format!("{}/api/method/{method}", self.url))
+            .header("cookie", sid)
+            .json(&args)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// A request with an Authorization header (empty: none); returns status and JSON (or text).
+    pub async fn request(
+        &self,
+        auth: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut rb = self.client.request(method, format!("{}{}", self.url, path));
+        if !auth.is_empty() {
+            rb = rb.header("authorization", auth);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// A form-encoded POST, as FrappeClient sends.
+    pub async fn post_form(
+        &self,
+        auth: &str,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut rb = self.client.post(format!("{}{}", self.url, path)).form(form);
+        if !auth.is_empty() {
+            rb = rb.header("authorization", auth);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// GET as Administrator.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(&self.admin_auth, Method::GET, path, None)
+            .await
+    }
+
+    /// POST JSON as Administrator.
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(&self.admin_auth, Method::POST, path, Some(body))
+            .await
+    }
+
+    /// PUT JSON as Administrator.
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(&self.admin_auth, Method::PUT, path, Some(body))
+            .await
+    }
+
+    /// DELETE as Administrator.
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.request(&self.admin_auth, Method::DELETE, path, None)
+            .await
+    }
+
+    /// Inserts a document as Administrator and returns it, failing the test otherwise.
+    pub async fn insert(&self, doctype: &str, doc: Value) -> Value {
+        let (s, b) = self.post(&format!("/api/resource/{doctype}"), doc).await;
+        assert_eq!(s, 200, "insert {doctype} failed: {b}");
+        b["data"].clone()
+    }
+
+    /// Path to the site's folder.
+    pub fn site_dir(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
+    }
+}
+
+impl Drop for TestSite {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Asserts an error response: status and Frappe exc_type, with the envelope's keys present.
+pub fn assert_error(resp: &(StatusCode, Value), status: u16, exc_type: &str) {
+    assert_eq!(
+        resp.0.as_u16(),
+        status,
+        "unexpected status, body: {}",
+        resp.1
+    );
+    assert_eq!(resp.1["exc_type"], exc_type, "body: {}", resp.1);
+    assert!(
+        resp.1["exc"].as_str().is_some_and(|e| e.contains(exc_type)),
+        "exc missing: {}",
+        resp.1
+    );
+    assert!(
+        resp.1["_server_messages"].is_string(),
+        "_server_messages missing: {}",
+        resp.1
+    );
+    assert!(
+        !resp.1.to_string().contains("Traceback"),
+        "traceback leaked"
+    );
+}
+
+/// Runs an async test body for SQLite and, when reachable, PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(site) = TestSite::start(Backend::Sqlite).await {
+                    ($body)(site).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(site) = TestSite::start(Backend::Postgres).await {
+                    ($body)(site).await;
+                }
+            }
+        }
+    };
+}
