@@ -1,10 +1,302 @@
-//! `docstream bench`: measured on temporary sites (filled in below).
+//! `docstream bench`: measures the site server on temporary SQLite sites, each served by its own
+//! `docstream serve` process on loopback, next to a raw batched insert of the same rows.
 
-use crate::error::Result;
-use std::path::Path;
+use crate::error::{Error, Result};
+use crate::service::documents::WriteFlags;
+use crate::service::permissions::Caller;
+use crate::service::provisioning;
+use crate::site::Site;
+use crate::store::{self, Doc};
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-/// Runs the benchmark.
-pub async fn run(docs: usize, json: Option<&Path>) -> Result<()> {
-    let _ = (docs, json);
-    Err(crate::Error::Validation("bench is not built yet".into()))
+const ITEM_GROUPS: usize = 100;
+const ROWS_PER_INVOICE: usize = 5;
+
+/// What one run measured.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub docs: usize,
+    pub sqlite_synchronous: String,
+    pub raw_insert_per_s: f64,
+    pub producer_write_per_s: serde_json::Map<String, Value>,
+    pub extra: serde_json::Map<String, Value>,
+}
+
+struct Served {
+    child: Child,
+    url: String,
+    auth: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn progress(msg: &str) {
+    let mut err = std::io::stderr();
+    if err.is_terminal() {
+        let _ = write!(err, "\r\x1b[2K{msg}");
+    } else if msg.ends_with("done") || msg.starts_with("==") {
+        let _ = writeln!(err, "{msg}");
+    }
+    let _ = err.flush();
+}
+
+fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::Internal(format!("no free port: {e}")))
+}
+
+fn as_doc(v: Value) -> Doc {
+    match v {
+        Value::Object(m) => m,
+        _ => Doc::new(),
+    }
+}
+
+/// The documents of the benchmark: N/2 Items then N/2 Sales Invoices of 5 rows.
+fn item(prefix: &str, i: usize) -> Value {
+    json!({"item_code": format!("{prefix}ITEM-{i:07}"), "item_name": format!("Item {i}"), "item_group": format!("Group {:03}", i % ITEM_GROUPS), "stock_uom": "Nos", "standard_rate": (i % 100) as f64 + 0.5, "description": "A benchmark item"})
+}
+
+fn invoice(prefix: &str, i: usize, items: usize) -> Value {
+    let rows: Vec<Value> = (0..ROWS_PER_INVOICE)
+        .map(|r| {
+            let it = (i * ROWS_PER_INVOICE + r) % items.max(1);
+            json!({"item_code": format!("{prefix}ITEM-{it:07}"), "item_name": format!("Item {it}"), "qty": (r + 1) as f64, "rate": 10.0, "amount": 10.0 * (r + 1) as f64, "uom": "Nos"})
+        })
+        .collect();
+    json!({"customer": "Bench Customer", "posting_date": "2026-11-23", "due_date": "2026-12-23", "items": rows, "total": 150.0, "grand_total": 150.0})
+}
+
+async fn make_site(root: &Path, name: &str, port: u16) -> Result<Site> {
+    provisioning::new_site(root, name, "bench", Some(&format!("http://127.0.0.1:{port}")), None).await
+}
+
+async fn seed_masters(site: &Site) -> Result<()> {
+    let admin = Caller::administrator();
+    let flags = WriteFlags { ignore_permissions: true, ..Default::default() };
+    let reg = site.meta();
+    let mut tx = site.store.begin().await?;
+    site.insert_in(&mut tx, &reg, &admin, &*reg.get("UOM")?, as_doc(json!({"uom_name": "Nos"})), &flags).await?;
+    site.insert_in(&mut tx, &reg, &admin, &*reg.get("Customer")?, as_doc(json!({"customer_name": "Bench Customer"})), &flags).await?;
+    for g in 0..ITEM_GROUPS {
+        site.insert_in(&mut tx, &reg, &admin, &*reg.get("Item Group")?, as_doc(json!({"item_group_name": format!("Group {g:03}")})), &flags).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Writes the same rows with plain batched INSERTs, one transaction per 1,000 documents.
+async fn raw_insert(site: &Site, n: usize) -> Result<f64> {
+    let reg = site.meta();
+    let (item_dt, inv_dt, row_dt) = (reg.get("Item")?, reg.get("Sales Invoice")?, reg.get("Sales Invoice Item")?);
+    let now = site.clock.now();
+    let std_cols = |m: &mut Doc, name: String| {
+        m.insert("name".into(), Value::String(name));
+        for k in ["owner", "modified_by"] {
+            m.insert(k.into(), "Administrator".into());
+        }
+        for k in ["creation", "modified"] {
+            m.insert(k.into(), now.clone().into());
+        }
+        m.insert("docstatus".into(), 0.into());
+        m.insert("idx".into(), 0.into());
+    };
+    let half = n / 2;
+    let started = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let mut tx = site.store.begin().await?;
+        for j in i..(i + 1000).min(n) {
+            if j < half {
+                let mut d = as_doc(item("RAW-", j));
+                std_cols(&mut d, format!("RAW-ITEM-{j:07}"));
+                store::insert_row(&mut tx, &item_dt, &d).await?;
+            } else {
+                let k = j - half;
+                let mut d = as_doc(invoice("RAW-", k, half));
+                let name = format!("RAW-SINV-{k:07}");
+                std_cols(&mut d, name.clone());
+                store::insert_row(&mut tx, &inv_dt, &d).await?;
+                for (r, row) in d["items"].as_array().cloned().unwrap_or_default().into_iter().enumerate() {
+                    let mut row = as_doc(row);
+                    std_cols(&mut row, format!("{name}-{r}"));
+                    row.insert("parent".into(), name.clone().into());
+                    row.insert("parentfield".into(), "items".into());
+                    row.insert("parenttype".into(), "Sales Invoice".into());
+                    row.insert("idx".into(), (r + 1).into());
+                    store::insert_row(&mut tx, &row_dt, &row).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        i += 1000;
+        progress(&format!("raw_insert: {}/{n}", i.min(n)));
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+fn serve(data_dir: &Path, port: u16) -> Result<Child> {
+    let exe = std::env::current_exe().map_err(|e| Error::Internal(format!("cannot find own binary: {e}")))?;
+    Command::new(exe)
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Internal(format!("cannot start serve: {e}")))
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if client.get(format!("{url}/health")).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(Error::Internal(format!("{url} did not start")))
+}
+
+async fn start_served(site: &Site, port: u16, client: &reqwest::Client) -> Result<Served> {
+    let (key, secret) = site.generate_keys(&Caller::administrator(), "Administrator").await?;
+    let data_dir = site.dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    let child = serve(&data_dir, port)?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(client, &url).await?;
+    Ok(Served { child, url, auth: format!("token {key}:{secret}") })
+}
+
+async fn rest_inserts(client: &reqwest::Client, s: &Served, prefix: &str, n: usize, label: &str) -> Result<(f64, Vec<String>)> {
+    let half = n / 2;
+    let started = Instant::now();
+    let mut names = Vec::with_capacity(n);
+    for j in 0..n {
+        let (doctype, body) = if j < half { ("Item", item(prefix, j)) } else { ("Sales Invoice", invoice(prefix, j - half, half)) };
+        let r = client
+            .post(format!("{}/api/resource/{doctype}", s.url))
+            .header("authorization", &s.auth)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| Error::Internal(format!("insert failed: {e}")))?;
+        if !r.status().is_success() {
+            let t = r.text().await.unwrap_or_default();
+            return Err(Error::Internal(format!("insert {doctype} failed: {t}")));
+        }
+        let v: Value = r.json().await.map_err(|e| Error::Internal(e.to_string()))?;
+        names.push(format!("{doctype}/{}", v["data"]["name"].as_str().unwrap_or_default()));
+        if j % 500 == 0 {
+            progress(&format!("{label}: {j}/{n}"));
+        }
+    }
+    progress(&format!("{label}: done"));
+    Ok((n as f64 / started.elapsed().as_secs_f64(), names))
+}
+
+async fn rest_gets(client: &reqwest::Client, s: &Served, names: &[String]) -> Result<f64> {
+    let started = Instant::now();
+    for (i, n) in names.iter().enumerate() {
+        let r = client.get(format!("{}/api/resource/{n}", s.url)).header("authorization", &s.auth).send().await.map_err(|e| Error::Internal(e.to_string()))?;
+        if !r.status().is_success() {
+            return Err(Error::Internal(format!("get {n} failed: {}", r.status())));
+        }
+        let _ = r.bytes().await;
+        if i % 500 == 0 {
+            progress(&format!("rest_get: {i}/{}", names.len()));
+        }
+    }
+    progress("rest_get: done");
+    Ok(names.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Adds `count` approved Event Consumers subscribed to Item and Sales Invoice (idle: nobody pulls).
+async fn add_consumers(site: &Site, from: usize, count: usize) -> Result<()> {
+    let admin = Caller::administrator();
+    let flags = WriteFlags { ignore_permissions: true, set_read_only: true, keep_name: true, ..Default::default() };
+    for i in from..from + count {
+        let doc = json!({"name": format!("http://127.0.0.1:{}", 20000 + i), "callback_url": format!("http://127.0.0.1:{}", 20000 + i), "user": "Administrator", "api_key": "bench", "api_secret": "bench",
+            "consumer_doctypes": [{"ref_doctype": "Item", "status": "Approved"}, {"ref_doctype": "Sales Invoice", "status": "Approved"}]});
+        site.insert_doc(&admin, "Event Consumer", as_doc(doc), &flags).await?;
+    }
+    Ok(())
+}
+
+/// Runs the benchmark and prints a table (and JSON to `json`).
+pub async fn run(docs: usize, json_out: Option<&Path>) -> Result<()> {
+    let docs = docs.max(2);
+    let tmp = std::env::temp_dir().join(format!("docstream-bench-{}", std::process::id()));
+    let result = run_in(&tmp, docs).await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    let report = result?;
+    print_table(&report);
+    if let Some(p) = json_out {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?).map_err(|e| Error::Validation(format!("cannot write {}: {e}", p.display())))?;
+    }
+    Ok(())
+}
+
+async fn run_in(tmp: &PathBuf, docs: usize) -> Result<Report> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(4).build().map_err(|e| Error::Internal(e.to_string()))?;
+    let mut report = Report { docs, sqlite_synchronous: "NORMAL".into(), ..Default::default() };
+    progress("== raw_insert");
+    let raw_site = make_site(&tmp.join("raw"), "raw", free_port()?).await?;
+    seed_masters(&raw_site).await?;
+    report.raw_insert_per_s = raw_insert(&raw_site, docs).await?;
+    raw_site.store.close().await;
+    progress("raw_insert: done");
+
+    let port = free_port()?;
+    let producer = make_site(&tmp.join("producer"), "producer", port).await?;
+    seed_masters(&producer).await?;
+    let served = start_served(&producer, port, &client).await?;
+    let mut gets = 0.0;
+    for (label, consumers_before, consumers_now) in [("off", 0, 0), ("1", 0, 1), ("10", 1, 9)] {
+        add_consumers(&producer, consumers_before, consumers_now).await?;
+        let prefix = format!("W{label}-");
+        let (rate, names) = rest_inserts(&client, &served, &prefix, docs, &format!("producer_write[{label}]")).await?;
+        report.producer_write_per_s.insert(label.into(), json!(rate));
+        if label == "off" {
+            gets = rest_gets(&client, &served, &names).await?;
+        }
+    }
+    report.extra.insert("rest_get_per_s".into(), json!(gets));
+    let off = report.producer_write_per_s["off"].as_f64().unwrap_or(1.0);
+    for k in ["1", "10"] {
+        let on = report.producer_write_per_s[k].as_f64().unwrap_or(0.0);
+        report.extra.insert(format!("update_log_cost_pct_{k}"), json!((1.0 - on / off) * 100.0));
+    }
+    drop(served);
+    producer.store.close().await;
+    Ok(report)
+}
+
+fn print_table(r: &Report) {
+    let f = |v: Option<&Value>| v.and_then(Value::as_f64).map(|x| format!("{x:>12.0}")).unwrap_or_else(|| format!("{:>12}", "-"));
+    let mut out = String::new();
+    out.push_str(&format!("\ndocstream bench: {} documents (N/2 Items, N/2 Sales Invoices x {ROWS_PER_INVOICE} rows), SQLite WAL synchronous={}\n", r.docs, r.sqlite_synchronous));
+    out.push_str(&format!("{:<40}{:>12}\n", "measure", "docs/s"));
+    out.push_str(&format!("{:<40}{:>12.0}\n", "raw_insert (batched, 1000/tx)", r.raw_insert_per_s));
+    out.push_str(&format!("{:<40}{}\n", "producer_write, streaming off", f(r.producer_write_per_s.get("off"))));
+    out.push_str(&format!("{:<40}{}\n", "producer_write, 1 consumer", f(r.producer_write_per_s.get("1"))));
+    out.push_str(&format!("{:<40}{}\n", "producer_write, 10 consumers", f(r.producer_write_per_s.get("10"))));
+    out.push_str(&format!("{:<40}{}\n", "rest_get (GET /api/resource)", f(r.extra.get("rest_get_per_s"))));
+    for k in ["1", "10"] {
+        if let Some(c) = r.extra.get(&format!("update_log_cost_pct_{k}")).and_then(Value::as_f64) {
+            out.push_str(&format!("{:<40}{:>11.1}%\n", format!("update log cost, {k} consumer(s)"), c));
+        }
+    }
+    println!("{out}");
 }
