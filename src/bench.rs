@@ -9,7 +9,7 @@ use crate::site::Site;
 use crate::store::{self, Doc};
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -79,18 +79,52 @@ fn invoice(prefix: &str, i: usize, items: usize) -> Value {
 }
 
 async fn make_site(root: &Path, name: &str, port: u16) -> Result<Site> {
-    provisioning::new_site(root, name, "bench", Some(&format!("http://127.0.0.1:{port}")), None).await
+    provisioning::new_site(
+        root,
+        name,
+        "bench",
+        Some(&format!("http://127.0.0.1:{port}")),
+        None,
+    )
+    .await
 }
 
 async fn seed_masters(site: &Site) -> Result<()> {
     let admin = Caller::administrator();
-    let flags = WriteFlags { ignore_permissions: true, ..Default::default() };
+    let flags = WriteFlags {
+        ignore_permissions: true,
+        ..Default::default()
+    };
     let reg = site.meta();
     let mut tx = site.store.begin().await?;
-    site.insert_in(&mut tx, &reg, &admin, &*reg.get("UOM")?, as_doc(json!({"uom_name": "Nos"})), &flags).await?;
-    site.insert_in(&mut tx, &reg, &admin, &*reg.get("Customer")?, as_doc(json!({"customer_name": "Bench Customer"})), &flags).await?;
+    site.insert_in(
+        &mut tx,
+        &reg,
+        &admin,
+        &*reg.get("UOM")?,
+        as_doc(json!({"uom_name": "Nos"})),
+        &flags,
+    )
+    .await?;
+    site.insert_in(
+        &mut tx,
+        &reg,
+        &admin,
+        &*reg.get("Customer")?,
+        as_doc(json!({"customer_name": "Bench Customer"})),
+        &flags,
+    )
+    .await?;
     for g in 0..ITEM_GROUPS {
-        site.insert_in(&mut tx, &reg, &admin, &*reg.get("Item Group")?, as_doc(json!({"item_group_name": format!("Group {g:03}")})), &flags).await?;
+        site.insert_in(
+            &mut tx,
+            &reg,
+            &admin,
+            &*reg.get("Item Group")?,
+            as_doc(json!({"item_group_name": format!("Group {g:03}")})),
+            &flags,
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(())
@@ -99,7 +133,11 @@ async fn seed_masters(site: &Site) -> Result<()> {
 /// Writes the same rows with plain batched INSERTs, one transaction per 1,000 documents.
 async fn raw_insert(site: &Site, n: usize) -> Result<f64> {
     let reg = site.meta();
-    let (item_dt, inv_dt, row_dt) = (reg.get("Item")?, reg.get("Sales Invoice")?, reg.get("Sales Invoice Item")?);
+    let (item_dt, inv_dt, row_dt) = (
+        reg.get("Item")?,
+        reg.get("Sales Invoice")?,
+        reg.get("Sales Invoice Item")?,
+    );
     let now = site.clock.now();
     let std_cols = |m: &mut Doc, name: String| {
         m.insert("name".into(), Value::String(name));
@@ -128,7 +166,13 @@ async fn raw_insert(site: &Site, n: usize) -> Result<f64> {
                 let name = format!("RAW-SINV-{k:07}");
                 std_cols(&mut d, name.clone());
                 store::insert_row(&mut tx, &inv_dt, &d).await?;
-                for (r, row) in d["items"].as_array().cloned().unwrap_or_default().into_iter().enumerate() {
+                for (r, row) in d["items"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                {
                     let mut row = as_doc(row);
                     std_cols(&mut row, format!("{name}-{r}"));
                     row.insert("parent".into(), name.clone().into());
@@ -147,7 +191,8 @@ async fn raw_insert(site: &Site, n: usize) -> Result<f64> {
 }
 
 fn serve(data_dir: &Path, port: u16) -> Result<Child> {
-    let exe = std::env::current_exe().map_err(|e| Error::Internal(format!("cannot find own binary: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Internal(format!("cannot find own binary: {e}")))?;
     Command::new(exe)
         .args(["serve", "--data-dir"])
         .arg(data_dir)
@@ -162,7 +207,13 @@ fn serve(data_dir: &Path, port: u16) -> Result<Child> {
 async fn wait_ready(client: &reqwest::Client, url: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if client.get(format!("{url}/health")).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+        if client
+            .get(format!("{url}/health"))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -171,20 +222,36 @@ async fn wait_ready(client: &reqwest::Client, url: &str) -> Result<()> {
 }
 
 async fn start_served(site: &Site, port: u16, client: &reqwest::Client) -> Result<Served> {
-    let (key, secret) = site.generate_keys(&Caller::administrator(), "Administrator").await?;
+    let (key, secret) = site
+        .generate_keys(&Caller::administrator(), "Administrator")
+        .await?;
     let data_dir = site.dir.parent().map(Path::to_path_buf).unwrap_or_default();
     let child = serve(&data_dir, port)?;
     let url = format!("http://127.0.0.1:{port}");
     wait_ready(client, &url).await?;
-    Ok(Served { child, url, auth: format!("token {key}:{secret}") })
+    Ok(Served {
+        child,
+        url,
+        auth: format!("token {key}:{secret}"),
+    })
 }
 
-async fn rest_inserts(client: &reqwest::Client, s: &Served, prefix: &str, n: usize, label: &str) -> Result<(f64, Vec<String>)> {
+async fn rest_inserts(
+    client: &reqwest::Client,
+    s: &Served,
+    prefix: &str,
+    n: usize,
+    label: &str,
+) -> Result<(f64, Vec<String>)> {
     let half = n / 2;
     let started = Instant::now();
     let mut names = Vec::with_capacity(n);
     for j in 0..n {
-        let (doctype, body) = if j < half { ("Item", item(prefix, j)) } else { ("Sales Invoice", invoice(prefix, j - half, half)) };
+        let (doctype, body) = if j < half {
+            ("Item", item(prefix, j))
+        } else {
+            ("Sales Invoice", invoice(prefix, j - half, half))
+        };
         let r = client
             .post(format!("{}/api/resource/{doctype}", s.url))
             .header("authorization", &s.auth)
@@ -197,7 +264,10 @@ async fn rest_inserts(client: &reqwest::Client, s: &Served, prefix: &str, n: usi
             return Err(Error::Internal(format!("insert {doctype} failed: {t}")));
         }
         let v: Value = r.json().await.map_err(|e| Error::Internal(e.to_string()))?;
-        names.push(format!("{doctype}/{}", v["data"]["name"].as_str().unwrap_or_default()));
+        names.push(format!(
+            "{doctype}/{}",
+            v["data"]["name"].as_str().unwrap_or_default()
+        ));
         if j % 500 == 0 {
             progress(&format!("{label}: {j}/{n}"));
         }
@@ -209,7 +279,12 @@ async fn rest_inserts(client: &reqwest::Client, s: &Served, prefix: &str, n: usi
 async fn rest_gets(client: &reqwest::Client, s: &Served, names: &[String]) -> Result<f64> {
     let started = Instant::now();
     for (i, n) in names.iter().enumerate() {
-        let r = client.get(format!("{}/api/resource/{n}", s.url)).header("authorization", &s.auth).send().await.map_err(|e| Error::Internal(e.to_string()))?;
+        let r = client
+            .get(format!("{}/api/resource/{n}", s.url))
+            .header("authorization", &s.auth)
+            .send()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
         if !r.status().is_success() {
             return Err(Error::Internal(format!("get {n} failed: {}", r.status())));
         }
@@ -225,11 +300,17 @@ async fn rest_gets(client: &reqwest::Client, s: &Served, names: &[String]) -> Re
 /// Adds `count` approved Event Consumers subscribed to Item and Sales Invoice (idle: nobody pulls).
 async fn add_consumers(site: &Site, from: usize, count: usize) -> Result<()> {
     let admin = Caller::administrator();
-    let flags = WriteFlags { ignore_permissions: true, set_read_only: true, keep_name: true, ..Default::default() };
+    let flags = WriteFlags {
+        ignore_permissions: true,
+        set_read_only: true,
+        keep_name: true,
+        ..Default::default()
+    };
     for i in from..from + count {
         let doc = json!({"name": format!("http://127.0.0.1:{}", 20000 + i), "callback_url": format!("http://127.0.0.1:{}", 20000 + i), "user": "Administrator", "api_key": "bench", "api_secret": "bench",
             "consumer_doctypes": [{"ref_doctype": "Item", "status": "Approved"}, {"ref_doctype": "Sales Invoice", "status": "Approved"}]});
-        site.insert_doc(&admin, "Event Consumer", as_doc(doc), &flags).await?;
+        site.insert_doc(&admin, "Event Consumer", as_doc(doc), &flags)
+            .await?;
     }
     Ok(())
 }
@@ -243,14 +324,22 @@ pub async fn run(docs: usize, json_out: Option<&Path>) -> Result<()> {
     let report = result?;
     print_table(&report);
     if let Some(p) = json_out {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?).map_err(|e| Error::Validation(format!("cannot write {}: {e}", p.display())))?;
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| Error::Validation(format!("cannot write {}: {e}", p.display())))?;
     }
     Ok(())
 }
 
-async fn run_in(tmp: &PathBuf, docs: usize) -> Result<Report> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(4).build().map_err(|e| Error::Internal(e.to_string()))?;
-    let mut report = Report { docs, sqlite_synchronous: "NORMAL".into(), ..Default::default() };
+async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(4)
+        .build()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut report = Report {
+        docs,
+        sqlite_synchronous: "NORMAL".into(),
+        ..Default::default()
+    };
     progress("== raw_insert");
     let raw_site = make_site(&tmp.join("raw"), "raw", free_port()?).await?;
     seed_masters(&raw_site).await?;
@@ -266,8 +355,17 @@ async fn run_in(tmp: &PathBuf, docs: usize) -> Result<Report> {
     for (label, consumers_before, consumers_now) in [("off", 0, 0), ("1", 0, 1), ("10", 1, 9)] {
         add_consumers(&producer, consumers_before, consumers_now).await?;
         let prefix = format!("W{label}-");
-        let (rate, names) = rest_inserts(&client, &served, &prefix, docs, &format!("producer_write[{label}]")).await?;
-        report.producer_write_per_s.insert(label.into(), json!(rate));
+        let (rate, names) = rest_inserts(
+            &client,
+            &served,
+            &prefix,
+            docs,
+            &format!("producer_write[{label}]"),
+        )
+        .await?;
+        report
+            .producer_write_per_s
+            .insert(label.into(), json!(rate));
         if label == "off" {
             gets = rest_gets(&client, &served, &names).await?;
         }
@@ -276,7 +374,10 @@ async fn run_in(tmp: &PathBuf, docs: usize) -> Result<Report> {
     let off = report.producer_write_per_s["off"].as_f64().unwrap_or(1.0);
     for k in ["1", "10"] {
         let on = report.producer_write_per_s[k].as_f64().unwrap_or(0.0);
-        report.extra.insert(format!("update_log_cost_pct_{k}"), json!((1.0 - on / off) * 100.0));
+        report.extra.insert(
+            format!("update_log_cost_pct_{k}"),
+            json!((1.0 - on / off) * 100.0),
+        );
     }
     drop(served);
     producer.store.close().await;
@@ -284,18 +385,49 @@ async fn run_in(tmp: &PathBuf, docs: usize) -> Result<Report> {
 }
 
 fn print_table(r: &Report) {
-    let f = |v: Option<&Value>| v.and_then(Value::as_f64).map(|x| format!("{x:>12.0}")).unwrap_or_else(|| format!("{:>12}", "-"));
+    let f = |v: Option<&Value>| {
+        v.and_then(Value::as_f64)
+            .map(|x| format!("{x:>12.0}"))
+            .unwrap_or_else(|| format!("{:>12}", "-"))
+    };
     let mut out = String::new();
     out.push_str(&format!("\ndocstream bench: {} documents (N/2 Items, N/2 Sales Invoices x {ROWS_PER_INVOICE} rows), SQLite WAL synchronous={}\n", r.docs, r.sqlite_synchronous));
     out.push_str(&format!("{:<40}{:>12}\n", "measure", "docs/s"));
-    out.push_str(&format!("{:<40}{:>12.0}\n", "raw_insert (batched, 1000/tx)", r.raw_insert_per_s));
-    out.push_str(&format!("{:<40}{}\n", "producer_write, streaming off", f(r.producer_write_per_s.get("off"))));
-    out.push_str(&format!("{:<40}{}\n", "producer_write, 1 consumer", f(r.producer_write_per_s.get("1"))));
-    out.push_str(&format!("{:<40}{}\n", "producer_write, 10 consumers", f(r.producer_write_per_s.get("10"))));
-    out.push_str(&format!("{:<40}{}\n", "rest_get (GET /api/resource)", f(r.extra.get("rest_get_per_s"))));
+    out.push_str(&format!(
+        "{:<40}{:>12.0}\n",
+        "raw_insert (batched, 1000/tx)", r.raw_insert_per_s
+    ));
+    out.push_str(&format!(
+        "{:<40}{}\n",
+        "producer_write, streaming off",
+        f(r.producer_write_per_s.get("off"))
+    ));
+    out.push_str(&format!(
+        "{:<40}{}\n",
+        "producer_write, 1 consumer",
+        f(r.producer_write_per_s.get("1"))
+    ));
+    out.push_str(&format!(
+        "{:<40}{}\n",
+        "producer_write, 10 consumers",
+        f(r.producer_write_per_s.get("10"))
+    ));
+    out.push_str(&format!(
+        "{:<40}{}\n",
+        "rest_get (GET /api/resource)",
+        f(r.extra.get("rest_get_per_s"))
+    ));
     for k in ["1", "10"] {
-        if let Some(c) = r.extra.get(&format!("update_log_cost_pct_{k}")).and_then(Value::as_f64) {
-            out.push_str(&format!("{:<40}{:>11.1}%\n", format!("update log cost, {k} consumer(s)"), c));
+        if let Some(c) = r
+            .extra
+            .get(&format!("update_log_cost_pct_{k}"))
+            .and_then(Value::as_f64)
+        {
+            out.push_str(&format!(
+                "{:<40}{:>11.1}%\n",
+                format!("update log cost, {k} consumer(s)"),
+                c
+            ));
         }
     }
     println!("{out}");

@@ -37,7 +37,7 @@ impl Sites {
         }
         let mut sites = Vec::new();
         for p in entries {
-            sites.push(Arc::new(Site::open(&p).await?));
+            sites.push(Site::open(&p).await?.into_arc());
         }
         Ok(Sites { sites })
     }
@@ -129,6 +129,11 @@ pub async fn serve(
         sites: sites.clone(),
         metrics: Arc::default(),
     };
+    let workers: Vec<_> = sites
+        .all()
+        .iter()
+        .map(|s| tokio::spawn(crate::streaming::consumer::run_worker(s.clone())))
+        .collect();
     let app = api::router(state);
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, sites = sites.all().len(), "serving");
@@ -139,6 +144,9 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await
     .map_err(|e| Error::Internal(format!("server failed: {e}")))?;
+    for w in workers {
+        w.abort();
+    }
     for s in sites.all() {
         s.store.close().await;
     }

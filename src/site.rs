@@ -26,7 +26,18 @@ pub struct Site {
     /// The site's clock in its time zone.
     pub clock: Clock,
     meta: RwLock<Arc<Registry>>,
+    /// HTTP client for calls to other sites.
+    pub http: reqwest::Client,
+    /// Coalesces push notifications to this site's consumers.
+    pub notifier: crate::streaming::producer::Notifier,
+    /// Wakes the pull worker (a producer notified us, or a pull was asked for).
+    pub pull_wakeup: tokio::sync::Notify,
+    pull_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    me: std::sync::OnceLock<std::sync::Weak<Site>>,
 }
+
+/// Bumped when the internal (non-DocType) tables change.
+const INTERNAL_SCHEMA_VERSION: u32 = 2;
 
 /// Version stamp of the built-in types; a change makes `open` sync their tables.
 fn builtin_version() -> String {
@@ -71,6 +82,11 @@ impl Site {
             cipher,
             clock,
             meta: RwLock::new(Arc::new(Registry::builtin())),
+            http: crate::streaming::remote::RemoteSite::http_client(),
+            notifier: Default::default(),
+            pull_wakeup: tokio::sync::Notify::new(),
+            pull_locks: Default::default(),
+            me: std::sync::OnceLock::new(),
         })
     }
 
@@ -97,7 +113,7 @@ impl Site {
 
     /// Creates or updates the tables of the built-in types and their DocType records.
     async fn migrate(&self) -> Result<()> {
-        let version = builtin_version();
+        let version = format!("{}-{}", builtin_version(), INTERNAL_SCHEMA_VERSION);
         let mut tx = self.store.begin().await?;
         store::create_internal_tables(&mut tx, self.store.dialect()).await?;
         if store::get_setting(&mut tx, "builtin_version")
@@ -133,6 +149,28 @@ impl Site {
         store::set_setting(&mut tx, "builtin_version", &version).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Wraps the site in an `Arc` that background tasks can reach through [`Site::arc`].
+    pub fn into_arc(self) -> Arc<Site> {
+        let arc = Arc::new(self);
+        let _ = arc.me.set(Arc::downgrade(&arc));
+        arc
+    }
+
+    /// The shared handle of this site, when it was made with [`Site::into_arc`].
+    pub fn arc(&self) -> Option<Arc<Site>> {
+        self.me.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// The in-process lock that keeps one pull per producer at a time.
+    pub fn pull_lock(&self, producer: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.pull_locks
+            .lock()
+            .expect("pull locks")
+            .entry(producer.to_string())
+            .or_default()
+            .clone()
     }
 
     /// The current document types.

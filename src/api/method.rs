@@ -30,7 +30,12 @@ pub async fn call(app: &AppState, ctx: &Ctx, method: &str) -> Result<Response, A
     let caller = &ctx.auth.caller;
     let args = &ctx.args;
     let flags = WriteFlags::default();
-    let result: Value = match method {
+    // Frappe v15 moved event streaming to its own app; both names answer.
+    let method = match method.strip_prefix("event_streaming.event_streaming.") {
+        Some(rest) => format!("frappe.event_streaming.{rest}"),
+        None => method.to_string(),
+    };
+    let result: Value = match method.as_str() {
         "login" => return login(ctx).await,
         "logout" => {
             if let Some(sid) = super::cookie(&ctx.headers, "sid") {
@@ -249,6 +254,46 @@ pub async fn call(app: &AppState, ctx: &Ctx, method: &str) -> Result<Response, A
                 .unwrap_or_else(|| caller.user.clone());
             let (_key, secret) = site.generate_keys(caller, &user).await?;
             json!({ "api_secret": secret })
+        }
+        "frappe.event_streaming.doctype.event_consumer.event_consumer.register_consumer" => {
+            let data = args.map.get("data").cloned().ok_or_else(|| Error::Validation("Argument \"data\" is required".into()))?;
+            json!(crate::streaming::producer::register_consumer(site, caller, &data).await?)
+        }
+        "frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer" => {
+            let pulled = crate::streaming::producer::get_update_logs(
+                site,
+                caller,
+                args.required("event_consumer")?.trim_end_matches('/'),
+                args.map.get("doctypes").unwrap_or(&Value::Null),
+                args.map.get("after_seq"),
+                args.str("last_update").as_deref(),
+                args.uint("limit")?,
+            )
+            .await?;
+            let mut r = message(Value::Array(pulled.logs));
+            let h = r.headers_mut();
+            h.insert("x-docstream-last-seq", HeaderValue::from(pulled.last_seq));
+            if pulled.has_more {
+                h.insert("x-docstream-has-more", HeaderValue::from_static("1"));
+            }
+            return Ok(r);
+        }
+        "frappe.event_streaming.doctype.event_producer.event_producer.new_event_notification" => {
+            site.pull_wakeup.notify_one();
+            Value::Null
+        }
+        "frappe.event_streaming.doctype.event_producer.event_producer.pull_from_node" => {
+            json!(crate::streaming::consumer::pull_from_node(site, caller, &args.required("event_producer")?).await?)
+        }
+        "frappe.event_streaming.doctype.event_producer.event_producer.resync" => {
+            if !caller.is_system_manager() {
+                return Err(Error::Permission("Only a System Manager may resync".into()).into());
+            }
+            let name = match args.json("update").unwrap_or(None) {
+                Some(Value::Object(m)) => m.get("name").map(name_text).unwrap_or_default(),
+                _ => args.required("update")?,
+            };
+            json!(crate::streaming::apply::resync(site, &name).await?)
         }
         other => return Err(Error::DoesNotExist(format!("Method {other} not found")).into()),
     };

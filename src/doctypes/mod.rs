@@ -3,14 +3,17 @@
 
 mod custom_field;
 mod doctype;
+mod event_consumer;
+mod event_producer;
 mod user;
 
 use crate::error::Result;
 use crate::meta::{DocType, Registry};
-use crate::service::documents::Pending;
+use crate::service::documents::{AfterCommit, Pending};
 use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store::Doc;
+use crate::streaming::consumer::Registration;
 use sqlx::AnyConnection;
 
 /// Runs the type's validation before a save; may change the document.
@@ -25,8 +28,10 @@ pub async fn validate(
     caller: &Caller,
     pending: &mut Pending,
 ) -> Result<()> {
-    let _ = (site, caller);
+    let _ = site;
     match dt.name.as_str() {
+        "Event Producer" => event_producer::validate(doc, old, pending),
+        "Event Consumer" => event_consumer::validate(doc, old, caller, pending),
         "User" => user::validate(doc, old, pending),
         "DocType" => doctype::validate(reg, doc, old),
         "Custom Field" => custom_field::validate(conn, reg, doc, old).await,
@@ -47,6 +52,8 @@ pub async fn after_write(
     match dt.name.as_str() {
         "DocType" => doctype::after_write(site, conn, doc, old, pending).await,
         "Custom Field" => custom_field::after_write(site, conn, reg, doc, pending).await,
+        "Event Producer" => event_producer::after_write(site, conn, doc, old, pending).await,
+        "Event Consumer" => event_consumer::after_write(site, conn, doc, old, pending).await,
         _ => Ok(()),
     }
 }
@@ -63,6 +70,8 @@ pub async fn before_delete(
     let _ = reg;
     match dt.name.as_str() {
         "User" => user::before_delete(doc),
+        "Event Producer" => event_producer::before_delete(site, conn, doc, pending).await,
+        "Event Consumer" => event_consumer::before_delete(conn, doc).await,
         "DocType" => doctype::before_delete(site, conn, doc, pending).await,
         "Custom Field" => {
             pending.meta_changed = true;
@@ -78,5 +87,103 @@ pub async fn before_delete(
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// Before an insert's transaction: work that needs another site (the Event Producer handshake).
+pub async fn prepare_insert(
+    site: &Site,
+    caller: &Caller,
+    dt: &DocType,
+    input: &mut Doc,
+    flags: &mut crate::service::documents::WriteFlags,
+) -> Result<Option<Registration>> {
+    if dt.name != "Event Producer" {
+        return Ok(None);
+    }
+    if !flags.ignore_permissions {
+        caller.require(dt, crate::meta::PermType::Create)?;
+    }
+    let registration = crate::streaming::consumer::register(site, input).await?;
+    // The row statuses come from the producer's reply.
+    flags.set_read_only = true;
+    Ok(Some(registration))
+}
+
+/// Inside the insert's transaction, after the row: stores what `prepare_insert` learned.
+pub async fn finish_insert(
+    site: &Site,
+    conn: &mut AnyConnection,
+    doc: &Doc,
+    prepared: Option<&Registration>,
+    pending: &mut Pending,
+) -> Result<()> {
+    if let Some(r) = prepared {
+        if crate::streaming::consumer::store_registration(site, conn, doc, r).await? {
+            pending.meta_changed = true;
+        }
+        pending.after_commit.push(AfterCommit::WakePuller);
+    }
+    Ok(())
+}
+
+/// Undoes `prepare_insert` when the transaction failed.
+pub async fn undo_prepare(site: &Site, prepared: Registration) {
+    if let Err(e) = prepared
+        .remote
+        .delete_doc("Event Consumer", &site.config.url)
+        .await
+    {
+        tracing::warn!(producer = %prepared.producer_url, "could not remove the registration after a failed save: {e}");
+    }
+}
+
+/// Flags for an update: a save from the other site may set the status mirrors.
+pub fn flags_for_update(
+    dt: &DocType,
+    patch: &Doc,
+    flags: &crate::service::documents::WriteFlags,
+) -> crate::service::documents::WriteFlags {
+    let mut f = flags.clone();
+    let incoming = patch
+        .get("incoming_change")
+        .map(|v| v.as_i64() == Some(1) || v.as_bool() == Some(true) || v.as_str() == Some("1"))
+        .unwrap_or(false);
+    if dt.name == "Event Producer" && incoming {
+        f.set_read_only = true;
+    }
+    f
+}
+
+/// Runs one post-commit action; failures are logged (and queued where the spec asks).
+pub async fn run_after_commit(site: &Site, action: AfterCommit) {
+    match action {
+        AfterCommit::TellConsumer(url) => {
+            if let Err(e) = crate::streaming::producer::tell_consumer_statuses(site, &url).await {
+                tracing::warn!(consumer = %url, "could not tell the consumer its statuses: {e}");
+            }
+        }
+        AfterCommit::SendToProducer(url) => {
+            if let Err(e) = crate::streaming::consumer::send_update(site, &url).await {
+                tracing::warn!(producer = %url, "edit not yet sent to the producer (queued): {e}");
+                let _ = crate::streaming::consumer::mark_unsent(site, &url).await;
+            }
+        }
+        AfterCommit::Unregister {
+            producer_url,
+            api_key,
+            api_secret,
+        } => {
+            let remote = crate::streaming::remote::RemoteSite::new(
+                site.http.clone(),
+                &producer_url,
+                &api_key,
+                &api_secret,
+            );
+            if let Err(e) = remote.delete_doc("Event Consumer", &site.config.url).await {
+                tracing::warn!(producer = %producer_url, "could not delete the Event Consumer on the producer: {e}");
+            }
+        }
+        AfterCommit::WakePuller => site.pull_wakeup.notify_one(),
     }
 }

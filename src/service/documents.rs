@@ -32,12 +32,35 @@ pub struct WriteFlags {
 /// Side effects collected while a document is prepared, applied after its row is written.
 #[derive(Debug, Default)]
 pub struct Pending {
+    /// True when the write added update logs (consumers are notified after commit).
+    pub logs_written: bool,
+    /// True when the save came from the other site of a stream (`incoming_change`).
+    pub incoming: bool,
+    /// Work to do once the transaction has committed.
+    pub after_commit: Vec<AfterCommit>,
     /// Password fields to encrypt: (fieldname, clear value).
     pub secrets: Vec<(String, String)>,
     /// A new login password (User only).
     pub login_password: Option<String>,
     /// True when the write changes document types (reload meta after commit).
     pub meta_changed: bool,
+}
+
+/// Work that must wait for the commit (calls to other sites, notifications).
+#[derive(Debug, Clone)]
+pub enum AfterCommit {
+    /// Producer: tell a consumer the statuses of its rows.
+    TellConsumer(String),
+    /// Consumer: send an edited Event Producer to its producer.
+    SendToProducer(String),
+    /// Consumer: remove the registration on a producer (Event Producer deleted).
+    Unregister {
+        producer_url: String,
+        api_key: String,
+        api_secret: String,
+    },
+    /// Consumer: pull now (a subscription was made or approved).
+    WakePuller,
 }
 
 /// The JSON value of a document name for a type (integers for autoincrement types).
@@ -582,15 +605,49 @@ impl Site {
         if dt.issingle {
             return self.update_single(caller, &dt, input).await;
         }
-        let mut tx = self.store.begin().await?;
-        let (doc, pending) = self
-            .insert_in(&mut tx, &reg, caller, &dt, input, flags)
-            .await?;
-        tx.commit().await?;
+        let mut input = input;
+        let mut flags = flags.clone();
+        // Types that must talk to another site first (Event Producer) do it before the
+        // transaction, and undo it if the transaction fails.
+        let prepared = doctypes::prepare_insert(self, caller, &dt, &mut input, &mut flags).await?;
+        let result = async {
+            let mut tx = self.store.begin().await?;
+            let (doc, mut pending) = self
+                .insert_in(&mut tx, &reg, caller, &dt, input, &flags)
+                .await?;
+            doctypes::finish_insert(self, &mut tx, &doc, prepared.as_ref(), &mut pending).await?;
+            tx.commit().await?;
+            Ok::<_, Error>((doc, pending))
+        }
+        .await;
+        match result {
+            Ok((doc, pending)) => {
+                self.after_commit(pending).await?;
+                Ok(doc)
+            }
+            Err(e) => {
+                if let Some(p) = prepared {
+                    doctypes::undo_prepare(self, p).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs what a committed write left to do: meta reload, notifications, calls to other sites.
+    pub async fn after_commit(&self, pending: Pending) -> Result<()> {
         if pending.meta_changed {
             self.reload_meta().await?;
         }
-        Ok(doc)
+        if pending.logs_written {
+            if let Some(me) = self.arc() {
+                crate::streaming::producer::notify_consumers(me);
+            }
+        }
+        for action in pending.after_commit {
+            doctypes::run_after_commit(self, action).await;
+        }
+        Ok(())
     }
 
     /// Inserts inside the caller's transaction.
@@ -686,7 +743,8 @@ impl Site {
         let saved = load_doc(conn, reg, dt, &name_str)
             .await?
             .ok_or_else(|| not_found(dt, &name_str))?;
-        crate::streaming::update_log::record_insert(self, conn, reg, dt, &saved, flags).await?;
+        pending.logs_written |=
+            crate::streaming::update_log::record_insert(self, conn, reg, dt, &saved, flags).await?;
         Ok((saved, pending))
     }
 
@@ -709,9 +767,7 @@ impl Site {
             .update_in(&mut tx, &reg, caller, &dt, name, patch, flags)
             .await?;
         tx.commit().await?;
-        if pending.meta_changed {
-            self.reload_meta().await?;
-        }
+        self.after_commit(pending).await?;
         Ok(doc)
     }
 
@@ -752,6 +808,8 @@ impl Site {
                 )));
             }
         }
+        let adjusted = doctypes::flags_for_update(dt, &patch, flags);
+        let flags = &adjusted;
         let mut pending = Pending::default();
         let mut doc = old.clone();
         merge_fields(reg, dt, &mut doc, &patch, flags, &mut pending, false)?;
@@ -805,8 +863,10 @@ impl Site {
             .await?
             .ok_or_else(|| not_found(dt, name))?;
         if !changed.is_empty() {
-            crate::streaming::update_log::record_update(self, conn, reg, dt, &old, &saved, flags)
-                .await?;
+            pending.logs_written |= crate::streaming::update_log::record_update(
+                self, conn, reg, dt, &old, &saved, flags,
+            )
+            .await?;
         }
         Ok((saved, pending))
     }
@@ -900,9 +960,7 @@ impl Site {
             .delete_in(&mut tx, &reg, caller, &dt, name, flags)
             .await?;
         tx.commit().await?;
-        if pending.meta_changed {
-            self.reload_meta().await?;
-        }
+        self.after_commit(pending).await?;
         Ok(())
     }
 
@@ -947,7 +1005,8 @@ impl Site {
             .bind(name)
             .execute(&mut *conn)
             .await?;
-        crate::streaming::update_log::record_delete(self, conn, reg, dt, &doc, flags).await?;
+        pending.logs_written |=
+            crate::streaming::update_log::record_delete(self, conn, reg, dt, &doc, flags).await?;
         Ok(pending)
     }
 
@@ -963,9 +1022,15 @@ impl Site {
         let reg = self.meta();
         let dt = reg.get(doctype)?;
         let mut tx = self.store.begin().await?;
-        self.rename_in(&mut tx, &reg, caller, &dt, old, new, flags)
+        let logged = self
+            .rename_in(&mut tx, &reg, caller, &dt, old, new, flags)
             .await?;
         tx.commit().await?;
+        self.after_commit(Pending {
+            logs_written: logged,
+            ..Default::default()
+        })
+        .await?;
         Ok(new.to_string())
     }
 
@@ -980,7 +1045,7 @@ impl Site {
         old: &str,
         new: &str,
         flags: &WriteFlags,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         if !flags.ignore_permissions {
             caller.require(dt, PermType::Write)?;
         }
@@ -1000,7 +1065,7 @@ impl Site {
             .await?
             .ok_or_else(|| not_found(dt, old))?;
         if old == new {
-            return Ok(());
+            return Ok(false);
         }
         if store::row_exists(conn, dt, &Value::String(new.into())).await? {
             return Err(Error::DuplicateEntry(format!(
@@ -1060,8 +1125,7 @@ impl Site {
             .await?
             .ok_or_else(|| not_found(dt, new))?;
         crate::streaming::update_log::record_rename(self, conn, reg, dt, &before, &after, flags)
-            .await?;
-        Ok(())
+            .await
     }
 
     /// Lists documents the caller may read.

@@ -151,6 +151,8 @@ pub async fn create_internal_tables(conn: &mut AnyConnection, dialect: Dialect) 
         r#"CREATE TABLE IF NOT EXISTS "__login_failures" (key TEXT NOT NULL, at BIGINT NOT NULL)"#,
         r#"CREATE INDEX IF NOT EXISTS "__login_failures_key" ON "__login_failures" (key, at)"#,
         r#"CREATE TABLE IF NOT EXISTS "__settings" (key TEXT PRIMARY KEY, value TEXT NOT NULL)"#,
+        r#"CREATE TABLE IF NOT EXISTS "__consumer_progress" (consumer TEXT PRIMARY KEY, acked_seq BIGINT NOT NULL)"#,
+        r#"CREATE TABLE IF NOT EXISTS "__consumer_type_state" (consumer TEXT NOT NULL, ref_doctype TEXT NOT NULL, approved_after_seq BIGINT NOT NULL, PRIMARY KEY (consumer, ref_doctype))"#,
     ];
     let _ = dialect;
     for s in stmts {

@@ -84,9 +84,9 @@ pub async fn record_insert(
     dt: &DocType,
     doc: &Doc,
     flags: &WriteFlags,
-) -> Result<()> {
+) -> Result<bool> {
     if !is_streamed(conn, dt).await? {
-        return Ok(());
+        return Ok(false);
     }
     let name = name_text(&doc["name"]);
     write(
@@ -98,7 +98,8 @@ pub async fn record_insert(
         Some(frappe_json(&create_payload(doc))),
         flags,
     )
-    .await
+    .await?;
+    Ok(true)
 }
 
 /// Logs an Update with the diff (nothing when nothing changed).
@@ -110,13 +111,13 @@ pub async fn record_update(
     old: &Doc,
     new: &Doc,
     flags: &WriteFlags,
-) -> Result<()> {
+) -> Result<bool> {
     if !is_streamed(conn, dt).await? {
-        return Ok(());
+        return Ok(false);
     }
     let d = diff(reg, dt, old, new)?;
     if d.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let name = name_text(&new["name"]);
     write(
@@ -128,7 +129,8 @@ pub async fn record_update(
         Some(frappe_json(&d.to_value())),
         flags,
     )
-    .await
+    .await?;
+    Ok(true)
 }
 
 /// Logs a Delete (no data).
@@ -139,9 +141,9 @@ pub async fn record_delete(
     dt: &DocType,
     doc: &Doc,
     flags: &WriteFlags,
-) -> Result<()> {
+) -> Result<bool> {
     if !is_streamed(conn, dt).await? {
-        return Ok(());
+        return Ok(false);
     }
     write(
         site,
@@ -152,7 +154,8 @@ pub async fn record_delete(
         None,
         flags,
     )
-    .await
+    .await?;
+    Ok(true)
 }
 
 /// Logs a rename as an Update of `name` carrying `old_name`.
@@ -164,9 +167,9 @@ pub async fn record_rename(
     before: &Doc,
     after: &Doc,
     flags: &WriteFlags,
-) -> Result<()> {
+) -> Result<bool> {
     if !is_streamed(conn, dt).await? {
-        return Ok(());
+        return Ok(false);
     }
     let old = name_text(&before["name"]);
     let new = name_text(&after["name"]);
@@ -182,5 +185,6 @@ pub async fn record_rename(
         Some(frappe_json(&data)),
         flags,
     )
-    .await
+    .await?;
+    Ok(true)
 }

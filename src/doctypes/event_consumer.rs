@@ -1,0 +1,108 @@
+//! Event Consumer (producer side): approval rules, snapshots on approval, statuses sent back.
+
+use crate::error::{Error, Result};
+use crate::service::documents::{AfterCommit, Pending};
+use crate::service::permissions::Caller;
+use crate::site::Site;
+use crate::store::{self, Doc, Param};
+use serde_json::Value;
+use sqlx::AnyConnection;
+
+fn rows(doc: Option<&Doc>) -> Vec<Value> {
+    doc.and_then(|d| d.get("consumer_doctypes"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn row_type(r: &Value) -> String {
+    r.get("ref_doctype")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn row_status(r: &Value) -> String {
+    r.get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub fn validate(
+    doc: &mut Doc,
+    old: Option<&Doc>,
+    caller: &Caller,
+    pending: &mut Pending,
+) -> Result<()> {
+    let before = rows(old);
+    if doc.get("incoming_change").and_then(Value::as_i64) == Some(1) {
+        // An edit sent by the consumer: it never decides statuses.
+        pending.incoming = true;
+        if let Some(rs) = doc
+            .get_mut("consumer_doctypes")
+            .and_then(Value::as_array_mut)
+        {
+            for r in rs.iter_mut() {
+                let status = before
+                    .iter()
+                    .find(|b| row_type(b) == row_type(r))
+                    .map(row_status)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "Pending".into());
+                r["status"] = Value::String(status);
+            }
+        }
+    } else if old.is_some() {
+        let own_user = doc.get("user").and_then(Value::as_str).unwrap_or_default();
+        let changed = rows(Some(doc)).iter().any(|r| {
+            before
+                .iter()
+                .find(|b| row_type(b) == row_type(r))
+                .map(row_status)
+                .unwrap_or_else(|| "Pending".into())
+                != row_status(r)
+        });
+        if changed && caller.user == own_user && caller.user != "Administrator" {
+            return Err(Error::Permission(format!("{own_user} is the consumer's own user and may not approve or reject its subscriptions")));
+        }
+    }
+    doc.insert("incoming_change".into(), Value::from(0));
+    Ok(())
+}
+
+pub async fn after_write(
+    site: &Site,
+    conn: &mut AnyConnection,
+    doc: &Doc,
+    old: Option<&Doc>,
+    pending: &mut Pending,
+) -> Result<()> {
+    let changed = crate::streaming::producer::on_consumer_saved(site, conn, doc, old).await?;
+    if changed && !pending.incoming {
+        let url = doc
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        pending.after_commit.push(AfterCommit::TellConsumer(url));
+    }
+    Ok(())
+}
+
+pub async fn before_delete(conn: &mut AnyConnection, doc: &Doc) -> Result<()> {
+    let url = doc
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    for table in ["__consumer_type_state", "__consumer_progress"] {
+        store::execute(
+            conn,
+            &format!(r#"DELETE FROM "{table}" WHERE consumer = $1"#),
+            &[Param::Text(Some(url.clone()))],
+        )
+        .await?;
+    }
+    Ok(())
+}

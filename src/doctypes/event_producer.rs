@@ -1,0 +1,112 @@
+//! Event Producer (consumer side): the handshake on insert, edits sent to the producer,
+//! status mirrors written by the producer, and clean-up on delete.
+
+use crate::error::{Error, Result};
+use crate::service::documents::{AfterCommit, Pending};
+use crate::site::Site;
+use crate::store::{self, Doc, Param};
+use crate::streaming::consumer;
+use serde_json::Value;
+use sqlx::AnyConnection;
+
+fn text(doc: &Doc, f: &str) -> String {
+    doc.get(f)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The rows' fields that the producer must hear about.
+fn subscription_of(doc: &Doc) -> Vec<(String, i64, String, i64)> {
+    doc.get("producer_doctypes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r.get("ref_doctype")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                r.get("unsubscribe").and_then(Value::as_i64).unwrap_or(0),
+                r.get("condition")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                r.get("sync_existing").and_then(Value::as_i64).unwrap_or(1),
+            )
+        })
+        .collect()
+}
+
+pub fn validate(doc: &mut Doc, old: Option<&Doc>, pending: &mut Pending) -> Result<()> {
+    if doc.get("incoming_change").and_then(Value::as_i64) == Some(1) {
+        pending.incoming = true;
+    }
+    doc.insert("incoming_change".into(), Value::from(0));
+    if let Some(o) = old {
+        if text(o, "producer_url") != text(doc, "producer_url") {
+            return Err(Error::Validation(
+                "The Producer URL cannot change: delete this Event Producer and create a new one"
+                    .into(),
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (t, ..) in subscription_of(doc) {
+        if !seen.insert(t.clone()) {
+            return Err(Error::Validation(format!(
+                "{t} appears twice in the Event Producer Document Types"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn after_write(
+    site: &Site,
+    conn: &mut AnyConnection,
+    doc: &Doc,
+    old: Option<&Doc>,
+    pending: &mut Pending,
+) -> Result<()> {
+    let Some(old) = old else { return Ok(()) };
+    let url = text(doc, "name");
+    if pending.incoming {
+        pending.after_commit.push(AfterCommit::WakePuller);
+        return Ok(());
+    }
+    if subscription_of(doc) != subscription_of(old) {
+        if consumer::add_remote_name_fields(site, conn, doc).await? {
+            pending.meta_changed = true;
+        }
+        pending.after_commit.push(AfterCommit::SendToProducer(url));
+    }
+    Ok(())
+}
+
+pub async fn before_delete(
+    site: &Site,
+    conn: &mut AnyConnection,
+    doc: &Doc,
+    pending: &mut Pending,
+) -> Result<()> {
+    let url = text(doc, "name");
+    store::execute(
+        conn,
+        r#"DELETE FROM "tabEvent Producer Last Update" WHERE name = $1"#,
+        &[Param::Text(Some(url.clone()))],
+    )
+    .await?;
+    let secret = crate::service::documents::get_auth(conn, "Event Producer", &url, "api_secret")
+        .await?
+        .map(|s| site.cipher.decrypt(&s))
+        .transpose()?
+        .unwrap_or_default();
+    pending.after_commit.push(AfterCommit::Unregister {
+        producer_url: url,
+        api_key: text(doc, "api_key"),
+        api_secret: secret,
+    });
+    Ok(())
+}

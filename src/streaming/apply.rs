@@ -1,0 +1,733 @@
+//! Applying pulled update logs on the consumer: strictly in order, each batch in one
+//! transaction with its sync logs and checkpoint; a failure is isolated in a savepoint.
+
+use super::remote::RemoteSite;
+use crate::error::{Error, Result};
+use crate::meta::{DocType, Registry};
+use crate::service::documents::{load_doc, name_text, WriteFlags};
+use crate::service::permissions::Caller;
+use crate::site::Site;
+use crate::store::{self, Doc, Param};
+use serde_json::{json, Value};
+use sqlx::{AnyConnection, Connection};
+
+fn text(v: Option<&Value>) -> String {
+    super::producer::value_text(v)
+}
+
+/// One subscribed type of an Event Producer.
+#[derive(Debug, Clone)]
+pub struct SubscribedType {
+    pub local_type: String,
+    pub remote_type: String,
+    pub use_same_name: bool,
+    pub unsubscribed: bool,
+}
+
+/// What the consumer knows of one producer while applying.
+#[derive(Debug, Clone)]
+pub struct ProducerInfo {
+    pub url: String,
+    pub user: String,
+    pub types: Vec<SubscribedType>,
+}
+
+impl ProducerInfo {
+    /// Reads the Event Producer.
+    pub async fn load(site: &Site, url: &str) -> Result<ProducerInfo> {
+        let reg = site.meta();
+        let mut conn = site.store.conn().await?;
+        let doc = load_doc(&mut conn, &reg, &*reg.get("Event Producer")?, url)
+            .await?
+            .ok_or_else(|| Error::DoesNotExist(format!("Event Producer {url} not found")))?;
+        let types = doc
+            .get("producer_doctypes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|r| SubscribedType {
+                local_type: text(r.get("ref_doctype")),
+                remote_type: super::consumer::remote_type_of(r),
+                use_same_name: r.get("use_same_name").and_then(Value::as_i64) == Some(1),
+                unsubscribed: r.get("unsubscribe").and_then(Value::as_i64) == Some(1),
+            })
+            .collect();
+        Ok(ProducerInfo {
+            url: url.into(),
+            user: text(doc.get("user")),
+            types,
+        })
+    }
+
+    /// The remote types to ask for.
+    pub fn remote_types(&self) -> Vec<String> {
+        self.types
+            .iter()
+            .filter(|t| !t.unsubscribed)
+            .map(|t| t.remote_type.clone())
+            .collect()
+    }
+
+    fn for_remote(&self, remote_type: &str) -> Option<&SubscribedType> {
+        self.types
+            .iter()
+            .find(|t| t.remote_type == remote_type && !t.unsubscribed)
+    }
+
+    fn for_local(&self, local_type: &str) -> Option<&SubscribedType> {
+        self.types
+            .iter()
+            .find(|t| t.local_type == local_type && !t.unsubscribed)
+    }
+}
+
+/// One incoming update.
+#[derive(Debug, Clone)]
+struct Incoming {
+    update_type: String,
+    remote_type: String,
+    docname: String,
+    data: Value,
+    raw_data: Value,
+    seq: Option<i64>,
+    origin: String,
+}
+
+impl Incoming {
+    fn from_log(log: &Value) -> Incoming {
+        let raw = log.get("data").cloned().unwrap_or(Value::Null);
+        let data = match &raw {
+            Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        Incoming {
+            update_type: text(log.get("update_type")),
+            remote_type: text(log.get("ref_doctype")),
+            docname: text(log.get("docname")),
+            data,
+            raw_data: raw,
+            seq: log.get("seq").and_then(Value::as_i64),
+            origin: text(log.get("origin")),
+        }
+    }
+}
+
+/// Applies a page of logs and moves the checkpoint to `cursor`, all in one transaction.
+pub async fn apply_batch(
+    site: &Site,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    logs: &[Value],
+    cursor: Option<i64>,
+) -> Result<usize> {
+    let reg = site.meta();
+    let caller = site.caller_for(&info.user).await?;
+    let mut tx = site.store.begin().await?;
+    // Read the checkpoint under the write lock: another process may have applied this page.
+    let (stored_seq, _) = {
+        let rows = store::fetch_docs(
+            &mut tx,
+            r#"SELECT last_seq, last_update FROM "tabEvent Producer Last Update" WHERE name = $1"#,
+            &[Param::Text(Some(info.url.clone()))],
+        )
+        .await?;
+        let r = rows
+            .first()
+            .ok_or_else(|| Error::DoesNotExist(format!("no checkpoint for {}", info.url)))?;
+        (
+            r.get("last_seq").and_then(Value::as_i64),
+            text(r.get("last_update")),
+        )
+    };
+    let mut applied = 0;
+    let mut last_creation = None;
+    let mut wrote_logs = false;
+    for log in logs {
+        let inc = Incoming::from_log(log);
+        if let (Some(stored), Some(seq)) = (stored_seq, inc.seq) {
+            if seq <= stored {
+                continue;
+            }
+        }
+        last_creation = Some(text(log.get("creation")));
+        if inc.origin == site.config.url {
+            continue;
+        }
+        let Some(sub) = info.for_remote(&inc.remote_type) else {
+            continue;
+        };
+        applied += 1;
+        wrote_logs |=
+            apply_and_log(site, &mut tx, &reg, info, sub, &caller, remote, &inc, None).await?;
+    }
+    let new_seq = match (stored_seq, cursor) {
+        (Some(s), Some(c)) => Some(s.max(c)),
+        (s, _) => s,
+    };
+    let mut sets = vec![];
+    let mut params = vec![];
+    if let Some(s) = new_seq {
+        params.push(Param::Int(Some(s)));
+        sets.push(format!("last_seq = ${}", params.len()));
+    }
+    if let Some(c) = last_creation.filter(|c| !c.is_empty()) {
+        params.push(Param::Text(Some(c)));
+        sets.push(format!("last_update = ${}", params.len()));
+    }
+    if !sets.is_empty() {
+        params.push(Param::Text(Some(info.url.clone())));
+        store::execute(
+            &mut tx,
+            &format!(
+                r#"UPDATE "tabEvent Producer Last Update" SET {} WHERE name = ${}"#,
+                sets.join(", "),
+                params.len()
+            ),
+            &params,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    if wrote_logs {
+        if let Some(me) = site.arc() {
+            super::producer::notify_consumers(me);
+        }
+    }
+    Ok(applied)
+}
+
+/// Applies one update in a savepoint and writes (or, for `retry_of`, updates) its sync log.
+/// Returns true when the change wrote update logs of its own (re-published).
+#[allow(clippy::too_many_arguments)]
+async fn apply_and_log(
+    site: &Site,
+    tx: &mut AnyConnection,
+    reg: &Registry,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    caller: &Caller,
+    remote: &RemoteSite,
+    inc: &Incoming,
+    retry_of: Option<&Doc>,
+) -> Result<bool> {
+    let blocker = if retry_of.is_none() {
+        failed_before(tx, info, sub, &inc.docname).await?
+    } else {
+        None
+    };
+    let before_seq = crate::streaming::producer::current_seq(tx).await?;
+    let outcome = match blocker {
+        Some(b) => Err(Error::Validation(format!("waiting on {b}"))),
+        None => {
+            let mut sp = tx.begin().await?;
+            match apply_one(site, &mut sp, reg, info, sub, caller, remote, inc).await {
+                Ok(local) => {
+                    sp.commit().await?;
+                    Ok(local)
+                }
+                Err(e) => {
+                    sp.rollback().await?;
+                    Err(e)
+                }
+            }
+        }
+    };
+    let wrote = crate::streaming::producer::current_seq(tx).await? > before_seq;
+    write_sync_log(site, tx, info, sub, inc, outcome, retry_of).await?;
+    Ok(wrote)
+}
+
+/// The name of an unresolved Failed sync log of the same document, if any.
+async fn failed_before(
+    conn: &mut AnyConnection,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    docname: &str,
+) -> Result<Option<String>> {
+    let rows = store::fetch_docs(
+        conn,
+        r#"SELECT name FROM "tabEvent Sync Log" WHERE event_producer = $1 AND ref_doctype = $2 AND producer_doc = $3 AND status = 'Failed' ORDER BY seq, creation LIMIT 1"#,
+        &[Param::Text(Some(info.url.clone())), Param::Text(Some(sub.local_type.clone())), Param::Text(Some(docname.into()))],
+    )
+    .await?;
+    Ok(rows.first().map(|r| text(r.get("name"))))
+}
+
+fn retry_delay(site: &Site, retries: i64) -> f64 {
+    (site.config.retry_base_seconds * 2f64.powi(retries.clamp(0, 30) as i32))
+        .min(site.config.retry_max_seconds)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_sync_log(
+    site: &Site,
+    conn: &mut AnyConnection,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    inc: &Incoming,
+    outcome: Result<String>,
+    retry_of: Option<&Doc>,
+) -> Result<()> {
+    let now = site.clock.now();
+    let (status, local, error) = match &outcome {
+        Ok(local) => ("Synced", local.clone(), None),
+        Err(e) => ("Failed", String::new(), Some(e.message())),
+    };
+    let waiting = error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("waiting on "));
+    let retries = retry_of
+        .and_then(|r| r.get("retries"))
+        .and_then(Value::as_i64)
+        .map(|r| r + 1)
+        .unwrap_or(0);
+    let next_retry = if status == "Failed" && !waiting && retries < site.config.retry_max_tries {
+        Some(
+            (site.clock.now_naive()
+                + chrono::Duration::milliseconds((retry_delay(site, retries) * 1000.0) as i64))
+            .format(crate::time::DATETIME_FORMAT)
+            .to_string(),
+        )
+    } else {
+        None
+    };
+    if let Some(prev) = retry_of {
+        store::execute(
+            conn,
+            r#"UPDATE "tabEvent Sync Log" SET status = $1, error = $2, retries = $3, next_retry = $4, docname = $5, modified = $6 WHERE name = $7"#,
+            &[Param::Text(Some(status.into())), Param::Text(error), Param::Int(Some(retries)), Param::Text(next_retry), Param::Text(Some(local).filter(|l| !l.is_empty())), Param::Text(Some(now)), Param::Text(Some(text(prev.get("name"))))],
+        )
+        .await?;
+        return Ok(());
+    }
+    let data = match &inc.raw_data {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    };
+    store::execute(
+        conn,
+        r#"INSERT INTO "tabEvent Sync Log" (name, owner, creation, modified, modified_by, docstatus, idx, update_type, ref_doctype, status, event_producer, producer_doc, docname, use_same_name, data, error, seq, retries, next_retry)
+           VALUES ($1, $2, $3, $3, $2, 0, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14)"#,
+        &[
+            Param::Text(Some(crate::crypto::random_token(10))),
+            Param::Text(Some(info.user.clone())),
+            Param::Text(Some(now)),
+            Param::Text(Some(inc.update_type.clone())),
+            Param::Text(Some(sub.local_type.clone())),
+            Param::Text(Some(status.into())),
+            Param::Text(Some(info.url.clone())),
+            Param::Text(Some(inc.docname.clone())),
+            Param::Text(Some(local).filter(|l| !l.is_empty())),
+            Param::Int(Some(sub.use_same_name as i64)),
+            Param::Text(data),
+            Param::Text(error),
+            Param::Int(inc.seq),
+            Param::Text(next_retry),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+fn strip_dunder(v: &Value) -> Doc {
+    let mut m = v.as_object().cloned().unwrap_or_default();
+    m.retain(|k, _| !k.starts_with("__"));
+    for (_, val) in m.iter_mut() {
+        if let Value::Array(rows) = val {
+            for r in rows.iter_mut() {
+                if let Value::Object(o) = r {
+                    o.retain(|k, _| !k.starts_with("__"));
+                }
+            }
+        }
+    }
+    m
+}
+
+/// Finds the local copy of a producer document: by name, or by remote_docname + remote_site_name.
+async fn find_local(
+    conn: &mut AnyConnection,
+    dt: &DocType,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    docname: &str,
+) -> Result<Option<String>> {
+    if sub.use_same_name {
+        return Ok(store::row_exists(conn, dt, &Value::String(docname.into()))
+            .await?
+            .then(|| docname.to_string()));
+    }
+    if dt.field("remote_docname").is_none() {
+        return Ok(None);
+    }
+    let rows = store::fetch_docs(
+        conn,
+        &format!(
+            r#"SELECT name FROM {} WHERE remote_docname = $1 AND remote_site_name = $2 LIMIT 1"#,
+            store::q(&dt.table())
+        ),
+        &[
+            Param::Text(Some(docname.into())),
+            Param::Text(Some(info.url.clone())),
+        ],
+    )
+    .await?;
+    Ok(rows
+        .first()
+        .map(|r| name_text(r.get("name").unwrap_or(&Value::Null))))
+}
+
+async fn synced_from_producer(
+    conn: &mut AnyConnection,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    docname: &str,
+) -> Result<bool> {
+    let rows = store::fetch_docs(
+        conn,
+        r#"SELECT 1 AS hit FROM "tabEvent Sync Log" WHERE event_producer = $1 AND ref_doctype = $2 AND producer_doc = $3 AND status = 'Synced' LIMIT 1"#,
+        &[Param::Text(Some(info.url.clone())), Param::Text(Some(sub.local_type.clone())), Param::Text(Some(docname.into()))],
+    )
+    .await?;
+    Ok(!rows.is_empty())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_one(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    caller: &Caller,
+    remote: &RemoteSite,
+    inc: &Incoming,
+) -> Result<String> {
+    let dt = reg.get(&sub.local_type)?;
+    let origin = if inc.origin.is_empty() {
+        info.url.clone()
+    } else {
+        inc.origin.clone()
+    };
+    let flags = WriteFlags {
+        ignore_permissions: true,
+        set_read_only: true,
+        keep_name: sub.use_same_name,
+        keep_timestamps: false,
+        ignore_links: false,
+        origin: Some(origin),
+    };
+    match inc.update_type.as_str() {
+        "Create" => {
+            let doc = strip_dunder(&inc.data);
+            upsert(
+                site,
+                conn,
+                reg,
+                &dt,
+                info,
+                sub,
+                caller,
+                &flags,
+                &inc.docname,
+                doc,
+            )
+            .await
+        }
+        "Update" => {
+            let old_name = inc
+                .data
+                .get("old_name")
+                .map(|v| text(Some(v)))
+                .filter(|s| !s.is_empty());
+            let lookup = old_name.clone().unwrap_or_else(|| inc.docname.clone());
+            let Some(local) = find_local(conn, &dt, info, sub, &lookup).await? else {
+                if old_name.is_some()
+                    && find_local(conn, &dt, info, sub, &inc.docname)
+                        .await?
+                        .is_some()
+                {
+                    return Ok(inc.docname.clone());
+                }
+                let whole = remote.get_doc(&inc.remote_type, &inc.docname).await?;
+                return upsert(
+                    site,
+                    conn,
+                    reg,
+                    &dt,
+                    info,
+                    sub,
+                    caller,
+                    &flags,
+                    &inc.docname,
+                    strip_dunder(&whole),
+                )
+                .await;
+            };
+            let mut local = local;
+            if let Some(old) = old_name {
+                if sub.use_same_name {
+                    site.rename_in(conn, reg, caller, &dt, &old, &inc.docname, &flags)
+                        .await?;
+                    local = inc.docname.clone();
+                } else {
+                    let mut p = Doc::new();
+                    p.insert("remote_docname".into(), json!(inc.docname));
+                    store::update_columns(conn, &dt, &Value::String(local.clone()), &p).await?;
+                }
+            }
+            let current = load_doc(conn, reg, &dt, &local)
+                .await?
+                .ok_or_else(|| Error::DoesNotExist(format!("{} {local} vanished", dt.name)))?;
+            let patch = patch_from_diff(&dt, &current, &inc.data);
+            if !patch.is_empty() {
+                site.update_in(conn, reg, caller, &dt, &local, patch, &flags)
+                    .await?;
+            }
+            Ok(local)
+        }
+        "Delete" => match find_local(conn, &dt, info, sub, &inc.docname).await? {
+            Some(local) => {
+                let d = load_doc(conn, reg, &dt, &local).await?.unwrap_or_default();
+                if d.get("docstatus").and_then(Value::as_i64) == Some(1) {
+                    let mut p = Doc::new();
+                    p.insert("docstatus".into(), json!(2));
+                    site.update_in(conn, reg, caller, &dt, &local, p, &flags)
+                        .await?;
+                }
+                site.delete_in(conn, reg, caller, &dt, &local, &flags)
+                    .await?;
+                Ok(local)
+            }
+            None => Ok(inc.docname.clone()),
+        },
+        other => Err(Error::Validation(format!("unknown update_type {other:?}"))),
+    }
+}
+
+/// Inserts a producer document, or updates the local copy to match it when it was synced before.
+#[allow(clippy::too_many_arguments)]
+async fn upsert(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    dt: &DocType,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    caller: &Caller,
+    flags: &WriteFlags,
+    docname: &str,
+    mut doc: Doc,
+) -> Result<String> {
+    if let Some(local) = find_local(conn, dt, info, sub, docname).await? {
+        if sub.use_same_name && !synced_from_producer(conn, info, sub, docname).await? {
+            return Err(Error::DuplicateEntry(format!(
+                "name clash: a local {} named {docname} exists that did not come from {}; rename or delete it, then resync",
+                dt.name, info.url
+            )));
+        }
+        for k in [
+            "name",
+            "owner",
+            "creation",
+            "modified",
+            "modified_by",
+            "doctype",
+            "idx",
+        ] {
+            doc.remove(k);
+        }
+        let mut f = flags.clone();
+        f.keep_timestamps = false;
+        site.update_in(conn, reg, caller, dt, &local, doc, &f)
+            .await?;
+        return Ok(local);
+    }
+    for k in ["owner", "creation", "modified", "modified_by", "doctype"] {
+        doc.remove(k);
+    }
+    let submitted = doc.get("docstatus").and_then(Value::as_i64).unwrap_or(0);
+    if submitted == 2 {
+        doc.insert("docstatus".into(), json!(1));
+    }
+    if !sub.use_same_name {
+        doc.remove("name");
+        doc.insert("remote_docname".into(), json!(docname));
+        doc.insert("remote_site_name".into(), json!(info.url));
+    }
+    let (saved, _) = site.insert_in(conn, reg, caller, dt, doc, flags).await?;
+    let local = name_text(&saved["name"]);
+    if submitted == 2 {
+        let mut p = Doc::new();
+        p.insert("docstatus".into(), json!(2));
+        site.update_in(conn, reg, caller, dt, &local, p, flags)
+            .await?;
+    }
+    Ok(local)
+}
+
+/// Turns Frappe's diff into a patch of the local document (child tables given whole).
+fn patch_from_diff(dt: &DocType, current: &Doc, diff: &Value) -> Doc {
+    let mut patch = Doc::new();
+    if let Some(changed) = diff.get("changed").and_then(Value::as_object) {
+        for (k, v) in changed {
+            if k != "name" {
+                patch.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    for tf in dt.table_fields() {
+        let f = &tf.fieldname;
+        let part = |key: &str| {
+            diff.get(key)
+                .and_then(|p| p.get(f))
+                .and_then(Value::as_array)
+                .cloned()
+        };
+        let (added, removed, changed) = (part("added"), part("removed"), part("row_changed"));
+        if added.is_none() && removed.is_none() && changed.is_none() {
+            continue;
+        }
+        let mut rows: Vec<Value> = current
+            .get(f)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let name_of = |r: &Value| r.get("name").map(name_text).unwrap_or_default();
+        if let Some(removed) = removed {
+            let gone: Vec<String> = removed.iter().map(|v| text(Some(v))).collect();
+            rows.retain(|r| !gone.contains(&name_of(r)));
+        }
+        for c in changed
+            .into_iter()
+            .flatten()
+            .chain(added.into_iter().flatten())
+        {
+            let c = Value::Object(strip_dunder(&c));
+            match rows.iter_mut().find(|r| name_of(r) == name_of(&c)) {
+                Some(r) => {
+                    if let (Some(r), Some(c)) = (r.as_object_mut(), c.as_object()) {
+                        for (k, v) in c {
+                            r.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                None => rows.push(c),
+            }
+        }
+        rows.sort_by_key(|r| r.get("idx").and_then(Value::as_i64).unwrap_or(i64::MAX));
+        patch.insert(f.clone(), Value::Array(rows));
+    }
+    patch
+}
+
+/// Retries a Failed sync log (and then those waiting on it); returns its new status.
+pub async fn resync(site: &Site, sync_log: &str) -> Result<String> {
+    let reg = site.meta();
+    let mut conn = site.store.conn().await?;
+    let entry = load_doc(&mut conn, &reg, &*reg.get("Event Sync Log")?, sync_log)
+        .await?
+        .ok_or_else(|| Error::DoesNotExist(format!("Event Sync Log {sync_log} not found")))?;
+    drop(conn);
+    if text(entry.get("status")) != "Failed" {
+        return Ok(text(entry.get("status")));
+    }
+    let producer = text(entry.get("event_producer"));
+    let info = ProducerInfo::load(site, &producer).await?;
+    let remote = super::consumer::remote_for(site, &producer).await?;
+    let status = retry_entry(site, &reg, &info, &remote, &entry).await?;
+    if status == "Synced" {
+        let mut conn = site.store.conn().await?;
+        let waiting = store::fetch_docs(
+            &mut conn,
+            r#"SELECT name FROM "tabEvent Sync Log" WHERE status = 'Failed' AND error = $1 ORDER BY seq, creation"#,
+            &[Param::Text(Some(format!("waiting on {sync_log}")))],
+        )
+        .await?;
+        drop(conn);
+        for w in waiting {
+            let mut conn = site.store.conn().await?;
+            let Some(e) = load_doc(
+                &mut conn,
+                &reg,
+                &*reg.get("Event Sync Log")?,
+                &text(w.get("name")),
+            )
+            .await?
+            else {
+                continue;
+            };
+            drop(conn);
+            if retry_entry(site, &reg, &info, &remote, &e).await? != "Synced" {
+                break;
+            }
+        }
+    }
+    Ok(status)
+}
+
+async fn retry_entry(
+    site: &Site,
+    reg: &Registry,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    entry: &Doc,
+) -> Result<String> {
+    let local_type = text(entry.get("ref_doctype"));
+    let sub = info.for_local(&local_type).cloned().ok_or_else(|| {
+        Error::Validation(format!(
+            "{local_type} is no longer subscribed from {}",
+            info.url
+        ))
+    })?;
+    let raw = entry.get("data").cloned().unwrap_or(Value::Null);
+    let inc = Incoming::from_log(&json!({
+        "update_type": entry.get("update_type"), "ref_doctype": sub.remote_type, "docname": entry.get("producer_doc"),
+        "data": raw, "seq": entry.get("seq"), "origin": info.url,
+    }));
+    let caller = site.caller_for(&info.user).await?;
+    let mut tx = site.store.begin().await?;
+    apply_and_log(
+        site,
+        &mut tx,
+        reg,
+        info,
+        &sub,
+        &caller,
+        remote,
+        &inc,
+        Some(entry),
+    )
+    .await?;
+    let status = store::fetch_docs(
+        &mut tx,
+        r#"SELECT status FROM "tabEvent Sync Log" WHERE name = $1"#,
+        &[Param::Text(Some(text(entry.get("name"))))],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(status
+        .first()
+        .map(|r| text(r.get("status")))
+        .unwrap_or_default())
+}
+
+/// Retries Failed entries whose `next_retry` has come.
+pub async fn retry_due(site: &Site) -> Result<()> {
+    let mut conn = site.store.conn().await?;
+    let due = store::fetch_docs(
+        &mut conn,
+        r#"SELECT name FROM "tabEvent Sync Log" WHERE status = 'Failed' AND next_retry IS NOT NULL AND next_retry <= $1 ORDER BY seq LIMIT 100"#,
+        &[Param::Text(Some(site.clock.now()))],
+    )
+    .await?;
+    drop(conn);
+    for d in due {
+        let name = text(d.get("name"));
+        if let Err(e) = resync(site, &name).await {
+            tracing::warn!(sync_log = %name, "automatic retry failed: {e}");
+        }
+    }
+    Ok(())
+}

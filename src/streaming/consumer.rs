@@ -1,0 +1,468 @@
+//! The consumer side: the Event Producer handshake, sending later edits, and pulling.
+
+use super::apply::{apply_batch, ProducerInfo};
+use super::remote::RemoteSite;
+use crate::error::{Error, Result};
+use crate::service::documents::load_doc;
+use crate::service::permissions::Caller;
+use crate::site::Site;
+use crate::store::{self, Doc, Param};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn text(v: Option<&Value>) -> String {
+    super::producer::value_text(v)
+}
+
+/// The type a producer row asks the producer for (the mapping's remote type, or the same type).
+pub fn remote_type_of(row: &Value) -> String {
+    text(row.get("remote_doctype"))
+        .chars()
+        .next()
+        .map(|_| text(row.get("remote_doctype")))
+        .unwrap_or_else(|| text(row.get("ref_doctype")))
+}
+
+/// What the producer answered to `register_consumer`.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub producer_url: String,
+    pub last_update: String,
+    pub last_seq: Option<i64>,
+    pub remote: RemoteSite,
+}
+
+/// The consumer's own keys for `user`, which the producer will use to call back.
+async fn own_keys(site: &Site, user: &str) -> Result<(String, String)> {
+    let mut conn = site.store.conn().await?;
+    let rows = store::fetch_docs(
+        &mut conn,
+        r#"SELECT api_key FROM "tabUser" WHERE name = $1"#,
+        &[Param::Text(Some(user.into()))],
+    )
+    .await?;
+    drop(conn);
+    let key = rows
+        .first()
+        .map(|r| text(r.get("api_key")))
+        .unwrap_or_default();
+    let secret = site
+        .decrypt_field("User", user, "api_secret")
+        .await?
+        .unwrap_or_default();
+    if key.is_empty() || secret.is_empty() {
+        return Err(Error::Validation(format!(
+            "{user} has no API keys on this site ({}): generate keys for that user first",
+            site.config.url
+        )));
+    }
+    Ok((key, secret))
+}
+
+fn consumer_doctypes(doc: &Doc) -> Vec<Value> {
+    doc.get("producer_doctypes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            json!({"doctype": remote_type_of(r), "condition": r.get("condition").cloned().unwrap_or(Value::Null),
+                   "sync_existing": r.get("sync_existing").and_then(Value::as_i64).unwrap_or(1)})
+        })
+        .collect()
+}
+
+/// Before an Event Producer is stored: checks the producer and the keys, and registers there.
+/// Fills the row statuses from the producer's reply into `doc`.
+pub async fn register(site: &Site, doc: &mut Doc) -> Result<Registration> {
+    let url = text(doc.get("producer_url"))
+        .trim_end_matches('/')
+        .to_string();
+    if url.is_empty() {
+        return Err(Error::Mandatory(
+            "[Event Producer]: Value missing for Producer URL (producer_url)".into(),
+        ));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(Error::Validation(format!(
+            "Producer URL must start with http:// or https://, not {url:?}"
+        )));
+    }
+    if url == site.config.url {
+        return Err(Error::Validation(
+            "A site cannot be its own producer".into(),
+        ));
+    }
+    doc.insert("producer_url".into(), Value::String(url.clone()));
+    doc.insert("name".into(), Value::String(url.clone()));
+    {
+        let mut conn = site.store.conn().await?;
+        if !store::fetch_docs(
+            &mut conn,
+            r#"SELECT name FROM "tabEvent Producer" WHERE name = $1"#,
+            &[Param::Text(Some(url.clone()))],
+        )
+        .await?
+        .is_empty()
+        {
+            return Err(Error::DuplicateEntry(format!(
+                "Event Producer {url} already exists"
+            )));
+        }
+    }
+    let user = text(doc.get("user"));
+    let key = text(doc.get("api_key"));
+    let secret = text(doc.get("api_secret"));
+    if user.is_empty() || key.is_empty() || secret.is_empty() || secret.chars().all(|c| c == '*') {
+        return Err(Error::Mandatory("[Event Producer]: Value missing for Event Subscriber (user), API Key (api_key) or API Secret (api_secret)".into()));
+    }
+    let remote = RemoteSite::new(site.http.clone(), &url, &key, &secret);
+    remote.ping(3).await?;
+    let who = remote
+        .call("frappe.auth.get_logged_user", &[])
+        .await
+        .map_err(|e| {
+            Error::Validation(format!("the producer refused the API key of {user}: {e}"))
+        })?;
+    if text(Some(&who)) != user {
+        return Err(Error::Validation(format!(
+            "the API key belongs to {} on the producer, not to the Event Subscriber {user}",
+            text(Some(&who))
+        )));
+    }
+    let (own_key, own_secret) = own_keys(site, &user).await?;
+    let data = json!({"event_consumer": site.config.url, "consumer_doctypes": serde_json::to_string(&consumer_doctypes(doc))?, "user": user, "api_key": own_key, "api_secret": own_secret});
+    let reply = remote
+        .call(
+            "frappe.event_streaming.doctype.event_consumer.event_consumer.register_consumer",
+            &[("data", data.to_string())],
+        )
+        .await
+        .map_err(|e| {
+            Error::Validation(format!("the producer {url} refused the registration: {e}"))
+        })?;
+    let reply: Value = match reply {
+        Value::String(s) => serde_json::from_str(&s).map_err(|_| Error::Validation(format!("the producer {url} answered register_consumer with something that is not JSON")))?,
+        Value::Object(m) => Value::Object(m),
+        _ => return Err(Error::Validation(format!("the producer {url} did not register this consumer (empty answer: it may be registered already)"))),
+    };
+    let producer_says = text(reply.get("producer_url"));
+    if !producer_says.is_empty() && producer_says.trim_end_matches('/') != url {
+        let _ = remote.delete_doc("Event Consumer", &site.config.url).await;
+        return Err(Error::Validation(format!(
+            "the producer calls itself {producer_says}: use that URL as the Producer URL"
+        )));
+    }
+    let statuses = reply
+        .get("consumer_doctypes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(rows) = doc
+        .get_mut("producer_doctypes")
+        .and_then(Value::as_array_mut)
+    {
+        for r in rows.iter_mut() {
+            let t = remote_type_of(r);
+            let status = statuses
+                .iter()
+                .find(|s| text(s.get("doctype")) == t)
+                .map(|s| text(s.get("status")))
+                .unwrap_or_else(|| "Pending".into());
+            r["status"] = Value::String(status);
+        }
+    }
+    Ok(Registration {
+        producer_url: url,
+        last_update: text(reply.get("last_update")),
+        last_seq: reply.get("last_seq").and_then(Value::as_i64),
+        remote,
+    })
+}
+
+/// In the Event Producer's insert transaction: the checkpoint and the remote-name fields.
+pub async fn store_registration(
+    site: &Site,
+    conn: &mut sqlx::AnyConnection,
+    doc: &Doc,
+    reg_info: &Registration,
+) -> Result<bool> {
+    let now = site.clock.now();
+    store::execute(
+        conn,
+        r#"INSERT INTO "tabEvent Producer Last Update" (name, owner, creation, modified, modified_by, docstatus, idx, event_producer, last_update, last_seq)
+           VALUES ($1, 'Administrator', $2, $2, 'Administrator', 0, 0, $1, $3, $4)"#,
+        &[Param::Text(Some(reg_info.producer_url.clone())), Param::Text(Some(now)), Param::Text(Some(reg_info.last_update.clone())), Param::Int(reg_info.last_seq)],
+    )
+    .await?;
+    add_remote_name_fields(site, conn, doc).await
+}
+
+/// Adds `remote_docname` and `remote_site_name` to local types whose rows do not use the same name.
+pub async fn add_remote_name_fields(
+    site: &Site,
+    conn: &mut sqlx::AnyConnection,
+    doc: &Doc,
+) -> Result<bool> {
+    let reg = site.meta();
+    let mut added = false;
+    for r in doc
+        .get("producer_doctypes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if r.get("use_same_name").and_then(Value::as_i64) == Some(1) {
+            continue;
+        }
+        let t = text(r.get("ref_doctype"));
+        let dt = reg.get(&t)?;
+        for (f, label) in [
+            ("remote_docname", "Remote Document Name"),
+            ("remote_site_name", "Remote Site Name"),
+        ] {
+            if dt.field(f).is_some() {
+                continue;
+            }
+            let name = format!("{t}-{f}");
+            let exists = !store::fetch_docs(
+                conn,
+                r#"SELECT name FROM "tabCustom Field" WHERE name = $1"#,
+                &[Param::Text(Some(name.clone()))],
+            )
+            .await?
+            .is_empty();
+            if exists {
+                continue;
+            }
+            let now = site.clock.now();
+            store::execute(
+                conn,
+                r#"INSERT INTO "tabCustom Field" (name, owner, creation, modified, modified_by, docstatus, idx, dt, fieldname, label, fieldtype, read_only)
+                   VALUES ($1, 'Administrator', $2, $2, 'Administrator', 0, 0, $3, $4, $5, 'Data', 1)"#,
+                &[Param::Text(Some(name)), Param::Text(Some(now)), Param::Text(Some(t.clone())), Param::Text(Some(f.into())), Param::Text(Some(label.into()))],
+            )
+            .await?;
+            let field: crate::meta::DocField = serde_json::from_value(
+                json!({"fieldname": f, "label": label, "fieldtype": "Data", "read_only": 1}),
+            )?;
+            store::add_column(conn, site.store.dialect(), &dt, &field).await?;
+            added = true;
+        }
+    }
+    Ok(added)
+}
+
+/// A client for a stored Event Producer, with its decrypted keys.
+pub async fn remote_for(site: &Site, producer_url: &str) -> Result<RemoteSite> {
+    let mut conn = site.store.conn().await?;
+    let rows = store::fetch_docs(
+        &mut conn,
+        r#"SELECT api_key FROM "tabEvent Producer" WHERE name = $1"#,
+        &[Param::Text(Some(producer_url.into()))],
+    )
+    .await?;
+    drop(conn);
+    let key = rows
+        .first()
+        .map(|r| text(r.get("api_key")))
+        .ok_or_else(|| Error::DoesNotExist(format!("Event Producer {producer_url} not found")))?;
+    let secret = site
+        .decrypt_field("Event Producer", producer_url, "api_secret")
+        .await?
+        .unwrap_or_default();
+    Ok(RemoteSite::new(
+        site.http.clone(),
+        producer_url,
+        &key,
+        &secret,
+    ))
+}
+
+/// Sends a local edit of the Event Producer's rows to the producer's Event Consumer.
+pub async fn send_update(site: &Site, producer_url: &str) -> Result<()> {
+    let reg = site.meta();
+    let mut conn = site.store.conn().await?;
+    let Some(doc) = load_doc(&mut conn, &reg, &*reg.get("Event Producer")?, producer_url).await?
+    else {
+        return Ok(());
+    };
+    drop(conn);
+    let remote = remote_for(site, producer_url).await?;
+    let consumer = remote.get_doc("Event Consumer", &site.config.url).await?;
+    let old_rows = consumer
+        .get("consumer_doctypes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let rows: Vec<Value> = doc
+        .get("producer_doctypes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let t = remote_type_of(r);
+            let old = old_rows.iter().find(|o| text(o.get("ref_doctype")) == t);
+            let mut row = json!({"ref_doctype": t, "condition": r.get("condition").cloned().unwrap_or(Value::Null),
+                "unsubscribed": r.get("unsubscribe").and_then(Value::as_i64).unwrap_or(0),
+                "sync_existing": r.get("sync_existing").and_then(Value::as_i64).unwrap_or(1),
+                "status": old.map(|o| text(o.get("status"))).unwrap_or_else(|| "Pending".into())});
+            if let Some(n) = old.and_then(|o| o.get("name")) {
+                row["name"] = n.clone();
+            }
+            row
+        })
+        .collect();
+    remote
+        .update_doc(
+            "Event Consumer",
+            &site.config.url,
+            &json!({"consumer_doctypes": rows, "incoming_change": 1}),
+        )
+        .await?;
+    clear_unsent(site, producer_url).await
+}
+
+/// Marks a producer as having an edit that has not reached it yet.
+pub async fn mark_unsent(site: &Site, producer_url: &str) -> Result<()> {
+    let mut conn = site.store.conn().await?;
+    store::set_setting(
+        &mut conn,
+        &format!("unsent_producer_update:{producer_url}"),
+        "1",
+    )
+    .await
+}
+
+async fn clear_unsent(site: &Site, producer_url: &str) -> Result<()> {
+    let mut conn = site.store.conn().await?;
+    store::execute(
+        &mut conn,
+        r#"DELETE FROM "__settings" WHERE key = $1"#,
+        &[Param::Text(Some(format!(
+            "unsent_producer_update:{producer_url}"
+        )))],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Producers whose last edit is still to be sent.
+pub async fn unsent_updates(site: &Site) -> Result<Vec<String>> {
+    let mut conn = site.store.conn().await?;
+    let rows = store::fetch_docs(
+        &mut conn,
+        r#"SELECT key FROM "__settings" WHERE key LIKE 'unsent_producer_update:%'"#,
+        &[],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            text(r.get("key"))
+                .trim_start_matches("unsent_producer_update:")
+                .to_string()
+        })
+        .collect())
+}
+
+/// Pulls every page the producer has and applies it; returns the number of logs applied.
+pub async fn pull(site: &Site, producer_url: &str) -> Result<usize> {
+    let lock = site.pull_lock(producer_url);
+    let _guard = lock.lock().await;
+    let info = ProducerInfo::load(site, producer_url).await?;
+    let remote = remote_for(site, producer_url).await?;
+    let mut applied = 0;
+    loop {
+        let (last_seq, last_update) = checkpoint(site, producer_url).await?;
+        let types = info.remote_types();
+        if types.is_empty() {
+            return Ok(applied);
+        }
+        let page = remote
+            .pull(&site.config.url, &types, last_seq, &last_update, 500)
+            .await?;
+        let n = page.logs.len();
+        let cursor = match (last_seq, page.last_seq) {
+            (Some(_), Some(s)) => Some(s),
+            (Some(s), None) => page
+                .logs
+                .last()
+                .and_then(|l| l.get("seq"))
+                .and_then(Value::as_i64)
+                .or(Some(s)),
+            (None, _) => None,
+        };
+        if n == 0 && cursor == last_seq {
+            return Ok(applied);
+        }
+        applied += apply_batch(site, &info, &remote, &page.logs, cursor).await?;
+        if !page.has_more || last_seq.is_none() {
+            return Ok(applied);
+        }
+    }
+}
+
+/// The stored checkpoint: (`last_seq` for docstream producers, `last_update`).
+pub async fn checkpoint(site: &Site, producer_url: &str) -> Result<(Option<i64>, String)> {
+    let mut conn = site.store.conn().await?;
+    let rows = store::fetch_docs(
+        &mut conn,
+        r#"SELECT last_seq, last_update FROM "tabEvent Producer Last Update" WHERE name = $1"#,
+        &[Param::Text(Some(producer_url.into()))],
+    )
+    .await?;
+    let r = rows
+        .first()
+        .ok_or_else(|| Error::DoesNotExist(format!("no checkpoint for producer {producer_url}")))?;
+    Ok((
+        r.get("last_seq").and_then(Value::as_i64),
+        text(r.get("last_update")),
+    ))
+}
+
+/// Background work of a site: pulls on start, on notification and on the interval; retries.
+pub async fn run_worker(site: std::sync::Arc<Site>) {
+    let interval = Duration::from_secs_f64(site.config.pull_interval.max(0.05));
+    loop {
+        for url in unsent_updates(&site).await.unwrap_or_default() {
+            if send_update(&site, &url).await.is_ok() {
+                tracing::info!(producer = %url, "sent the queued Event Producer edit");
+            }
+        }
+        let producers = producer_urls(&site).await.unwrap_or_default();
+        for p in producers {
+            if let Err(e) = pull(&site, &p).await {
+                tracing::warn!(producer = %p, "pull failed: {e}");
+            }
+        }
+        if let Err(e) = super::apply::retry_due(&site).await {
+            tracing::warn!("retrying failed syncs: {e}");
+        }
+        tokio::select! {
+            _ = site.pull_wakeup.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Every Event Producer of the site.
+pub async fn producer_urls(site: &Site) -> Result<Vec<String>> {
+    let mut conn = site.store.conn().await?;
+    let rows = store::fetch_docs(
+        &mut conn,
+        r#"SELECT name FROM "tabEvent Producer" ORDER BY name"#,
+        &[],
+    )
+    .await?;
+    Ok(rows.iter().map(|r| text(r.get("name"))).collect())
+}
+
+/// `pull_from_node`: pulls now (waiting for a pull already running) until the producer is drained.
+pub async fn pull_from_node(site: &Site, caller: &Caller, producer_url: &str) -> Result<usize> {
+    if !caller.is_system_manager() {
+        return Err(Error::Permission(
+            "Only a System Manager may pull from a producer".into(),
+        ));
+    }
+    pull(site, producer_url.trim_end_matches('/')).await
+}

@@ -1,0 +1,604 @@
+//! The producer side: `register_consumer`, the pull method, snapshots on approval, and push
+//! notifications to consumers after commits that wrote update logs.
+
+use super::remote::RemoteSite;
+use super::update_log::{create_payload, SEQ_COUNTER};
+use crate::error::{Error, Result};
+use crate::service::documents::{load_doc, WriteFlags};
+use crate::service::permissions::Caller;
+use crate::site::Site;
+use crate::store::{self, Doc, Param};
+use serde_json::{json, Value};
+use sqlx::AnyConnection;
+use std::collections::HashSet;
+
+/// Most logs one pull examines.
+pub const MAX_PULL_LIMIT: u64 = 5000;
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn parse_json_arg(v: &Value, what: &str) -> Result<Value> {
+    match v {
+        Value::String(s) => serde_json::from_str(s)
+            .map_err(|e| Error::BadRequest(format!("{what} is not valid JSON: {e}"))),
+        other => Ok(other.clone()),
+    }
+}
+
+/// The current highest update-log seq.
+pub async fn current_seq(conn: &mut AnyConnection) -> Result<i64> {
+    let rows = store::fetch_docs(
+        conn,
+        r#"SELECT current FROM "tabSeries" WHERE name = $1"#,
+        &[Param::Text(Some(SEQ_COUNTER.into()))],
+    )
+    .await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.get("current"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0))
+}
+
+/// Handles `register_consumer`: creates or updates the Event Consumer named by the consumer's URL.
+pub async fn register_consumer(site: &Site, caller: &Caller, data: &Value) -> Result<String> {
+    if !caller.is_system_manager() {
+        return Err(Error::Permission(format!(
+            "{} must be a System Manager on {} to register a consumer",
+            caller.user, site.config.url
+        )));
+    }
+    let data = parse_json_arg(data, "data")?;
+    let url = text(data.get("event_consumer"))
+        .trim_end_matches('/')
+        .to_string();
+    let user = text(data.get("user"));
+    let (key, secret) = (text(data.get("api_key")), text(data.get("api_secret")));
+    if url.is_empty() || user.is_empty() || key.is_empty() || secret.is_empty() {
+        return Err(Error::Mandatory(
+            "register_consumer needs event_consumer, user, api_key and api_secret".into(),
+        ));
+    }
+    let wanted = parse_json_arg(
+        data.get("consumer_doctypes").unwrap_or(&Value::Null),
+        "consumer_doctypes",
+    )?;
+    let wanted = wanted
+        .as_array()
+        .cloned()
+        .ok_or_else(|| Error::BadRequest("consumer_doctypes must be a JSON list".into()))?;
+    let reg = site.meta();
+    let dt = reg.get("Event Consumer")?;
+    let admin = Caller::administrator();
+    let flags = WriteFlags {
+        ignore_permissions: true,
+        set_read_only: true,
+        keep_name: true,
+        ..Default::default()
+    };
+    let mut tx = site.store.begin().await?;
+    let existing = load_doc(&mut tx, &reg, &dt, &url).await?;
+    let old_rows: Vec<Value> = existing
+        .as_ref()
+        .and_then(|d| d.get("consumer_doctypes"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    for w in &wanted {
+        let doctype = text(w.get("doctype"));
+        reg.get(&doctype).map_err(|_| {
+            Error::Validation(format!(
+                "{} has no document type {doctype}",
+                site.config.url
+            ))
+        })?;
+        let old = old_rows
+            .iter()
+            .find(|r| text(r.get("ref_doctype")) == doctype);
+        let status = old
+            .map(|r| text(r.get("status")))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "Pending".into());
+        let sync_existing = w
+            .get("sync_existing")
+            .and_then(|v| v.as_i64().or_else(|| v.as_bool().map(i64::from)))
+            .unwrap_or(0);
+        let mut row = json!({"ref_doctype": doctype, "status": status, "condition": w.get("condition").cloned().unwrap_or(Value::Null), "sync_existing": sync_existing, "unsubscribed": 0});
+        if let Some(n) = old.and_then(|r| r.get("name")) {
+            row["name"] = n.clone();
+        }
+        rows.push(row);
+    }
+    let doc = json!({"name": url, "callback_url": url, "user": user, "api_key": key, "api_secret": secret, "consumer_doctypes": rows, "incoming_change": 1});
+    let Value::Object(doc) = doc else {
+        unreachable!()
+    };
+    let saved = if existing.is_some() {
+        site.update_in(&mut tx, &reg, &admin, &dt, &url, doc, &flags)
+            .await?
+            .0
+    } else {
+        site.insert_in(&mut tx, &reg, &admin, &dt, doc, &flags)
+            .await?
+            .0
+    };
+    let last_seq = current_seq(&mut tx).await?;
+    let newest = store::fetch_docs(
+        &mut tx,
+        r#"SELECT creation FROM "tabEvent Update Log" ORDER BY seq DESC LIMIT 1"#,
+        &[],
+    )
+    .await?;
+    tx.commit().await?;
+    let last_update = newest
+        .first()
+        .map(|r| text(r.get("creation")))
+        .unwrap_or_else(|| site.clock.now());
+    let statuses: Vec<Value> = saved["consumer_doctypes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| json!({"doctype": r["ref_doctype"], "status": r["status"]}))
+        .collect();
+    let reply = json!({"last_update": last_update, "last_seq": last_seq, "producer_url": site.config.url, "consumer_doctypes": statuses});
+    Ok(reply.to_string())
+}
+
+/// What one pull returns.
+#[derive(Debug)]
+pub struct Pulled {
+    pub logs: Vec<Value>,
+    pub last_seq: i64,
+    pub has_more: bool,
+}
+
+/// Per-consumer view of its subscription: approved types and where each approval began.
+struct Subscription {
+    url: String,
+    approved: std::collections::HashMap<String, i64>,
+}
+
+async fn subscription(
+    conn: &mut AnyConnection,
+    site: &Site,
+    caller: &Caller,
+    consumer_url: &str,
+) -> Result<Subscription> {
+    let rows = store::fetch_docs(
+        conn,
+        r#"SELECT name, "user" FROM "tabEvent Consumer" WHERE name = $1"#,
+        &[Param::Text(Some(consumer_url.into()))],
+    )
+    .await?;
+    let Some(c) = rows.first() else {
+        return Err(Error::DoesNotExist(format!(
+            "Event Consumer {consumer_url} not found on {}",
+            site.config.url
+        )));
+    };
+    if !caller.is_system_manager() && text(c.get("user")) != caller.user {
+        return Err(Error::Permission(format!(
+            "{} may not pull for consumer {consumer_url}",
+            caller.user
+        )));
+    }
+    let types = store::fetch_docs(
+        conn,
+        r#"SELECT t.ref_doctype, COALESCE(s.approved_after_seq, 0) AS after FROM "tabEvent Consumer Document Type" t
+           LEFT JOIN "__consumer_type_state" s ON s.consumer = t.parent AND s.ref_doctype = t.ref_doctype
+           WHERE t.parent = $1 AND t.status = 'Approved' AND COALESCE(t.unsubscribed, 0) = 0"#,
+        &[Param::Text(Some(consumer_url.into()))],
+    )
+    .await?;
+    let approved = types
+        .iter()
+        .map(|r| {
+            (
+                text(r.get("ref_doctype")),
+                r.get("after").and_then(Value::as_i64).unwrap_or(0),
+            )
+        })
+        .collect();
+    Ok(Subscription {
+        url: consumer_url.into(),
+        approved,
+    })
+}
+
+fn passes(sub: &Subscription, wanted: &HashSet<String>, log: &Doc) -> bool {
+    let doctype = text(log.get("ref_doctype"));
+    let seq = log.get("seq").and_then(Value::as_i64).unwrap_or(0);
+    let origin = text(log.get("origin"));
+    let for_consumer = text(log.get("for_consumer"));
+    match sub.approved.get(&doctype) {
+        Some(after) => {
+            wanted.contains(&doctype)
+                && origin != sub.url
+                && (for_consumer.is_empty() || for_consumer == sub.url)
+                // Logs written before approval are passed over; the snapshot stands for them.
+                && (seq > *after || for_consumer == sub.url)
+        }
+        None => false,
+    }
+}
+
+fn wire(log: &Doc) -> Value {
+    json!({
+        "name": log.get("name").cloned().unwrap_or(Value::Null),
+        "update_type": log.get("update_type").cloned().unwrap_or(Value::Null),
+        "ref_doctype": log.get("ref_doctype").cloned().unwrap_or(Value::Null),
+        "docname": log.get("docname").cloned().unwrap_or(Value::Null),
+        "data": log.get("data").cloned().unwrap_or(Value::Null),
+        "creation": log.get("creation").cloned().unwrap_or(Value::Null),
+        "seq": log.get("seq").cloned().unwrap_or(Value::Null),
+        "origin": log.get("origin").cloned().unwrap_or(Value::Null),
+    })
+}
+
+const LOG_COLUMNS: &str =
+    r#"name, update_type, ref_doctype, docname, data, creation, seq, origin, for_consumer"#;
+
+/// Handles `get_update_logs_for_consumer`.
+pub async fn get_update_logs(
+    site: &Site,
+    caller: &Caller,
+    consumer_url: &str,
+    doctypes: &Value,
+    after_seq: Option<&Value>,
+    last_update: Option<&str>,
+    limit: Option<u64>,
+) -> Result<Pulled> {
+    let wanted: HashSet<String> = match parse_json_arg(doctypes, "doctypes")? {
+        Value::Array(a) => a.iter().map(|d| text(Some(d))).collect(),
+        _ => {
+            return Err(Error::BadRequest(
+                "doctypes must be a JSON list of document types".into(),
+            ))
+        }
+    };
+    let after_seq =
+        match after_seq {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(n.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
+                Error::BadRequest("after_seq must be a non-negative integer".into())
+            })?),
+            Some(Value::String(s)) if s.trim().is_empty() => None,
+            Some(Value::String(s)) => Some(
+                s.trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| {
+                        Error::BadRequest(format!(
+                            "after_seq must be a non-negative integer, not {s:?}"
+                        ))
+                    })?,
+            ),
+            Some(_) => {
+                return Err(Error::BadRequest(
+                    "after_seq must be a non-negative integer".into(),
+                ))
+            }
+        };
+    let mut conn = site.store.conn().await?;
+    let sub = subscription(&mut conn, site, caller, consumer_url).await?;
+    match after_seq {
+        Some(after) => {
+            let limit = limit.unwrap_or(500).clamp(1, MAX_PULL_LIMIT) as i64;
+            let high = current_seq(&mut conn).await?;
+            let upto = (after + limit).min(high).max(after);
+            let rows = store::fetch_docs(
+                &mut conn,
+                &format!(r#"SELECT {LOG_COLUMNS} FROM "tabEvent Update Log" WHERE seq > $1 AND seq <= $2 ORDER BY seq"#),
+                &[Param::Int(Some(after)), Param::Int(Some(upto))],
+            )
+            .await?;
+            drop(conn);
+            acknowledge(site, consumer_url, after).await?;
+            let logs = rows
+                .iter()
+                .filter(|l| passes(&sub, &wanted, l))
+                .map(wire)
+                .collect();
+            Ok(Pulled {
+                logs,
+                last_seq: upto,
+                has_more: upto < high,
+            })
+        }
+        None => {
+            let since = last_update.map(str::to_string).unwrap_or_default();
+            let mut sql = format!(
+                r#"SELECT {LOG_COLUMNS} FROM "tabEvent Update Log" WHERE creation > $1 ORDER BY seq"#
+            );
+            if let Some(l) = limit {
+                sql.push_str(&format!(" LIMIT {}", l.max(1)));
+            }
+            let rows = store::fetch_docs(&mut conn, &sql, &[Param::Text(Some(since))]).await?;
+            let last_seq = rows
+                .last()
+                .and_then(|r| r.get("seq"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let logs = rows
+                .iter()
+                .filter(|l| passes(&sub, &wanted, l))
+                .map(wire)
+                .collect();
+            Ok(Pulled {
+                logs,
+                last_seq,
+                has_more: false,
+            })
+        }
+    }
+}
+
+/// Records that a consumer has received every log up to `seq`.
+async fn acknowledge(site: &Site, consumer: &str, seq: i64) -> Result<()> {
+    let mut conn = site.store.conn().await?;
+    store::execute(
+        &mut conn,
+        r#"INSERT INTO "__consumer_progress" (consumer, acked_seq) VALUES ($1, $2)
+           ON CONFLICT (consumer) DO UPDATE SET acked_seq = CASE WHEN excluded.acked_seq > "__consumer_progress".acked_seq THEN excluded.acked_seq ELSE "__consumer_progress".acked_seq END"#,
+        &[Param::Text(Some(consumer.into())), Param::Int(Some(seq))],
+    )
+    .await?;
+    Ok(())
+}
+
+/// In the approving transaction: records where each newly approved type starts and writes the
+/// snapshot of existing documents for rows that asked for it.
+pub async fn on_consumer_saved(
+    site: &Site,
+    conn: &mut AnyConnection,
+    doc: &Doc,
+    old: Option<&Doc>,
+) -> Result<bool> {
+    let url = text(doc.get("name"));
+    let status_of = |d: Option<&Doc>, t: &str| -> String {
+        d.and_then(|d| d.get("consumer_doctypes"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|r| text(r.get("ref_doctype")) == t)
+            .map(|r| {
+                if r.get("unsubscribed").and_then(Value::as_i64) == Some(1) {
+                    "Unsubscribed".to_string()
+                } else {
+                    text(r.get("status"))
+                }
+            })
+            .unwrap_or_default()
+    };
+    let mut changed = false;
+    let reg = site.meta();
+    for row in doc
+        .get("consumer_doctypes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let t = text(row.get("ref_doctype"));
+        let now = status_of(Some(doc), &t);
+        let before = status_of(old, &t);
+        if now != before {
+            changed = true;
+        }
+        if now != "Approved" || before == "Approved" {
+            continue;
+        }
+        let seq = current_seq(conn).await?;
+        store::execute(
+            conn,
+            r#"INSERT INTO "__consumer_type_state" (consumer, ref_doctype, approved_after_seq) VALUES ($1, $2, $3)
+               ON CONFLICT (consumer, ref_doctype) DO UPDATE SET approved_after_seq = excluded.approved_after_seq"#,
+            &[Param::Text(Some(url.clone())), Param::Text(Some(t.clone())), Param::Int(Some(seq))],
+        )
+        .await?;
+        if row
+            .get("sync_existing")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 1
+        {
+            write_snapshot(site, conn, &reg, &t, &url).await?;
+        }
+    }
+    Ok(changed)
+}
+
+async fn write_snapshot(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &crate::meta::Registry,
+    doctype: &str,
+    consumer: &str,
+) -> Result<()> {
+    let dt = reg.get(doctype)?;
+    let names = store::fetch_docs(
+        conn,
+        &format!(
+            "SELECT name FROM {} ORDER BY creation, name",
+            store::q(&dt.table())
+        ),
+        &[],
+    )
+    .await?;
+    for n in names {
+        let name = text(n.get("name"));
+        let Some(doc) = load_doc(conn, reg, &dt, &name).await? else {
+            continue;
+        };
+        // The document's origin: the origin of its latest log, if it came from another site.
+        let origin = store::fetch_docs(
+            conn,
+            r#"SELECT origin FROM "tabEvent Update Log" WHERE ref_doctype = $1 AND docname = $2 AND for_consumer IS NULL ORDER BY seq DESC LIMIT 1"#,
+            &[Param::Text(Some(doctype.into())), Param::Text(Some(name.clone()))],
+        )
+        .await?
+        .first()
+        .map(|r| text(r.get("origin")))
+        .filter(|o| !o.is_empty());
+        if origin.as_deref() == Some(consumer) {
+            continue;
+        }
+        let seq = store::next_counter(conn, SEQ_COUNTER).await?;
+        let now = site.clock.now();
+        store::execute(
+            conn,
+            r#"INSERT INTO "tabEvent Update Log" (name, owner, creation, modified, modified_by, docstatus, idx, update_type, ref_doctype, docname, data, seq, origin, for_consumer)
+               VALUES ($1, 'Administrator', $2, $2, 'Administrator', 0, 0, 'Create', $3, $4, $5, $1, $6, $7)"#,
+            &[
+                Param::Int(Some(seq)),
+                Param::Text(Some(now)),
+                Param::Text(Some(doctype.into())),
+                Param::Text(Some(name)),
+                Param::Text(Some(super::diff::frappe_json(&create_payload(&doc)))),
+                Param::Text(origin),
+                Param::Text(Some(consumer.into())),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// After an approval commit: sets the row statuses on the consumer's Event Producer.
+pub async fn tell_consumer_statuses(site: &Site, consumer_url: &str) -> Result<()> {
+    let reg = site.meta();
+    let mut conn = site.store.conn().await?;
+    let Some(doc) = load_doc(&mut conn, &reg, &*reg.get("Event Consumer")?, consumer_url).await?
+    else {
+        return Ok(());
+    };
+    let key = text(doc.get("api_key"));
+    drop(conn);
+    let secret = site
+        .decrypt_field("Event Consumer", consumer_url, "api_secret")
+        .await?
+        .unwrap_or_default();
+    let remote = RemoteSite::new(site.http.clone(), consumer_url, &key, &secret);
+    let mut producer_doc = remote.get_doc("Event Producer", &site.config.url).await?;
+    let rows = doc
+        .get("consumer_doctypes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(prows) = producer_doc
+        .get_mut("producer_doctypes")
+        .and_then(Value::as_array_mut)
+    {
+        for p in prows.iter_mut() {
+            let local_type = text(p.get("ref_doctype"));
+            let remote_type = super::consumer::remote_type_of(p);
+            if let Some(r) = rows.iter().find(|r| {
+                text(r.get("ref_doctype")) == remote_type
+                    || text(r.get("ref_doctype")) == local_type
+            }) {
+                p["status"] = r.get("status").cloned().unwrap_or(Value::Null);
+            }
+        }
+    }
+    let patch = json!({"producer_doctypes": producer_doc.get("producer_doctypes").cloned().unwrap_or(json!([])), "incoming_change": 1});
+    remote
+        .update_doc("Event Producer", &site.config.url, &patch)
+        .await?;
+    Ok(())
+}
+
+/// Sends `new_event_notification` to every consumer with approved rows, at most one in flight each.
+pub fn notify_consumers(site: std::sync::Arc<Site>) {
+    tokio::spawn(async move {
+        let consumers = match consumers_to_notify(&site).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot list consumers to notify: {e}");
+                return;
+            }
+        };
+        for c in consumers {
+            site.notifier.poke(&site, c);
+        }
+    });
+}
+
+async fn consumers_to_notify(site: &Site) -> Result<Vec<String>> {
+    let mut conn = site.store.conn().await?;
+    let rows = store::fetch_docs(&mut conn, r#"SELECT DISTINCT parent FROM "tabEvent Consumer Document Type" WHERE status = 'Approved' AND COALESCE(unsubscribed, 0) = 0"#, &[]).await?;
+    Ok(rows.iter().map(|r| text(r.get("parent"))).collect())
+}
+
+/// Coalesces notifications: one in flight per consumer, and one more if changes came meanwhile.
+#[derive(Debug, Default)]
+pub struct Notifier {
+    state: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+}
+
+impl Notifier {
+    fn poke(&self, site: &std::sync::Arc<Site>, consumer: String) {
+        {
+            let mut st = self.state.lock().expect("notifier lock");
+            if let Some(dirty) = st.get_mut(&consumer) {
+                *dirty = true;
+                return;
+            }
+            st.insert(consumer.clone(), false);
+        }
+        let site = site.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = send_notification(&site, &consumer).await {
+                    tracing::debug!(consumer = %consumer, "notification not delivered (the consumer will pull on its interval): {e}");
+                }
+                let mut st = site.notifier.state.lock().expect("notifier lock");
+                match st.get_mut(&consumer) {
+                    Some(dirty) if *dirty => *dirty = false,
+                    _ => {
+                        st.remove(&consumer);
+                        break;
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn send_notification(site: &Site, consumer: &str) -> Result<()> {
+    let mut conn = site.store.conn().await?;
+    let rows = store::fetch_docs(
+        &mut conn,
+        r#"SELECT api_key FROM "tabEvent Consumer" WHERE name = $1"#,
+        &[Param::Text(Some(consumer.into()))],
+    )
+    .await?;
+    drop(conn);
+    let key = rows
+        .first()
+        .map(|r| text(r.get("api_key")))
+        .unwrap_or_default();
+    let secret = site
+        .decrypt_field("Event Consumer", consumer, "api_secret")
+        .await?
+        .unwrap_or_default();
+    let remote = RemoteSite::new(site.http.clone(), consumer, &key, &secret);
+    remote
+        .call(
+            "frappe.event_streaming.doctype.event_producer.event_producer.new_event_notification",
+            &[("producer_url", site.config.url.clone())],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Name text of a JSON value (re-exported for the consumer side).
+pub fn value_text(v: Option<&Value>) -> String {
+    text(v).trim().to_string()
+}

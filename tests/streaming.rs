@@ -1,0 +1,542 @@
+//! Event streaming between two real `docstream serve` processes over loopback HTTP.
+
+mod common;
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Polls `f` until it returns Some, or fails after `secs`.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates the Event Subscriber with keys on a site; returns its `token key:secret`.
+async fn subscriber(site: &TestSite) -> (String, String) {
+    site.insert("User", json!({"email": "sync@example.com", "first_name": "Sync", "roles": [{"role": "System Manager"}]})).await;
+    let (_, k) = site
+        .request(
+            &site.admin_auth,
+            Method::POST,
+            "/api/method/frappe.core.doctype.user.user.generate_keys",
+            Some(json!({"user": "sync@example.com"})),
+        )
+        .await;
+    let secret = k["message"]["api_secret"].as_str().unwrap().to_string();
+    let (_, u) = site.get("/api/resource/User/sync@example.com").await;
+    (u["data"]["api_key"].as_str().unwrap().to_string(), secret)
+}
+
+async fn start_pair() -> (TestSite, TestSite) {
+    let settings = [
+        ("pull_interval", json!(1)),
+        ("retry_base_seconds", json!(3600)),
+    ];
+    let p = TestSite::start_with(Backend::Sqlite, &settings)
+        .await
+        .unwrap();
+    let c = TestSite::start_with(Backend::Sqlite, &settings)
+        .await
+        .unwrap();
+    (p, c)
+}
+
+/// Subscribes `consumer` to `rows` of `producer` and approves them all.
+async fn subscribe(p: &TestSite, c: &TestSite, rows: Value) -> String {
+    let (pkey, psecret) = subscriber(p).await;
+    subscriber(c).await;
+    let (s, ep) = c.post("/api/resource/Event Producer", json!({"producer_url": p.url, "producer_doctypes": rows, "user": "sync@example.com", "api_key": pkey, "api_secret": psecret})).await;
+    assert_eq!(
+        s,
+        200,
+        "Event Producer insert failed: {ep}\nconsumer log: {}",
+        c.log()
+    );
+    assert_eq!(ep["data"]["api_secret"], "*****");
+    let (s, ec) = p
+        .get(&format!("/api/resource/Event Consumer/{}", c.url))
+        .await;
+    assert_eq!(s, 200, "{ec}");
+    let mut crow = ec["data"]["consumer_doctypes"].as_array().unwrap().clone();
+    assert!(
+        crow.iter().all(|r| r["status"] == "Pending"),
+        "new rows are Pending: {ec}"
+    );
+    for r in crow.iter_mut() {
+        r["status"] = json!("Approved");
+    }
+    let (s, b) = p
+        .put(
+            &format!("/api/resource/Event Consumer/{}", c.url),
+            json!({"consumer_doctypes": crow}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let url = p.url.clone();
+    eventually(10, "approval mirrored on the consumer", || async {
+        let (_, ep) = c.get(&format!("/api/resource/Event Producer/{url}")).await;
+        ep["data"]["producer_doctypes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "Approved")
+            .then_some(())
+    })
+    .await;
+    pkey
+}
+
+async fn get_opt(site: &TestSite, path: impl Into<String>) -> Option<Value> {
+    let (s, b) = site.get(&path.into()).await;
+    (s == 200).then(|| b["data"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_update_child_rows_rename_delete_flow() {
+    let (p, c) = start_pair().await;
+    // Written before the subscription exists: never delivered (only changes after approval flow).
+    let early = p
+        .insert("ToDo", json!({"description": "before subscribing"}))
+        .await;
+    subscribe(&p, &c, json!([{"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 0}, {"ref_doctype": "Note", "use_same_name": 1, "sync_existing": 0}])).await;
+    let todo = p
+        .insert(
+            "ToDo",
+            json!({"description": "streamed", "priority": "High"}),
+        )
+        .await;
+    let name = todo["name"].as_str().unwrap().to_string();
+    let got = eventually(10, "ToDo on the consumer", || {
+        get_opt(&c, format!("/api/resource/ToDo/{name}"))
+    })
+    .await;
+    assert_eq!(got["description"], "streamed");
+    assert_eq!(
+        got["owner"], "sync@example.com",
+        "the Event Subscriber owns applied documents"
+    );
+    assert!(get_opt(
+        &c,
+        format!("/api/resource/ToDo/{}", early["name"].as_str().unwrap())
+    )
+    .await
+    .is_none());
+    // Update.
+    p.put(
+        &format!("/api/resource/ToDo/{name}"),
+        json!({"description": "edited", "status": "Closed"}),
+    )
+    .await;
+    eventually(10, "update applied", || async {
+        get_opt(&c, format!("/api/resource/ToDo/{name}"))
+            .await
+            .filter(|d| d["description"] == "edited" && d["status"] == "Closed")
+    })
+    .await;
+    // Child rows: added, changed, removed.
+    site_user(&p, "a@example.com").await;
+    site_user(&p, "b@example.com").await;
+    site_user(&c, "a@example.com").await;
+    site_user(&c, "b@example.com").await;
+    let note = p
+        .insert(
+            "Note",
+            json!({"title": "N1", "seen_by": [{"user": "a@example.com"}]}),
+        )
+        .await;
+    let nname = note["name"].as_str().unwrap().to_string();
+    eventually(10, "note", || {
+        get_opt(&c, format!("/api/resource/Note/{nname}"))
+    })
+    .await;
+    let mut rows = note["seen_by"].as_array().unwrap().clone();
+    rows[0]["user"] = json!("b@example.com");
+    rows.push(json!({"user": "a@example.com"}));
+    p.put(
+        &format!("/api/resource/Note/{nname}"),
+        json!({"seen_by": rows}),
+    )
+    .await;
+    eventually(10, "child rows", || async {
+        get_opt(&c, format!("/api/resource/Note/{nname}"))
+            .await
+            .filter(|d| {
+                let users: Vec<&str> = d["seen_by"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["user"].as_str().unwrap())
+                    .collect();
+                users == ["b@example.com", "a@example.com"]
+            })
+    })
+    .await;
+    let (_, cur) = p.get(&format!("/api/resource/Note/{nname}")).await;
+    let keep = vec![cur["data"]["seen_by"][1].clone()];
+    p.put(
+        &format!("/api/resource/Note/{nname}"),
+        json!({"seen_by": keep}),
+    )
+    .await;
+    eventually(10, "row removed", || async {
+        get_opt(&c, format!("/api/resource/Note/{nname}"))
+            .await
+            .filter(|d| d["seen_by"].as_array().unwrap().len() == 1)
+    })
+    .await;
+    // Rename.
+    let (s, r) = p
+        .request(
+            &p.admin_auth,
+            Method::POST,
+            "/api/method/frappe.client.rename_doc",
+            Some(json!({"doctype": "ToDo", "old_name": name, "new_name": "renamed-todo"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    eventually(10, "rename", || {
+        get_opt(&c, "/api/resource/ToDo/renamed-todo")
+    })
+    .await;
+    assert!(get_opt(&c, format!("/api/resource/ToDo/{name}"))
+        .await
+        .is_none());
+    // Delete.
+    p.delete("/api/resource/ToDo/renamed-todo").await;
+    eventually(10, "delete", || async {
+        get_opt(&c, "/api/resource/ToDo/renamed-todo")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // The sync log recorded each update, all Synced.
+    let (_, logs) = c.get("/api/resource/Event Sync Log?fields=[\"update_type\",\"status\",\"ref_doctype\"]&limit_page_length=0").await;
+    let logs = logs["data"].as_array().unwrap();
+    assert!(logs.len() >= 7, "{logs:?}");
+    assert!(logs.iter().all(|l| l["status"] == "Synced"), "{logs:?}");
+    // No echo: the consumer re-logs applied changes with origin, never sent back to the producer.
+    let (_, plogs) = p
+        .get("/api/resource/Event Update Log?fields=[\"name\"]&limit_page_length=0")
+        .await;
+    let n = plogs["data"].as_array().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, plogs2) = p
+        .get("/api/resource/Event Update Log?fields=[\"name\"]&limit_page_length=0")
+        .await;
+    assert_eq!(plogs2["data"].as_array().unwrap().len(), n);
+}
+
+async fn site_user(site: &TestSite, email: &str) {
+    site.insert("User", json!({"email": email, "first_name": "U"}))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_cancel_failure_waiting_and_resync() {
+    let (p, c) = start_pair().await;
+    for site in [&p, &c] {
+        site.insert("UOM", json!({"uom_name": "Nos"})).await;
+        site.insert("Item Group", json!({"item_group_name": "All"}))
+            .await;
+        site.insert("Item", json!({"item_code": "I1", "item_group": "All"}))
+            .await;
+        site.insert("Customer", json!({"customer_name": "Both"}))
+            .await;
+    }
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 0}]),
+    )
+    .await;
+    let inv = p
+        .insert(
+            "Sales Invoice",
+            json!({"customer": "Both", "items": [{"item_code": "I1", "qty": 2, "rate": 3}]}),
+        )
+        .await;
+    let name = inv["name"].as_str().unwrap().to_string();
+    p.request(
+        &p.admin_auth,
+        Method::POST,
+        "/api/method/frappe.client.submit",
+        Some(json!({"doc": {"doctype": "Sales Invoice", "name": name}})),
+    )
+    .await;
+    eventually(10, "submitted invoice", || async {
+        get_opt(&c, format!("/api/resource/Sales Invoice/{name}"))
+            .await
+            .filter(|d| d["docstatus"] == 1)
+    })
+    .await;
+    p.request(
+        &p.admin_auth,
+        Method::POST,
+        "/api/method/frappe.client.cancel",
+        Some(json!({"doctype": "Sales Invoice", "name": name})),
+    )
+    .await;
+    eventually(10, "cancelled invoice", || async {
+        get_opt(&c, format!("/api/resource/Sales Invoice/{name}"))
+            .await
+            .filter(|d| d["docstatus"] == 2)
+    })
+    .await;
+    // A customer that exists only on the producer: the consumer's sync fails (no dependency
+    // syncing for unsubscribed Customer here), later updates of that invoice wait behind it,
+    // other documents go on.
+    p.insert("Customer", json!({"customer_name": "OnlyThere"}))
+        .await;
+    let bad = p
+        .insert(
+            "Sales Invoice",
+            json!({"customer": "OnlyThere", "items": [{"item_code": "I1", "qty": 1}]}),
+        )
+        .await;
+    let bad_name = bad["name"].as_str().unwrap().to_string();
+    p.put(
+        &format!("/api/resource/Sales Invoice/{bad_name}"),
+        json!({"due_date": "2030-01-01"}),
+    )
+    .await;
+    let good = p
+        .insert(
+            "Sales Invoice",
+            json!({"customer": "Both", "items": [{"item_code": "I1", "qty": 5}]}),
+        )
+        .await;
+    let good_name = good["name"].as_str().unwrap().to_string();
+    eventually(10, "later invoice still flows", || {
+        get_opt(&c, format!("/api/resource/Sales Invoice/{good_name}"))
+    })
+    .await;
+    let failed = eventually(10, "failed sync logs", || async {
+        let q = format!("/api/resource/Event Sync Log?fields=[\"name\",\"status\",\"error\",\"update_type\"]&filters={}&order_by=seq%20asc", enc(&json!({"producer_doc": bad_name})));
+        let (_, l) = c.get(&q).await;
+        let l = l["data"].as_array().unwrap().clone();
+        (l.len() == 2).then_some(l)
+    })
+    .await;
+    assert!(failed.iter().all(|l| l["status"] == "Failed"));
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("OnlyThere"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        failed[1]["error"],
+        format!("waiting on {}", failed[0]["name"].as_str().unwrap())
+    );
+    // Fix the cause on the consumer, then Resync: the failed one and the one waiting on it apply.
+    c.insert("Customer", json!({"customer_name": "OnlyThere"}))
+        .await;
+    let (s, r) = c
+        .request(
+            &c.admin_auth,
+            Method::POST,
+            "/api/method/frappe.event_streaming.doctype.event_producer.event_producer.resync",
+            Some(json!({"update": failed[0]["name"]})),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), r["message"].clone()),
+        (200, json!("Synced")),
+        "{r}"
+    );
+    let doc = get_opt(&c, format!("/api/resource/Sales Invoice/{bad_name}"))
+        .await
+        .expect("applied after resync");
+    assert_eq!(
+        doc["due_date"], "2030-01-01",
+        "the waiting update applied too"
+    );
+    let (_, l) = c
+        .get(&format!(
+            "/api/resource/Event Sync Log?fields=[\"status\"]&filters={}",
+            enc(&json!({"producer_doc": bad_name}))
+        ))
+        .await;
+    assert!(
+        l["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["status"] == "Synced"),
+        "{l}"
+    );
+}
+
+fn enc(v: &Value) -> String {
+    percent_encoding::utf8_percent_encode(&v.to_string(), percent_encoding::NON_ALPHANUMERIC)
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_errors_leave_nothing_behind() {
+    let (p, c) = start_pair().await;
+    let (pkey, psecret) = subscriber(&p).await;
+    subscriber(&c).await;
+    let before = c.get("/api/resource/Event Producer").await.1["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    // Unreachable producer.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let r = c.post("/api/resource/Event Producer", json!({"producer_url": dead, "producer_doctypes": [{"ref_doctype": "ToDo"}], "user": "sync@example.com", "api_key": pkey, "api_secret": psecret})).await;
+    assert_error(&r, 417, "ValidationError");
+    assert!(
+        r.1["exception"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{}",
+        r.1
+    );
+    // Wrong keys.
+    let r = c.post("/api/resource/Event Producer", json!({"producer_url": p.url, "producer_doctypes": [{"ref_doctype": "ToDo"}], "user": "sync@example.com", "api_key": pkey, "api_secret": "wrong"})).await;
+    assert_error(&r, 417, "ValidationError");
+    assert!(
+        r.1["exception"]
+            .as_str()
+            .unwrap()
+            .contains("refused the API key"),
+        "{}",
+        r.1
+    );
+    assert_eq!(
+        c.get("/api/resource/Event Producer").await.1["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        before
+    );
+    assert_error(
+        &p.get(&format!("/api/resource/Event Consumer/{}", c.url))
+            .await,
+        404,
+        "DoesNotExistError",
+    );
+    // Success, then a duplicate is 409.
+    let ok = c.post("/api/resource/Event Producer", json!({"producer_url": p.url, "producer_doctypes": [{"ref_doctype": "ToDo"}], "user": "sync@example.com", "api_key": pkey, "api_secret": psecret})).await;
+    assert_eq!(ok.0, 200, "{}", ok.1);
+    let dup = c.post("/api/resource/Event Producer", json!({"producer_url": p.url, "producer_doctypes": [{"ref_doctype": "ToDo"}], "user": "sync@example.com", "api_key": pkey, "api_secret": psecret})).await;
+    assert_error(&dup, 409, "DuplicateEntryError");
+    // Pull protocol errors on the producer.
+    let m = "/api/method/frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer";
+    assert_error(
+        &p.post_form(
+            &p.admin_auth,
+            m,
+            &[
+                ("event_consumer", "http://nobody:1"),
+                ("doctypes", "[\"ToDo\"]"),
+                ("after_seq", "0"),
+            ],
+        )
+        .await,
+        404,
+        "DoesNotExistError",
+    );
+    assert_error(
+        &p.post_form(
+            &p.admin_auth,
+            m,
+            &[
+                ("event_consumer", &c.url),
+                ("doctypes", "ToDo"),
+                ("after_seq", "0"),
+            ],
+        )
+        .await,
+        400,
+        "ValidationError",
+    );
+    assert_error(
+        &p.post_form(
+            &p.admin_auth,
+            m,
+            &[
+                ("event_consumer", &c.url),
+                ("doctypes", "[\"ToDo\"]"),
+                ("after_seq", "x"),
+            ],
+        )
+        .await,
+        400,
+        "ValidationError",
+    );
+    assert_error(
+        &p.post_form(
+            "",
+            m,
+            &[
+                ("event_consumer", &c.url),
+                ("doctypes", "[\"ToDo\"]"),
+                ("after_seq", "0"),
+            ],
+        )
+        .await,
+        403,
+        "PermissionError",
+    );
+    // A pending (not approved) type yields nothing.
+    p.insert("ToDo", json!({"description": "pending type"}))
+        .await;
+    let (s, page) = p
+        .post_form(
+            &p.admin_auth,
+            m,
+            &[
+                ("event_consumer", &c.url),
+                ("doctypes", "[\"ToDo\"]"),
+                ("after_seq", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(page["message"], json!([]));
+    // The consumer's own user may not approve its rows.
+    let (_, ec) = p
+        .get(&format!("/api/resource/Event Consumer/{}", c.url))
+        .await;
+    let mut rows = ec["data"]["consumer_doctypes"].as_array().unwrap().clone();
+    rows[0]["status"] = json!("Approved");
+    let sync_auth = format!("token {pkey}:{psecret}");
+    let r = p
+        .request(
+            &sync_auth,
+            Method::PUT,
+            &format!("/api/resource/Event Consumer/{}", c.url),
+            Some(json!({"consumer_doctypes": rows})),
+        )
+        .await;
+    assert_error(&r, 403, "PermissionError");
+    // Deleting the Event Producer removes its checkpoint and the registration on the producer.
+    let (s, _) = c
+        .delete(&format!("/api/resource/Event Producer/{}", p.url))
+        .await;
+    assert_eq!(s, 202);
+    assert_eq!(
+        c.get("/api/resource/Event Producer Last Update").await.1["data"],
+        json!([])
+    );
+    eventually(5, "registration removed", || async {
+        (p.get(&format!("/api/resource/Event Consumer/{}", c.url))
+            .await
+            .0
+            == 404)
+            .then_some(())
+    })
+    .await;
+}
