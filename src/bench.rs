@@ -297,8 +297,23 @@ async fn rest_gets(client: &reqwest::Client, s: &Served, names: &[String]) -> Re
     Ok(names.len() as f64 / started.elapsed().as_secs_f64())
 }
 
+/// An idle consumer endpoint: answers every notification with 200 and never pulls.
+async fn idle_consumer_sink() -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::Internal(format!("no sink port: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let app = axum::Router::new().fallback(|| async { axum::Json(json!({"message": null})) });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}"))
+}
+
 /// Adds `count` approved Event Consumers subscribed to Item and Sales Invoice (idle: nobody pulls).
-async fn add_consumers(site: &Site, from: usize, count: usize) -> Result<()> {
+async fn add_consumers(site: &Site, sink: &str, from: usize, count: usize) -> Result<()> {
     let admin = Caller::administrator();
     let flags = WriteFlags {
         ignore_permissions: true,
@@ -307,8 +322,8 @@ async fn add_consumers(site: &Site, from: usize, count: usize) -> Result<()> {
         ..Default::default()
     };
     for i in from..from + count {
-        let doc = json!({"name": format!("http://127.0.0.1:{}", 20000 + i), "callback_url": format!("http://127.0.0.1:{}", 20000 + i), "user": "Administrator", "api_key": "bench", "api_secret": "bench",
-            "consumer_doctypes": [{"ref_doctype": "Item", "status": "Approved"}, {"ref_doctype": "Sales Invoice", "status": "Approved"}]});
+        let doc = json!({"name": format!("{sink}/consumer-{i}"), "callback_url": format!("{sink}/consumer-{i}"), "user": "Administrator", "api_key": "bench", "api_secret": "bench",
+            "consumer_doctypes": [{"ref_doctype": "Item", "status": "Approved", "sync_existing": 0}, {"ref_doctype": "Sales Invoice", "status": "Approved", "sync_existing": 0}]});
         site.insert_doc(&admin, "Event Consumer", as_doc(doc), &flags)
             .await?;
     }
@@ -351,9 +366,10 @@ async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
     let producer = make_site(&tmp.join("producer"), "producer", port).await?;
     seed_masters(&producer).await?;
     let served = start_served(&producer, port, &client).await?;
+    let sink = idle_consumer_sink().await?;
     let mut gets = 0.0;
     for (label, consumers_before, consumers_now) in [("off", 0, 0), ("1", 0, 1), ("10", 1, 9)] {
-        add_consumers(&producer, consumers_before, consumers_now).await?;
+        add_consumers(&producer, &sink, consumers_before, consumers_now).await?;
         let prefix = format!("W{label}-");
         let (rate, names) = rest_inserts(
             &client,

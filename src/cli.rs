@@ -49,6 +49,13 @@ enum Command {
         #[command(subcommand)]
         action: SiteAction,
     },
+    /// Two wired sites with sample data, served until Ctrl-C.
+    Demo {
+        #[arg(long, default_value = "docstream-demo")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+    },
     /// Measure inserts and reads on temporary sites.
     Bench {
         #[arg(long, default_value_t = 100_000)]
@@ -165,6 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Demo { data_dir, port } => crate::demo::run(&data_dir, port).await?,
         Command::Bench { docs, json } => crate::bench::run(docs, json.as_deref()).await?,
     }
     Ok(())

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod demo;
 pub mod doctypes;
 pub mod error;
 pub mod meta;

@@ -37,7 +37,7 @@ pub struct Site {
 }
 
 /// Bumped when the internal (non-DocType) tables change.
-const INTERNAL_SCHEMA_VERSION: u32 = 2;
+const INTERNAL_SCHEMA_VERSION: u32 = 3;
 
 /// Version stamp of the built-in types; a change makes `open` sync their tables.
 fn builtin_version() -> String {
@@ -146,6 +146,7 @@ impl Site {
                 store::insert_row(&mut tx, &perm_meta, &r).await?;
             }
         }
+        store::create_streaming_indexes(&mut tx).await?;
         store::set_setting(&mut tx, "builtin_version", &version).await?;
         tx.commit().await?;
         Ok(())

@@ -540,3 +540,264 @@ async fn handshake_errors_leave_nothing_behind() {
     })
     .await;
 }
+
+async fn count_of(site: &TestSite, doctype: &str, filters: Value) -> i64 {
+    let (s, b) = site
+        .request(
+            &site.admin_auth,
+            Method::POST,
+            "/api/method/frappe.client.get_count",
+            Some(json!({"doctype": doctype, "filters": filters})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    b["message"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_offline_converge_exactly_once() {
+    let (mut p, mut c) = start_pair().await;
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 0}]),
+    )
+    .await;
+    // The consumer is down while the producer writes.
+    c.kill();
+    let total = 600;
+    for i in 0..total {
+        p.insert("ToDo", json!({"description": format!("offline {i}")}))
+            .await;
+    }
+    // Some updates too, so order matters.
+    let (_, first) = p
+        .get("/api/resource/ToDo?fields=[\"name\"]&order_by=creation%20asc&limit_page_length=5")
+        .await;
+    for r in first["data"].as_array().unwrap() {
+        p.put(
+            &format!("/api/resource/ToDo/{}", r["name"].as_str().unwrap()),
+            json!({"status": "Closed"}),
+        )
+        .await;
+    }
+    // Restart the consumer and kill it with SIGKILL in the middle of its catch-up.
+    c.serve().await;
+    eventually(30, "catch-up under way", || async {
+        (count_of(&c, "ToDo", json!({})).await > 0).then_some(())
+    })
+    .await;
+    c.kill();
+    let mid = {
+        c.serve().await;
+        count_of(&c, "ToDo", json!({})).await
+    };
+    // Kill the producer too, then bring it back: the consumer retries on its interval.
+    p.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.serve().await;
+    eventually(60, "all documents", || async {
+        (count_of(&c, "ToDo", json!({})).await == total).then_some(())
+    })
+    .await;
+    eventually(30, "updates applied", || async {
+        (count_of(&c, "ToDo", json!({"status": "Closed"})).await == 5).then_some(())
+    })
+    .await;
+    assert!(mid <= total);
+    // Exactly once: one Synced Create per document, no Failed entries.
+    let creates = count_of(
+        &c,
+        "Event Sync Log",
+        json!({"update_type": "Create", "status": "Synced"}),
+    )
+    .await;
+    assert_eq!(creates, total, "each Create applied once");
+    assert_eq!(
+        count_of(&c, "Event Sync Log", json!({"status": "Failed"})).await,
+        0
+    );
+    assert_eq!(
+        count_of(&c, "Event Sync Log", json!({"update_type": "Update"})).await,
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_way_same_type_no_ping_pong() {
+    let (a, b) = start_pair().await;
+    let (akey, asecret) = subscriber(&a).await;
+    let (bkey, bsecret) = subscriber(&b).await;
+    for (consumer, producer, key, secret) in [(&b, &a, &akey, &asecret), (&a, &b, &bkey, &bsecret)]
+    {
+        let (s, r) = consumer.post("/api/resource/Event Producer", json!({"producer_url": producer.url, "producer_doctypes": [{"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 0}], "user": "sync@example.com", "api_key": key, "api_secret": secret})).await;
+        assert_eq!(s, 200, "{r}");
+        let (_, ec) = producer
+            .get(&format!("/api/resource/Event Consumer/{}", consumer.url))
+            .await;
+        let mut rows = ec["data"]["consumer_doctypes"].as_array().unwrap().clone();
+        rows[0]["status"] = json!("Approved");
+        assert_eq!(
+            producer
+                .put(
+                    &format!("/api/resource/Event Consumer/{}", consumer.url),
+                    json!({"consumer_doctypes": rows})
+                )
+                .await
+                .0,
+            200
+        );
+    }
+    let t = a.insert("ToDo", json!({"description": "from A"})).await;
+    let name = t["name"].as_str().unwrap().to_string();
+    eventually(10, "A's ToDo on B", || {
+        get_opt(&b, format!("/api/resource/ToDo/{name}"))
+    })
+    .await;
+    b.put(
+        &format!("/api/resource/ToDo/{name}"),
+        json!({"description": "edited on B"}),
+    )
+    .await;
+    eventually(10, "B's edit on A", || async {
+        get_opt(&a, format!("/api/resource/ToDo/{name}"))
+            .await
+            .filter(|d| d["description"] == "edited on B")
+    })
+    .await;
+    // Quiet now: no more logs appear on either side.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = (
+        count_of(&a, "Event Update Log", json!({})).await,
+        count_of(&b, "Event Update Log", json!({})).await,
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = (
+        count_of(&a, "Event Update Log", json!({})).await,
+        count_of(&b, "Event Update Log", json!({})).await,
+    );
+    assert_eq!(before, after, "no ping-pong");
+    assert_eq!(before, (2, 2), "each change logged once per site");
+    assert_eq!(count_of(&a, "Event Sync Log", json!({})).await, 1);
+    assert_eq!(count_of(&b, "Event Sync Log", json!({})).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_unsubscribe_reject_and_later_edits() {
+    let (p, c) = start_pair().await;
+    // Existing documents reach the consumer through the snapshot (sync_existing).
+    for i in 0..3 {
+        p.insert("ToDo", json!({"description": format!("existing {i}")}))
+            .await;
+    }
+    subscribe(&p, &c, json!([{"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 1}, {"ref_doctype": "Note", "use_same_name": 1, "sync_existing": 0}])).await;
+    eventually(10, "snapshot", || async {
+        (count_of(&c, "ToDo", json!({})).await == 3).then_some(())
+    })
+    .await;
+    // Unsubscribe Note on the consumer: it stops at once, and the producer hears of it.
+    let (_, ep) = c
+        .get(&format!("/api/resource/Event Producer/{}", p.url))
+        .await;
+    let mut rows = ep["data"]["producer_doctypes"].as_array().unwrap().clone();
+    for r in rows.iter_mut() {
+        if r["ref_doctype"] == "Note" {
+            r["unsubscribe"] = json!(1);
+        }
+    }
+    rows.push(json!({"ref_doctype": "Customer", "use_same_name": 0, "sync_existing": 0}));
+    let (s, r) = c
+        .put(
+            &format!("/api/resource/Event Producer/{}", p.url),
+            json!({"producer_doctypes": rows}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let (_, ec) = p
+        .get(&format!("/api/resource/Event Consumer/{}", c.url))
+        .await;
+    let erows = ec["data"]["consumer_doctypes"].as_array().unwrap().clone();
+    let row = |t: &str| {
+        erows
+            .iter()
+            .find(|r| r["ref_doctype"] == t)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(row("Note")["unsubscribed"], 1);
+    assert_eq!(row("ToDo")["status"], "Approved", "status kept");
+    assert_eq!(row("Customer")["status"], "Pending", "new rows Pending");
+    // Without same name, the consumer got the remote-name fields.
+    let (_, cf) = c
+        .get("/api/resource/Custom Field?filters=[[\"dt\",\"=\",\"Customer\"]]")
+        .await;
+    assert_eq!(cf["data"].as_array().unwrap().len(), 2, "{cf}");
+    let note = p.insert("Note", json!({"title": "not wanted"})).await;
+    // Reject ToDo on the producer: nothing more flows.
+    let mut rej = erows.clone();
+    for r in rej.iter_mut() {
+        if r["ref_doctype"] == "ToDo" {
+            r["status"] = json!("Rejected");
+        }
+        if r["ref_doctype"] == "Customer" {
+            r["status"] = json!("Approved");
+        }
+    }
+    assert_eq!(
+        p.put(
+            &format!("/api/resource/Event Consumer/{}", c.url),
+            json!({"consumer_doctypes": rej})
+        )
+        .await
+        .0,
+        200
+    );
+    eventually(10, "rejection mirrored", || async {
+        let (_, ep) = c
+            .get(&format!("/api/resource/Event Producer/{}", p.url))
+            .await;
+        ep["data"]["producer_doctypes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["ref_doctype"] == "ToDo" && r["status"] == "Rejected")
+            .then_some(())
+    })
+    .await;
+    p.insert("ToDo", json!({"description": "after rejection"}))
+        .await;
+    let cust = p
+        .insert("Customer", json!({"customer_name": "Remote Co"}))
+        .await;
+    // Customer (not same name) arrives named by local rules, carrying its remote name.
+    let local = eventually(10, "customer", || async {
+        let (_, l) = c
+            .get("/api/resource/Customer?fields=[\"name\",\"remote_docname\",\"remote_site_name\"]")
+            .await;
+        l["data"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(local["remote_docname"], cust["name"]);
+    assert_eq!(local["remote_site_name"], p.url);
+    // An update finds it through remote_docname.
+    p.put(
+        "/api/resource/Customer/Remote Co",
+        json!({"customer_type": "Individual"}),
+    )
+    .await;
+    eventually(10, "customer update", || async {
+        (count_of(&c, "Customer", json!({"customer_type": "Individual"})).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count_of(&c, "ToDo", json!({})).await,
+        3,
+        "nothing after the rejection"
+    );
+    assert!(get_opt(
+        &c,
+        format!("/api/resource/Note/{}", note["name"].as_str().unwrap())
+    )
+    .await
+    .is_none());
+}

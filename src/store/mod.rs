@@ -11,7 +11,9 @@ mod select;
 pub use rows::{
     delete_children, delete_row, insert_row, load_children, load_row, row_exists, update_columns,
 };
-pub use schema::{add_column, create_internal_tables, create_table, sync_table};
+pub use schema::{
+    add_column, create_internal_tables, create_streaming_indexes, create_table, sync_table,
+};
 pub use select::{Filter, ListQuery, Op};
 
 use crate::error::Result;

@@ -141,6 +141,22 @@ pub async fn sync_table(conn: &mut AnyConnection, dialect: Dialect, dt: &DocType
     Ok(())
 }
 
+/// Indexes the streaming hot paths need beyond those every table gets.
+pub async fn create_streaming_indexes(conn: &mut AnyConnection) -> Result<()> {
+    let stmts = [
+        r#"CREATE UNIQUE INDEX IF NOT EXISTS "tabEvent Update Log_seq" ON "tabEvent Update Log" (seq)"#,
+        r#"CREATE INDEX IF NOT EXISTS "tabEvent Update Log_doc" ON "tabEvent Update Log" (ref_doctype, docname)"#,
+        r#"CREATE INDEX IF NOT EXISTS "tabEvent Update Log_creation" ON "tabEvent Update Log" (creation)"#,
+        r#"CREATE INDEX IF NOT EXISTS "tabEvent Sync Log_doc" ON "tabEvent Sync Log" (event_producer, ref_doctype, producer_doc)"#,
+        r#"CREATE INDEX IF NOT EXISTS "tabEvent Sync Log_retry" ON "tabEvent Sync Log" (status, next_retry)"#,
+        r#"CREATE INDEX IF NOT EXISTS "tabEvent Consumer Document Type_ref" ON "tabEvent Consumer Document Type" (ref_doctype)"#,
+    ];
+    for s in stmts {
+        conn.execute(s).await?;
+    }
+    Ok(())
+}
+
 /// Creates the tables that are not document types: counters, singles, secrets, sessions.
 pub async fn create_internal_tables(conn: &mut AnyConnection, dialect: Dialect) -> Result<()> {
     let stmts = [

@@ -1,0 +1,173 @@
+//! `docstream demo`: two wired sites (head office and a branch) with sample data, served on
+//! two ports until Ctrl-C.
+
+use crate::error::{Error, Result};
+use crate::server::{self, Sites};
+use crate::service::documents::WriteFlags;
+use crate::service::permissions::Caller;
+use crate::service::provisioning;
+use crate::site::Site;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+
+const PASSWORD: &str = "admin";
+const SUBSCRIBER: &str = "sync@example.com";
+
+fn doc(v: Value) -> crate::store::Doc {
+    match v {
+        Value::Object(m) => m,
+        _ => Default::default(),
+    }
+}
+
+async fn open_or_create(dir: &Path, name: &str, port: u16) -> Result<(Arc<Site>, bool)> {
+    let url = format!("http://127.0.0.1:{port}");
+    if dir.join(name).join("site_config.json").is_file() {
+        return Ok((Site::open(&dir.join(name)).await?.into_arc(), false));
+    }
+    let site = provisioning::new_site(dir, name, PASSWORD, Some(&url), None).await?;
+    Ok((site.into_arc(), true))
+}
+
+/// Creates the Event Subscriber with API keys; returns (key, secret).
+async fn subscriber(site: &Site) -> Result<(String, String)> {
+    let admin = Caller::administrator();
+    site.insert_doc(&admin, "User", doc(json!({"email": SUBSCRIBER, "first_name": "Sync", "roles": [{"role": "System Manager"}], "new_password": PASSWORD})), &WriteFlags::default()).await?;
+    site.generate_keys(&admin, SUBSCRIBER).await
+}
+
+async fn sample_data(site: &Site) -> Result<()> {
+    let admin = Caller::administrator();
+    let f = WriteFlags::default();
+    site.insert_doc(&admin, "UOM", doc(json!({"uom_name": "Nos"})), &f)
+        .await?;
+    for g in ["Products", "Services"] {
+        site.insert_doc(&admin, "Item Group", doc(json!({"item_group_name": g})), &f)
+            .await?;
+    }
+    for (code, name, group, rate) in [
+        ("WIDGET", "Widget", "Products", 12.5),
+        ("GADGET", "Gadget", "Products", 30.0),
+        ("SETUP", "Installation", "Services", 80.0),
+    ] {
+        site.insert_doc(&admin, "Item", doc(json!({"item_code": code, "item_name": name, "item_group": group, "stock_uom": "Nos", "standard_rate": rate})), &f).await?;
+    }
+    for c in ["Acme Corp", "Globex"] {
+        site.insert_doc(
+            &admin,
+            "Customer",
+            doc(json!({"customer_name": c, "customer_type": "Company"})),
+            &f,
+        )
+        .await?;
+    }
+    site.insert_doc(
+        &admin,
+        "Supplier",
+        doc(json!({"supplier_name": "Initech"})),
+        &f,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Subscribes `consumer` to `types` of `producer` and approves them on the producer.
+async fn wire(
+    producer: &Site,
+    consumer: &Site,
+    keys_on_producer: &(String, String),
+    types: &[&str],
+) -> Result<()> {
+    let admin = Caller::administrator();
+    let rows: Vec<Value> = types
+        .iter()
+        .map(|t| json!({"ref_doctype": t, "use_same_name": 1, "sync_existing": 1}))
+        .collect();
+    consumer
+        .insert_doc(&admin, "Event Producer", doc(json!({"producer_url": producer.config.url, "producer_doctypes": rows, "user": SUBSCRIBER, "api_key": keys_on_producer.0, "api_secret": keys_on_producer.1})), &WriteFlags::default())
+        .await?;
+    let ec = producer
+        .get_doc(&admin, "Event Consumer", &consumer.config.url)
+        .await?;
+    let mut rows = ec
+        .get("consumer_doctypes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for r in rows.iter_mut() {
+        r["status"] = json!("Approved");
+    }
+    producer
+        .update_doc(
+            &admin,
+            "Event Consumer",
+            &consumer.config.url,
+            doc(json!({"consumer_doctypes": rows})),
+            &WriteFlags::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(dir: &Path, port: u16) -> Result<()> {
+    let (head, new_head) = open_or_create(dir, "head-office", port).await?;
+    let (branch, new_branch) = open_or_create(dir, "branch", port + 1).await?;
+    let mut servers = Vec::new();
+    for (site, p) in [(&head, port), (&branch, port + 1)] {
+        let listener = server::bind(&format!("127.0.0.1:{p}"))?;
+        let sites = Arc::new(Sites::from_sites(vec![site.clone()]));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        servers.push((
+            tokio::spawn(server::serve(sites, listener, async {
+                let _ = rx.await;
+            })),
+            tx,
+        ));
+    }
+    if new_head && new_branch {
+        eprintln!("Setting up: users, keys, sample data, subscriptions...");
+        let head_keys = subscriber(&head).await?;
+        let branch_keys = subscriber(&branch).await?;
+        sample_data(&head).await?;
+        wire(
+            &head,
+            &branch,
+            &head_keys,
+            &["Item", "Item Group", "UOM", "Customer", "Supplier"],
+        )
+        .await?;
+        wire(&branch, &head, &branch_keys, &["Sales Invoice"]).await?;
+        let admin = Caller::administrator();
+        crate::streaming::consumer::pull(&branch, &head.config.url).await?;
+        branch
+            .insert_doc(&admin, "Sales Invoice", doc(json!({"customer": "Acme Corp", "posting_date": branch.clock.today(), "items": [{"item_code": "WIDGET", "qty": 4, "rate": 12.5, "amount": 50.0, "uom": "Nos"}], "total": 50.0, "grand_total": 50.0})), &WriteFlags::default())
+            .await?;
+    } else if new_head != new_branch {
+        return Err(Error::Validation(format!(
+            "{} holds only one of the demo sites: remove it or use another --data-dir",
+            dir.display()
+        )));
+    }
+    println!("docstream demo is running (Ctrl-C stops it)\n");
+    println!(
+        "  head office (producer of Items, Customers, Suppliers): {}",
+        head.config.url
+    );
+    println!(
+        "  branch      (producer of Sales Invoices):              {}",
+        branch.config.url
+    );
+    println!(
+        "\n  log in on either as Administrator / {PASSWORD} (desk: /app, API: /api/resource/...)"
+    );
+    println!("  the Event Subscriber on both is {SUBSCRIBER} / {PASSWORD}");
+    println!("  try: create an Item on the head office and GET it on the branch.\n");
+    server::shutdown_signal().await;
+    for (handle, tx) in servers {
+        let _ = tx.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(9), handle).await;
+    }
+    Ok(())
+}
