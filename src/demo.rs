@@ -135,7 +135,7 @@ pub async fn run(dir: &Path, port: u16) -> Result<()> {
             &head,
             &branch,
             &head_keys,
-            &["Item", "Item Group", "UOM", "Customer", "Supplier"],
+            &["UOM", "Item Group", "Item", "Customer", "Supplier"],
         )
         .await?;
         wire(&branch, &head, &branch_keys, &["Sales Invoice"]).await?;
