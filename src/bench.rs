@@ -23,6 +23,9 @@ pub struct Report {
     pub sqlite_synchronous: String,
     pub raw_insert_per_s: f64,
     pub producer_write_per_s: serde_json::Map<String, Value>,
+    pub stream_apply_per_s: f64,
+    pub latency_ms: serde_json::Map<String, Value>,
+    pub catch_up_peak_rss_mb: f64,
     pub extra: serde_json::Map<String, Value>,
 }
 
@@ -397,7 +400,325 @@ async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
     }
     drop(served);
     producer.store.close().await;
+    stream_measures(tmp, docs, &client, &mut report).await?;
     Ok(report)
+}
+
+/// Writes documents in-process, 1,000 per transaction (fast set-up of a backlog).
+async fn write_backlog(site: &Site, prefix: &str, n: usize) -> Result<()> {
+    let admin = Caller::administrator();
+    let flags = WriteFlags {
+        ignore_permissions: true,
+        ..Default::default()
+    };
+    let reg = site.meta();
+    let (item_dt, inv_dt) = (reg.get("Item")?, reg.get("Sales Invoice")?);
+    let half = n / 2;
+    let mut i = 0;
+    while i < n {
+        let mut tx = site.store.begin().await?;
+        for j in i..(i + 1000).min(n) {
+            if j < half {
+                site.insert_in(
+                    &mut tx,
+                    &reg,
+                    &admin,
+                    &item_dt,
+                    as_doc(item(prefix, j)),
+                    &flags,
+                )
+                .await?;
+            } else {
+                site.insert_in(
+                    &mut tx,
+                    &reg,
+                    &admin,
+                    &inv_dt,
+                    as_doc(invoice(prefix, j - half, half)),
+                    &flags,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        i += 1000;
+        progress(&format!("backlog: {}/{n}", i.min(n)));
+    }
+    Ok(())
+}
+
+/// Writes `n` updates of existing Items in-process, 1,000 per transaction.
+async fn write_update_backlog(site: &Site, prefix: &str, items: usize, n: usize) -> Result<()> {
+    let admin = Caller::administrator();
+    let flags = WriteFlags {
+        ignore_permissions: true,
+        ..Default::default()
+    };
+    let reg = site.meta();
+    let item_dt = reg.get("Item")?;
+    let mut i = 0;
+    while i < n {
+        let mut tx = site.store.begin().await?;
+        for j in i..(i + 1000).min(n) {
+            let name = format!("{prefix}ITEM-{:07}", j % items.max(1));
+            site.update_in(
+                &mut tx,
+                &reg,
+                &admin,
+                &item_dt,
+                &name,
+                as_doc(json!({"standard_rate": j as f64 + 0.25})),
+                &flags,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        i += 1000;
+        progress(&format!("update backlog: {}/{n}", i.min(n)));
+    }
+    Ok(())
+}
+
+async fn current_seq(site: &Site) -> Result<i64> {
+    let mut conn = site.store.conn().await?;
+    crate::streaming::producer::current_seq(&mut conn).await
+}
+
+async fn consumer_checkpoint(site: &Site, producer_url: &str) -> Result<i64> {
+    Ok(crate::streaming::consumer::checkpoint(site, producer_url)
+        .await?
+        .0
+        .unwrap_or(0))
+}
+
+/// Peak resident memory (VmHWM) of a process in MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Waits until the consumer's checkpoint reaches `target`; returns the seconds it took.
+async fn wait_caught_up(
+    consumer: &Site,
+    producer_url: &str,
+    target: i64,
+    label: &str,
+) -> Result<f64> {
+    let started = Instant::now();
+    loop {
+        let at = consumer_checkpoint(consumer, producer_url).await?;
+        progress(&format!("{label}: {at}/{target}"));
+        if at >= target {
+            progress(&format!("{label}: done"));
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            return Err(Error::Internal(format!(
+                "{label}: consumer stuck at {at} of {target}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// stream_apply, latency and catch_up_memory between a producer and a consumer process.
+async fn stream_measures(
+    tmp: &Path,
+    docs: usize,
+    client: &reqwest::Client,
+    report: &mut Report,
+) -> Result<()> {
+    let (pport, cport) = (free_port()?, free_port()?);
+    let producer = make_site(&tmp.join("sp"), "sp", pport).await?.into_arc();
+    let consumer = make_site(&tmp.join("sc"), "sc", cport).await?.into_arc();
+    seed_masters(&producer).await?;
+    seed_masters(&consumer).await?;
+    let p = start_served(&producer, pport, client).await?;
+    let mut c = start_served(&consumer, cport, client).await?;
+    let keys = p
+        .auth
+        .trim_start_matches("token ")
+        .split_once(':')
+        .map(|(k, s)| (k.to_string(), s.to_string()))
+        .unwrap_or_default();
+    let admin = Caller::administrator();
+    let rows: Vec<Value> = ["Item", "Sales Invoice", "ToDo"]
+        .iter()
+        .map(|t| json!({"ref_doctype": t, "use_same_name": 1, "sync_existing": 0}))
+        .collect();
+    consumer
+        .insert_doc(&admin, "Event Producer", as_doc(json!({"producer_url": p.url, "producer_doctypes": rows, "user": "Administrator", "api_key": keys.0, "api_secret": keys.1})), &WriteFlags::default())
+        .await?;
+    let ec = producer.get_doc(&admin, "Event Consumer", &c.url).await?;
+    let mut crow = ec
+        .get("consumer_doctypes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for r in crow.iter_mut() {
+        r["status"] = json!("Approved");
+    }
+    producer
+        .update_doc(
+            &admin,
+            "Event Consumer",
+            &c.url,
+            as_doc(json!({"consumer_doctypes": crow})),
+            &WriteFlags::default(),
+        )
+        .await?;
+
+    // stream_apply: N documents written while the consumer is stopped.
+    drop(c);
+    write_backlog(&producer, "S-", docs).await?;
+    let target = current_seq(&producer).await?;
+    let data_dir = consumer
+        .dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let child = serve(&data_dir, cport)?;
+    let started = Instant::now();
+    c = Served {
+        child,
+        url: format!("http://127.0.0.1:{cport}"),
+        auth: String::new(),
+    };
+    let took = wait_caught_up(&consumer, &p.url, target, "stream_apply").await?;
+    let _ = started;
+    report.stream_apply_per_s = docs as f64 / took;
+    report.extra.insert(
+        "stream_apply_pct_of_raw".into(),
+        json!(100.0 * report.stream_apply_per_s / report.raw_insert_per_s.max(1.0)),
+    );
+
+    // latency: single updates at 50/s for 20 s with push on.
+    let todo = producer
+        .insert_doc(
+            &admin,
+            "ToDo",
+            as_doc(json!({"description": "latency probe"})),
+            &WriteFlags::default(),
+        )
+        .await?;
+    let todo_name = todo["name"].as_str().unwrap_or_default().to_string();
+    wait_caught_up(
+        &consumer,
+        &p.url,
+        current_seq(&producer).await?,
+        "latency warm-up",
+    )
+    .await?;
+    let first_seq = current_seq(&producer).await? + 1;
+    let updates = 1000;
+    let tick = Duration::from_millis(20);
+    let t0 = Instant::now();
+    for k in 0..updates {
+        let r = client
+            .put(format!("{}/api/resource/ToDo/{todo_name}", p.url))
+            .header("authorization", &p.auth)
+            .json(&json!({"description": format!("update {k}")}))
+            .send()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let _ = r.bytes().await;
+        let next = tick * (k + 1);
+        if let Some(rest) = next.checked_sub(t0.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+        if k % 50 == 0 {
+            progress(&format!("latency: {k}/{updates}"));
+        }
+    }
+    let last_seq = current_seq(&producer).await?;
+    wait_caught_up(&consumer, &p.url, last_seq, "latency drain").await?;
+    let mut lat = latencies(&producer, &consumer, first_seq, last_seq).await?;
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |q: f64| {
+        lat.get(
+            ((lat.len() as f64 * q).ceil() as usize)
+                .saturating_sub(1)
+                .min(lat.len().saturating_sub(1)),
+        )
+        .copied()
+        .unwrap_or(f64::NAN)
+    };
+    report.latency_ms.insert("p50".into(), json!(pct(0.50)));
+    report.latency_ms.insert("p99".into(), json!(pct(0.99)));
+    report
+        .extra
+        .insert("latency_samples".into(), json!(lat.len()));
+
+    // catch_up_memory: 10 x N pending updates, consumer stopped, then measured while it catches up.
+    let pid_before = c.child.id();
+    let _ = pid_before;
+    drop(c);
+    write_update_backlog(&producer, "S-", docs / 2, docs * 10).await?;
+    let target = current_seq(&producer).await?;
+    let child = serve(&data_dir, cport)?;
+    let pid = child.id();
+    let c = Served {
+        child,
+        url: format!("http://127.0.0.1:{cport}"),
+        auth: String::new(),
+    };
+    let took = wait_caught_up(&consumer, &p.url, target, "catch_up").await?;
+    report.catch_up_peak_rss_mb = peak_rss_mb(pid);
+    report
+        .extra
+        .insert("catch_up_updates".into(), json!(docs * 10));
+    report
+        .extra
+        .insert("catch_up_per_s".into(), json!((docs * 10) as f64 / took));
+    drop(c);
+    drop(p);
+    Ok(())
+}
+
+/// Milliseconds from each producer log's creation to the consumer's sync log of that seq.
+async fn latencies(producer: &Site, consumer: &Site, from: i64, to: i64) -> Result<Vec<f64>> {
+    let parse =
+        |s: &str| chrono::NaiveDateTime::parse_from_str(s, crate::time::DATETIME_FORMAT).ok();
+    let mut pc = producer.store.conn().await?;
+    let plogs = store::fetch_docs(
+        &mut pc,
+        r#"SELECT seq, creation FROM "tabEvent Update Log" WHERE seq >= $1 AND seq <= $2"#,
+        &[store::Param::Int(Some(from)), store::Param::Int(Some(to))],
+    )
+    .await?;
+    let mut cc = consumer.store.conn().await?;
+    let slogs = store::fetch_docs(
+        &mut cc,
+        r#"SELECT seq, creation FROM "tabEvent Sync Log" WHERE seq >= $1 AND seq <= $2"#,
+        &[store::Param::Int(Some(from)), store::Param::Int(Some(to))],
+    )
+    .await?;
+    let applied: std::collections::HashMap<i64, String> = slogs
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get("seq")?.as_i64()?,
+                r.get("creation")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    Ok(plogs
+        .iter()
+        .filter_map(|r| {
+            let seq = r.get("seq")?.as_i64()?;
+            let made = parse(r.get("creation")?.as_str()?)?;
+            let got = parse(applied.get(&seq)?)?;
+            Some((got - made).num_microseconds()? as f64 / 1000.0)
+        })
+        .collect())
 }
 
 fn print_table(r: &Report) {
@@ -432,6 +753,31 @@ fn print_table(r: &Report) {
         "{:<40}{}\n",
         "rest_get (GET /api/resource)",
         f(r.extra.get("rest_get_per_s"))
+    ));
+    out.push_str(&format!(
+        "{:<40}{:>12.0}\n",
+        "stream_apply", r.stream_apply_per_s
+    ));
+    out.push_str(&format!(
+        "{:<40}{}\n",
+        "catch_up (updates/s)",
+        f(r.extra.get("catch_up_per_s"))
+    ));
+    let ms = |k: &str| {
+        r.latency_ms
+            .get(k)
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
+    out.push_str(&format!(
+        "{:<40}{:>10.1} ms\n",
+        "latency p50 (push on, 50 updates/s)",
+        ms("p50")
+    ));
+    out.push_str(&format!("{:<40}{:>10.1} ms\n", "latency p99", ms("p99")));
+    out.push_str(&format!(
+        "{:<40}{:>10.1} MB\n",
+        "catch_up_memory (consumer VmHWM)", r.catch_up_peak_rss_mb
     ));
     for k in ["1", "10"] {
         if let Some(c) = r

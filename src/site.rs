@@ -28,6 +28,8 @@ pub struct Site {
     meta: RwLock<Arc<Registry>>,
     /// HTTP client for calls to other sites.
     pub http: reqwest::Client,
+    /// Recently verified API keys.
+    pub key_cache: crate::service::auth::KeyCache,
     /// Coalesces push notifications to this site's consumers.
     pub notifier: crate::streaming::producer::Notifier,
     /// Wakes the pull worker (a producer notified us, or a pull was asked for).
@@ -84,6 +86,7 @@ impl Site {
             meta: RwLock::new(Arc::new(Registry::builtin())),
             http: crate::streaming::remote::RemoteSite::http_client(),
             notifier: Default::default(),
+            key_cache: Default::default(),
             pull_wakeup: tokio::sync::Notify::new(),
             pull_locks: Default::default(),
             me: std::sync::OnceLock::new(),

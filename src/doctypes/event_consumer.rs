@@ -79,6 +79,7 @@ pub async fn after_write(
     pending: &mut Pending,
 ) -> Result<()> {
     let changed = crate::streaming::producer::on_consumer_saved(site, conn, doc, old).await?;
+    site.notifier.forget_consumers();
     if changed && !pending.incoming {
         let url = doc
             .get("name")

@@ -28,7 +28,9 @@ pub async fn validate(
     caller: &Caller,
     pending: &mut Pending,
 ) -> Result<()> {
-    let _ = site;
+    if matches!(dt.name.as_str(), "User" | "Role") {
+        site.key_cache.clear();
+    }
     match dt.name.as_str() {
         "Event Producer" => event_producer::validate(doc, old, pending),
         "Event Consumer" => event_consumer::validate(doc, old, caller, pending),
@@ -68,6 +70,7 @@ pub async fn before_delete(
     pending: &mut Pending,
 ) -> Result<()> {
     let _ = reg;
+    site.key_cache.clear();
     match dt.name.as_str() {
         "User" => user::before_delete(doc),
         "Event Producer" => event_producer::before_delete(site, conn, doc, pending).await,

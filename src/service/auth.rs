@@ -19,6 +19,46 @@ pub enum Credentials {
     None,
 }
 
+/// How long a verified API key is trusted without reading the database again. A disabled user
+/// or a regenerated key takes effect at once in the process that made the change, and within
+/// this time in other processes.
+const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Recently verified API keys: (verified at, clear secret, caller).
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    entries:
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, String, Caller)>>,
+}
+
+impl KeyCache {
+    fn get(&self, key: &str, secret: &str) -> Option<Caller> {
+        let entries = self.entries.lock().expect("key cache");
+        let (at, s, caller) = entries.get(key)?;
+        (at.elapsed() < KEY_CACHE_TTL && secrets_equal(s, secret)).then(|| caller.clone())
+    }
+
+    fn put(&self, key: &str, secret: &str, caller: &Caller) {
+        let mut entries = self.entries.lock().expect("key cache");
+        if entries.len() > 10_000 {
+            entries.clear();
+        }
+        entries.insert(
+            key.to_string(),
+            (
+                std::time::Instant::now(),
+                secret.to_string(),
+                caller.clone(),
+            ),
+        );
+    }
+
+    /// Forgets every key (a user, role or key changed).
+    pub fn clear(&self) {
+        self.entries.lock().expect("key cache").clear();
+    }
+}
+
 /// A signed-in caller plus the session facts the HTTP layer needs.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
@@ -75,6 +115,12 @@ impl Site {
                 csrf_token: None,
             }),
             Credentials::ApiKey { key, secret } => {
+                if let Some(caller) = self.key_cache.get(key, secret) {
+                    return Ok(Authenticated {
+                        caller,
+                        csrf_token: None,
+                    });
+                }
                 let mut conn = self.store.conn().await?;
                 let rows = store::fetch_docs(
                     &mut conn,
@@ -101,8 +147,10 @@ impl Site {
                         "Invalid API secret for this API key".into(),
                     ));
                 }
+                let caller = self.caller_for(&user).await?;
+                self.key_cache.put(key, secret, &caller);
                 Ok(Authenticated {
-                    caller: self.caller_for(&user).await?,
+                    caller,
                     csrf_token: None,
                 })
             }
@@ -275,6 +323,7 @@ impl Site {
         )
         .await?;
         tx.commit().await?;
+        self.key_cache.clear();
         Ok((key, secret))
     }
 

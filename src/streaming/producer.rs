@@ -516,6 +516,12 @@ pub async fn tell_consumer_statuses(site: &Site, consumer_url: &str) -> Result<(
 
 /// Sends `new_event_notification` to every consumer with approved rows, at most one in flight each.
 pub fn notify_consumers(site: std::sync::Arc<Site>) {
+    if let Some(consumers) = site.notifier.cached_consumers() {
+        for c in consumers {
+            site.notifier.poke(&site, c);
+        }
+        return;
+    }
     tokio::spawn(async move {
         let consumers = match consumers_to_notify(&site).await {
             Ok(c) => c,
@@ -524,6 +530,7 @@ pub fn notify_consumers(site: std::sync::Arc<Site>) {
                 return;
             }
         };
+        site.notifier.remember_consumers(consumers.clone());
         for c in consumers {
             site.notifier.poke(&site, c);
         }
@@ -536,13 +543,38 @@ async fn consumers_to_notify(site: &Site) -> Result<Vec<String>> {
     Ok(rows.iter().map(|r| text(r.get("parent"))).collect())
 }
 
+/// How long the list of consumers to notify is trusted (notifications are best effort: the
+/// consumer's interval pull is the guarantee).
+const CONSUMER_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Least time between two notifications to one consumer while writes keep coming.
+const MIN_NOTIFY_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Coalesces notifications: one in flight per consumer, and one more if changes came meanwhile.
 #[derive(Debug, Default)]
 pub struct Notifier {
     state: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+    consumers: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
+    targets: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, RemoteSite)>>,
 }
 
 impl Notifier {
+    fn cached_consumers(&self) -> Option<Vec<String>> {
+        let c = self.consumers.lock().expect("notifier lock");
+        c.as_ref()
+            .filter(|(at, _)| at.elapsed() < CONSUMER_LIST_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn remember_consumers(&self, v: Vec<String>) {
+        *self.consumers.lock().expect("notifier lock") = Some((std::time::Instant::now(), v));
+    }
+
+    /// Forgets the consumer list (a subscription changed).
+    pub fn forget_consumers(&self) {
+        *self.consumers.lock().expect("notifier lock") = None;
+        self.targets.lock().expect("notifier lock").clear();
+    }
+
     fn poke(&self, site: &std::sync::Arc<Site>, consumer: String) {
         {
             let mut st = self.state.lock().expect("notifier lock");
@@ -555,16 +587,22 @@ impl Notifier {
         let site = site.clone();
         tokio::spawn(async move {
             loop {
+                let started = std::time::Instant::now();
                 if let Err(e) = send_notification(&site, &consumer).await {
                     tracing::debug!(consumer = %consumer, "notification not delivered (the consumer will pull on its interval): {e}");
                 }
-                let mut st = site.notifier.state.lock().expect("notifier lock");
-                match st.get_mut(&consumer) {
-                    Some(dirty) if *dirty => *dirty = false,
-                    _ => {
-                        st.remove(&consumer);
-                        break;
+                {
+                    let mut st = site.notifier.state.lock().expect("notifier lock");
+                    match st.get_mut(&consumer) {
+                        Some(dirty) if *dirty => *dirty = false,
+                        _ => {
+                            st.remove(&consumer);
+                            break;
+                        }
                     }
+                }
+                if let Some(rest) = MIN_NOTIFY_GAP.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(rest).await;
                 }
             }
         });
@@ -572,23 +610,41 @@ impl Notifier {
 }
 
 async fn send_notification(site: &Site, consumer: &str) -> Result<()> {
-    let mut conn = site.store.conn().await?;
-    let rows = store::fetch_docs(
-        &mut conn,
-        r#"SELECT api_key FROM "tabEvent Consumer" WHERE name = $1"#,
-        &[Param::Text(Some(consumer.into()))],
-    )
-    .await?;
-    drop(conn);
-    let key = rows
-        .first()
-        .map(|r| text(r.get("api_key")))
-        .unwrap_or_default();
-    let secret = site
-        .decrypt_field("Event Consumer", consumer, "api_secret")
-        .await?
-        .unwrap_or_default();
-    let remote = RemoteSite::new(site.http.clone(), consumer, &key, &secret);
+    let cached = site
+        .notifier
+        .targets
+        .lock()
+        .expect("notifier lock")
+        .get(consumer)
+        .cloned();
+    let remote = match cached {
+        Some((at, r)) if at.elapsed() < CONSUMER_LIST_TTL => r,
+        _ => {
+            let mut conn = site.store.conn().await?;
+            let rows = store::fetch_docs(
+                &mut conn,
+                r#"SELECT api_key FROM "tabEvent Consumer" WHERE name = $1"#,
+                &[Param::Text(Some(consumer.into()))],
+            )
+            .await?;
+            drop(conn);
+            let key = rows
+                .first()
+                .map(|r| text(r.get("api_key")))
+                .unwrap_or_default();
+            let secret = site
+                .decrypt_field("Event Consumer", consumer, "api_secret")
+                .await?
+                .unwrap_or_default();
+            let r = RemoteSite::new(site.http.clone(), consumer, &key, &secret);
+            site.notifier
+                .targets
+                .lock()
+                .expect("notifier lock")
+                .insert(consumer.to_string(), (std::time::Instant::now(), r.clone()));
+            r
+        }
+    };
     remote
         .call(
             "frappe.event_streaming.doctype.event_producer.event_producer.new_event_notification",
