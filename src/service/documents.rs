@@ -372,24 +372,69 @@ async fn check_links(
     dt: &DocType,
     doc: &Doc,
 ) -> Result<()> {
-    for (label, target, value) in links_of(reg, dt, doc)? {
-        let exists = if target == "DocType" {
-            reg.exists(&value)
-        } else {
-            let tdt = reg.get(&target).map_err(|_| {
-                Error::LinkValidation(format!("{label}: document type {target} does not exist"))
-            })?;
-            if tdt.issingle {
-                value == tdt.name
-            } else {
-                store::row_exists(conn, &tdt, &name_value(&tdt, &value)).await?
-            }
-        };
-        if !exists {
-            return Err(Error::LinkValidation(format!(
-                "Could not find {label}: {target} {value}"
-            )));
+    // One query per target type, however many links point at it (an invoice's item rows).
+    let links = links_of(reg, dt, doc)?;
+    let mut by_target: Vec<(String, Vec<String>)> = Vec::new();
+    for (_, target, value) in &links {
+        match by_target.iter_mut().find(|(t, _)| t == target) {
+            Some((_, v)) if !v.contains(value) => v.push(value.clone()),
+            Some(_) => {}
+            None => by_target.push((target.clone(), vec![value.clone()])),
         }
+    }
+    let mut missing: Vec<(String, String)> = Vec::new();
+    for (target, values) in &by_target {
+        if target == "DocType" {
+            missing.extend(
+                values
+                    .iter()
+                    .filter(|v| !reg.exists(v))
+                    .map(|v| (target.clone(), v.clone())),
+            );
+            continue;
+        }
+        let Ok(tdt) = reg.get(target) else {
+            missing.extend(values.iter().map(|v| (target.clone(), v.clone())));
+            continue;
+        };
+        if tdt.issingle {
+            missing.extend(
+                values
+                    .iter()
+                    .filter(|v| **v != tdt.name)
+                    .map(|v| (target.clone(), v.clone())),
+            );
+            continue;
+        }
+        let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT name FROM {} WHERE name IN ({})",
+            store::q(&tdt.table()),
+            placeholders.join(", ")
+        );
+        let params: Vec<store::Param> = values
+            .iter()
+            .map(|v| store::Param::from_value(&name_value(&tdt, v), tdt.column_storage("name")))
+            .collect();
+        let found: Vec<String> = store::fetch_docs(conn, &sql, &params)
+            .await?
+            .iter()
+            .map(|r| name_text(r.get("name").unwrap_or(&Value::Null)))
+            .collect();
+        missing.extend(
+            values
+                .iter()
+                .filter(|v| !found.contains(v))
+                .map(|v| (target.clone(), v.clone())),
+        );
+    }
+    if let Some((label, target, value)) = links
+        .iter()
+        .find(|(_, t, v)| missing.iter().any(|(mt, mv)| mt == t && mv == v))
+    {
+        return Err(Error::LinkValidation(format!(
+            "Could not find {label}: {target} {value}"
+        )));
     }
     Ok(())
 }

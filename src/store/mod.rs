@@ -261,14 +261,9 @@ pub async fn execute(conn: &mut AnyConnection, sql: &str, params: &[Param]) -> R
 /// Takes the next value of a named counter in `tabSeries`, inside the caller's transaction (the
 /// row stays locked until commit, so values are gap-free in commit order).
 pub async fn next_counter(conn: &mut AnyConnection, key: &str) -> Result<i64> {
-    sqlx::query(
-        r#"INSERT INTO "tabSeries" (name, current) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING"#,
-    )
-    .bind(key)
-    .execute(&mut *conn)
-    .await?;
     let row = sqlx::query(
-        r#"UPDATE "tabSeries" SET current = current + 1 WHERE name = $1 RETURNING current"#,
+        r#"INSERT INTO "tabSeries" (name, current) VALUES ($1, 1)
+           ON CONFLICT (name) DO UPDATE SET current = "tabSeries".current + 1 RETURNING current"#,
     )
     .bind(key)
     .fetch_one(&mut *conn)

@@ -139,6 +139,7 @@ pub async fn apply_batch(
             text(r.get("last_update")),
         )
     };
+    let mut batch = BatchState::load(&mut tx, &info.url).await?;
     let mut applied = 0;
     let mut last_creation = None;
     let mut wrote_logs = false;
@@ -157,8 +158,10 @@ pub async fn apply_batch(
             continue;
         };
         applied += 1;
-        wrote_logs |=
-            apply_and_log(site, &mut tx, &reg, info, sub, &caller, remote, &inc, None).await?;
+        wrote_logs |= apply_and_log(
+            site, &mut tx, &reg, info, sub, &caller, remote, &inc, None, &mut batch,
+        )
+        .await?;
     }
     let new_seq = match (stored_seq, cursor) {
         (Some(s), Some(c)) => Some(s.max(c)),
@@ -209,13 +212,14 @@ async fn apply_and_log(
     remote: &RemoteSite,
     inc: &Incoming,
     retry_of: Option<&Doc>,
+    batch: &mut BatchState,
 ) -> Result<bool> {
+    let key = (sub.local_type.clone(), inc.docname.clone());
     let blocker = if retry_of.is_none() {
-        failed_before(tx, info, sub, &inc.docname).await?
+        batch.failed.get(&key).cloned()
     } else {
         None
     };
-    let before_seq = crate::streaming::producer::current_seq(tx).await?;
     let outcome = match blocker {
         Some(b) => Err(Error::Validation(format!("waiting on {b}"))),
         None => {
@@ -232,25 +236,51 @@ async fn apply_and_log(
             }
         }
     };
-    let wrote = crate::streaming::producer::current_seq(tx).await? > before_seq;
-    write_sync_log(site, tx, info, sub, inc, outcome, retry_of).await?;
+    let wrote = outcome.is_ok() && batch.streamed.contains(&sub.local_type);
+    let failed = outcome.is_err();
+    let name = write_sync_log(site, tx, info, sub, inc, outcome, retry_of).await?;
+    if failed && !batch.failed.contains_key(&key) {
+        batch.failed.insert(key, name);
+    }
     Ok(wrote)
 }
 
-/// The name of an unresolved Failed sync log of the same document, if any.
-async fn failed_before(
-    conn: &mut AnyConnection,
-    info: &ProducerInfo,
-    sub: &SubscribedType,
-    docname: &str,
-) -> Result<Option<String>> {
-    let rows = store::fetch_docs(
-        conn,
-        r#"SELECT name FROM "tabEvent Sync Log" WHERE event_producer = $1 AND ref_doctype = $2 AND producer_doc = $3 AND status = 'Failed' ORDER BY seq, creation LIMIT 1"#,
-        &[Param::Text(Some(info.url.clone())), Param::Text(Some(sub.local_type.clone())), Param::Text(Some(docname.into()))],
-    )
-    .await?;
-    Ok(rows.first().map(|r| text(r.get("name"))))
+/// What a batch knows without asking the database for every log.
+#[derive(Debug, Default)]
+pub struct BatchState {
+    /// Unresolved Failed sync logs by (local type, producer's name).
+    failed: std::collections::HashMap<(String, String), String>,
+    /// Local types with consumers of their own (applying them writes update logs).
+    streamed: std::collections::HashSet<String>,
+}
+
+impl BatchState {
+    async fn load(conn: &mut AnyConnection, producer: &str) -> Result<BatchState> {
+        let mut st = BatchState::default();
+        let failed = store::fetch_docs(
+            conn,
+            r#"SELECT name, ref_doctype, producer_doc FROM "tabEvent Sync Log" WHERE event_producer = $1 AND status = 'Failed' ORDER BY seq DESC, creation DESC"#,
+            &[Param::Text(Some(producer.into()))],
+        )
+        .await?;
+        for f in failed {
+            st.failed.insert(
+                (text(f.get("ref_doctype")), text(f.get("producer_doc"))),
+                text(f.get("name")),
+            );
+        }
+        let streamed = store::fetch_docs(
+            conn,
+            r#"SELECT DISTINCT ref_doctype FROM "tabEvent Consumer Document Type""#,
+            &[],
+        )
+        .await?;
+        st.streamed = streamed
+            .iter()
+            .map(|r| text(r.get("ref_doctype")))
+            .collect();
+        Ok(st)
+    }
 }
 
 fn retry_delay(site: &Site, retries: i64) -> f64 {
@@ -267,7 +297,7 @@ async fn write_sync_log(
     inc: &Incoming,
     outcome: Result<String>,
     retry_of: Option<&Doc>,
-) -> Result<()> {
+) -> Result<String> {
     let now = site.clock.now();
     let (status, local, error) = match &outcome {
         Ok(local) => ("Synced", local.clone(), None),
@@ -298,8 +328,9 @@ async fn write_sync_log(
             &[Param::Text(Some(status.into())), Param::Text(error), Param::Int(Some(retries)), Param::Text(next_retry), Param::Text(Some(local).filter(|l| !l.is_empty())), Param::Text(Some(now)), Param::Text(Some(text(prev.get("name"))))],
         )
         .await?;
-        return Ok(());
+        return Ok(text(prev.get("name")));
     }
+    let name = crate::crypto::random_token(10);
     let data = match &inc.raw_data {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
@@ -310,7 +341,7 @@ async fn write_sync_log(
         r#"INSERT INTO "tabEvent Sync Log" (name, owner, creation, modified, modified_by, docstatus, idx, update_type, ref_doctype, status, event_producer, producer_doc, docname, use_same_name, data, error, seq, retries, next_retry)
            VALUES ($1, $2, $3, $3, $2, 0, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14)"#,
         &[
-            Param::Text(Some(crate::crypto::random_token(10))),
+            Param::Text(Some(name.clone())),
             Param::Text(Some(info.user.clone())),
             Param::Text(Some(now)),
             Param::Text(Some(inc.update_type.clone())),
@@ -327,7 +358,7 @@ async fn write_sync_log(
         ],
     )
     .await?;
-    Ok(())
+    Ok(name)
 }
 
 fn strip_dunder(v: &Value) -> Doc {
@@ -688,7 +719,8 @@ async fn retry_entry(
     }));
     let caller = site.caller_for(&info.user).await?;
     let mut tx = site.store.begin().await?;
-    apply_and_log(
+    let mut batch = BatchState::load(&mut tx, &info.url).await?;
+    let wrote = apply_and_log(
         site,
         &mut tx,
         reg,
@@ -698,6 +730,7 @@ async fn retry_entry(
         remote,
         &inc,
         Some(entry),
+        &mut batch,
     )
     .await?;
     let status = store::fetch_docs(
@@ -707,6 +740,11 @@ async fn retry_entry(
     )
     .await?;
     tx.commit().await?;
+    if wrote {
+        if let Some(me) = site.arc() {
+            super::producer::notify_consumers(me);
+        }
+    }
     Ok(status
         .first()
         .map(|r| text(r.get("status")))
