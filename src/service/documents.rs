@@ -439,40 +439,8 @@ async fn check_links(
     Ok(())
 }
 
-async fn check_unique(conn: &mut AnyConnection, dt: &DocType, doc: &Doc) -> Result<()> {
-    let name = doc.get("name").cloned().unwrap_or(Value::Null);
-    for f in dt.data_fields().filter(|f| f.unique) {
-        let Some(v) = doc.get(&f.fieldname).filter(|v| !is_empty(Some(v))) else {
-            continue;
-        };
-        let sql = format!(
-            "SELECT name FROM {} WHERE {} = $1 AND name != $2 LIMIT 1",
-            store::q(&dt.table()),
-            store::q(&f.fieldname)
-        );
-        let hit = store::fetch_docs(
-            conn,
-            &sql,
-            &[
-                store::Param::from_value(v, f.fieldtype.storage()),
-                store::Param::from_value(&name, dt.column_storage("name")),
-            ],
-        )
-        .await?;
-        if let Some(other) = hit.first() {
-            return Err(Error::DuplicateEntry(format!(
-                "{} {} already has {} {}",
-                dt.name,
-                name_text(other.get("name").unwrap_or(&Value::Null)),
-                f.label(),
-                name_text(v)
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Writes the document's child rows (after removing the old ones of the tables given).
+/// Writes the document's child rows (after removing the old ones when `replace`); returns
+/// them as stored, by table field.
 async fn write_children(
     conn: &mut AnyConnection,
     reg: &Registry,
@@ -480,16 +448,20 @@ async fn write_children(
     doc: &Doc,
     now: &str,
     user: &str,
-    replace: bool,
-) -> Result<()> {
+    replace: Option<&[String]>,
+) -> Result<Vec<(String, Vec<Doc>)>> {
     let parent = name_text(doc.get("name").unwrap_or(&Value::Null));
     let docstatus = doc.get("docstatus").cloned().unwrap_or(Value::from(0));
-    let mut cleared = std::collections::HashSet::new();
+    let mut written = Vec::new();
     for tf in dt.table_fields() {
         let child = reg.get(&tf.options)?;
-        if replace && cleared.insert(child.name.clone()) {
-            store::delete_children(conn, &child, &dt.name, &parent).await?;
+        if let Some(tables) = replace {
+            if !tables.contains(&tf.fieldname) {
+                continue;
+            }
+            store::delete_child_rows(conn, &child, &dt.name, &parent, &tf.fieldname).await?;
         }
+        let mut rows = Vec::new();
         for (i, r) in doc
             .get(&tf.fieldname)
             .and_then(Value::as_array)
@@ -498,22 +470,88 @@ async fn write_children(
             .enumerate()
         {
             let Some(r) = r.as_object() else { continue };
-            let mut row = r.clone();
+            let mut row = Doc::with_capacity(child.fields.len() + 12);
+            row.insert("doctype".into(), Value::String(child.name.clone()));
+            row.insert("name".into(), r.get("name").cloned().unwrap_or(Value::Null));
+            row.insert(
+                "owner".into(),
+                r.get("owner")
+                    .filter(|v| !v.is_null())
+                    .cloned()
+                    .unwrap_or_else(|| Value::String(user.into())),
+            );
+            row.insert(
+                "creation".into(),
+                r.get("creation")
+                    .filter(|v| !v.is_null())
+                    .cloned()
+                    .unwrap_or_else(|| Value::String(now.into())),
+            );
+            row.insert("modified".into(), Value::String(now.into()));
+            row.insert("modified_by".into(), Value::String(user.into()));
+            row.insert("docstatus".into(), docstatus.clone());
+            row.insert("idx".into(), Value::from(i + 1));
             row.insert("parent".into(), Value::String(parent.clone()));
             row.insert("parentfield".into(), Value::String(tf.fieldname.clone()));
             row.insert("parenttype".into(), Value::String(dt.name.clone()));
-            row.insert("idx".into(), Value::from(i + 1));
-            row.insert("docstatus".into(), docstatus.clone());
-            row.entry("owner")
-                .or_insert_with(|| Value::String(user.into()));
-            row.entry("creation")
-                .or_insert_with(|| Value::String(now.into()));
-            row.insert("modified".into(), Value::String(now.into()));
-            row.insert("modified_by".into(), Value::String(user.into()));
-            store::insert_row(conn, &child, &row).await?;
+            for f in child.data_fields() {
+                row.insert(
+                    f.fieldname.clone(),
+                    r.get(&f.fieldname).cloned().unwrap_or(Value::Null),
+                );
+            }
+            rows.push(row);
+        }
+        store::insert_rows(conn, &child, &rows).await?;
+        written.push((tf.fieldname.clone(), rows));
+    }
+    Ok(written)
+}
+
+/// The document as stored, built from what was just written (no read back).
+fn assemble(dt: &DocType, doc: &Doc, children: Vec<(String, Vec<Doc>)>) -> Doc {
+    let mut out = Doc::with_capacity(dt.fields.len() + 8);
+    out.insert("doctype".into(), Value::String(dt.name.clone()));
+    for c in crate::meta::STANDARD_COLUMNS {
+        out.insert(c.into(), doc.get(c).cloned().unwrap_or(Value::Null));
+    }
+    for f in dt.data_fields() {
+        out.insert(
+            f.fieldname.clone(),
+            doc.get(&f.fieldname).cloned().unwrap_or(Value::Null),
+        );
+    }
+    for (field, rows) in children {
+        out.insert(
+            field,
+            Value::Array(rows.into_iter().map(Value::Object).collect()),
+        );
+    }
+    out
+}
+
+/// Turns a unique-index violation into a message that names the document or the field.
+fn duplicate(dt: &DocType, doc: &Doc, e: Error) -> Error {
+    let Error::DuplicateEntry(msg) = &e else {
+        return e;
+    };
+    for f in dt.data_fields().filter(|f| f.unique) {
+        if msg.contains(&format!("{}_{}", dt.table(), f.fieldname))
+            || msg.contains(&format!(".{}", f.fieldname))
+        {
+            let v = doc.get(&f.fieldname).map(name_text).unwrap_or_default();
+            return Error::DuplicateEntry(format!(
+                "{} with {} {v} already exists",
+                dt.name,
+                f.label()
+            ));
         }
     }
-    Ok(())
+    Error::DuplicateEntry(format!(
+        "{} {} already exists",
+        dt.name,
+        doc.get("name").map(name_text).unwrap_or_default()
+    ))
 }
 
 async fn store_secrets(
@@ -774,20 +812,13 @@ impl Site {
         if !flags.ignore_links {
             check_links(conn, reg, dt, &doc).await?;
         }
-        if store::row_exists(conn, dt, &doc["name"]).await? {
-            return Err(Error::DuplicateEntry(format!(
-                "{} {} already exists",
-                dt.name, name_str
-            )));
-        }
-        check_unique(conn, dt, &doc).await?;
-        store::insert_row(conn, dt, &doc).await?;
-        write_children(conn, reg, dt, &doc, &now, &user, false).await?;
+        store::insert_row(conn, dt, &doc)
+            .await
+            .map_err(|e| duplicate(dt, &doc, e))?;
+        let children = write_children(conn, reg, dt, &doc, &now, &user, None).await?;
         store_secrets(self, conn, dt, &name_str, &pending).await?;
         doctypes::after_write(self, conn, reg, dt, &doc, None, &mut pending).await?;
-        let saved = load_doc(conn, reg, dt, &name_str)
-            .await?
-            .ok_or_else(|| not_found(dt, &name_str))?;
+        let saved = assemble(dt, &doc, children);
         pending.logs_written |=
             crate::streaming::update_log::record_insert(self, conn, reg, dt, &saved, flags).await?;
         Ok((saved, pending))
@@ -893,20 +924,42 @@ impl Site {
         if !flags.ignore_links {
             check_links(conn, reg, dt, &doc).await?;
         }
-        check_unique(conn, dt, &doc).await?;
         let mut cols = Doc::new();
         for (k, v) in &doc {
             if k != "name" && dt.has_column(k) {
                 cols.insert(k.clone(), v.clone());
             }
         }
-        store::update_columns(conn, dt, &old["name"], &cols).await?;
-        write_children(conn, reg, dt, &doc, &now, &caller.user, true).await?;
+        store::update_columns(conn, dt, &old["name"], &cols)
+            .await
+            .map_err(|e| duplicate(dt, &doc, e))?;
+        // Only tables whose rows changed are rewritten (all of them when docstatus changes,
+        // since rows carry it).
+        let all = changed.changed.contains_key("docstatus");
+        let touched: Vec<String> = dt
+            .table_fields()
+            .filter(|tf| {
+                all || changed.added.contains_key(&tf.fieldname)
+                    || changed.removed.contains_key(&tf.fieldname)
+                    || changed.row_changed.contains_key(&tf.fieldname)
+            })
+            .map(|tf| tf.fieldname.clone())
+            .collect();
+        let children =
+            write_children(conn, reg, dt, &doc, &now, &caller.user, Some(&touched)).await?;
         store_secrets(self, conn, dt, name, &pending).await?;
         doctypes::after_write(self, conn, reg, dt, &doc, Some(&old), &mut pending).await?;
-        let saved = load_doc(conn, reg, dt, name)
-            .await?
-            .ok_or_else(|| not_found(dt, name))?;
+        let mut saved = assemble(dt, &doc, children);
+        for tf in dt.table_fields() {
+            if !touched.contains(&tf.fieldname) {
+                saved.insert(
+                    tf.fieldname.clone(),
+                    old.get(&tf.fieldname)
+                        .cloned()
+                        .unwrap_or(Value::Array(vec![])),
+                );
+            }
+        }
         if !changed.is_empty() {
             pending.logs_written |= crate::streaming::update_log::record_update(
                 self, conn, reg, dt, &old, &saved, flags,

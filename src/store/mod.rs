@@ -9,7 +9,8 @@ mod schema;
 mod select;
 
 pub use rows::{
-    delete_children, delete_row, insert_row, load_children, load_row, row_exists, update_columns,
+    delete_child_rows, delete_children, delete_row, insert_row, insert_rows, load_children,
+    load_row, row_exists, update_columns,
 };
 pub use schema::{
     add_column, create_internal_tables, create_streaming_indexes, create_table, sync_table,

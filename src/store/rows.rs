@@ -27,6 +27,44 @@ pub async fn insert_row(conn: &mut AnyConnection, dt: &DocType, row: &Doc) -> Re
     Ok(())
 }
 
+/// Inserts several rows of one type in one statement per chunk; every row gets every column
+/// (absent values are NULL).
+pub async fn insert_rows(conn: &mut AnyConnection, dt: &DocType, rows: &[Doc]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut cols: Vec<&str> = crate::meta::STANDARD_COLUMNS.to_vec();
+    if dt.istable {
+        cols.extend(crate::meta::CHILD_COLUMNS);
+    }
+    cols.extend(dt.data_fields().map(|f| f.fieldname.as_str()));
+    let per_stmt = (30_000 / cols.len()).max(1);
+    let quoted: Vec<String> = cols.iter().map(|c| q(c)).collect();
+    for chunk in rows.chunks(per_stmt) {
+        let mut params = Vec::with_capacity(chunk.len() * cols.len());
+        let mut tuples = Vec::with_capacity(chunk.len());
+        for row in chunk {
+            let mut ph = Vec::with_capacity(cols.len());
+            for c in &cols {
+                params.push(Param::from_value(
+                    row.get(*c).unwrap_or(&Value::Null),
+                    dt.column_storage(c),
+                ));
+                ph.push(format!("${}", params.len()));
+            }
+            tuples.push(format!("({})", ph.join(", ")));
+        }
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            q(&dt.table()),
+            quoted.join(", "),
+            tuples.join(", ")
+        );
+        execute(conn, &sql, &params).await?;
+    }
+    Ok(())
+}
+
 /// Sets the given columns of the row `name`.
 pub async fn update_columns(
     conn: &mut AnyConnection,
@@ -103,6 +141,30 @@ pub async fn load_children(
         q(&child.table())
     );
     fetch_docs(
+        conn,
+        &sql,
+        &[
+            Param::Text(Some(parent.into())),
+            Param::Text(Some(parenttype.into())),
+            Param::Text(Some(parentfield.into())),
+        ],
+    )
+    .await
+}
+
+/// Deletes the child rows of one table field of a parent.
+pub async fn delete_child_rows(
+    conn: &mut AnyConnection,
+    child: &DocType,
+    parenttype: &str,
+    parent: &str,
+    parentfield: &str,
+) -> Result<u64> {
+    let sql = format!(
+        "DELETE FROM {} WHERE parent = $1 AND parenttype = $2 AND parentfield = $3",
+        q(&child.table())
+    );
+    execute(
         conn,
         &sql,
         &[
