@@ -817,3 +817,89 @@ async fn open_endpoints_health_metrics_openapi() {
     assert!(o["paths"]["/api/resource/{doctype}"]["get"].is_object());
     assert_eq!(site.request("", Method::GET, "/", None).await.0, 200);
 }
+
+both_backends!(
+    autoincrement_patterns_dynamic_links_and_masked_secrets,
+    |site: TestSite| async move {
+        // autoincrement names are integers; a dot pattern keeps a counter per prefix.
+        let (s, b) = site.post("/api/resource/DocType", json!({"name": "Ticket", "autoname": "autoincrement", "fields": [{"fieldname": "subject", "fieldtype": "Data"}]})).await;
+        assert_eq!(s, 200, "{b}");
+        let t1 = site.insert("Ticket", json!({"subject": "a"})).await;
+        let t2 = site.insert("Ticket", json!({"subject": "b"})).await;
+        assert_eq!(
+            (t1["name"].clone(), t2["name"].clone()),
+            (json!(1), json!(2))
+        );
+        assert_eq!(
+            site.get("/api/resource/Ticket/2").await.1["data"]["subject"],
+            "b"
+        );
+        let (s, b) = site.post("/api/resource/DocType", json!({"name": "Memo", "autoname": "MEMO-.YY.-.###", "fields": [{"fieldname": "body", "fieldtype": "Text"}]})).await;
+        assert_eq!(s, 200, "{b}");
+        let m = site.insert("Memo", json!({"body": "x"})).await;
+        let yy = &chrono_year()[2..];
+        assert_eq!(m["name"], format!("MEMO-{yy}-001"));
+        // Dynamic Link: the target type comes from another field and must exist.
+        site.insert("Customer", json!({"customer_name": "Dyn"}))
+            .await;
+        let ok = site
+            .post(
+                "/api/resource/ToDo",
+                json!({"description": "x", "reference_type": "Customer", "reference_name": "Dyn"}),
+            )
+            .await;
+        assert_eq!(ok.0, 200, "{}", ok.1);
+        let bad = site.post("/api/resource/ToDo", json!({"description": "x", "reference_type": "Customer", "reference_name": "Nobody"})).await;
+        assert_error(&bad, 417, "LinkValidationError");
+        // Deleting a Customer that a Dynamic Link points at is refused.
+        assert_error(
+            &site.delete("/api/resource/Customer/Dyn").await,
+            417,
+            "LinkExistsError",
+        );
+        // Writing ***** back to a Password field keeps the stored secret.
+        site.insert("User", json!({"email": "s@example.com", "first_name": "S"}))
+            .await;
+        let (_, k) = site
+            .request(
+                &site.admin_auth,
+                Method::POST,
+                "/api/method/frappe.core.doctype.user.user.generate_keys",
+                Some(json!({"user": "s@example.com"})),
+            )
+            .await;
+        let secret = k["message"]["api_secret"].as_str().unwrap().to_string();
+        let (_, u) = site.get("/api/resource/User/s@example.com").await;
+        let mut whole = u["data"].clone();
+        whole["last_name"] = json!("Saved Back");
+        let (s, b) = site.put("/api/resource/User/s@example.com", whole).await;
+        assert_eq!(s, 200, "{b}");
+        let auth = format!("token {}:{secret}", u["data"]["api_key"].as_str().unwrap());
+        let (_, who) = site
+            .request(
+                &auth,
+                Method::GET,
+                "/api/method/frappe.auth.get_logged_user",
+                None,
+            )
+            .await;
+        assert_eq!(
+            who["message"], "s@example.com",
+            "the secret survived a save of the masked value"
+        );
+        let (s, pw) = site
+            .request(
+                &site.admin_auth,
+                Method::POST,
+                "/api/method/frappe.client.get_password",
+                Some(
+                    json!({"doctype": "User", "name": "s@example.com", "fieldname": "api_secret"}),
+                ),
+            )
+            .await;
+        assert_eq!(
+            (s.as_u16(), pw["message"].as_str()),
+            (200, Some(secret.as_str()))
+        );
+    }
+);

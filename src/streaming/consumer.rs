@@ -34,22 +34,7 @@ pub struct Registration {
 
 /// The consumer's own keys for `user`, which the producer will use to call back.
 async fn own_keys(site: &Site, user: &str) -> Result<(String, String)> {
-    let mut conn = site.store.conn().await?;
-    let rows = store::fetch_docs(
-        &mut conn,
-        r#"SELECT api_key FROM "tabUser" WHERE name = $1"#,
-        &[Param::Text(Some(user.into()))],
-    )
-    .await?;
-    drop(conn);
-    let key = rows
-        .first()
-        .map(|r| text(r.get("api_key")))
-        .unwrap_or_default();
-    let secret = site
-        .decrypt_field("User", user, "api_secret")
-        .await?
-        .unwrap_or_default();
+    let (key, secret) = super::stored_keys(site, "User", user).await?;
     if key.is_empty() || secret.is_empty() {
         return Err(Error::Validation(format!(
             "{user} has no API keys on this site ({}): generate keys for that user first",
@@ -254,28 +239,7 @@ pub async fn add_remote_name_fields(
 
 /// A client for a stored Event Producer, with its decrypted keys.
 pub async fn remote_for(site: &Site, producer_url: &str) -> Result<RemoteSite> {
-    let mut conn = site.store.conn().await?;
-    let rows = store::fetch_docs(
-        &mut conn,
-        r#"SELECT api_key FROM "tabEvent Producer" WHERE name = $1"#,
-        &[Param::Text(Some(producer_url.into()))],
-    )
-    .await?;
-    drop(conn);
-    let key = rows
-        .first()
-        .map(|r| text(r.get("api_key")))
-        .ok_or_else(|| Error::DoesNotExist(format!("Event Producer {producer_url} not found")))?;
-    let secret = site
-        .decrypt_field("Event Producer", producer_url, "api_secret")
-        .await?
-        .unwrap_or_default();
-    Ok(RemoteSite::new(
-        site.http.clone(),
-        producer_url,
-        &key,
-        &secret,
-    ))
+    super::remote_with_stored_keys(site, "Event Producer", producer_url).await
 }
 
 /// Sends a local edit of the Event Producer's rows to the producer's Event Consumer.

@@ -7,3 +7,46 @@ pub mod diff;
 pub mod producer;
 pub mod remote;
 pub mod update_log;
+
+use crate::error::{Error, Result};
+use crate::site::Site;
+
+/// The stored `api_key` and decrypted `api_secret` of a document (a User, an Event Producer or
+/// an Event Consumer).
+pub async fn stored_keys(site: &Site, doctype: &str, name: &str) -> Result<(String, String)> {
+    let mut conn = site.store.conn().await?;
+    let rows = crate::store::fetch_docs(
+        &mut conn,
+        &format!(
+            "SELECT api_key FROM {} WHERE name = $1",
+            crate::store::q(&crate::meta::table_name(doctype))
+        ),
+        &[crate::store::Param::Text(Some(name.into()))],
+    )
+    .await?;
+    drop(conn);
+    let key = rows
+        .first()
+        .map(|r| producer::value_text(r.get("api_key")))
+        .ok_or_else(|| Error::DoesNotExist(format!("{doctype} {name} not found")))?;
+    let secret = site
+        .decrypt_field(doctype, name, "api_secret")
+        .await?
+        .unwrap_or_default();
+    Ok((key, secret))
+}
+
+/// A client for another site, with the keys stored in `doctype` `name`.
+pub async fn remote_with_stored_keys(
+    site: &Site,
+    doctype: &str,
+    name: &str,
+) -> Result<remote::RemoteSite> {
+    let (key, secret) = stored_keys(site, doctype, name).await?;
+    Ok(remote::RemoteSite::new(
+        site.http.clone(),
+        name,
+        &key,
+        &secret,
+    ))
+}

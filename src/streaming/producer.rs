@@ -479,13 +479,8 @@ pub async fn tell_consumer_statuses(site: &Site, consumer_url: &str) -> Result<(
     else {
         return Ok(());
     };
-    let key = text(doc.get("api_key"));
     drop(conn);
-    let secret = site
-        .decrypt_field("Event Consumer", consumer_url, "api_secret")
-        .await?
-        .unwrap_or_default();
-    let remote = RemoteSite::new(site.http.clone(), consumer_url, &key, &secret);
+    let remote = super::remote_with_stored_keys(site, "Event Consumer", consumer_url).await?;
     let mut producer_doc = remote.get_doc("Event Producer", &site.config.url).await?;
     let rows = doc
         .get("consumer_doctypes")
@@ -620,23 +615,7 @@ async fn send_notification(site: &Site, consumer: &str) -> Result<()> {
     let remote = match cached {
         Some((at, r)) if at.elapsed() < CONSUMER_LIST_TTL => r,
         _ => {
-            let mut conn = site.store.conn().await?;
-            let rows = store::fetch_docs(
-                &mut conn,
-                r#"SELECT api_key FROM "tabEvent Consumer" WHERE name = $1"#,
-                &[Param::Text(Some(consumer.into()))],
-            )
-            .await?;
-            drop(conn);
-            let key = rows
-                .first()
-                .map(|r| text(r.get("api_key")))
-                .unwrap_or_default();
-            let secret = site
-                .decrypt_field("Event Consumer", consumer, "api_secret")
-                .await?
-                .unwrap_or_default();
-            let r = RemoteSite::new(site.http.clone(), consumer, &key, &secret);
+            let r = super::remote_with_stored_keys(site, "Event Consumer", consumer).await?;
             site.notifier
                 .targets
                 .lock()

@@ -15,19 +15,28 @@ use sqlx::AnyConnection;
 /// The counter that gives update logs their gap-free `seq`.
 pub const SEQ_COUNTER: &str = "event_update_log_seq";
 
-async fn is_streamed(conn: &mut AnyConnection, dt: &DocType) -> Result<bool> {
+/// Takes the next `seq` when `dt` has consumer rows, in one statement (the row lock on the
+/// counter keeps seqs gap-free in commit order); `None` when the type is not streamed.
+async fn claim_seq(conn: &mut AnyConnection, dt: &DocType) -> Result<Option<i64>> {
     if dt.istable || dt.module == "Event Streaming" {
-        return Ok(false);
+        return Ok(None);
     }
     let rows = store::fetch_docs(
         conn,
-        r#"SELECT 1 AS hit FROM "tabEvent Consumer Document Type" WHERE ref_doctype = $1 LIMIT 1"#,
-        &[Param::Text(Some(dt.name.clone()))],
+        r#"INSERT INTO "tabSeries" (name, current)
+           SELECT $1, 1 WHERE EXISTS (SELECT 1 FROM "tabEvent Consumer Document Type" WHERE ref_doctype = $2)
+           ON CONFLICT (name) DO UPDATE SET current = "tabSeries".current + 1
+           RETURNING current"#,
+        &[Param::Text(Some(SEQ_COUNTER.into())), Param::Text(Some(dt.name.clone()))],
     )
     .await?;
-    Ok(!rows.is_empty())
+    Ok(rows
+        .first()
+        .and_then(|r| r.get("current"))
+        .and_then(Value::as_i64))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write(
     site: &Site,
     conn: &mut AnyConnection,
@@ -36,8 +45,8 @@ async fn write(
     docname: &str,
     data: Option<String>,
     flags: &WriteFlags,
+    seq: i64,
 ) -> Result<()> {
-    let seq = store::next_counter(conn, SEQ_COUNTER).await?;
     let now = site.clock.now();
     let sql = r#"INSERT INTO "tabEvent Update Log" (name, owner, creation, modified, modified_by, docstatus, idx,
         update_type, ref_doctype, docname, data, seq, origin, for_consumer)
@@ -85,9 +94,9 @@ pub async fn record_insert(
     doc: &Doc,
     flags: &WriteFlags,
 ) -> Result<bool> {
-    if !is_streamed(conn, dt).await? {
+    let Some(seq) = claim_seq(conn, dt).await? else {
         return Ok(false);
-    }
+    };
     let name = name_text(&doc["name"]);
     write(
         site,
@@ -97,6 +106,7 @@ pub async fn record_insert(
         &name,
         Some(frappe_json(&create_payload(doc))),
         flags,
+        seq,
     )
     .await?;
     Ok(true)
@@ -112,13 +122,14 @@ pub async fn record_update(
     new: &Doc,
     flags: &WriteFlags,
 ) -> Result<bool> {
-    if !is_streamed(conn, dt).await? {
-        return Ok(false);
-    }
+    // The diff first: an empty one must not take a seq (seqs are gap-free).
     let d = diff(reg, dt, old, new)?;
     if d.is_empty() {
         return Ok(false);
     }
+    let Some(seq) = claim_seq(conn, dt).await? else {
+        return Ok(false);
+    };
     let name = name_text(&new["name"]);
     write(
         site,
@@ -128,6 +139,7 @@ pub async fn record_update(
         &name,
         Some(frappe_json(&d.to_value())),
         flags,
+        seq,
     )
     .await?;
     Ok(true)
@@ -142,9 +154,9 @@ pub async fn record_delete(
     doc: &Doc,
     flags: &WriteFlags,
 ) -> Result<bool> {
-    if !is_streamed(conn, dt).await? {
+    let Some(seq) = claim_seq(conn, dt).await? else {
         return Ok(false);
-    }
+    };
     write(
         site,
         conn,
@@ -153,6 +165,7 @@ pub async fn record_delete(
         &name_text(&doc["name"]),
         None,
         flags,
+        seq,
     )
     .await?;
     Ok(true)
@@ -168,9 +181,9 @@ pub async fn record_rename(
     after: &Doc,
     flags: &WriteFlags,
 ) -> Result<bool> {
-    if !is_streamed(conn, dt).await? {
+    let Some(seq) = claim_seq(conn, dt).await? else {
         return Ok(false);
-    }
+    };
     let old = name_text(&before["name"]);
     let new = name_text(&after["name"]);
     let mut changed = Map::new();
@@ -184,6 +197,7 @@ pub async fn record_rename(
         &new,
         Some(frappe_json(&data)),
         flags,
+        seq,
     )
     .await?;
     Ok(true)
