@@ -255,12 +255,33 @@ async fn submit_cancel_failure_waiting_and_resync() {
         site.insert("Customer", json!({"customer_name": "Both"}))
             .await;
     }
+    // A local invoice that takes the name the producer's first invoice will have: a name clash.
+    let local = c
+        .insert(
+            "Sales Invoice",
+            json!({"customer": "Both", "items": [{"item_code": "I1", "qty": 9}]}),
+        )
+        .await;
     subscribe(
         &p,
         &c,
         json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 0}]),
     )
     .await;
+    let clash = p
+        .insert(
+            "Sales Invoice",
+            json!({"customer": "Both", "items": [{"item_code": "I1", "qty": 1}]}),
+        )
+        .await;
+    let clash_name = clash["name"].as_str().unwrap().to_string();
+    assert_eq!(clash_name, local["name"].as_str().unwrap());
+    p.put(
+        &format!("/api/resource/Sales Invoice/{clash_name}"),
+        json!({"due_date": "2030-01-01"}),
+    )
+    .await;
+    // Later documents still flow.
     let inv = p
         .insert(
             "Sales Invoice",
@@ -268,6 +289,76 @@ async fn submit_cancel_failure_waiting_and_resync() {
         )
         .await;
     let name = inv["name"].as_str().unwrap().to_string();
+    eventually(10, "later invoice still flows", || {
+        get_opt(&c, format!("/api/resource/Sales Invoice/{name}"))
+    })
+    .await;
+    let failed = eventually(10, "failed sync logs", || async {
+        let q = format!("/api/resource/Event Sync Log?fields=[\"name\",\"status\",\"error\",\"update_type\"]&filters={}&order_by=seq%20asc", enc(&json!({"producer_doc": clash_name})));
+        let (_, l) = c.get(&q).await;
+        let l = l["data"].as_array().unwrap().clone();
+        (l.len() == 2).then_some(l)
+    })
+    .await;
+    assert!(failed.iter().all(|l| l["status"] == "Failed"));
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("name clash"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        failed[1]["error"],
+        format!("waiting on {}", failed[0]["name"].as_str().unwrap())
+    );
+    assert_eq!(
+        get_opt(&c, format!("/api/resource/Sales Invoice/{clash_name}"))
+            .await
+            .unwrap()["items"][0]["qty"],
+        9.0,
+        "the local document is untouched"
+    );
+    // Remove the clash, then Resync: the failed one and the one waiting on it apply.
+    assert_eq!(
+        c.delete(&format!("/api/resource/Sales Invoice/{clash_name}"))
+            .await
+            .0,
+        202
+    );
+    let (s, r) = c
+        .request(
+            &c.admin_auth,
+            Method::POST,
+            "/api/method/frappe.event_streaming.doctype.event_producer.event_producer.resync",
+            Some(json!({"update": failed[0]["name"]})),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), r["message"].clone()),
+        (200, json!("Synced")),
+        "{r}"
+    );
+    let doc = get_opt(&c, format!("/api/resource/Sales Invoice/{clash_name}"))
+        .await
+        .expect("applied after resync");
+    assert_eq!(
+        doc["due_date"], "2030-01-01",
+        "the waiting update applied too"
+    );
+    assert_eq!(doc["items"][0]["qty"], 1.0);
+    let (_, l) = c
+        .get(&format!(
+            "/api/resource/Event Sync Log?fields=[\"status\"]&filters={}",
+            enc(&json!({"producer_doc": clash_name}))
+        ))
+        .await;
+    assert!(
+        l["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["status"] == "Synced"),
+        "{l}"
+    );
+    // Submit and cancel flow as updates of docstatus.
     p.request(
         &p.admin_auth,
         Method::POST,
@@ -294,86 +385,72 @@ async fn submit_cancel_failure_waiting_and_resync() {
             .filter(|d| d["docstatus"] == 2)
     })
     .await;
-    // A customer that exists only on the producer: the consumer's sync fails (no dependency
-    // syncing for unsubscribed Customer here), later updates of that invoice wait behind it,
-    // other documents go on.
-    p.insert("Customer", json!({"customer_name": "OnlyThere"}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_dependencies_arrive_first() {
+    let (p, c) = start_pair().await;
+    // Only the producer has the masters; the consumer subscribes to invoices alone.
+    p.insert("UOM", json!({"uom_name": "Box"})).await;
+    p.insert("Item Group", json!({"item_group_name": "Root"}))
         .await;
-    let bad = p
-        .insert(
-            "Sales Invoice",
-            json!({"customer": "OnlyThere", "items": [{"item_code": "I1", "qty": 1}]}),
-        )
-        .await;
-    let bad_name = bad["name"].as_str().unwrap().to_string();
-    p.put(
-        &format!("/api/resource/Sales Invoice/{bad_name}"),
-        json!({"due_date": "2030-01-01"}),
+    p.insert(
+        "Item Group",
+        json!({"item_group_name": "Tools", "parent_item_group": "Root"}),
     )
     .await;
-    let good = p
-        .insert(
-            "Sales Invoice",
-            json!({"customer": "Both", "items": [{"item_code": "I1", "qty": 5}]}),
+    for code in ["HAMMER", "SAW"] {
+        p.insert(
+            "Item",
+            json!({"item_code": code, "item_group": "Tools", "stock_uom": "Box"}),
         )
         .await;
-    let good_name = good["name"].as_str().unwrap().to_string();
-    eventually(10, "later invoice still flows", || {
-        get_opt(&c, format!("/api/resource/Sales Invoice/{good_name}"))
-    })
-    .await;
-    let failed = eventually(10, "failed sync logs", || async {
-        let q = format!("/api/resource/Event Sync Log?fields=[\"name\",\"status\",\"error\",\"update_type\"]&filters={}&order_by=seq%20asc", enc(&json!({"producer_doc": bad_name})));
-        let (_, l) = c.get(&q).await;
-        let l = l["data"].as_array().unwrap().clone();
-        (l.len() == 2).then_some(l)
-    })
-    .await;
-    assert!(failed.iter().all(|l| l["status"] == "Failed"));
-    assert!(
-        failed[0]["error"].as_str().unwrap().contains("OnlyThere"),
-        "{failed:?}"
-    );
-    assert_eq!(
-        failed[1]["error"],
-        format!("waiting on {}", failed[0]["name"].as_str().unwrap())
-    );
-    // Fix the cause on the consumer, then Resync: the failed one and the one waiting on it apply.
-    c.insert("Customer", json!({"customer_name": "OnlyThere"}))
+    }
+    p.insert("Customer", json!({"customer_name": "Builder"}))
         .await;
-    let (s, r) = c
-        .request(
-            &c.admin_auth,
-            Method::POST,
-            "/api/method/frappe.event_streaming.doctype.event_producer.event_producer.resync",
-            Some(json!({"update": failed[0]["name"]})),
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 0}]),
+    )
+    .await;
+    let inv = p.insert("Sales Invoice", json!({"customer": "Builder", "items": [{"item_code": "HAMMER", "qty": 1, "uom": "Box"}, {"item_code": "SAW", "qty": 2}]})).await;
+    let name = inv["name"].as_str().unwrap().to_string();
+    let got = eventually(15, "invoice with its dependencies", || {
+        get_opt(&c, format!("/api/resource/Sales Invoice/{name}"))
+    })
+    .await;
+    assert_eq!(got["items"].as_array().unwrap().len(), 2);
+    for path in [
+        "/api/resource/Customer/Builder",
+        "/api/resource/Item/HAMMER",
+        "/api/resource/Item/SAW",
+        "/api/resource/Item Group/Tools",
+        "/api/resource/Item Group/Root",
+        "/api/resource/UOM/Box",
+    ] {
+        assert!(
+            get_opt(&c, path).await.is_some(),
+            "{path} missing on the consumer"
+        );
+    }
+    assert_eq!(
+        get_opt(&c, "/api/resource/Item Group/Tools").await.unwrap()["parent_item_group"],
+        "Root"
+    );
+    // Each dependency is recorded as synced from the producer.
+    assert_eq!(
+        count_of(
+            &c,
+            "Event Sync Log",
+            json!({"ref_doctype": "Item", "status": "Synced"})
         )
-        .await;
-    assert_eq!(
-        (s.as_u16(), r["message"].clone()),
-        (200, json!("Synced")),
-        "{r}"
+        .await,
+        2
     );
-    let doc = get_opt(&c, format!("/api/resource/Sales Invoice/{bad_name}"))
-        .await
-        .expect("applied after resync");
     assert_eq!(
-        doc["due_date"], "2030-01-01",
-        "the waiting update applied too"
-    );
-    let (_, l) = c
-        .get(&format!(
-            "/api/resource/Event Sync Log?fields=[\"status\"]&filters={}",
-            enc(&json!({"producer_doc": bad_name}))
-        ))
-        .await;
-    assert!(
-        l["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["status"] == "Synced"),
-        "{l}"
+        count_of(&c, "Event Sync Log", json!({"status": "Failed"})).await,
+        0
     );
 }
 

@@ -460,6 +460,7 @@ async fn apply_one(
                 info,
                 sub,
                 caller,
+                remote,
                 &flags,
                 &inc.docname,
                 doc,
@@ -490,6 +491,7 @@ async fn apply_one(
                     info,
                     sub,
                     caller,
+                    remote,
                     &flags,
                     &inc.docname,
                     strip_dunder(&whole),
@@ -512,6 +514,9 @@ async fn apply_one(
                 .await?
                 .ok_or_else(|| Error::DoesNotExist(format!("{} {local} vanished", dt.name)))?;
             let patch = patch_from_diff(&dt, &current, &inc.data);
+            let mut merged = current.clone();
+            merged.extend(patch.clone());
+            sync_dependencies(site, conn, reg, info, caller, remote, &dt, &merged).await?;
             if !patch.is_empty() {
                 site.update_in(conn, reg, caller, &dt, &local, patch, &flags)
                     .await?;
@@ -547,10 +552,12 @@ async fn upsert(
     info: &ProducerInfo,
     sub: &SubscribedType,
     caller: &Caller,
+    remote: &RemoteSite,
     flags: &WriteFlags,
     docname: &str,
     mut doc: Doc,
 ) -> Result<String> {
+    sync_dependencies(site, conn, reg, info, caller, remote, dt, &doc).await?;
     if let Some(local) = find_local(conn, dt, info, sub, docname).await? {
         if sub.use_same_name && !synced_from_producer(conn, info, sub, docname).await? {
             return Err(Error::DuplicateEntry(format!(
@@ -768,4 +775,153 @@ pub async fn retry_due(site: &Site) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Inserts, before `doc`, every document it links to that is missing here, fetched from the
+/// producer with the same name, depth-first; each dependency writes a Synced sync log so it
+/// counts as synced from that producer. A link back to a document still being fetched (a
+/// cycle) is left empty at insert and set once that document exists.
+#[allow(clippy::too_many_arguments)]
+async fn sync_dependencies(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    info: &ProducerInfo,
+    caller: &Caller,
+    remote: &RemoteSite,
+    dt: &DocType,
+    doc: &Doc,
+) -> Result<()> {
+    let mut visiting = vec![(dt.name.clone(), text(doc.get("name")))];
+    let mut deferred = Vec::new();
+    fetch_missing(
+        site,
+        conn,
+        reg,
+        info,
+        caller,
+        remote,
+        dt,
+        doc,
+        &mut visiting,
+        &mut deferred,
+    )
+    .await?;
+    for (doctype, name, field, value) in deferred {
+        let tdt = reg.get(&doctype)?;
+        let mut p = Doc::new();
+        p.insert(field, Value::String(value));
+        store::update_columns(conn, &tdt, &Value::String(name), &p).await?;
+    }
+    Ok(())
+}
+
+type Deferred = Vec<(String, String, String, String)>;
+
+#[allow(clippy::too_many_arguments)]
+fn fetch_missing<'a>(
+    site: &'a Site,
+    conn: &'a mut AnyConnection,
+    reg: &'a Registry,
+    info: &'a ProducerInfo,
+    caller: &'a Caller,
+    remote: &'a RemoteSite,
+    dt: &'a DocType,
+    doc: &'a Doc,
+    visiting: &'a mut Vec<(String, String)>,
+    deferred: &'a mut Deferred,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+    Box::pin(async move {
+        // Links with an empty Dynamic Link type are the document's own problem, found at save.
+        let Ok(links) = crate::service::documents::links_of(reg, dt, doc) else {
+            return Ok(());
+        };
+        for (_, target, value) in links {
+            let Ok(tdt) = reg.get(&target) else { continue };
+            if target == "DocType" || tdt.issingle || tdt.istable {
+                continue;
+            }
+            if visiting.iter().any(|(t, n)| *t == target && *n == value)
+                || store::row_exists(conn, &tdt, &Value::String(value.clone())).await?
+            {
+                continue;
+            }
+            let fetched = remote.get_doc(&target, &value).await.map_err(|e| {
+                Error::LinkValidation(format!(
+                    "dependency {target} {value} could not be fetched from {}: {}",
+                    info.url,
+                    e.message()
+                ))
+            })?;
+            let mut dep = strip_dunder(&fetched);
+            visiting.push((target.clone(), value.clone()));
+            fetch_missing(
+                site, conn, reg, info, caller, remote, &tdt, &dep, visiting, deferred,
+            )
+            .await?;
+            // Fields pointing at documents still being fetched wait until those exist.
+            for f in tdt
+                .fields
+                .iter()
+                .filter(|f| f.fieldtype == crate::meta::FieldType::Link)
+            {
+                let v = text(dep.get(&f.fieldname));
+                if !v.is_empty()
+                    && visiting.iter().any(|(t, n)| *t == f.options && *n == v)
+                    && !(f.options == target && v == value)
+                {
+                    deferred.push((target.clone(), value.clone(), f.fieldname.clone(), v));
+                    dep.insert(f.fieldname.clone(), Value::Null);
+                }
+            }
+            for k in ["owner", "creation", "modified", "modified_by", "doctype"] {
+                dep.remove(k);
+            }
+            let cancelled = dep.get("docstatus").and_then(Value::as_i64) == Some(2);
+            if cancelled {
+                dep.insert("docstatus".into(), json!(1));
+            }
+            let flags = WriteFlags {
+                ignore_permissions: true,
+                set_read_only: true,
+                keep_name: true,
+                keep_timestamps: false,
+                ignore_links: false,
+                origin: Some(info.url.clone()),
+            };
+            site.insert_in(conn, reg, caller, &tdt, dep, &flags)
+                .await
+                .map_err(|e| {
+                    Error::LinkValidation(format!(
+                        "dependency {target} {value} from {} could not be saved: {}",
+                        info.url,
+                        e.message()
+                    ))
+                })?;
+            if cancelled {
+                let mut p = Doc::new();
+                p.insert("docstatus".into(), json!(2));
+                site.update_in(conn, reg, caller, &tdt, &value, p, &flags)
+                    .await?;
+            }
+            visiting.pop();
+            let sub = SubscribedType {
+                local_type: target.clone(),
+                remote_type: target.clone(),
+                use_same_name: true,
+                unsubscribed: false,
+            };
+            let inc = Incoming {
+                update_type: "Create".into(),
+                remote_type: target.clone(),
+                docname: value.clone(),
+                raw_data: Value::String(fetched.to_string()),
+                data: fetched,
+                seq: None,
+                origin: info.url.clone(),
+            };
+            write_sync_log(site, conn, info, &sub, &inc, Ok(value.clone()), None).await?;
+        }
+        Ok(())
+    })
 }
