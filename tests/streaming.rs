@@ -878,3 +878,49 @@ async fn snapshot_unsubscribe_reject_and_later_edits() {
     .await
     .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frappe_pull_form_v15_names_and_log_consumers() {
+    let (p, c) = start_pair().await;
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 0}]),
+    )
+    .await;
+    let t = p.insert("ToDo", json!({"description": "seen"})).await;
+    let name = t["name"].as_str().unwrap().to_string();
+    eventually(10, "ToDo on the consumer", || {
+        get_opt(&c, format!("/api/resource/ToDo/{name}"))
+    })
+    .await;
+    // The log shows the consumer that received it (computed from its acknowledged progress).
+    let (_, logs) = p.get("/api/resource/Event Update Log?fields=[\"name\",\"seq\"]&order_by=seq%20desc&limit_page_length=1").await;
+    let log_name = logs["data"][0]["name"].clone();
+    let log = eventually(10, "acknowledged", || async {
+        // The consumer acknowledges a log with its next pull; push one.
+        c.request(&c.admin_auth, Method::POST, "/api/method/frappe.event_streaming.doctype.event_producer.event_producer.pull_from_node", Some(json!({"event_producer": p.url}))).await;
+        let (_, l) = p.get(&format!("/api/resource/Event Update Log/{log_name}")).await;
+        (l["data"]["consumers"].as_array().map(|a| a.len()) == Some(1)).then_some(l)
+    })
+    .await;
+    assert_eq!(log["data"]["consumers"][0]["consumer"], c.url);
+    assert_eq!(log["data"]["update_type"], "Create");
+    let data: Value = serde_json::from_str(log["data"]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["description"], "seen");
+    // Frappe's own consumers pull by timestamp through POST / with cmd, without paging headers.
+    let (s, page) = p
+        .post_form(&p.admin_auth, "/", &[("cmd", "frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer"), ("event_consumer", &c.url), ("doctypes", "[\"ToDo\"]"), ("last_update", "2000-01-01 00:00:00.000000")])
+        .await;
+    assert_eq!(s, 200, "{page}");
+    let msgs = page["message"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["docname"], name);
+    assert!(msgs[0]["data"].is_string(), "data travels as a JSON string");
+    // Frappe v15's app prefix answers the same.
+    let (s, page) = p
+        .post_form(&p.admin_auth, "/api/method/event_streaming.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer", &[("event_consumer", &c.url), ("doctypes", "[\"ToDo\"]"), ("after_seq", "0")])
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(page["message"].as_array().unwrap().len(), 1);
+}

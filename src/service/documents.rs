@@ -651,9 +651,14 @@ impl Site {
             return self.get_single(&dt).await;
         }
         let mut conn = self.store.conn().await?;
-        load_doc(&mut conn, &reg, &dt, name)
+        let mut doc = load_doc(&mut conn, &reg, &dt, name)
             .await?
-            .ok_or_else(|| not_found(&dt, name))
+            .ok_or_else(|| not_found(&dt, name))?;
+        if dt.name == "Event Update Log" {
+            let consumers = crate::streaming::producer::consumers_of(&mut conn, &doc).await?;
+            doc.insert("consumers".into(), Value::Array(consumers));
+        }
+        Ok(doc)
     }
 
     async fn get_child_row(

@@ -189,6 +189,11 @@ async fn subscription(
             caller.user
         )));
     }
+    load_subscription(conn, consumer_url).await
+}
+
+/// A consumer's approved types and where each approval began.
+async fn load_subscription(conn: &mut AnyConnection, consumer_url: &str) -> Result<Subscription> {
     let types = store::fetch_docs(
         conn,
         r#"SELECT t.ref_doctype, COALESCE(s.approved_after_seq, 0) AS after FROM "tabEvent Consumer Document Type" t
@@ -339,6 +344,28 @@ pub async fn get_update_logs(
             })
         }
     }
+}
+
+/// The consumers that have received a log: acknowledged it and were sent it under their
+/// subscription (computed, so writing a log costs the same for any number of consumers).
+pub async fn consumers_of(conn: &mut AnyConnection, log: &Doc) -> Result<Vec<Value>> {
+    let seq = log.get("seq").and_then(Value::as_i64).unwrap_or(i64::MAX);
+    let rows = store::fetch_docs(
+        conn,
+        r#"SELECT consumer FROM "__consumer_progress" WHERE acked_seq >= $1 ORDER BY consumer"#,
+        &[Param::Int(Some(seq))],
+    )
+    .await?;
+    let wanted: HashSet<String> = [text(log.get("ref_doctype"))].into_iter().collect();
+    let mut out = Vec::new();
+    for r in rows {
+        let url = text(r.get("consumer"));
+        let sub = load_subscription(conn, &url).await?;
+        if passes(&sub, &wanted, log) {
+            out.push(json!({"doctype": "Event Update Log Consumer", "consumer": url}));
+        }
+    }
+    Ok(out)
 }
 
 /// Records that a consumer has received every log up to `seq`.
