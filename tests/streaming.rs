@@ -39,17 +39,18 @@ async fn subscriber(site: &TestSite) -> (String, String) {
 }
 
 async fn start_pair() -> (TestSite, TestSite) {
+    start_pair_on(Backend::Sqlite).await.unwrap()
+}
+
+/// A producer and a consumer on `backend`; `None` when that backend is not reachable.
+async fn start_pair_on(backend: Backend) -> Option<(TestSite, TestSite)> {
     let settings = [
         ("pull_interval", json!(1)),
         ("retry_base_seconds", json!(3600)),
     ];
-    let p = TestSite::start_with(Backend::Sqlite, &settings)
-        .await
-        .unwrap();
-    let c = TestSite::start_with(Backend::Sqlite, &settings)
-        .await
-        .unwrap();
-    (p, c)
+    let p = TestSite::start_with(backend, &settings).await?;
+    let c = TestSite::start_with(backend, &settings).await?;
+    Some((p, c))
 }
 
 /// Subscribes `consumer` to `rows` of `producer` and approves them all.
@@ -105,6 +106,17 @@ async fn get_opt(site: &TestSite, path: impl Into<String>) -> Option<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_update_child_rows_rename_delete_flow() {
     let (p, c) = start_pair().await;
+    flow(p, c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_update_child_rows_rename_delete_flow_postgres() {
+    if let Some((p, c)) = start_pair_on(Backend::Postgres).await {
+        flow(p, c).await;
+    }
+}
+
+async fn flow(p: TestSite, c: TestSite) {
     // Written before the subscription exists: never delivered (only changes after approval flow).
     let early = p
         .insert("ToDo", json!({"description": "before subscribing"}))
@@ -923,4 +935,53 @@ async fn frappe_pull_form_v15_names_and_log_consumers() {
         .await;
     assert_eq!(s, 200);
     assert_eq!(page["message"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_consumer_apply_once() {
+    let Some((p, c)) = start_pair_on(Backend::Postgres).await else {
+        return;
+    };
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 0}]),
+    )
+    .await;
+    // A second process serving the same PostgreSQL site: both workers pull the same producer.
+    let port2 = free_port();
+    let mut second = std::process::Command::new(bin())
+        .args(["serve", "--data-dir"])
+        .arg(c.dir.path())
+        .args(["--bind", &format!("127.0.0.1:{port2}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let total = 150;
+    for i in 0..total {
+        p.insert("ToDo", json!({"description": format!("scale-out {i}")}))
+            .await;
+        if i % 50 == 0 {
+            // Ask the second process to pull too, while the first is notified.
+            let client = reqwest::Client::new();
+            let _ = client
+                .post(format!("http://127.0.0.1:{port2}/api/method/frappe.event_streaming.doctype.event_producer.event_producer.pull_from_node"))
+                .header("authorization", &c.admin_auth)
+                .form(&[("event_producer", p.url.as_str())])
+                .send()
+                .await;
+        }
+    }
+    eventually(60, "all documents", || async {
+        (count_of(&c, "ToDo", json!({})).await == total).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        count_of(&c, "Event Sync Log", json!({"update_type": "Create"})).await,
+        total,
+        "each applied once"
+    );
+    let _ = second.kill();
+    let _ = second.wait();
 }

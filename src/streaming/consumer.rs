@@ -333,6 +333,38 @@ pub async fn unsent_updates(site: &Site) -> Result<Vec<String>> {
 pub async fn pull(site: &Site, producer_url: &str) -> Result<usize> {
     let lock = site.pull_lock(producer_url);
     let _guard = lock.lock().await;
+    if site.store.dialect() != store::Dialect::Postgres {
+        return pull_locked(site, producer_url).await;
+    }
+    // Several processes may serve one PostgreSQL site: a session advisory lock keeps one pull
+    // per producer at a time across all of them (the others wait, then pull what is left).
+    let key = advisory_key(producer_url);
+    let mut conn = site.store.conn().await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    let result = pull_locked(site, producer_url).await;
+    if sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(key)
+        .execute(&mut *conn)
+        .await
+        .is_err()
+    {
+        // A connection that may still hold the lock must not go back to the pool.
+        conn.detach();
+    }
+    result
+}
+
+/// A stable 64-bit lock key for a producer URL.
+fn advisory_key(producer_url: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("docstream-pull:{producer_url}").as_bytes());
+    i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {
     let info = ProducerInfo::load(site, producer_url).await?;
     let remote = remote_for(site, producer_url).await?;
     let mut applied = 0;
