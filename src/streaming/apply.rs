@@ -224,7 +224,19 @@ async fn apply_and_log(
         Some(b) => Err(Error::Validation(format!("waiting on {b}"))),
         None => {
             let mut sp = tx.begin().await?;
-            match apply_one(site, &mut sp, reg, info, sub, caller, remote, inc).await {
+            match apply_one(
+                site,
+                &mut sp,
+                reg,
+                info,
+                sub,
+                caller,
+                remote,
+                inc,
+                &mut batch.known,
+            )
+            .await
+            {
                 Ok(local) => {
                     sp.commit().await?;
                     Ok(local)
@@ -252,7 +264,12 @@ pub struct BatchState {
     failed: std::collections::HashMap<(String, String), String>,
     /// Local types with consumers of their own (applying them writes update logs).
     streamed: std::collections::HashSet<String>,
+    /// Documents known to exist here before this batch touched them (dependency checks).
+    known: Known,
 }
+
+/// (type, name) of documents known to exist locally.
+type Known = std::collections::HashSet<(String, String)>;
 
 impl BatchState {
     async fn load(conn: &mut AnyConnection, producer: &str) -> Result<BatchState> {
@@ -434,6 +451,7 @@ async fn apply_one(
     caller: &Caller,
     remote: &RemoteSite,
     inc: &Incoming,
+    known: &mut Known,
 ) -> Result<String> {
     let dt = reg.get(&sub.local_type)?;
     let origin = if inc.origin.is_empty() {
@@ -461,6 +479,7 @@ async fn apply_one(
                 sub,
                 caller,
                 remote,
+                known,
                 &flags,
                 &inc.docname,
                 doc,
@@ -492,6 +511,7 @@ async fn apply_one(
                     sub,
                     caller,
                     remote,
+                    known,
                     &flags,
                     &inc.docname,
                     strip_dunder(&whole),
@@ -501,6 +521,7 @@ async fn apply_one(
             let mut local = local;
             if let Some(old) = old_name {
                 if sub.use_same_name {
+                    known.remove(&(dt.name.clone(), old.clone()));
                     site.rename_in(conn, reg, caller, &dt, &old, &inc.docname, &flags)
                         .await?;
                     local = inc.docname.clone();
@@ -516,9 +537,14 @@ async fn apply_one(
             let patch = patch_from_diff(&dt, &current, &inc.data);
             let mut merged = current.clone();
             merged.extend(patch.clone());
-            sync_dependencies(site, conn, reg, info, caller, remote, &dt, &merged).await?;
+            sync_dependencies(site, conn, reg, info, caller, remote, known, &dt, &merged).await?;
             if !patch.is_empty() {
-                site.update_in(conn, reg, caller, &dt, &local, patch, &flags)
+                // Every link target exists now (the producer validated the rest).
+                let f = WriteFlags {
+                    ignore_links: true,
+                    ..flags.clone()
+                };
+                site.update_in(conn, reg, caller, &dt, &local, patch, &f)
                     .await?;
             }
             Ok(local)
@@ -534,6 +560,7 @@ async fn apply_one(
                 }
                 site.delete_in(conn, reg, caller, &dt, &local, &flags)
                     .await?;
+                known.remove(&(dt.name.clone(), local.clone()));
                 Ok(local)
             }
             None => Ok(inc.docname.clone()),
@@ -553,11 +580,17 @@ async fn upsert(
     sub: &SubscribedType,
     caller: &Caller,
     remote: &RemoteSite,
+    known: &mut Known,
     flags: &WriteFlags,
     docname: &str,
     mut doc: Doc,
 ) -> Result<String> {
-    sync_dependencies(site, conn, reg, info, caller, remote, dt, &doc).await?;
+    sync_dependencies(site, conn, reg, info, caller, remote, known, dt, &doc).await?;
+    // Every link target exists now (the producer validated the rest).
+    let flags = &WriteFlags {
+        ignore_links: true,
+        ..flags.clone()
+    };
     if let Some(local) = find_local(conn, dt, info, sub, docname).await? {
         if sub.use_same_name && !synced_from_producer(conn, info, sub, docname).await? {
             return Err(Error::DuplicateEntry(format!(
@@ -789,6 +822,7 @@ async fn sync_dependencies(
     info: &ProducerInfo,
     caller: &Caller,
     remote: &RemoteSite,
+    known: &mut Known,
     dt: &DocType,
     doc: &Doc,
 ) -> Result<()> {
@@ -801,6 +835,7 @@ async fn sync_dependencies(
         info,
         caller,
         remote,
+        known,
         dt,
         doc,
         &mut visiting,
@@ -826,6 +861,7 @@ fn fetch_missing<'a>(
     info: &'a ProducerInfo,
     caller: &'a Caller,
     remote: &'a RemoteSite,
+    known: &'a mut Known,
     dt: &'a DocType,
     doc: &'a Doc,
     visiting: &'a mut Vec<(String, String)>,
@@ -841,9 +877,12 @@ fn fetch_missing<'a>(
             if target == "DocType" || tdt.issingle || tdt.istable {
                 continue;
             }
-            if visiting.iter().any(|(t, n)| *t == target && *n == value)
-                || store::row_exists(conn, &tdt, &Value::String(value.clone())).await?
-            {
+            let key = (target.clone(), value.clone());
+            if visiting.contains(&key) || known.contains(&key) {
+                continue;
+            }
+            if store::row_exists(conn, &tdt, &Value::String(value.clone())).await? {
+                known.insert(key);
                 continue;
             }
             let fetched = remote.get_doc(&target, &value).await.map_err(|e| {
@@ -856,7 +895,7 @@ fn fetch_missing<'a>(
             let mut dep = strip_dunder(&fetched);
             visiting.push((target.clone(), value.clone()));
             fetch_missing(
-                site, conn, reg, info, caller, remote, &tdt, &dep, visiting, deferred,
+                site, conn, reg, info, caller, remote, known, &tdt, &dep, visiting, deferred,
             )
             .await?;
             // Fields pointing at documents still being fetched wait until those exist.
