@@ -34,6 +34,8 @@ pub struct Site {
     pub notifier: crate::streaming::producer::Notifier,
     /// Wakes the pull worker (a producer notified us, or a pull was asked for).
     pub pull_wakeup: tokio::sync::Notify,
+    /// The `meta_version` counter the registry was built from, and when it was last compared.
+    meta_seen: std::sync::Mutex<(i64, std::time::Instant)>,
     pull_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     me: std::sync::OnceLock<std::sync::Weak<Site>>,
 }
@@ -89,6 +91,7 @@ impl Site {
             key_cache: Default::default(),
             pull_wakeup: tokio::sync::Notify::new(),
             pull_locks: Default::default(),
+            meta_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
             me: std::sync::OnceLock::new(),
         })
     }
@@ -182,10 +185,34 @@ impl Site {
         self.meta.read().expect("meta lock").clone()
     }
 
+    /// Reloads the registry when another process changed a DocType or Custom Field (checked at
+    /// most once a second).
+    pub async fn refresh_meta(&self) -> Result<()> {
+        {
+            let seen = self.meta_seen.lock().expect("meta lock");
+            if seen.1.elapsed() < std::time::Duration::from_secs(1) {
+                return Ok(());
+            }
+        }
+        let mut conn = self.store.conn().await?;
+        let version = meta_version(&mut conn).await?;
+        drop(conn);
+        let known = {
+            let mut seen = self.meta_seen.lock().expect("meta lock");
+            seen.1 = std::time::Instant::now();
+            seen.0
+        };
+        if version != known {
+            self.reload_meta().await?;
+        }
+        Ok(())
+    }
+
     /// Rebuilds the registry from the built-ins plus custom types and Custom Fields in the database.
     pub async fn reload_meta(&self) -> Result<()> {
         let mut reg = Registry::builtin();
         let mut conn = self.store.conn().await?;
+        let version = meta_version(&mut conn).await?;
         let customs = store::fetch_docs(
             &mut conn,
             r#"SELECT * FROM "tabDocType" WHERE custom = 1"#,
@@ -237,8 +264,26 @@ impl Site {
             }
         }
         *self.meta.write().expect("meta lock") = Arc::new(reg);
+        *self.meta_seen.lock().expect("meta lock") = (version, std::time::Instant::now());
         Ok(())
     }
+}
+
+/// The counter bumped by every change of a DocType or Custom Field.
+pub const META_VERSION: &str = "meta_version";
+
+async fn meta_version(conn: &mut sqlx::AnyConnection) -> Result<i64> {
+    let rows = store::fetch_docs(
+        conn,
+        r#"SELECT current FROM "tabSeries" WHERE name = $1"#,
+        &[store::Param::Text(Some(META_VERSION.into()))],
+    )
+    .await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.get("current"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0))
 }
 
 /// The DocType record of a type as rows of `tabDocType`, `tabDocField` and `tabDocPerm`.

@@ -903,3 +903,69 @@ both_backends!(
         );
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_sees_new_doctypes_and_fields() {
+    let Some(site) = TestSite::start(Backend::Postgres).await else {
+        return;
+    };
+    let port2 = free_port();
+    let mut second = std::process::Command::new(bin())
+        .args(["serve", "--data-dir"])
+        .arg(site.dir.path())
+        .args(["--bind", &format!("127.0.0.1:{port2}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let other = format!("http://127.0.0.1:{port2}");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while client.get(format!("{other}/health")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The second process has already loaded its registry; now the first changes the schema.
+    let (s, b) = site
+        .post(
+            "/api/resource/DocType",
+            json!({"name": "Shared Thing", "fields": [{"fieldname": "size", "fieldtype": "Int"}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = site
+        .post(
+            "/api/resource/Custom Field",
+            json!({"dt": "ToDo", "fieldname": "zone", "fieldtype": "Data"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let a = client
+            .post(format!("{other}/api/resource/Shared Thing"))
+            .header("authorization", &site.admin_auth)
+            .json(&json!({"size": 3}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let t = client
+            .post(format!("{other}/api/resource/ToDo"))
+            .header("authorization", &site.admin_auth)
+            .json(&json!({"description": "x", "zone": "north"}))
+            .send()
+            .await
+            .unwrap();
+        let ok_t = t.status() == 200 && t.json::<Value>().await.unwrap()["data"]["zone"] == "north";
+        if a == 200 && ok_t {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second process never saw the new type and field"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let _ = second.kill();
+    let _ = second.wait();
+}

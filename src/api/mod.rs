@@ -131,6 +131,7 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let site = app.sites.resolve(&parts.headers)?;
+    site.refresh_meta().await?;
     let raw_path = parts.uri.path().to_string();
     let path = if raw_path.len() > 1 {
         raw_path.strip_suffix('/').unwrap_or(&raw_path).to_string()

@@ -51,6 +51,27 @@ pub async fn after_write(
     old: Option<&Doc>,
     pending: &mut Pending,
 ) -> Result<()> {
+    run_after_write(site, conn, reg, dt, doc, old, pending).await?;
+    bump_meta_version(conn, pending).await
+}
+
+/// Other processes reload their registry when this counter moves (same transaction).
+async fn bump_meta_version(conn: &mut AnyConnection, pending: &Pending) -> Result<()> {
+    if pending.meta_changed {
+        crate::store::next_counter(conn, crate::site::META_VERSION).await?;
+    }
+    Ok(())
+}
+
+async fn run_after_write(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    dt: &DocType,
+    doc: &Doc,
+    old: Option<&Doc>,
+    pending: &mut Pending,
+) -> Result<()> {
     match dt.name.as_str() {
         "DocType" => doctype::after_write(site, conn, doc, old, pending).await,
         "Custom Field" => custom_field::after_write(site, conn, reg, doc, pending).await,
@@ -62,6 +83,18 @@ pub async fn after_write(
 
 /// Runs the type's checks before a delete, in the same transaction.
 pub async fn before_delete(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    dt: &DocType,
+    doc: &Doc,
+    pending: &mut Pending,
+) -> Result<()> {
+    run_before_delete(site, conn, reg, dt, doc, pending).await?;
+    bump_meta_version(conn, pending).await
+}
+
+async fn run_before_delete(
     site: &Site,
     conn: &mut AnyConnection,
     reg: &Registry,
@@ -124,6 +157,7 @@ pub async fn finish_insert(
     if let Some(r) = prepared {
         if crate::streaming::consumer::store_registration(site, conn, doc, r).await? {
             pending.meta_changed = true;
+            bump_meta_version(conn, pending).await?;
         }
         pending.after_commit.push(AfterCommit::WakePuller);
     }
