@@ -969,3 +969,51 @@ async fn a_second_process_sees_new_doctypes_and_fields() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+#[tokio::test]
+async fn system_managers_follow_the_types_own_rules() {
+    let site = TestSite::start(Backend::Sqlite).await.unwrap();
+    site.insert("User", json!({"email": "sm@example.com", "first_name": "Sm", "roles": [{"role": "System Manager"}]})).await;
+    let (_, k) = site
+        .request(
+            &site.admin_auth,
+            Method::POST,
+            "/api/method/frappe.core.doctype.user.user.generate_keys",
+            Some(json!({"user": "sm@example.com"})),
+        )
+        .await;
+    let (_, u) = site.get("/api/resource/User/sm@example.com").await;
+    let sm = format!(
+        "token {}:{}",
+        u["data"]["api_key"].as_str().unwrap(),
+        k["message"]["api_secret"].as_str().unwrap()
+    );
+    // Full rights where the type grants them ...
+    assert_eq!(
+        site.request(
+            &sm,
+            Method::POST,
+            "/api/resource/Item Group",
+            Some(json!({"item_group_name": "G"}))
+        )
+        .await
+        .0,
+        200
+    );
+    // ... but update logs are written by the server only.
+    let r = site
+        .request(
+            &sm,
+            Method::POST,
+            "/api/resource/Event Update Log",
+            Some(json!({"update_type": "Create", "ref_doctype": "ToDo", "docname": "forged"})),
+        )
+        .await;
+    assert_error(&r, 403, "PermissionError");
+    assert_eq!(
+        site.request(&sm, Method::GET, "/api/resource/Event Update Log", None)
+            .await
+            .0,
+        200
+    );
+}
