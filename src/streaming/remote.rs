@@ -133,70 +133,73 @@ impl RemoteSite {
         Ok((body.get("message").cloned().unwrap_or(Value::Null), headers))
     }
 
-    /// Reads a document.
-    pub async fn get_doc(&self, doctype: &str, name: &str) -> Result<Value> {
-        let r = self
+    /// Sends one request to `/api/resource/{doctype}/{name}` and returns the answer's `data`.
+    async fn resource(
+        &self,
+        method: reqwest::Method,
+        doctype: &str,
+        name: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Value> {
+        let url = format!(
+            "{}/api/resource/{}/{}",
+            self.url,
+            percent(doctype),
+            percent(name)
+        );
+        let mut req = self
             .http
-            .get(format!(
-                "{}/api/resource/{}/{}",
-                self.url,
-                percent(doctype),
-                percent(name)
-            ))
-            .header("authorization", &self.auth)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+            .request(method, url)
+            .header("authorization", &self.auth);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.map_err(|e| self.unreachable(e))?;
         Ok(self
-            .read(&format!("{doctype} {name}"), r)
+            .read(what, r)
             .await?
             .0
             .get("data")
             .cloned()
             .unwrap_or(Value::Null))
+    }
+
+    /// Reads a document.
+    pub async fn get_doc(&self, doctype: &str, name: &str) -> Result<Value> {
+        self.resource(
+            reqwest::Method::GET,
+            doctype,
+            name,
+            None,
+            &format!("{doctype} {name}"),
+        )
+        .await
     }
 
     /// Updates a document (partial PUT).
     pub async fn update_doc(&self, doctype: &str, name: &str, doc: &Value) -> Result<Value> {
-        let r = self
-            .http
-            .put(format!(
-                "{}/api/resource/{}/{}",
-                self.url,
-                percent(doctype),
-                percent(name)
-            ))
-            .header("authorization", &self.auth)
-            .json(doc)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        Ok(self
-            .read(&format!("update of {doctype} {name}"), r)
-            .await?
-            .0
-            .get("data")
-            .cloned()
-            .unwrap_or(Value::Null))
+        self.resource(
+            reqwest::Method::PUT,
+            doctype,
+            name,
+            Some(doc),
+            &format!("update of {doctype} {name}"),
+        )
+        .await
     }
 
     /// Deletes a document.
     pub async fn delete_doc(&self, doctype: &str, name: &str) -> Result<()> {
-        let r = self
-            .http
-            .delete(format!(
-                "{}/api/resource/{}/{}",
-                self.url,
-                percent(doctype),
-                percent(name)
-            ))
-            .header("authorization", &self.auth)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        self.read(&format!("delete of {doctype} {name}"), r)
-            .await
-            .map(|_| ())
+        self.resource(
+            reqwest::Method::DELETE,
+            doctype,
+            name,
+            None,
+            &format!("delete of {doctype} {name}"),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Pulls a page of update logs after `after_seq` (docstream) or `last_update` (Frappe).
