@@ -586,14 +586,12 @@ async fn stream_measures(
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let child = serve(&data_dir, cport)?;
-    let started = Instant::now();
     c = Served {
         child,
         url: format!("http://127.0.0.1:{cport}"),
         auth: String::new(),
     };
     let took = wait_caught_up(&consumer, &p.url, target, "stream_apply").await?;
-    let _ = started;
     report.stream_apply_per_s = docs as f64 / took;
     report.extra.insert(
         "stream_apply_pct_of_raw".into(),
@@ -658,8 +656,6 @@ async fn stream_measures(
         .insert("latency_samples".into(), json!(lat.len()));
 
     // catch_up_memory: 10 x N pending updates, consumer stopped, then measured while it catches up.
-    let pid_before = c.child.id();
-    let _ = pid_before;
     drop(c);
     write_update_backlog(&producer, "S-", docs / 2, docs * 10).await?;
     let target = current_seq(&producer).await?;

@@ -121,7 +121,7 @@ impl Site {
     async fn migrate(&self) -> Result<()> {
         let version = format!("{}-{}", builtin_version(), INTERNAL_SCHEMA_VERSION);
         let mut tx = self.store.begin().await?;
-        store::create_internal_tables(&mut tx, self.store.dialect()).await?;
+        store::create_internal_tables(&mut tx).await?;
         if store::get_setting(&mut tx, "builtin_version")
             .await?
             .as_deref()

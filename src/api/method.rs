@@ -2,7 +2,7 @@
 
 use super::envelope::{message, ApiError};
 use super::resource::list_query;
-use super::{AppState, Ctx};
+use super::Ctx;
 use crate::error::Error;
 use crate::service::documents::{name_text, WriteFlags};
 use crate::store::{Doc, Filter, ListQuery};
@@ -24,8 +24,7 @@ fn doctype_of(doc: &Doc) -> Result<String, Error> {
 }
 
 /// Runs a method by its dotted name.
-pub async fn call(app: &AppState, ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
-    let _ = app;
+pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
     let site = &ctx.site;
     let caller = &ctx.auth.caller;
     let args = &ctx.args;

@@ -213,7 +213,7 @@ async fn handle(
         peer: peer.ip().to_string(),
     };
     if kind == "method" {
-        method::call(app, &ctx, &rest).await
+        method::call(&ctx, &rest).await
     } else {
         resource::handle(&ctx, &rest).await
     }

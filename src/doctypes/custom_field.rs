@@ -17,13 +17,7 @@ fn text(doc: &Doc, f: &str) -> String {
         .to_string()
 }
 
-pub async fn validate(
-    conn: &mut AnyConnection,
-    reg: &Registry,
-    doc: &mut Doc,
-    old: Option<&Doc>,
-) -> Result<()> {
-    let _ = conn;
+pub fn validate(reg: &Registry, doc: &mut Doc, old: Option<&Doc>) -> Result<()> {
     let dt_name = text(doc, "dt");
     let fieldname = text(doc, "fieldname");
     let target = reg.get(&dt_name)?;

@@ -138,7 +138,6 @@ pub async fn after_write(
 }
 
 pub async fn before_delete(
-    site: &Site,
     conn: &mut AnyConnection,
     doc: &Doc,
     pending: &mut Pending,
@@ -155,7 +154,6 @@ pub async fn before_delete(
         conn.execute(format!("DROP TABLE IF EXISTS {}", store::q(&dt.table())).as_str())
             .await?;
     }
-    let _ = site;
     pending.meta_changed = true;
     Ok(())
 }

@@ -20,7 +20,7 @@ use sqlx::AnyConnection;
 #[allow(clippy::too_many_arguments)]
 pub async fn validate(
     site: &Site,
-    conn: &mut AnyConnection,
+    _conn: &mut AnyConnection,
     reg: &Registry,
     dt: &DocType,
     doc: &mut Doc,
@@ -34,9 +34,9 @@ pub async fn validate(
     match dt.name.as_str() {
         "Event Producer" => event_producer::validate(doc, old, pending),
         "Event Consumer" => event_consumer::validate(doc, old, caller, pending),
-        "User" => user::validate(doc, old, pending),
+        "User" => user::validate(doc, old),
         "DocType" => doctype::validate(reg, doc, old),
-        "Custom Field" => custom_field::validate(conn, reg, doc, old).await,
+        "Custom Field" => custom_field::validate(reg, doc, old),
         _ => Ok(()),
     }
 }
@@ -97,18 +97,17 @@ pub async fn before_delete(
 async fn run_before_delete(
     site: &Site,
     conn: &mut AnyConnection,
-    reg: &Registry,
+    _reg: &Registry,
     dt: &DocType,
     doc: &Doc,
     pending: &mut Pending,
 ) -> Result<()> {
-    let _ = reg;
     site.key_cache.clear();
     match dt.name.as_str() {
         "User" => user::before_delete(doc),
         "Event Producer" => event_producer::before_delete(site, conn, doc, pending).await,
         "Event Consumer" => event_consumer::before_delete(conn, doc).await,
-        "DocType" => doctype::before_delete(site, conn, doc, pending).await,
+        "DocType" => doctype::before_delete(conn, doc, pending).await,
         "Custom Field" => {
             pending.meta_changed = true;
             Ok(())

@@ -1,7 +1,6 @@
 //! User: full name, email check, login password, protected built-in users.
 
 use crate::error::{Error, Result};
-use crate::service::documents::Pending;
 use crate::store::Doc;
 use serde_json::Value;
 
@@ -13,7 +12,7 @@ fn text(doc: &Doc, f: &str) -> String {
         .to_string()
 }
 
-pub fn validate(doc: &mut Doc, old: Option<&Doc>, pending: &mut Pending) -> Result<()> {
+pub fn validate(doc: &mut Doc, old: Option<&Doc>) -> Result<()> {
     let email = text(doc, "email");
     let special = matches!(email.as_str(), "Administrator" | "Guest");
     if old.is_none() && !special {
@@ -43,7 +42,6 @@ pub fn validate(doc: &mut Doc, old: Option<&Doc>, pending: &mut Pending) -> Resu
         .join(" ");
     doc.insert("full_name".into(), Value::String(full));
     doc.insert("new_password".into(), Value::Null);
-    let _ = pending;
     Ok(())
 }
 

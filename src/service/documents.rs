@@ -139,9 +139,7 @@ fn merge_fields(
     input: &Doc,
     flags: &WriteFlags,
     pending: &mut Pending,
-    is_new: bool,
 ) -> Result<()> {
-    let _ = is_new;
     for f in &dt.fields {
         let Some(v) = input.get(&f.fieldname) else {
             continue;
@@ -191,7 +189,7 @@ fn merge_fields(
                         .cloned()
                         .unwrap_or_default();
                     let new_row = row.is_empty();
-                    merge_fields(reg, &child, &mut row, r, flags, pending, new_row)?;
+                    merge_fields(reg, &child, &mut row, r, flags, pending)?;
                     if new_row {
                         apply_defaults(&child, &mut row);
                     }
@@ -760,7 +758,7 @@ impl Site {
         let mut pending = Pending::default();
         resolve_dynamic_defaults(self, dt, &mut input);
         let mut doc = Doc::new();
-        merge_fields(reg, dt, &mut doc, &input, flags, &mut pending, true)?;
+        merge_fields(reg, dt, &mut doc, &input, flags, &mut pending)?;
         apply_defaults(dt, &mut doc);
         let docstatus = docstatus_of(&input);
         match docstatus {
@@ -893,7 +891,7 @@ impl Site {
         let flags = &adjusted;
         let mut pending = Pending::default();
         let mut doc = old.clone();
-        merge_fields(reg, dt, &mut doc, &patch, flags, &mut pending, false)?;
+        merge_fields(reg, dt, &mut doc, &patch, flags, &mut pending)?;
         let old_status = docstatus_of(&old);
         let new_status = if patch.contains_key("docstatus") {
             docstatus_of(&patch)
@@ -1324,7 +1322,6 @@ impl Site {
             &input,
             &WriteFlags::default(),
             &mut pending,
-            false,
         )?;
         let mut tx = self.store.begin().await?;
         let now = self.clock.now();

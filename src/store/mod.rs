@@ -20,7 +20,7 @@ pub use select::{Filter, ListQuery, Op};
 use crate::error::Result;
 use serde_json::{Map, Value};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow, AnyTypeInfoKind};
-use sqlx::{AnyConnection, AnyPool, Column, Row, TypeInfo, ValueRef};
+use sqlx::{AnyConnection, AnyPool, Column, Row, ValueRef};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -190,7 +190,6 @@ pub fn row_to_doc(row: &AnyRow) -> Result<Doc> {
                 _ => Value::String(row.try_get::<String, _>(i)?),
             }
         };
-        let _ = raw.type_info().name();
         m.insert(col.name().to_string(), v);
     }
     Ok(m)

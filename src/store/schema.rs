@@ -158,7 +158,7 @@ pub async fn create_streaming_indexes(conn: &mut AnyConnection) -> Result<()> {
 }
 
 /// Creates the tables that are not document types: counters, singles, secrets, sessions.
-pub async fn create_internal_tables(conn: &mut AnyConnection, dialect: Dialect) -> Result<()> {
+pub async fn create_internal_tables(conn: &mut AnyConnection) -> Result<()> {
     let stmts = [
         r#"CREATE TABLE IF NOT EXISTS "tabSeries" (name TEXT PRIMARY KEY, current BIGINT NOT NULL DEFAULT 0)"#,
         r#"CREATE TABLE IF NOT EXISTS "tabSingles" (doctype TEXT NOT NULL, field TEXT NOT NULL, value TEXT, PRIMARY KEY (doctype, field))"#,
@@ -170,7 +170,6 @@ pub async fn create_internal_tables(conn: &mut AnyConnection, dialect: Dialect) 
         r#"CREATE TABLE IF NOT EXISTS "__consumer_progress" (consumer TEXT PRIMARY KEY, acked_seq BIGINT NOT NULL)"#,
         r#"CREATE TABLE IF NOT EXISTS "__consumer_type_state" (consumer TEXT NOT NULL, ref_doctype TEXT NOT NULL, approved_after_seq BIGINT NOT NULL, PRIMARY KEY (consumer, ref_doctype))"#,
     ];
-    let _ = dialect;
     for s in stmts {
         conn.execute(s).await?;
     }
