@@ -65,6 +65,8 @@ pub struct TestSite {
     pub client: Client,
     pub admin_auth: String,
     pub backend: Backend,
+    /// The PostgreSQL database made for this site, dropped with it.
+    pub pg_db: Option<String>,
 }
 
 impl TestSite {
@@ -119,6 +121,10 @@ impl TestSite {
             client: Client::builder().cookie_store(false).build().unwrap(),
             admin_auth: String::new(),
             backend,
+            pg_db: db
+                .as_ref()
+                .and_then(|u| u.rsplit('/').next())
+                .map(str::to_string),
         };
         site.serve().await;
         let keys = site
@@ -297,6 +303,24 @@ impl TestSite {
 impl Drop for TestSite {
     fn drop(&mut self) {
         self.kill();
+        if let Some(db) = self.pg_db.take() {
+            // Best effort, on a thread of its own: Drop may run inside a runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    use sqlx::{Connection, Executor};
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(PG_ADMIN).await {
+                        let _ = conn
+                            .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
     }
 }
 
