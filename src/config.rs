@@ -18,7 +18,8 @@ pub struct SiteConfig {
     pub retry_base_seconds: f64,
     pub retry_max_seconds: f64,
     pub retry_max_tries: i64,
-    pub update_log_retention_days: i64,
+    /// Days to keep update logs (0 keeps all); fractions allowed.
+    pub update_log_retention_days: f64,
     pub time_zone: String,
     pub max_body_bytes: usize,
     pub login_max_failures: i64,
@@ -36,7 +37,7 @@ impl Default for SiteConfig {
             retry_base_seconds: 60.0,
             retry_max_seconds: 3600.0,
             retry_max_tries: 10,
-            update_log_retention_days: 0,
+            update_log_retention_days: 0.0,
             time_zone: "UTC".into(),
             max_body_bytes: 10 * 1024 * 1024,
             login_max_failures: 10,

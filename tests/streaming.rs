@@ -985,3 +985,58 @@ async fn two_processes_on_one_postgres_consumer_apply_once() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_logs_are_pruned_only_once_received() {
+    // Keep logs about one second.
+    let settings = [
+        ("pull_interval", json!(1)),
+        ("retry_base_seconds", json!(3600)),
+        ("update_log_retention_days", json!(1.0 / 86_400.0)),
+    ];
+    let p = TestSite::start_with(Backend::Sqlite, &settings)
+        .await
+        .unwrap();
+    let mut c = TestSite::start_with(Backend::Sqlite, &settings)
+        .await
+        .unwrap();
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 0}]),
+    )
+    .await;
+    // While the consumer is down, its logs are kept however old they get.
+    c.kill();
+    for i in 0..5 {
+        p.insert("ToDo", json!({"description": format!("kept {i}")}))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(
+        count_of(&p, "Event Update Log", json!({})).await,
+        5,
+        "unreceived logs are never pruned"
+    );
+    c.serve().await;
+    eventually(20, "delivered", || async {
+        (count_of(&c, "ToDo", json!({})).await == 5).then_some(())
+    })
+    .await;
+    // Once received (acknowledged by the next pull) and old enough, they go.
+    eventually(20, "pruned", || async {
+        (count_of(&p, "Event Update Log", json!({})).await == 0).then_some(())
+    })
+    .await;
+    // Streaming goes on after pruning.
+    let t = p
+        .insert("ToDo", json!({"description": "after pruning"}))
+        .await;
+    eventually(10, "new change", || {
+        get_opt(
+            &c,
+            format!("/api/resource/ToDo/{}", t["name"].as_str().unwrap()),
+        )
+    })
+    .await;
+}

@@ -434,6 +434,9 @@ pub async fn run_worker(site: std::sync::Arc<Site>) {
         if let Err(e) = super::apply::retry_due(&site).await {
             tracing::warn!("retrying failed syncs: {e}");
         }
+        if let Err(e) = super::update_log::prune(&site).await {
+            tracing::warn!("pruning update logs: {e}");
+        }
         tokio::select! {
             _ = site.pull_wakeup.notified() => {}
             _ = tokio::time::sleep(interval) => {}

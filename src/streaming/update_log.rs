@@ -202,3 +202,42 @@ pub async fn record_rename(
     .await?;
     Ok(true)
 }
+
+/// Deletes update logs older than the retention period that every consumer with approved rows
+/// has acknowledged (so no consumer is ever left behind the oldest kept log; one approved later
+/// gets the snapshot). Returns how many were deleted.
+pub async fn prune(site: &Site) -> Result<u64> {
+    let days = site.config.update_log_retention_days;
+    if days <= 0.0 {
+        return Ok(0);
+    }
+    let cutoff = (site.clock.now_naive()
+        - chrono::Duration::milliseconds((days * 86_400_000.0) as i64))
+    .format(crate::time::DATETIME_FORMAT)
+    .to_string();
+    let mut tx = site.store.begin().await?;
+    let acked = store::fetch_docs(
+        &mut tx,
+        r#"SELECT MIN(COALESCE(p.acked_seq, 0)) AS acked FROM
+             (SELECT DISTINCT parent FROM "tabEvent Consumer Document Type" WHERE status = 'Approved' AND COALESCE(unsubscribed, 0) = 0) c
+             LEFT JOIN "__consumer_progress" p ON p.consumer = c.parent"#,
+        &[],
+    )
+    .await?;
+    let upto = match acked.first().and_then(|r| r.get("acked")) {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        // No approved consumer: nobody waits for any log.
+        _ => crate::streaming::producer::current_seq(&mut tx).await?,
+    };
+    let deleted = store::execute(
+        &mut tx,
+        r#"DELETE FROM "tabEvent Update Log" WHERE creation < $1 AND seq <= $2"#,
+        &[Param::Text(Some(cutoff)), Param::Int(Some(upto))],
+    )
+    .await?;
+    tx.commit().await?;
+    if deleted > 0 {
+        tracing::info!(deleted, "pruned update logs past retention");
+    }
+    Ok(deleted)
+}
