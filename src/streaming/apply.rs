@@ -122,6 +122,8 @@ pub async fn apply_batch(
 ) -> Result<usize> {
     let reg = site.meta();
     let caller = site.caller_for(&info.user).await?;
+    // Missing dependencies are fetched before the write transaction opens, in parallel.
+    let fetched = prefetch_dependencies(site, &reg, info, remote, logs).await;
     let mut tx = site.store.begin().await?;
     // Read the checkpoint under the write lock: another process may have applied this page.
     let (stored_seq, _) = {
@@ -140,6 +142,7 @@ pub async fn apply_batch(
         )
     };
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
+    batch.known.fetched = fetched;
     let mut applied = 0;
     let mut last_creation = None;
     let mut wrote_logs = false;
@@ -268,8 +271,14 @@ pub struct BatchState {
     known: Known,
 }
 
-/// (type, name) of documents known to exist locally.
-type Known = std::collections::HashSet<(String, String)>;
+/// What a batch knows about linked documents.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// (type, name) of documents that existed here before the batch touched them.
+    present: std::collections::HashSet<(String, String)>,
+    /// Missing documents already fetched from the producer (before the transaction).
+    fetched: std::collections::HashMap<(String, String), Value>,
+}
 
 impl BatchState {
     async fn load(conn: &mut AnyConnection, producer: &str) -> Result<BatchState> {
@@ -521,7 +530,7 @@ async fn apply_one(
             let mut local = local;
             if let Some(old) = old_name {
                 if sub.use_same_name {
-                    known.remove(&(dt.name.clone(), old.clone()));
+                    known.present.remove(&(dt.name.clone(), old.clone()));
                     site.rename_in(conn, reg, caller, &dt, &old, &inc.docname, &flags)
                         .await?;
                     local = inc.docname.clone();
@@ -560,7 +569,7 @@ async fn apply_one(
                 }
                 site.delete_in(conn, reg, caller, &dt, &local, &flags)
                     .await?;
-                known.remove(&(dt.name.clone(), local.clone()));
+                known.present.remove(&(dt.name.clone(), local.clone()));
                 Ok(local)
             }
             None => Ok(inc.docname.clone()),
@@ -878,20 +887,23 @@ fn fetch_missing<'a>(
                 continue;
             }
             let key = (target.clone(), value.clone());
-            if visiting.contains(&key) || known.contains(&key) {
+            if visiting.contains(&key) || known.present.contains(&key) {
                 continue;
             }
             if store::row_exists(conn, &tdt, &Value::String(value.clone())).await? {
-                known.insert(key);
+                known.present.insert(key);
                 continue;
             }
-            let fetched = remote.get_doc(&target, &value).await.map_err(|e| {
-                Error::LinkValidation(format!(
-                    "dependency {target} {value} could not be fetched from {}: {}",
-                    info.url,
-                    e.message()
-                ))
-            })?;
+            let fetched = match known.fetched.remove(&key) {
+                Some(doc) => doc,
+                None => remote.get_doc(&target, &value).await.map_err(|e| {
+                    Error::LinkValidation(format!(
+                        "dependency {target} {value} could not be fetched from {}: {}",
+                        info.url,
+                        e.message()
+                    ))
+                })?,
+            };
             let mut dep = strip_dunder(&fetched);
             visiting.push((target.clone(), value.clone()));
             fetch_missing(
@@ -963,4 +975,112 @@ fn fetch_missing<'a>(
         }
         Ok(())
     })
+}
+
+/// Fetches, in parallel and each once, the linked documents of a page that are missing here,
+/// following their own links a few levels deep. Best effort: what is not fetched here is fetched
+/// (or reported) when the document is applied.
+async fn prefetch_dependencies(
+    site: &Site,
+    reg: &Registry,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    logs: &[Value],
+) -> std::collections::HashMap<(String, String), Value> {
+    use futures_util::stream::{self, StreamExt};
+    let mut fetched = std::collections::HashMap::new();
+    let mut docs: Vec<(String, Doc)> = logs
+        .iter()
+        .filter_map(|log| {
+            let inc = Incoming::from_log(log);
+            let sub = info.for_remote(&inc.remote_type)?;
+            let doc = match inc.update_type.as_str() {
+                "Create" => strip_dunder(&inc.data),
+                "Update" => inc
+                    .data
+                    .get("changed")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default(),
+                _ => return None,
+            };
+            Some((sub.local_type.clone(), doc))
+        })
+        .collect();
+    for _depth in 0..4 {
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        for (doctype, doc) in &docs {
+            let Ok(dt) = reg.get(doctype) else { continue };
+            let Ok(links) = crate::service::documents::links_of(reg, &dt, doc) else {
+                continue;
+            };
+            for (_, target, value) in links {
+                let key = (target, value);
+                if !wanted.contains(&key) && !fetched.contains_key(&key) {
+                    wanted.push(key);
+                }
+            }
+        }
+        let missing = missing_locally(site, reg, wanted).await;
+        if missing.is_empty() {
+            break;
+        }
+        let results: Vec<((String, String), Option<Value>)> = stream::iter(missing)
+            .map(|(t, n)| async move {
+                let doc = remote.get_doc(&t, &n).await.ok();
+                ((t, n), doc)
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        docs.clear();
+        for (key, doc) in results {
+            if let Some(doc) = doc.filter(|d| d.is_object()) {
+                docs.push((key.0.clone(), strip_dunder(&doc)));
+                fetched.insert(key, doc);
+            }
+        }
+    }
+    fetched
+}
+
+/// The (type, name) pairs that do not exist here (one query per type).
+async fn missing_locally(
+    site: &Site,
+    reg: &Registry,
+    wanted: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (t, n) in wanted {
+        let Ok(dt) = reg.get(&t) else { continue };
+        if t == "DocType" || dt.issingle || dt.istable {
+            continue;
+        }
+        by_type.entry(t).or_default().push(n);
+    }
+    let mut missing = Vec::new();
+    let Ok(mut conn) = site.store.conn().await else {
+        return missing;
+    };
+    for (t, names) in by_type {
+        let Ok(dt) = reg.get(&t) else { continue };
+        let ph: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT name FROM {} WHERE name IN ({})",
+            store::q(&dt.table()),
+            ph.join(", ")
+        );
+        let params: Vec<Param> = names.iter().map(|n| Param::Text(Some(n.clone()))).collect();
+        let Ok(found) = store::fetch_docs(&mut conn, &sql, &params).await else {
+            continue;
+        };
+        let found: Vec<String> = found.iter().map(|r| text(r.get("name"))).collect();
+        missing.extend(
+            names
+                .into_iter()
+                .filter(|n| !found.contains(n))
+                .map(|n| (t.clone(), n)),
+        );
+    }
+    missing
 }
