@@ -675,6 +675,107 @@ async fn stream_measures(
         .extra
         .insert("catch_up_per_s".into(), json!((docs * 10) as f64 / took));
     drop(c);
+
+    // stream_apply with every dependency missing: a fresh consumer without any master data
+    // receives N/2 Sales Invoices; their Customer, Items, Item Groups and UOM come along.
+    let dport = free_port()?;
+    let bare = make_site(&tmp.join("sd"), "sd", dport).await?.into_arc();
+    let d = start_served(&bare, dport, client).await?;
+    let rows = json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 0}]);
+    bare.insert_doc(&admin, "Event Producer", as_doc(json!({"producer_url": p.url, "producer_doctypes": rows, "user": "Administrator", "api_key": keys.0, "api_secret": keys.1})), &WriteFlags::default())
+        .await?;
+    let ec = producer.get_doc(&admin, "Event Consumer", &d.url).await?;
+    let mut drow = ec
+        .get("consumer_doctypes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for r in drow.iter_mut() {
+        r["status"] = json!("Approved");
+    }
+    producer
+        .update_doc(
+            &admin,
+            "Event Consumer",
+            &d.url,
+            as_doc(json!({"consumer_doctypes": drow})),
+            &WriteFlags::default(),
+        )
+        .await?;
+    drop(d);
+    let invoices = (docs / 2).max(1);
+    let inv_dt = producer.meta().get("Sales Invoice")?;
+    let mut i = 0;
+    while i < invoices {
+        let reg = producer.meta();
+        let mut tx = producer.store.begin().await?;
+        for j in i..(i + 1000).min(invoices) {
+            let flags = WriteFlags {
+                ignore_permissions: true,
+                ..Default::default()
+            };
+            producer
+                .insert_in(
+                    &mut tx,
+                    &reg,
+                    &admin,
+                    &inv_dt,
+                    as_doc(invoice("S-", j, docs / 2)),
+                    &flags,
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        i += 1000;
+        progress(&format!("invoice backlog: {}/{invoices}", i.min(invoices)));
+    }
+    let target = current_seq(&producer).await?;
+    let bare_dir = bare.dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    let child = serve(&bare_dir, dport)?;
+    let d = Served {
+        child,
+        url: format!("http://127.0.0.1:{dport}"),
+        auth: String::new(),
+    };
+    let took = wait_caught_up(&bare, &p.url, target, "stream_apply_missing_deps").await?;
+    report
+        .extra
+        .insert("stream_apply_missing_deps_invoices".into(), json!(invoices));
+    report.extra.insert(
+        "stream_apply_missing_deps_per_s".into(),
+        json!(invoices as f64 / took),
+    );
+    let mut bc = bare.store.conn().await?;
+    let counts = store::fetch_docs(
+        &mut bc,
+        r#"SELECT (SELECT COUNT(*) FROM "tabEvent Sync Log" WHERE status = 'Failed') AS failed, (SELECT COUNT(*) FROM "tabSales Invoice") AS invoices, (SELECT COUNT(*) FROM "tabItem") AS items"#,
+        &[],
+    )
+    .await?;
+    drop(bc);
+    let get = |k: &str| {
+        counts
+            .first()
+            .and_then(|r| r.get(k))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    report
+        .extra
+        .insert("stream_apply_missing_deps_failed".into(), get("failed"));
+    report.extra.insert(
+        "stream_apply_missing_deps_items_fetched".into(),
+        get("items"),
+    );
+    if get("failed").as_i64().unwrap_or(0) > 0 || get("invoices").as_i64() != Some(invoices as i64)
+    {
+        return Err(Error::Internal(format!(
+            "dependency run incomplete: {} invoices applied of {invoices}, {} failed",
+            get("invoices"),
+            get("failed")
+        )));
+    }
+    drop(d);
     drop(p);
     Ok(())
 }
@@ -758,6 +859,11 @@ fn print_table(r: &Report) {
         "{:<40}{}\n",
         "catch_up (updates/s)",
         f(r.extra.get("catch_up_per_s"))
+    ));
+    out.push_str(&format!(
+        "{:<40}{}\n",
+        "stream_apply, dependencies missing",
+        f(r.extra.get("stream_apply_missing_deps_per_s"))
     ));
     let ms = |k: &str| {
         r.latency_ms
