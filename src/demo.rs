@@ -160,7 +160,7 @@ pub async fn run(dir: &Path, port: u16) -> Result<()> {
         branch.config.url
     );
     println!(
-        "\n  log in on either as Administrator / {PASSWORD} (desk: /app, API: /api/resource/...)"
+        "\n  log in on either as Administrator / {PASSWORD} (REST API under /api; the web desk is not built yet)"
     );
     println!("  the Event Subscriber on both is {SUBSCRIBER} / {PASSWORD}");
     println!("  try: create an Item on the head office and GET it on the branch.\n");
