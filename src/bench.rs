@@ -59,13 +59,6 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::Internal(format!("no free port: {e}")))
 }
 
-fn as_doc(v: Value) -> Doc {
-    match v {
-        Value::Object(m) => m,
-        _ => Doc::new(),
-    }
-}
-
 /// The documents of the benchmark: N/2 Items then N/2 Sales Invoices of 5 rows.
 fn item(prefix: &str, i: usize) -> Value {
     json!({"item_code": format!("{prefix}ITEM-{i:07}"), "item_name": format!("Item {i}"), "item_group": format!("Group {:03}", i % ITEM_GROUPS), "stock_uom": "Nos", "standard_rate": (i % 100) as f64 + 0.5, "description": "A benchmark item"})
@@ -105,7 +98,7 @@ async fn seed_masters(site: &Site) -> Result<()> {
         &reg,
         &admin,
         &*reg.get("UOM")?,
-        as_doc(json!({"uom_name": "Nos"})),
+        store::doc_from(json!({"uom_name": "Nos"})),
         &flags,
     )
     .await?;
@@ -114,7 +107,7 @@ async fn seed_masters(site: &Site) -> Result<()> {
         &reg,
         &admin,
         &*reg.get("Customer")?,
-        as_doc(json!({"customer_name": "Bench Customer"})),
+        store::doc_from(json!({"customer_name": "Bench Customer"})),
         &flags,
     )
     .await?;
@@ -124,7 +117,7 @@ async fn seed_masters(site: &Site) -> Result<()> {
             &reg,
             &admin,
             &*reg.get("Item Group")?,
-            as_doc(json!({"item_group_name": format!("Group {g:03}")})),
+            store::doc_from(json!({"item_group_name": format!("Group {g:03}")})),
             &flags,
         )
         .await?;
@@ -160,12 +153,12 @@ async fn raw_insert(site: &Site, n: usize) -> Result<f64> {
         let mut tx = site.store.begin().await?;
         for j in i..(i + 1000).min(n) {
             if j < half {
-                let mut d = as_doc(item("RAW-", j));
+                let mut d = store::doc_from(item("RAW-", j));
                 std_cols(&mut d, format!("RAW-ITEM-{j:07}"));
                 store::insert_row(&mut tx, &item_dt, &d).await?;
             } else {
                 let k = j - half;
-                let mut d = as_doc(invoice("RAW-", k, half));
+                let mut d = store::doc_from(invoice("RAW-", k, half));
                 let name = format!("RAW-SINV-{k:07}");
                 std_cols(&mut d, name.clone());
                 store::insert_row(&mut tx, &inv_dt, &d).await?;
@@ -176,7 +169,7 @@ async fn raw_insert(site: &Site, n: usize) -> Result<f64> {
                     .into_iter()
                     .enumerate()
                 {
-                    let mut row = as_doc(row);
+                    let mut row = store::doc_from(row);
                     std_cols(&mut row, format!("{name}-{r}"));
                     row.insert("parent".into(), name.clone().into());
                     row.insert("parentfield".into(), "items".into());
@@ -327,7 +320,7 @@ async fn add_consumers(site: &Site, sink: &str, from: usize, count: usize) -> Re
     for i in from..from + count {
         let doc = json!({"name": format!("{sink}/consumer-{i}"), "callback_url": format!("{sink}/consumer-{i}"), "user": "Administrator", "api_key": "bench", "api_secret": "bench",
             "consumer_doctypes": [{"ref_doctype": "Item", "status": "Approved", "sync_existing": 0}, {"ref_doctype": "Sales Invoice", "status": "Approved", "sync_existing": 0}]});
-        site.insert_doc(&admin, "Event Consumer", as_doc(doc), &flags)
+        site.insert_doc(&admin, "Event Consumer", store::doc_from(doc), &flags)
             .await?;
     }
     Ok(())
@@ -424,7 +417,7 @@ async fn write_backlog(site: &Site, prefix: &str, n: usize) -> Result<()> {
                     &reg,
                     &admin,
                     &item_dt,
-                    as_doc(item(prefix, j)),
+                    store::doc_from(item(prefix, j)),
                     &flags,
                 )
                 .await?;
@@ -434,7 +427,7 @@ async fn write_backlog(site: &Site, prefix: &str, n: usize) -> Result<()> {
                     &reg,
                     &admin,
                     &inv_dt,
-                    as_doc(invoice(prefix, j - half, half)),
+                    store::doc_from(invoice(prefix, j - half, half)),
                     &flags,
                 )
                 .await?;
@@ -467,7 +460,7 @@ async fn write_update_backlog(site: &Site, prefix: &str, items: usize, n: usize)
                 &admin,
                 &item_dt,
                 &name,
-                as_doc(json!({"standard_rate": j as f64 + 0.25})),
+                store::doc_from(json!({"standard_rate": j as f64 + 0.25})),
                 &flags,
             )
             .await?;
@@ -555,7 +548,7 @@ async fn stream_measures(
         .map(|t| json!({"ref_doctype": t, "use_same_name": 1, "sync_existing": 0}))
         .collect();
     consumer
-        .insert_doc(&admin, "Event Producer", as_doc(json!({"producer_url": p.url, "producer_doctypes": rows, "user": "Administrator", "api_key": keys.0, "api_secret": keys.1})), &WriteFlags::default())
+        .insert_doc(&admin, "Event Producer", store::doc_from(json!({"producer_url": p.url, "producer_doctypes": rows, "user": "Administrator", "api_key": keys.0, "api_secret": keys.1})), &WriteFlags::default())
         .await?;
     let ec = producer.get_doc(&admin, "Event Consumer", &c.url).await?;
     let mut crow = ec
@@ -571,7 +564,7 @@ async fn stream_measures(
             &admin,
             "Event Consumer",
             &c.url,
-            as_doc(json!({"consumer_doctypes": crow})),
+            store::doc_from(json!({"consumer_doctypes": crow})),
             &WriteFlags::default(),
         )
         .await?;
@@ -603,7 +596,7 @@ async fn stream_measures(
         .insert_doc(
             &admin,
             "ToDo",
-            as_doc(json!({"description": "latency probe"})),
+            store::doc_from(json!({"description": "latency probe"})),
             &WriteFlags::default(),
         )
         .await?;
@@ -682,7 +675,7 @@ async fn stream_measures(
     let bare = make_site(&tmp.join("sd"), "sd", dport).await?.into_arc();
     let d = start_served(&bare, dport, client).await?;
     let rows = json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 0}]);
-    bare.insert_doc(&admin, "Event Producer", as_doc(json!({"producer_url": p.url, "producer_doctypes": rows, "user": "Administrator", "api_key": keys.0, "api_secret": keys.1})), &WriteFlags::default())
+    bare.insert_doc(&admin, "Event Producer", store::doc_from(json!({"producer_url": p.url, "producer_doctypes": rows, "user": "Administrator", "api_key": keys.0, "api_secret": keys.1})), &WriteFlags::default())
         .await?;
     let ec = producer.get_doc(&admin, "Event Consumer", &d.url).await?;
     let mut drow = ec
@@ -698,7 +691,7 @@ async fn stream_measures(
             &admin,
             "Event Consumer",
             &d.url,
-            as_doc(json!({"consumer_doctypes": drow})),
+            store::doc_from(json!({"consumer_doctypes": drow})),
             &WriteFlags::default(),
         )
         .await?;
@@ -720,7 +713,7 @@ async fn stream_measures(
                     &reg,
                     &admin,
                     &inv_dt,
-                    as_doc(invoice("S-", j, docs / 2)),
+                    store::doc_from(invoice("S-", j, docs / 2)),
                     &flags,
                 )
                 .await?;

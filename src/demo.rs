@@ -7,19 +7,13 @@ use crate::service::documents::WriteFlags;
 use crate::service::permissions::Caller;
 use crate::service::provisioning;
 use crate::site::Site;
+use crate::store::doc_from;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 
 const PASSWORD: &str = "admin";
 const SUBSCRIBER: &str = "sync@example.com";
-
-fn doc(v: Value) -> crate::store::Doc {
-    match v {
-        Value::Object(m) => m,
-        _ => Default::default(),
-    }
-}
 
 async fn open_or_create(dir: &Path, name: &str, port: u16) -> Result<(Arc<Site>, bool)> {
     let url = format!("http://127.0.0.1:{port}");
@@ -33,31 +27,36 @@ async fn open_or_create(dir: &Path, name: &str, port: u16) -> Result<(Arc<Site>,
 /// Creates the Event Subscriber with API keys; returns (key, secret).
 async fn subscriber(site: &Site) -> Result<(String, String)> {
     let admin = Caller::administrator();
-    site.insert_doc(&admin, "User", doc(json!({"email": SUBSCRIBER, "first_name": "Sync", "roles": [{"role": "System Manager"}], "new_password": PASSWORD})), &WriteFlags::default()).await?;
+    site.insert_doc(&admin, "User", doc_from(json!({"email": SUBSCRIBER, "first_name": "Sync", "roles": [{"role": "System Manager"}], "new_password": PASSWORD})), &WriteFlags::default()).await?;
     site.generate_keys(&admin, SUBSCRIBER).await
 }
 
 async fn sample_data(site: &Site) -> Result<()> {
     let admin = Caller::administrator();
     let f = WriteFlags::default();
-    site.insert_doc(&admin, "UOM", doc(json!({"uom_name": "Nos"})), &f)
+    site.insert_doc(&admin, "UOM", doc_from(json!({"uom_name": "Nos"})), &f)
         .await?;
     for g in ["Products", "Services"] {
-        site.insert_doc(&admin, "Item Group", doc(json!({"item_group_name": g})), &f)
-            .await?;
+        site.insert_doc(
+            &admin,
+            "Item Group",
+            doc_from(json!({"item_group_name": g})),
+            &f,
+        )
+        .await?;
     }
     for (code, name, group, rate) in [
         ("WIDGET", "Widget", "Products", 12.5),
         ("GADGET", "Gadget", "Products", 30.0),
         ("SETUP", "Installation", "Services", 80.0),
     ] {
-        site.insert_doc(&admin, "Item", doc(json!({"item_code": code, "item_name": name, "item_group": group, "stock_uom": "Nos", "standard_rate": rate})), &f).await?;
+        site.insert_doc(&admin, "Item", doc_from(json!({"item_code": code, "item_name": name, "item_group": group, "stock_uom": "Nos", "standard_rate": rate})), &f).await?;
     }
     for c in ["Acme Corp", "Globex"] {
         site.insert_doc(
             &admin,
             "Customer",
-            doc(json!({"customer_name": c, "customer_type": "Company"})),
+            doc_from(json!({"customer_name": c, "customer_type": "Company"})),
             &f,
         )
         .await?;
@@ -65,7 +64,7 @@ async fn sample_data(site: &Site) -> Result<()> {
     site.insert_doc(
         &admin,
         "Supplier",
-        doc(json!({"supplier_name": "Initech"})),
+        doc_from(json!({"supplier_name": "Initech"})),
         &f,
     )
     .await?;
@@ -85,7 +84,7 @@ async fn wire(
         .map(|t| json!({"ref_doctype": t, "use_same_name": 1, "sync_existing": 1}))
         .collect();
     consumer
-        .insert_doc(&admin, "Event Producer", doc(json!({"producer_url": producer.config.url, "producer_doctypes": rows, "user": SUBSCRIBER, "api_key": keys_on_producer.0, "api_secret": keys_on_producer.1})), &WriteFlags::default())
+        .insert_doc(&admin, "Event Producer", doc_from(json!({"producer_url": producer.config.url, "producer_doctypes": rows, "user": SUBSCRIBER, "api_key": keys_on_producer.0, "api_secret": keys_on_producer.1})), &WriteFlags::default())
         .await?;
     let ec = producer
         .get_doc(&admin, "Event Consumer", &consumer.config.url)
@@ -103,7 +102,7 @@ async fn wire(
             &admin,
             "Event Consumer",
             &consumer.config.url,
-            doc(json!({"consumer_doctypes": rows})),
+            doc_from(json!({"consumer_doctypes": rows})),
             &WriteFlags::default(),
         )
         .await?;
@@ -142,7 +141,7 @@ pub async fn run(dir: &Path, port: u16) -> Result<()> {
         let admin = Caller::administrator();
         crate::streaming::consumer::pull(&branch, &head.config.url).await?;
         branch
-            .insert_doc(&admin, "Sales Invoice", doc(json!({"customer": "Acme Corp", "posting_date": branch.clock.today(), "items": [{"item_code": "WIDGET", "qty": 4, "rate": 12.5, "amount": 50.0, "uom": "Nos"}], "total": 50.0, "grand_total": 50.0})), &WriteFlags::default())
+            .insert_doc(&admin, "Sales Invoice", doc_from(json!({"customer": "Acme Corp", "posting_date": branch.clock.today(), "items": [{"item_code": "WIDGET", "qty": 4, "rate": 12.5, "amount": 50.0, "uom": "Nos"}], "total": 50.0, "grand_total": 50.0})), &WriteFlags::default())
             .await?;
     } else if new_head != new_branch {
         return Err(Error::Validation(format!(

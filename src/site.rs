@@ -141,8 +141,9 @@ impl Site {
         for dt in reg.all() {
             let name = Value::String(dt.name.clone());
             store::delete_row(&mut tx, &dt_meta, &name).await?;
-            store::delete_children(&mut tx, &field_meta, "DocType", &dt.name).await?;
-            store::delete_children(&mut tx, &perm_meta, "DocType", &dt.name).await?;
+            store::delete_child_rows(&mut tx, &field_meta, "DocType", &dt.name, "fields").await?;
+            store::delete_child_rows(&mut tx, &perm_meta, "DocType", &dt.name, "permissions")
+                .await?;
             let (row, fields, perms) = doctype_rows(&dt, &now);
             store::insert_row(&mut tx, &dt_meta, &row).await?;
             for r in fields {
@@ -273,17 +274,7 @@ impl Site {
 pub const META_VERSION: &str = "meta_version";
 
 async fn meta_version(conn: &mut sqlx::AnyConnection) -> Result<i64> {
-    let rows = store::fetch_docs(
-        conn,
-        r#"SELECT current FROM "tabSeries" WHERE name = $1"#,
-        &[store::Param::Text(Some(META_VERSION.into()))],
-    )
-    .await?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.get("current"))
-        .and_then(Value::as_i64)
-        .unwrap_or(0))
+    store::counter_value(conn, META_VERSION).await
 }
 
 /// The DocType record of a type as rows of `tabDocType`, `tabDocField` and `tabDocPerm`.

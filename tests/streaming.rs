@@ -1040,3 +1040,54 @@ async fn old_logs_are_pruned_only_once_received() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_document_arrives_cancelled() {
+    let (p, c) = start_pair().await;
+    p.insert("Customer", json!({"customer_name": "Gone"})).await;
+    p.insert("Item Group", json!({"item_group_name": "All"}))
+        .await;
+    p.insert("Item", json!({"item_code": "X", "item_group": "All"}))
+        .await;
+    let inv = p
+        .insert(
+            "Sales Invoice",
+            json!({"customer": "Gone", "items": [{"item_code": "X", "qty": 1}]}),
+        )
+        .await;
+    let name = inv["name"].as_str().unwrap().to_string();
+    p.request(
+        &p.admin_auth,
+        Method::POST,
+        "/api/method/frappe.client.submit",
+        Some(json!({"doc": {"doctype": "Sales Invoice", "name": name}})),
+    )
+    .await;
+    p.request(
+        &p.admin_auth,
+        Method::POST,
+        "/api/method/frappe.client.cancel",
+        Some(json!({"doctype": "Sales Invoice", "name": name})),
+    )
+    .await;
+    // The snapshot carries it as a Create of a cancelled document, dependencies missing.
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 1}]),
+    )
+    .await;
+    let got = eventually(15, "cancelled invoice", || {
+        get_opt(&c, format!("/api/resource/Sales Invoice/{name}"))
+    })
+    .await;
+    assert_eq!(got["docstatus"], 2);
+    assert_eq!(
+        got["items"][0]["docstatus"], 2,
+        "rows carry the docstatus too"
+    );
+    assert_eq!(
+        count_of(&c, "Event Sync Log", json!({"status": "Failed"})).await,
+        0
+    );
+}

@@ -65,18 +65,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "docstream_http_request_duration_seconds_count {count}");
         if let Ok(mut conn) = site.store.conn().await {
-            if let Ok(rows) = crate::store::fetch_docs(
-                &mut conn,
-                r#"SELECT current FROM "tabSeries" WHERE name = 'event_update_log_seq'"#,
-                &[],
-            )
-            .await
-            {
-                let n = rows
-                    .first()
-                    .and_then(|r| r.get("current"))
-                    .and_then(|v| v.as_i64())
-                    .unwrap_or(0);
+            if let Ok(n) = crate::streaming::producer::current_seq(&mut conn).await {
                 out.push_str("# HELP docstream_update_logs_written_total Event Update Logs written by this site.\n# TYPE docstream_update_logs_written_total counter\n");
                 let _ = writeln!(out, "docstream_update_logs_written_total {n}");
             }

@@ -874,6 +874,27 @@ impl Site {
         let old = load_doc(conn, reg, dt, name)
             .await?
             .ok_or_else(|| not_found(dt, name))?;
+        self.update_loaded(conn, reg, caller, dt, old, patch, flags)
+            .await
+    }
+
+    /// Updates a document the caller has just read in this transaction (`old`, as
+    /// [`load_doc`] returns it), sparing a second read.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn update_loaded(
+        &self,
+        conn: &mut AnyConnection,
+        reg: &Registry,
+        caller: &Caller,
+        dt: &DocType,
+        old: Doc,
+        patch: Doc,
+        flags: &WriteFlags,
+    ) -> Result<(Doc, Pending)> {
+        if !flags.ignore_permissions {
+            caller.require(dt, PermType::Write)?;
+        }
+        let name = &name_text(old.get("name").unwrap_or(&Value::Null));
         if let Some(m) = patch
             .get("modified")
             .map(name_text)
@@ -963,12 +984,9 @@ impl Site {
                 );
             }
         }
-        if !changed.is_empty() {
-            pending.logs_written |= crate::streaming::update_log::record_update(
-                self, conn, reg, dt, &old, &saved, flags,
-            )
-            .await?;
-        }
+        pending.logs_written |=
+            crate::streaming::update_log::record_update(self, conn, dt, name, &changed, flags)
+                .await?;
         Ok((saved, pending))
     }
 
@@ -1098,7 +1116,7 @@ impl Site {
         check_not_linked(conn, reg, dt, name).await?;
         for tf in dt.table_fields() {
             let child = reg.get(&tf.options)?;
-            store::delete_children(conn, &child, &dt.name, name).await?;
+            store::delete_child_rows(conn, &child, &dt.name, name, &tf.fieldname).await?;
         }
         store::delete_row(conn, dt, &doc["name"]).await?;
         sqlx::query(r#"DELETE FROM "__Auth" WHERE doctype = $1 AND name = $2"#)

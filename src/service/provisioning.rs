@@ -104,7 +104,7 @@ async fn seed(site: &Site, admin_password: &str) -> Result<()> {
             &reg,
             &admin,
             &*reg.get("Role")?,
-            as_doc(doc),
+            crate::store::doc_from(doc),
             &flags,
         )
         .await?;
@@ -114,18 +114,18 @@ async fn seed(site: &Site, admin_password: &str) -> Result<()> {
         json!({"email": "Guest", "first_name": "Guest", "roles": [{"role": "Guest"}], "user_type": "Website User"}),
     ];
     for u in users {
-        site.insert_in(&mut tx, &reg, &admin, &*reg.get("User")?, as_doc(u), &flags)
-            .await?;
+        site.insert_in(
+            &mut tx,
+            &reg,
+            &admin,
+            &*reg.get("User")?,
+            crate::store::doc_from(u),
+            &flags,
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(())
-}
-
-fn as_doc(v: serde_json::Value) -> crate::store::Doc {
-    match v {
-        serde_json::Value::Object(m) => m,
-        _ => crate::store::Doc::new(),
-    }
 }
 
 /// Drops every table of the site's database (for PostgreSQL sites; SQLite goes with its folder).

@@ -9,8 +9,8 @@ mod schema;
 mod select;
 
 pub use rows::{
-    delete_child_rows, delete_children, delete_row, insert_row, insert_rows, load_children,
-    load_row, row_exists, update_columns,
+    delete_child_rows, delete_row, insert_row, insert_rows, load_children, load_row, row_exists,
+    update_columns,
 };
 pub use schema::{
     add_column, create_internal_tables, create_streaming_indexes, create_table, sync_table,
@@ -26,6 +26,15 @@ use std::time::Duration;
 
 /// A document or row as JSON fields.
 pub type Doc = Map<String, Value>;
+
+/// A JSON object as a document (anything else is an empty one): for documents written as
+/// `json!` literals.
+pub fn doc_from(v: Value) -> Doc {
+    match v {
+        Value::Object(m) => m,
+        _ => Doc::new(),
+    }
+}
 
 /// The SQL dialect of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +278,18 @@ pub async fn next_counter(conn: &mut AnyConnection, key: &str) -> Result<i64> {
     .fetch_one(&mut *conn)
     .await?;
     Ok(row.try_get::<i64, _>(0)?)
+}
+
+/// The current value of a named counter in `tabSeries` (0 when it was never taken).
+pub async fn counter_value(conn: &mut AnyConnection, key: &str) -> Result<i64> {
+    let row = sqlx::query(r#"SELECT current FROM "tabSeries" WHERE name = $1"#)
+        .bind(key)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<i64, _>(0))
+        .transpose()?
+        .unwrap_or(0))
 }
 
 /// Reads a key of the site's internal settings table.

@@ -175,25 +175,3 @@ pub async fn delete_child_rows(
     )
     .await
 }
-
-/// Deletes every child row of a parent in one child table.
-pub async fn delete_children(
-    conn: &mut AnyConnection,
-    child: &DocType,
-    parenttype: &str,
-    parent: &str,
-) -> Result<u64> {
-    let sql = format!(
-        "DELETE FROM {} WHERE parent = $1 AND parenttype = $2",
-        q(&child.table())
-    );
-    execute(
-        conn,
-        &sql,
-        &[
-            Param::Text(Some(parent.into())),
-            Param::Text(Some(parenttype.into())),
-        ],
-    )
-    .await
-}

@@ -553,7 +553,7 @@ async fn apply_one(
                     ignore_links: true,
                     ..flags.clone()
                 };
-                site.update_in(conn, reg, caller, &dt, &local, patch, &f)
+                site.update_loaded(conn, reg, caller, &dt, current, patch, &f)
                     .await?;
             }
             Ok(local)
@@ -624,24 +624,39 @@ async fn upsert(
             .await?;
         return Ok(local);
     }
-    for k in ["owner", "creation", "modified", "modified_by", "doctype"] {
-        doc.remove(k);
-    }
-    let submitted = doc.get("docstatus").and_then(Value::as_i64).unwrap_or(0);
-    if submitted == 2 {
-        doc.insert("docstatus".into(), json!(1));
-    }
     if !sub.use_same_name {
         doc.remove("name");
         doc.insert("remote_docname".into(), json!(docname));
         doc.insert("remote_site_name".into(), json!(info.url));
     }
+    insert_as_on_producer(site, conn, reg, caller, dt, doc, flags).await
+}
+
+/// Inserts a document as the producer has it, owned and stamped by this site. A new document
+/// cannot start cancelled, so a cancelled one is inserted submitted and then cancelled.
+/// Returns its local name.
+async fn insert_as_on_producer(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    caller: &Caller,
+    dt: &DocType,
+    mut doc: Doc,
+    flags: &WriteFlags,
+) -> Result<String> {
+    for k in ["owner", "creation", "modified", "modified_by", "doctype"] {
+        doc.remove(k);
+    }
+    let cancelled = doc.get("docstatus").and_then(Value::as_i64) == Some(2);
+    if cancelled {
+        doc.insert("docstatus".into(), json!(1));
+    }
     let (saved, _) = site.insert_in(conn, reg, caller, dt, doc, flags).await?;
     let local = name_text(&saved["name"]);
-    if submitted == 2 {
+    if cancelled {
         let mut p = Doc::new();
         p.insert("docstatus".into(), json!(2));
-        site.update_in(conn, reg, caller, dt, &local, p, flags)
+        site.update_loaded(conn, reg, caller, dt, saved, p, flags)
             .await?;
     }
     Ok(local)
@@ -925,13 +940,6 @@ fn fetch_missing<'a>(
                     dep.insert(f.fieldname.clone(), Value::Null);
                 }
             }
-            for k in ["owner", "creation", "modified", "modified_by", "doctype"] {
-                dep.remove(k);
-            }
-            let cancelled = dep.get("docstatus").and_then(Value::as_i64) == Some(2);
-            if cancelled {
-                dep.insert("docstatus".into(), json!(1));
-            }
             let flags = WriteFlags {
                 ignore_permissions: true,
                 set_read_only: true,
@@ -940,7 +948,7 @@ fn fetch_missing<'a>(
                 ignore_links: false,
                 origin: Some(info.url.clone()),
             };
-            site.insert_in(conn, reg, caller, &tdt, dep, &flags)
+            insert_as_on_producer(site, conn, reg, caller, &tdt, dep, &flags)
                 .await
                 .map_err(|e| {
                     Error::LinkValidation(format!(
@@ -949,12 +957,6 @@ fn fetch_missing<'a>(
                         e.message()
                     ))
                 })?;
-            if cancelled {
-                let mut p = Doc::new();
-                p.insert("docstatus".into(), json!(2));
-                site.update_in(conn, reg, caller, &tdt, &value, p, &flags)
-                    .await?;
-            }
             visiting.pop();
             let sub = SubscribedType {
                 local_type: target.clone(),

@@ -16,11 +16,12 @@ fn text(v: Option<&Value>) -> String {
 
 /// The type a producer row asks the producer for (the mapping's remote type, or the same type).
 pub fn remote_type_of(row: &Value) -> String {
-    text(row.get("remote_doctype"))
-        .chars()
-        .next()
-        .map(|_| text(row.get("remote_doctype")))
-        .unwrap_or_else(|| text(row.get("ref_doctype")))
+    let remote = text(row.get("remote_doctype"));
+    if remote.is_empty() {
+        text(row.get("ref_doctype"))
+    } else {
+        remote
+    }
 }
 
 /// What the producer answered to `register_consumer`.

@@ -33,17 +33,7 @@ fn parse_json_arg(v: &Value, what: &str) -> Result<Value> {
 
 /// The current highest update-log seq.
 pub async fn current_seq(conn: &mut AnyConnection) -> Result<i64> {
-    let rows = store::fetch_docs(
-        conn,
-        r#"SELECT current FROM "tabSeries" WHERE name = $1"#,
-        &[Param::Text(Some(SEQ_COUNTER.into()))],
-    )
-    .await?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.get("current"))
-        .and_then(Value::as_i64)
-        .unwrap_or(0))
+    store::counter_value(conn, SEQ_COUNTER).await
 }
 
 /// Handles `register_consumer`: creates or updates the Event Consumer named by the consumer's URL.
@@ -116,12 +106,11 @@ pub async fn register_consumer(site: &Site, caller: &Caller, data: &Value) -> Re
         }
         rows.push(row);
     }
-    let doc = json!({"name": url, "callback_url": url, "user": user, "api_key": key, "api_secret": secret, "consumer_doctypes": rows, "incoming_change": 1});
-    let Value::Object(doc) = doc else {
-        unreachable!()
-    };
-    let saved = if existing.is_some() {
-        site.update_in(&mut tx, &reg, &admin, &dt, &url, doc, &flags)
+    let doc = store::doc_from(
+        json!({"name": url, "callback_url": url, "user": user, "api_key": key, "api_secret": secret, "consumer_doctypes": rows, "incoming_change": 1}),
+    );
+    let saved = if let Some(existing) = existing {
+        site.update_loaded(&mut tx, &reg, &admin, &dt, existing, doc, &flags)
             .await?
             .0
     } else {

@@ -3,7 +3,7 @@
 //! A log is written only for types that have at least one Event Consumer row, and costs one
 //! row whatever the number of consumers: who received it is computed from consumer progress.
 
-use super::diff::{diff, frappe_json};
+use super::diff::{frappe_json, Diff};
 use crate::error::Result;
 use crate::meta::{DocType, Registry};
 use crate::service::documents::{name_text, WriteFlags};
@@ -112,31 +112,28 @@ pub async fn record_insert(
     Ok(true)
 }
 
-/// Logs an Update with the diff (nothing when nothing changed).
+/// Logs an Update with the diff the writer computed (nothing when nothing changed).
 pub async fn record_update(
     site: &Site,
     conn: &mut AnyConnection,
-    reg: &Registry,
     dt: &DocType,
-    old: &Doc,
-    new: &Doc,
+    docname: &str,
+    d: &Diff,
     flags: &WriteFlags,
 ) -> Result<bool> {
-    // The diff first: an empty one must not take a seq (seqs are gap-free).
-    let d = diff(reg, dt, old, new)?;
+    // An empty diff must not take a seq (seqs are gap-free).
     if d.is_empty() {
         return Ok(false);
     }
     let Some(seq) = claim_seq(conn, dt).await? else {
         return Ok(false);
     };
-    let name = name_text(&new["name"]);
     write(
         site,
         conn,
         "Update",
         dt,
-        &name,
+        docname,
         Some(frappe_json(&d.to_value())),
         flags,
         seq,
