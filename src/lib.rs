@@ -9,6 +9,7 @@ pub mod demo;
 pub mod doctypes;
 pub mod error;
 pub mod meta;
+pub mod sandbox;
 pub mod server;
 pub mod service;
 pub mod site;

@@ -4,104 +4,7 @@ mod common;
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
-
-/// Polls `f` until it returns Some, or fails after `secs`.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Creates the Event Subscriber with keys on a site; returns its `token key:secret`.
-async fn subscriber(site: &TestSite) -> (String, String) {
-    site.insert("User", json!({"email": "sync@example.com", "first_name": "Sync", "roles": [{"role": "System Manager"}]})).await;
-    let (_, k) = site
-        .request(
-            &site.admin_auth,
-            Method::POST,
-            "/api/method/frappe.core.doctype.user.user.generate_keys",
-            Some(json!({"user": "sync@example.com"})),
-        )
-        .await;
-    let secret = k["message"]["api_secret"].as_str().unwrap().to_string();
-    let (_, u) = site.get("/api/resource/User/sync@example.com").await;
-    (u["data"]["api_key"].as_str().unwrap().to_string(), secret)
-}
-
-async fn start_pair() -> (TestSite, TestSite) {
-    start_pair_on(Backend::Sqlite).await.unwrap()
-}
-
-/// A producer and a consumer on `backend`; `None` when that backend is not reachable.
-async fn start_pair_on(backend: Backend) -> Option<(TestSite, TestSite)> {
-    let settings = [
-        ("pull_interval", json!(1)),
-        ("retry_base_seconds", json!(3600)),
-    ];
-    let p = TestSite::start_with(backend, &settings).await?;
-    let c = TestSite::start_with(backend, &settings).await?;
-    Some((p, c))
-}
-
-/// Subscribes `consumer` to `rows` of `producer` and approves them all.
-async fn subscribe(p: &TestSite, c: &TestSite, rows: Value) -> String {
-    let (pkey, psecret) = subscriber(p).await;
-    subscriber(c).await;
-    let (s, ep) = c.post("/api/resource/Event Producer", json!({"producer_url": p.url, "producer_doctypes": rows, "user": "sync@example.com", "api_key": pkey, "api_secret": psecret})).await;
-    assert_eq!(
-        s,
-        200,
-        "Event Producer insert failed: {ep}\nconsumer log: {}",
-        c.log()
-    );
-    assert_eq!(ep["data"]["api_secret"], "*****");
-    let (s, ec) = p
-        .get(&format!("/api/resource/Event Consumer/{}", c.url))
-        .await;
-    assert_eq!(s, 200, "{ec}");
-    let mut crow = ec["data"]["consumer_doctypes"].as_array().unwrap().clone();
-    assert!(
-        crow.iter().all(|r| r["status"] == "Pending"),
-        "new rows are Pending: {ec}"
-    );
-    for r in crow.iter_mut() {
-        r["status"] = json!("Approved");
-    }
-    let (s, b) = p
-        .put(
-            &format!("/api/resource/Event Consumer/{}", c.url),
-            json!({"consumer_doctypes": crow}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let url = p.url.clone();
-    eventually(10, "approval mirrored on the consumer", || async {
-        let (_, ep) = c.get(&format!("/api/resource/Event Producer/{url}")).await;
-        ep["data"]["producer_doctypes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == "Approved")
-            .then_some(())
-    })
-    .await;
-    pkey
-}
-
-async fn get_opt(site: &TestSite, path: impl Into<String>) -> Option<Value> {
-    let (s, b) = site.get(&path.into()).await;
-    (s == 200).then(|| b["data"].clone())
-}
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_update_child_rows_rename_delete_flow() {
@@ -628,19 +531,6 @@ async fn handshake_errors_leave_nothing_behind() {
             .then_some(())
     })
     .await;
-}
-
-async fn count_of(site: &TestSite, doctype: &str, filters: Value) -> i64 {
-    let (s, b) = site
-        .request(
-            &site.admin_auth,
-            Method::POST,
-            "/api/method/frappe.client.get_count",
-            Some(json!({"doctype": doctype, "filters": filters})),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    b["message"].as_i64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,6 +68,14 @@ pub fn validate(
         }
     }
     doc.insert("incoming_change".into(), Value::from(0));
+    for r in rows(Some(doc)) {
+        let condition = r
+            .get("condition")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        crate::streaming::condition::check(condition)
+            .map_err(|e| Error::Validation(format!("{}: {e}", row_type(&r))))?;
+    }
     Ok(())
 }
 
@@ -97,7 +105,12 @@ pub async fn before_delete(conn: &mut AnyConnection, doc: &Doc) -> Result<()> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    for table in ["__consumer_type_state", "__consumer_progress"] {
+    for table in [
+        "__consumer_type_state",
+        "__consumer_progress",
+        "__consumer_sent_docs",
+        "__condition_deliveries",
+    ] {
         store::execute(
             conn,
             &format!(r#"DELETE FROM "{table}" WHERE consumer = $1"#),

@@ -17,7 +17,7 @@ fn text(doc: &Doc, f: &str) -> String {
 }
 
 /// The rows' fields that the producer must hear about.
-fn subscription_of(doc: &Doc) -> Vec<(String, i64, String, i64)> {
+fn subscription_of(doc: &Doc) -> Vec<(String, i64, String, i64, String)> {
     doc.get("producer_doctypes")
         .and_then(Value::as_array)
         .into_iter()
@@ -34,12 +34,25 @@ fn subscription_of(doc: &Doc) -> Vec<(String, i64, String, i64)> {
                     .unwrap_or_default()
                     .to_string(),
                 r.get("sync_existing").and_then(Value::as_i64).unwrap_or(1),
+                if r.get("has_mapping").and_then(Value::as_i64) == Some(1) {
+                    r.get("mapping")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                } else {
+                    String::new()
+                },
             )
         })
         .collect()
 }
 
-pub fn validate(doc: &mut Doc, old: Option<&Doc>, pending: &mut Pending) -> Result<()> {
+pub async fn validate(
+    conn: &mut AnyConnection,
+    doc: &mut Doc,
+    old: Option<&Doc>,
+    pending: &mut Pending,
+) -> Result<()> {
     if doc.get("incoming_change").and_then(Value::as_i64) == Some(1) {
         pending.incoming = true;
     }
@@ -53,12 +66,22 @@ pub fn validate(doc: &mut Doc, old: Option<&Doc>, pending: &mut Pending) -> Resu
         }
     }
     let mut seen = std::collections::HashSet::new();
-    for (t, ..) in subscription_of(doc) {
+    for (t, _, condition, ..) in subscription_of(doc) {
         if !seen.insert(t.clone()) {
             return Err(Error::Validation(format!(
                 "{t} appears twice in the Event Producer Document Types"
             )));
         }
+        crate::streaming::condition::check(&condition)
+            .map_err(|e| Error::Validation(format!("{t}: {e}")))?;
+    }
+    for r in doc
+        .get("producer_doctypes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        consumer::mapping_of(conn, r).await?;
     }
     Ok(())
 }

@@ -3,8 +3,10 @@
 
 mod custom_field;
 mod doctype;
+mod document_type_mapping;
 mod event_consumer;
 mod event_producer;
+mod server_script;
 mod user;
 
 use crate::error::Result;
@@ -20,7 +22,7 @@ use sqlx::AnyConnection;
 #[allow(clippy::too_many_arguments)]
 pub async fn validate(
     site: &Site,
-    _conn: &mut AnyConnection,
+    conn: &mut AnyConnection,
     reg: &Registry,
     dt: &DocType,
     doc: &mut Doc,
@@ -32,11 +34,13 @@ pub async fn validate(
         site.key_cache.clear();
     }
     match dt.name.as_str() {
-        "Event Producer" => event_producer::validate(doc, old, pending),
+        "Event Producer" => event_producer::validate(conn, doc, old, pending).await,
         "Event Consumer" => event_consumer::validate(doc, old, caller, pending),
         "User" => user::validate(doc, old),
         "DocType" => doctype::validate(reg, doc, old),
         "Custom Field" => custom_field::validate(reg, doc, old),
+        "Server Script" => server_script::validate(doc),
+        "Document Type Mapping" => document_type_mapping::validate(conn, reg, doc).await,
         _ => Ok(()),
     }
 }

@@ -5,3 +5,4 @@ pub mod documents;
 pub mod naming;
 pub mod permissions;
 pub mod provisioning;
+pub mod sandbox_db;

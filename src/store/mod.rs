@@ -4,10 +4,12 @@
 //! permissions. Both backends go through `sqlx::Any`, with the few dialect differences in
 //! [`Dialect`].
 
+mod raw_sql;
 mod rows;
 mod schema;
 mod select;
 
+pub use raw_sql::translate_frappe_sql;
 pub use rows::{
     delete_child_rows, delete_row, insert_row, insert_rows, load_children, load_row, row_exists,
     update_columns,
@@ -149,6 +151,25 @@ impl Store {
         Ok(self.pool.acquire().await?)
     }
 
+    /// Runs one SELECT in a transaction that cannot write, rows read by position.
+    pub async fn read_only_select(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
+        let mut tx = match self.dialect {
+            Dialect::Sqlite => {
+                let mut tx = self.pool.begin_with("BEGIN DEFERRED").await?;
+                execute(&mut tx, "PRAGMA query_only = ON", &[]).await?;
+                tx
+            }
+            Dialect::Postgres => self.pool.begin_with("BEGIN READ ONLY").await?,
+        };
+        let rows = bind_all(sqlx::query(sql), params).fetch_all(&mut *tx).await;
+        if self.dialect == Dialect::Sqlite {
+            // The pragma belongs to the connection, which goes back to the pool.
+            execute(&mut tx, "PRAGMA query_only = OFF", &[]).await?;
+        }
+        tx.rollback().await?;
+        rows?.iter().map(row_to_values).collect()
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await
@@ -178,30 +199,37 @@ pub fn redact(url: &str) -> String {
 pub fn row_to_doc(row: &AnyRow) -> Result<Doc> {
     let mut m = Map::with_capacity(row.columns().len());
     for (i, col) in row.columns().iter().enumerate() {
-        let raw = row.try_get_raw(i)?;
-        let v = if raw.is_null() {
-            Value::Null
-        } else {
-            match raw.type_info().kind() {
-                AnyTypeInfoKind::Bool => Value::from(row.try_get::<bool, _>(i)? as i64),
-                AnyTypeInfoKind::SmallInt | AnyTypeInfoKind::Integer | AnyTypeInfoKind::BigInt => {
-                    Value::from(row.try_get::<i64, _>(i)?)
-                }
-                AnyTypeInfoKind::Real | AnyTypeInfoKind::Double => {
-                    let f = row.try_get::<f64, _>(i)?;
-                    serde_json::Number::from_f64(f)
-                        .map(Value::Number)
-                        .unwrap_or(Value::Null)
-                }
-                AnyTypeInfoKind::Blob => {
-                    Value::String(String::from_utf8_lossy(&row.try_get::<Vec<u8>, _>(i)?).into())
-                }
-                _ => Value::String(row.try_get::<String, _>(i)?),
-            }
-        };
-        m.insert(col.name().to_string(), v);
+        m.insert(col.name().to_string(), cell(row, i)?);
     }
     Ok(m)
+}
+
+/// Reads a row into JSON values by position (columns may share a name).
+pub fn row_to_values(row: &AnyRow) -> Result<Vec<Value>> {
+    (0..row.columns().len()).map(|i| cell(row, i)).collect()
+}
+
+fn cell(row: &AnyRow, i: usize) -> Result<Value> {
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    Ok(match raw.type_info().kind() {
+        AnyTypeInfoKind::Bool => Value::from(row.try_get::<bool, _>(i)? as i64),
+        AnyTypeInfoKind::SmallInt | AnyTypeInfoKind::Integer | AnyTypeInfoKind::BigInt => {
+            Value::from(row.try_get::<i64, _>(i)?)
+        }
+        AnyTypeInfoKind::Real | AnyTypeInfoKind::Double => {
+            let f = row.try_get::<f64, _>(i)?;
+            serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null)
+        }
+        AnyTypeInfoKind::Blob => {
+            Value::String(String::from_utf8_lossy(&row.try_get::<Vec<u8>, _>(i)?).into())
+        }
+        _ => Value::String(row.try_get::<String, _>(i)?),
+    })
 }
 
 /// A value bound to a statement, typed by its column's storage.

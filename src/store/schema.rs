@@ -169,6 +169,8 @@ pub async fn create_internal_tables(conn: &mut AnyConnection) -> Result<()> {
         r#"CREATE TABLE IF NOT EXISTS "__settings" (key TEXT PRIMARY KEY, value TEXT NOT NULL)"#,
         r#"CREATE TABLE IF NOT EXISTS "__consumer_progress" (consumer TEXT PRIMARY KEY, acked_seq BIGINT NOT NULL)"#,
         r#"CREATE TABLE IF NOT EXISTS "__consumer_type_state" (consumer TEXT NOT NULL, ref_doctype TEXT NOT NULL, approved_after_seq BIGINT NOT NULL, PRIMARY KEY (consumer, ref_doctype))"#,
+        r#"CREATE TABLE IF NOT EXISTS "__consumer_sent_docs" (consumer TEXT NOT NULL, ref_doctype TEXT NOT NULL, docname TEXT NOT NULL, PRIMARY KEY (consumer, ref_doctype, docname))"#,
+        r#"CREATE TABLE IF NOT EXISTS "__condition_deliveries" (consumer TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (consumer, seq))"#,
     ];
     for s in stmts {
         conn.execute(s).await?;

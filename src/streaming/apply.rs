@@ -22,6 +22,8 @@ pub struct SubscribedType {
     pub remote_type: String,
     pub use_same_name: bool,
     pub unsubscribed: bool,
+    /// The Document Type Mapping that turns remote documents into local ones.
+    pub mapping: Option<super::mapping::Mapping>,
 }
 
 /// What the consumer knows of one producer while applying.
@@ -40,18 +42,28 @@ impl ProducerInfo {
         let doc = load_doc(&mut conn, &reg, &*reg.get("Event Producer")?, url)
             .await?
             .ok_or_else(|| Error::DoesNotExist(format!("Event Producer {url} not found")))?;
-        let types = doc
+        let mut types = Vec::new();
+        for r in doc
             .get("producer_doctypes")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .map(|r| SubscribedType {
+        {
+            let mapping = match super::consumer::mapping_of(&mut conn, r).await? {
+                Some((name, _)) => Some(super::mapping::load(&mut conn, &name).await?),
+                None => None,
+            };
+            types.push(SubscribedType {
                 local_type: text(r.get("ref_doctype")),
-                remote_type: super::consumer::remote_type_of(r),
+                remote_type: mapping
+                    .as_ref()
+                    .map(|m| m.remote_doctype.clone())
+                    .unwrap_or_else(|| text(r.get("ref_doctype"))),
                 use_same_name: r.get("use_same_name").and_then(Value::as_i64) == Some(1),
                 unsubscribed: r.get("unsubscribe").and_then(Value::as_i64) == Some(1),
-            })
-            .collect();
+                mapping,
+            });
+        }
         Ok(ProducerInfo {
             url: url.into(),
             user: text(doc.get("user")),
@@ -278,6 +290,8 @@ pub struct Known {
     present: std::collections::HashSet<(String, String)>,
     /// Missing documents already fetched from the producer (before the transaction).
     fetched: std::collections::HashMap<(String, String), Value>,
+    /// Field names of the producer's mapped types (None: the producer would not say).
+    remote_fields: std::collections::HashMap<String, Option<std::collections::HashSet<String>>>,
 }
 
 impl BatchState {
@@ -478,7 +492,18 @@ async fn apply_one(
     };
     match inc.update_type.as_str() {
         "Create" => {
-            let doc = strip_dunder(&inc.data);
+            let doc = to_local(
+                site,
+                conn,
+                reg,
+                info,
+                sub,
+                caller,
+                remote,
+                known,
+                &strip_dunder(&inc.data),
+            )
+            .await?;
             upsert(
                 site,
                 conn,
@@ -511,6 +536,18 @@ async fn apply_one(
                     return Ok(inc.docname.clone());
                 }
                 let whole = remote.get_doc(&inc.remote_type, &inc.docname).await?;
+                let doc = to_local(
+                    site,
+                    conn,
+                    reg,
+                    info,
+                    sub,
+                    caller,
+                    remote,
+                    known,
+                    &strip_dunder(&whole),
+                )
+                .await?;
                 return upsert(
                     site,
                     conn,
@@ -523,7 +560,7 @@ async fn apply_one(
                     known,
                     &flags,
                     &inc.docname,
-                    strip_dunder(&whole),
+                    doc,
                 )
                 .await;
             };
@@ -543,7 +580,24 @@ async fn apply_one(
             let current = load_doc(conn, reg, &dt, &local)
                 .await?
                 .ok_or_else(|| Error::DoesNotExist(format!("{} {local} vanished", dt.name)))?;
-            let patch = patch_from_diff(&dt, &current, &inc.data);
+            let patch = match &sub.mapping {
+                None => patch_from_diff(&dt, &current, &inc.data),
+                Some(m) => {
+                    let mut patch = patch_from_diff(&dt, &current, &m.map_diff(reg, &inc.data)?);
+                    if m.document_rows().any(|r| m.diff_touches(r, &inc.data)) {
+                        // The rows' filters read fields the diff does not carry.
+                        let whole =
+                            strip_dunder(&remote.get_doc(&inc.remote_type, &inc.docname).await?);
+                        let mut links = Doc::new();
+                        resolve_document_rows(
+                            site, conn, reg, info, caller, remote, known, m, &whole, &mut links,
+                        )
+                        .await?;
+                        patch.extend(links);
+                    }
+                    patch
+                }
+            };
             let mut merged = current.clone();
             merged.extend(patch.clone());
             sync_dependencies(site, conn, reg, info, caller, remote, known, &dt, &merged).await?;
@@ -576,6 +630,179 @@ async fn apply_one(
         },
         other => Err(Error::Validation(format!("unknown update_type {other:?}"))),
     }
+}
+
+/// The local form of a whole producer document: mapped when the row has a mapping.
+#[allow(clippy::too_many_arguments)]
+async fn to_local(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    caller: &Caller,
+    remote: &RemoteSite,
+    known: &mut Known,
+    remote_doc: &Doc,
+) -> Result<Doc> {
+    let Some(m) = &sub.mapping else {
+        return Ok(remote_doc.clone());
+    };
+    let fields = remote_fields(remote, known, &m.remote_doctype).await;
+    let mut local = m.map_doc(reg, remote_doc, fields.as_ref())?;
+    resolve_document_rows(
+        site, conn, reg, info, caller, remote, known, m, remote_doc, &mut local,
+    )
+    .await?;
+    Ok(local)
+}
+
+async fn remote_fields(
+    remote: &RemoteSite,
+    known: &mut Known,
+    doctype: &str,
+) -> Option<std::collections::HashSet<String>> {
+    if let Some(f) = known.remote_fields.get(doctype) {
+        return f.clone();
+    }
+    let f = remote.field_names(doctype).await;
+    known.remote_fields.insert(doctype.to_string(), f.clone());
+    f
+}
+
+/// Fills the Document rows of a mapping: each finds exactly one producer document with its
+/// filters, maps it with the row's mapping, inserts it here if it is not here yet and links it.
+#[allow(clippy::too_many_arguments)]
+fn resolve_document_rows<'a>(
+    site: &'a Site,
+    conn: &'a mut AnyConnection,
+    reg: &'a Registry,
+    info: &'a ProducerInfo,
+    caller: &'a Caller,
+    remote: &'a RemoteSite,
+    known: &'a mut Known,
+    m: &'a super::mapping::Mapping,
+    remote_doc: &'a Doc,
+    local: &'a mut Doc,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+    use super::mapping::RowKind;
+    Box::pin(async move {
+        let dt = reg.get(&m.local_doctype)?;
+        for row in m.document_rows() {
+            let RowKind::Document {
+                mapping: inner,
+                filters,
+            } = &row.kind
+            else {
+                continue;
+            };
+            let at = row.label(m);
+            let fields = remote_fields(remote, known, &m.remote_doctype).await;
+            let mut wanted = serde_json::Map::new();
+            for (k, v) in filters {
+                let value = match v.as_str() {
+                    Some(s) if s.starts_with("eval:") => {
+                        let expr = &s["eval:".len()..];
+                        let now = site.clock.now();
+                        crate::service::sandbox_db::run_script(|| {
+                            crate::sandbox::eval_expression(
+                                expr,
+                                &[],
+                                &crate::service::sandbox_db::SiteDb::new(site),
+                                &now,
+                                &crate::sandbox::Limits::default(),
+                            )
+                        })
+                        .map_err(|e| Error::Validation(format!("{at}: filter {k} ({s}): {e}")))?
+                    }
+                    Some(s)
+                        if remote_doc.contains_key(s)
+                            || fields.as_ref().is_some_and(|f| f.contains(s)) =>
+                    {
+                        remote_doc.get(s).cloned().unwrap_or(Value::Null)
+                    }
+                    _ => v.clone(),
+                };
+                wanted.insert(k.clone(), value);
+            }
+            let wanted = Value::Object(wanted);
+            let names = remote
+                .find_names(&inner.remote_doctype, &wanted, 2)
+                .await
+                .map_err(|e| Error::Validation(format!("{at}: {}", e.message())))?;
+            if names.len() != 1 {
+                return Err(Error::Validation(format!(
+                    "{at}: {} {} documents on {} match the filters {wanted}; exactly one must",
+                    if names.is_empty() { "no" } else { "several" },
+                    inner.remote_doctype,
+                    info.url
+                )));
+            }
+            let source_name = names[0].clone();
+            let source = strip_dunder(&remote.get_doc(&inner.remote_doctype, &source_name).await?);
+            let inner_fields = remote_fields(remote, known, &inner.remote_doctype).await;
+            let mut made = inner.map_doc(reg, &source, inner_fields.as_ref())?;
+            resolve_document_rows(
+                site, conn, reg, info, caller, remote, known, inner, &source, &mut made,
+            )
+            .await?;
+            let local_name =
+                made_locally(site, conn, reg, info, caller, inner, &source_name, made).await?;
+            local.insert(row.local.clone(), Value::String(local_name));
+            if let Some(df) = dt.field(&row.local) {
+                if df.fieldtype == crate::meta::FieldType::DynamicLink {
+                    local.insert(
+                        df.options.clone(),
+                        Value::String(inner.local_doctype.clone()),
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The local copy of a document made by a Document row: found by its producer name, or
+/// inserted (with `remote_docname` when the type has it, else under the producer's name).
+#[allow(clippy::too_many_arguments)]
+async fn made_locally(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    info: &ProducerInfo,
+    caller: &Caller,
+    m: &super::mapping::Mapping,
+    source_name: &str,
+    mut doc: Doc,
+) -> Result<String> {
+    let dt = reg.get(&m.local_doctype)?;
+    let by_remote_name = dt.field("remote_docname").is_some();
+    let sub = SubscribedType {
+        local_type: m.local_doctype.clone(),
+        remote_type: m.remote_doctype.clone(),
+        use_same_name: !by_remote_name,
+        unsubscribed: false,
+        mapping: None,
+    };
+    if let Some(found) = find_local(conn, &dt, info, &sub, source_name).await? {
+        return Ok(found);
+    }
+    doc.remove("name");
+    if by_remote_name {
+        doc.insert("remote_docname".into(), json!(source_name));
+        doc.insert("remote_site_name".into(), json!(info.url));
+    } else {
+        doc.insert("name".into(), json!(source_name));
+    }
+    let flags = WriteFlags {
+        ignore_permissions: true,
+        set_read_only: true,
+        keep_name: !by_remote_name,
+        keep_timestamps: false,
+        ignore_links: false,
+        origin: Some(info.url.clone()),
+    };
+    insert_as_on_producer(site, conn, reg, caller, &dt, doc, &flags).await
 }
 
 /// Inserts a producer document, or updates the local copy to match it when it was synced before.
@@ -963,6 +1190,7 @@ fn fetch_missing<'a>(
                 remote_type: target.clone(),
                 use_same_name: true,
                 unsubscribed: false,
+                mapping: None,
             };
             let inc = Incoming {
                 update_type: "Create".into(),
@@ -996,6 +1224,11 @@ async fn prefetch_dependencies(
         .filter_map(|log| {
             let inc = Incoming::from_log(log);
             let sub = info.for_remote(&inc.remote_type)?;
+            if sub.mapping.is_some() {
+                // Mapped documents are in the producer's shape; their links are resolved as
+                // they are mapped.
+                return None;
+            }
             let doc = match inc.update_type.as_str() {
                 "Create" => strip_dunder(&inc.data),
                 "Update" => inc

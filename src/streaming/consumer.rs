@@ -8,20 +8,62 @@ use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store::{self, Doc, Param};
 use serde_json::{json, Value};
+use sqlx::AnyConnection;
 use std::time::Duration;
 
 fn text(v: Option<&Value>) -> String {
     super::producer::value_text(v)
 }
 
-/// The type a producer row asks the producer for (the mapping's remote type, or the same type).
-pub fn remote_type_of(row: &Value) -> String {
-    let remote = text(row.get("remote_doctype"));
-    if remote.is_empty() {
-        text(row.get("ref_doctype"))
-    } else {
-        remote
+/// The mapping a producer row uses, checked: its name and remote type (None without one).
+pub async fn mapping_of(conn: &mut AnyConnection, row: &Value) -> Result<Option<(String, String)>> {
+    if row.get("has_mapping").and_then(Value::as_i64) != Some(1) {
+        return Ok(None);
     }
+    let local = text(row.get("ref_doctype"));
+    let name = text(row.get("mapping"));
+    if name.is_empty() {
+        return Err(Error::Validation(format!(
+            "{local}: Has Mapping is set but no Mapping is chosen"
+        )));
+    }
+    let rows = store::fetch_docs(
+        conn,
+        r#"SELECT local_doctype, remote_doctype FROM "tabDocument Type Mapping" WHERE name = $1"#,
+        &[Param::Text(Some(name.clone()))],
+    )
+    .await?;
+    let r = rows.first().ok_or_else(|| {
+        Error::Validation(format!(
+            "{local}: Document Type Mapping {name} does not exist"
+        ))
+    })?;
+    let maps = text(r.get("local_doctype"));
+    if maps != local {
+        return Err(Error::Validation(format!(
+            "{local}: Document Type Mapping {name} makes {maps} documents, not {local}"
+        )));
+    }
+    Ok(Some((name, text(r.get("remote_doctype")))))
+}
+
+/// The type each producer row asks the producer for (its mapping's remote type, or its own).
+pub async fn remote_types(conn: &mut AnyConnection, rows: &[Value]) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(match mapping_of(conn, r).await? {
+            Some((_, remote)) => remote,
+            None => text(r.get("ref_doctype")),
+        });
+    }
+    Ok(out)
+}
+
+fn producer_rows(doc: &Doc) -> Vec<Value> {
+    doc.get("producer_doctypes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// What the producer answered to `register_consumer`.
@@ -45,13 +87,12 @@ async fn own_keys(site: &Site, user: &str) -> Result<(String, String)> {
     Ok((key, secret))
 }
 
-fn consumer_doctypes(doc: &Doc) -> Vec<Value> {
-    doc.get("producer_doctypes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            json!({"doctype": remote_type_of(r), "condition": r.get("condition").cloned().unwrap_or(Value::Null),
+fn consumer_doctypes(doc: &Doc, remote: &[String]) -> Vec<Value> {
+    producer_rows(doc)
+        .iter()
+        .zip(remote)
+        .map(|(r, t)| {
+            json!({"doctype": t, "condition": r.get("condition").cloned().unwrap_or(Value::Null),
                    "sync_existing": r.get("sync_existing").and_then(Value::as_i64).unwrap_or(1)})
         })
         .collect()
@@ -80,7 +121,7 @@ pub async fn register(site: &Site, doc: &mut Doc) -> Result<Registration> {
     }
     doc.insert("producer_url".into(), Value::String(url.clone()));
     doc.insert("name".into(), Value::String(url.clone()));
-    {
+    let remote_types = {
         let mut conn = site.store.conn().await?;
         if !store::fetch_docs(
             &mut conn,
@@ -94,7 +135,8 @@ pub async fn register(site: &Site, doc: &mut Doc) -> Result<Registration> {
                 "Event Producer {url} already exists"
             )));
         }
-    }
+        remote_types(&mut conn, &producer_rows(doc)).await?
+    };
     let user = text(doc.get("user"));
     let key = text(doc.get("api_key"));
     let secret = text(doc.get("api_secret"));
@@ -116,7 +158,7 @@ pub async fn register(site: &Site, doc: &mut Doc) -> Result<Registration> {
         )));
     }
     let (own_key, own_secret) = own_keys(site, &user).await?;
-    let data = json!({"event_consumer": site.config.url, "consumer_doctypes": serde_json::to_string(&consumer_doctypes(doc))?, "user": user, "api_key": own_key, "api_secret": own_secret});
+    let data = json!({"event_consumer": site.config.url, "consumer_doctypes": serde_json::to_string(&consumer_doctypes(doc, &remote_types))?, "user": user, "api_key": own_key, "api_secret": own_secret});
     let reply = remote
         .call(
             "frappe.event_streaming.doctype.event_consumer.event_consumer.register_consumer",
@@ -147,11 +189,10 @@ pub async fn register(site: &Site, doc: &mut Doc) -> Result<Registration> {
         .get_mut("producer_doctypes")
         .and_then(Value::as_array_mut)
     {
-        for r in rows.iter_mut() {
-            let t = remote_type_of(r);
+        for (r, t) in rows.iter_mut().zip(&remote_types) {
             let status = statuses
                 .iter()
-                .find(|s| text(s.get("doctype")) == t)
+                .find(|s| text(s.get("doctype")) == *t)
                 .map(|s| text(s.get("status")))
                 .unwrap_or_else(|| "Pending".into());
             r["status"] = Value::String(status);
@@ -191,16 +232,26 @@ pub async fn add_remote_name_fields(
 ) -> Result<bool> {
     let reg = site.meta();
     let mut added = false;
-    for r in doc
-        .get("producer_doctypes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if r.get("use_same_name").and_then(Value::as_i64) == Some(1) {
-            continue;
+    let mut types = Vec::new();
+    for r in producer_rows(doc) {
+        if r.get("use_same_name").and_then(Value::as_i64) != Some(1) {
+            types.push(text(r.get("ref_doctype")));
         }
-        let t = text(r.get("ref_doctype"));
+        // Documents made by a mapping's Document rows are found again by their producer name.
+        if let Some((name, _)) = mapping_of(conn, &r).await? {
+            let mut stack = vec![super::mapping::load(conn, &name).await?];
+            while let Some(m) = stack.pop() {
+                for row in m.document_rows() {
+                    if let super::mapping::RowKind::Document { mapping, .. } = &row.kind {
+                        types.push(mapping.local_doctype.clone());
+                        stack.push((**mapping).clone());
+                    }
+                }
+            }
+        }
+    }
+    types.dedup();
+    for t in types {
         let dt = reg.get(&t)?;
         for (f, label) in [
             ("remote_docname", "Remote Document Name"),
@@ -251,6 +302,7 @@ pub async fn send_update(site: &Site, producer_url: &str) -> Result<()> {
     else {
         return Ok(());
     };
+    let remote_types = remote_types(&mut conn, &producer_rows(&doc)).await?;
     drop(conn);
     let remote = remote_for(site, producer_url).await?;
     let consumer = remote.get_doc("Event Consumer", &site.config.url).await?;
@@ -259,14 +311,11 @@ pub async fn send_update(site: &Site, producer_url: &str) -> Result<()> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let rows: Vec<Value> = doc
-        .get("producer_doctypes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            let t = remote_type_of(r);
-            let old = old_rows.iter().find(|o| text(o.get("ref_doctype")) == t);
+    let rows: Vec<Value> = producer_rows(&doc)
+        .iter()
+        .zip(&remote_types)
+        .map(|(r, t)| {
+            let old = old_rows.iter().find(|o| text(o.get("ref_doctype")) == *t);
             let mut row = json!({"ref_doctype": t, "condition": r.get("condition").cloned().unwrap_or(Value::Null),
                 "unsubscribed": r.get("unsubscribe").and_then(Value::as_i64).unwrap_or(0),
                 "sync_existing": r.get("sync_existing").and_then(Value::as_i64).unwrap_or(1),

@@ -2,8 +2,10 @@
 //! and apply, and the HTTP client between sites.
 
 pub mod apply;
+pub mod condition;
 pub mod consumer;
 pub mod diff;
+pub mod mapping;
 pub mod producer;
 pub mod remote;
 pub mod update_log;

@@ -152,6 +152,8 @@ pub struct Pulled {
 struct Subscription {
     url: String,
     approved: std::collections::HashMap<String, i64>,
+    /// Conditions of approved rows that have one, by type.
+    conditions: std::collections::HashMap<String, String>,
 }
 
 async fn subscription(
@@ -185,7 +187,7 @@ async fn subscription(
 async fn load_subscription(conn: &mut AnyConnection, consumer_url: &str) -> Result<Subscription> {
     let types = store::fetch_docs(
         conn,
-        r#"SELECT t.ref_doctype, COALESCE(s.approved_after_seq, 0) AS after FROM "tabEvent Consumer Document Type" t
+        r#"SELECT t.ref_doctype, t.condition, COALESCE(s.approved_after_seq, 0) AS after FROM "tabEvent Consumer Document Type" t
            LEFT JOIN "__consumer_type_state" s ON s.consumer = t.parent AND s.ref_doctype = t.ref_doctype
            WHERE t.parent = $1 AND t.status = 'Approved' AND COALESCE(t.unsubscribed, 0) = 0"#,
         &[Param::Text(Some(consumer_url.into()))],
@@ -200,9 +202,15 @@ async fn load_subscription(conn: &mut AnyConnection, consumer_url: &str) -> Resu
             )
         })
         .collect();
+    let conditions = types
+        .iter()
+        .map(|r| (text(r.get("ref_doctype")), text(r.get("condition"))))
+        .filter(|(_, c)| !c.trim().is_empty())
+        .collect();
     Ok(Subscription {
         url: consumer_url.into(),
         approved,
+        conditions,
     })
 }
 
@@ -296,11 +304,7 @@ pub async fn get_update_logs(
             .await?;
             drop(conn);
             acknowledge(site, consumer_url, after).await?;
-            let logs = rows
-                .iter()
-                .filter(|l| passes(&sub, &wanted, l))
-                .map(wire)
-                .collect();
+            let logs = judged(site, &sub, &wanted, rows).await?;
             Ok(Pulled {
                 logs,
                 last_seq: upto,
@@ -321,11 +325,8 @@ pub async fn get_update_logs(
                 .and_then(|r| r.get("seq"))
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
-            let logs = rows
-                .iter()
-                .filter(|l| passes(&sub, &wanted, l))
-                .map(wire)
-                .collect();
+            drop(conn);
+            let logs = judged(site, &sub, &wanted, rows).await?;
             Ok(Pulled {
                 logs,
                 last_seq,
@@ -333,6 +334,23 @@ pub async fn get_update_logs(
             })
         }
     }
+}
+
+/// The logs a consumer may have, with its conditions applied, as sent on the wire.
+async fn judged(
+    site: &Site,
+    sub: &Subscription,
+    wanted: &HashSet<String>,
+    rows: Vec<Doc>,
+) -> Result<Vec<Value>> {
+    let rows: Vec<Doc> = rows
+        .into_iter()
+        .filter(|l| passes(sub, wanted, l))
+        .collect();
+    let rows = super::condition::Judge::new(site, &sub.url, &sub.conditions)
+        .filter(rows)
+        .await?;
+    Ok(rows.iter().map(wire).collect())
 }
 
 /// The consumers that have received a log: acknowledged it and were sent it under their
@@ -350,11 +368,28 @@ pub async fn consumers_of(conn: &mut AnyConnection, log: &Doc) -> Result<Vec<Val
     for r in rows {
         let url = text(r.get("consumer"));
         let sub = load_subscription(conn, &url).await?;
-        if passes(&sub, &wanted, log) {
+        if passes(&sub, &wanted, log)
+            && (!sub.conditions.contains_key(&text(log.get("ref_doctype")))
+                || delivered_under_condition(conn, &url, seq).await?)
+        {
             out.push(json!({"doctype": "Event Update Log Consumer", "consumer": url}));
         }
     }
     Ok(out)
+}
+
+async fn delivered_under_condition(
+    conn: &mut AnyConnection,
+    consumer: &str,
+    seq: i64,
+) -> Result<bool> {
+    Ok(!store::fetch_docs(
+        conn,
+        r#"SELECT 1 AS hit FROM "__condition_deliveries" WHERE consumer = $1 AND seq = $2"#,
+        &[Param::Text(Some(consumer.into())), Param::Int(Some(seq))],
+    )
+    .await?
+    .is_empty())
 }
 
 /// Records that a consumer has received every log up to `seq`.
@@ -509,7 +544,17 @@ pub async fn tell_consumer_statuses(site: &Site, consumer_url: &str) -> Result<(
     {
         for p in prows.iter_mut() {
             let local_type = text(p.get("ref_doctype"));
-            let remote_type = super::consumer::remote_type_of(p);
+            // A mapped row asks for its mapping's remote type, which only the consumer knows.
+            let remote_type = if p.get("has_mapping").and_then(Value::as_i64) == Some(1) {
+                let mapping = text(p.get("mapping"));
+                remote
+                    .get_doc("Document Type Mapping", &mapping)
+                    .await
+                    .map(|m| text(m.get("remote_doctype")))
+                    .unwrap_or_default()
+            } else {
+                local_type.clone()
+            };
             if let Some(r) = rows.iter().find(|r| {
                 text(r.get("ref_doctype")) == remote_type
                     || text(r.get("ref_doctype")) == local_type

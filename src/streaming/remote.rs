@@ -177,6 +177,48 @@ impl RemoteSite {
         .await
     }
 
+    /// Names of the documents matching `filters`, at most `limit`.
+    pub async fn find_names(
+        &self,
+        doctype: &str,
+        filters: &Value,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let rows = self
+            .call(
+                "frappe.client.get_list",
+                &[
+                    ("doctype", doctype.to_string()),
+                    ("filters", filters.to_string()),
+                    ("fields", r#"["name"]"#.to_string()),
+                    ("limit_page_length", limit.to_string()),
+                ],
+            )
+            .await?;
+        Ok(rows
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.get("name"))
+            .map(|n| match n {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect())
+    }
+
+    /// The field names of a remote type (from its DocType), or None if it cannot be read.
+    pub async fn field_names(&self, doctype: &str) -> Option<std::collections::HashSet<String>> {
+        let dt = self.get_doc("DocType", doctype).await.ok()?;
+        Some(
+            dt.get("fields")?
+                .as_array()?
+                .iter()
+                .filter_map(|f| f.get("fieldname")?.as_str().map(str::to_string))
+                .collect(),
+        )
+    }
+
     /// Updates a document (partial PUT).
     pub async fn update_doc(&self, doctype: &str, name: &str, doc: &Value) -> Result<Value> {
         self.resource(

@@ -232,6 +232,14 @@ pub async fn prune(site: &Site) -> Result<u64> {
         &[Param::Text(Some(cutoff)), Param::Int(Some(upto))],
     )
     .await?;
+    if deleted > 0 {
+        store::execute(
+            &mut tx,
+            r#"DELETE FROM "__condition_deliveries" WHERE seq < COALESCE((SELECT MIN(seq) FROM "tabEvent Update Log"), $1)"#,
+            &[Param::Int(Some(i64::MAX))],
+        )
+        .await?;
+    }
     tx.commit().await?;
     if deleted > 0 {
         tracing::info!(deleted, "pruned update logs past retention");

@@ -1,0 +1,30 @@
+//! Server Script: an API script must parse and define the function its `api_method` names.
+
+use crate::error::{Error, Result};
+use crate::store::Doc;
+use serde_json::Value;
+
+fn text(doc: &Doc, f: &str) -> String {
+    doc.get(f)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub fn validate(doc: &Doc) -> Result<()> {
+    let method = text(doc, "api_method");
+    let script = text(doc, "script");
+    if method.trim().is_empty() {
+        return Err(Error::Mandatory(
+            "[Server Script]: Value missing for API Method (api_method)".into(),
+        ));
+    }
+    if method.split('.').any(|p| p.trim().is_empty()) {
+        return Err(Error::Validation(format!(
+            "API Method must be a dotted name such as my_app.module.function, not {method:?}"
+        )));
+    }
+    let function = method.rsplit('.').next().unwrap_or(&method);
+    crate::sandbox::check_script(&script, function)
+        .map_err(|e| Error::Validation(format!("Server Script {method}: {e}")))
+}

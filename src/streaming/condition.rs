@@ -1,0 +1,370 @@
+//! Conditions of Event Consumer rows, applied when a consumer pulls (Frappe's rule): each log
+//! of a conditioned type is judged on its document as it is now.
+//!
+//! A document that passes and that this consumer has not received before goes out as one
+//! Create of its current state (its other logs in the pull are folded into it); one that no
+//! longer passes gets nothing; a Delete reaches only consumers that received the document.
+//! What was sent is recorded per consumer (`__consumer_sent_docs`), and every log delivered
+//! under a condition in `__condition_deliveries`, so update logs can show who received them.
+
+use super::update_log::create_payload;
+use crate::error::Result;
+use crate::sandbox::{self, Limits, Var};
+use crate::service::documents::load_doc;
+use crate::service::sandbox_db::{run_script, SiteDb};
+use crate::site::Site;
+use crate::store::{self, Doc, Param};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+
+fn text(v: Option<&Value>) -> String {
+    super::producer::value_text(v)
+}
+
+/// The Server Script method named by a `cmd:` condition, if it is one.
+pub fn command_of(condition: &str) -> Option<&str> {
+    condition
+        .trim()
+        .strip_prefix("cmd:")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// Checks a condition when it is saved: an expression must parse; a `cmd:` must name a
+/// dotted method.
+pub fn check(condition: &str) -> std::result::Result<(), String> {
+    let c = condition.trim();
+    if c.is_empty() {
+        return Ok(());
+    }
+    if c.starts_with("cmd:") {
+        return match command_of(c) {
+            Some(m) if m.split('.').all(|p| !p.is_empty()) => Ok(()),
+            _ => Err(format!(
+                "cmd: must name a method, as in cmd: my_app.module.function; got {c:?}"
+            )),
+        };
+    }
+    sandbox::check_expression(c).map_err(|e| format!("condition {c:?}: {e}"))
+}
+
+/// What a pull knows about one consumer's conditions.
+pub struct Judge<'a> {
+    site: &'a Site,
+    consumer_url: &'a str,
+    conditions: &'a HashMap<String, String>,
+    consumer: Option<Value>,
+    scripts: HashMap<String, std::result::Result<String, String>>,
+    verdicts: HashMap<(String, String), Option<(bool, Doc)>>,
+    sent: HashMap<(String, String), bool>,
+}
+
+/// Changes to the consumer's records that a pull makes.
+#[derive(Default)]
+struct Records {
+    sent: Vec<(String, String)>,
+    unsent: Vec<(String, String)>,
+    delivered: Vec<i64>,
+}
+
+impl<'a> Judge<'a> {
+    /// A judge for one pull.
+    pub fn new(
+        site: &'a Site,
+        consumer_url: &'a str,
+        conditions: &'a HashMap<String, String>,
+    ) -> Judge<'a> {
+        Judge {
+            site,
+            consumer_url,
+            conditions,
+            consumer: None,
+            scripts: HashMap::new(),
+            verdicts: HashMap::new(),
+            sent: HashMap::new(),
+        }
+    }
+
+    /// Filters and rewrites pulled logs (rows of the update log), in order.
+    pub async fn filter(&mut self, logs: Vec<Doc>) -> Result<Vec<Doc>> {
+        if !logs
+            .iter()
+            .any(|l| self.conditions.contains_key(&text(l.get("ref_doctype"))))
+        {
+            return Ok(logs);
+        }
+        let mut out = Vec::with_capacity(logs.len());
+        let mut rec = Records::default();
+        let mut created_now: HashSet<(String, String)> = HashSet::new();
+        for log in logs {
+            let doctype = text(log.get("ref_doctype"));
+            let Some(condition) = self.conditions.get(&doctype).cloned() else {
+                out.push(log);
+                continue;
+            };
+            let seq = log.get("seq").and_then(Value::as_i64).unwrap_or(0);
+            let name = text(log.get("docname"));
+            let key = (doctype.clone(), name.clone());
+            if created_now.contains(&key) {
+                // Folded into the Create of the document's current state.
+                rec.delivered.push(seq);
+                continue;
+            }
+            let data: Value = match log.get("data") {
+                Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::Null),
+                Some(v) => v.clone(),
+                None => Value::Null,
+            };
+            let old_name = data
+                .get("old_name")
+                .map(|v| text(Some(v)))
+                .filter(|s| !s.is_empty());
+            let known_as = old_name.clone().unwrap_or_else(|| name.clone());
+            let was_sent = self.was_sent(&doctype, &known_as).await?;
+            if text(log.get("update_type")) == "Delete" {
+                if was_sent {
+                    rec.unsent.push(key.clone());
+                    self.sent.insert(key, false);
+                    rec.delivered.push(seq);
+                    out.push(log);
+                }
+                continue;
+            }
+            let Some((passes, current)) = self.verdict(&doctype, &name, &condition, &log).await?
+            else {
+                // Deleted since: its Delete follows and decides.
+                continue;
+            };
+            if !passes {
+                continue;
+            }
+            if was_sent {
+                if let Some(old) = old_name {
+                    rec.unsent.push((doctype.clone(), old.clone()));
+                    self.sent.insert((doctype.clone(), old), false);
+                    rec.sent.push(key.clone());
+                    self.sent.insert(key, true);
+                }
+                rec.delivered.push(seq);
+                out.push(log);
+                continue;
+            }
+            let mut create = log.clone();
+            create.insert("update_type".into(), json!("Create"));
+            create.insert(
+                "data".into(),
+                json!(super::diff::frappe_json(&create_payload(&current))),
+            );
+            out.push(create);
+            rec.delivered.push(seq);
+            rec.sent.push(key.clone());
+            self.sent.insert(key.clone(), true);
+            created_now.insert(key);
+        }
+        self.record(rec).await?;
+        Ok(out)
+    }
+
+    async fn was_sent(&mut self, doctype: &str, name: &str) -> Result<bool> {
+        let key = (doctype.to_string(), name.to_string());
+        if let Some(s) = self.sent.get(&key) {
+            return Ok(*s);
+        }
+        let mut conn = self.site.store.conn().await?;
+        let hit = !store::fetch_docs(
+            &mut conn,
+            r#"SELECT 1 AS hit FROM "__consumer_sent_docs" WHERE consumer = $1 AND ref_doctype = $2 AND docname = $3"#,
+            &[
+                Param::Text(Some(self.consumer_url.into())),
+                Param::Text(Some(doctype.into())),
+                Param::Text(Some(name.into())),
+            ],
+        )
+        .await?
+        .is_empty();
+        self.sent.insert(key, hit);
+        Ok(hit)
+    }
+
+    /// Whether the document passes now, with its current state; None when it is gone.
+    /// Judged once per document per pull.
+    async fn verdict(
+        &mut self,
+        doctype: &str,
+        name: &str,
+        condition: &str,
+        log: &Doc,
+    ) -> Result<Option<(bool, Doc)>> {
+        let key = (doctype.to_string(), name.to_string());
+        if let Some(v) = self.verdicts.get(&key) {
+            return Ok(v.clone());
+        }
+        let reg = self.site.meta();
+        let current = match reg.get(doctype) {
+            Ok(dt) => {
+                let mut conn = self.site.store.conn().await?;
+                load_doc(&mut conn, &reg, &dt, name).await?
+            }
+            Err(_) => None,
+        };
+        let verdict = match current {
+            None => None,
+            Some(doc) => {
+                let passes = self.evaluate(condition, &doc, log).await;
+                Some((passes, doc))
+            }
+        };
+        self.verdicts.insert(key, verdict.clone());
+        Ok(verdict)
+    }
+
+    /// Runs the condition; an error counts as false and is logged.
+    async fn evaluate(&mut self, condition: &str, doc: &Doc, log: &Doc) -> bool {
+        let doc_value = Value::Object(doc.clone());
+        let now = self.site.clock.now();
+        let site = self.site;
+        let outcome = match command_of(condition) {
+            None => run_script(|| {
+                sandbox::eval_expression(
+                    condition,
+                    &[Var {
+                        name: "doc",
+                        value: &doc_value,
+                        by_attribute: true,
+                    }],
+                    &SiteDb::new(site),
+                    &now,
+                    &Limits::default(),
+                )
+                .map_err(|e| e.to_string())
+            }),
+            Some(method) => match self.script(method).await {
+                Err(e) => Err(e),
+                Ok(script) => {
+                    let consumer = self.consumer().await;
+                    let update_log = json!({
+                        "name": log.get("name"),
+                        "update_type": log.get("update_type"),
+                        "ref_doctype": log.get("ref_doctype"),
+                        "docname": log.get("docname"),
+                        "seq": log.get("seq"),
+                        "creation": log.get("creation"),
+                    });
+                    let function = method.rsplit('.').next().unwrap_or(method);
+                    run_script(|| {
+                        sandbox::call_function(
+                            &script,
+                            function,
+                            &[&consumer, &doc_value, &update_log],
+                            &SiteDb::new(site),
+                            &now,
+                            &Limits::default(),
+                        )
+                        .map_err(|e| e.to_string())
+                    })
+                }
+            },
+        };
+        match outcome {
+            Ok(v) => sandbox::truthy(&v),
+            Err(e) => {
+                tracing::warn!(
+                    consumer = self.consumer_url,
+                    doctype = text(doc.get("doctype")).as_str(),
+                    docname = text(doc.get("name")).as_str(),
+                    condition,
+                    error = e.as_str(),
+                    "condition raised; the document is not sent"
+                );
+                false
+            }
+        }
+    }
+
+    async fn script(&mut self, method: &str) -> std::result::Result<String, String> {
+        if let Some(s) = self.scripts.get(method) {
+            return s.clone();
+        }
+        let found = async {
+            let mut conn = self.site.store.conn().await.map_err(|e| e.to_string())?;
+            let rows = store::fetch_docs(
+                &mut conn,
+                r#"SELECT script FROM "tabServer Script" WHERE api_method = $1 AND script_type = 'API' AND COALESCE(disabled, 0) = 0"#,
+                &[Param::Text(Some(method.into()))],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            rows.first()
+                .map(|r| text(r.get("script")))
+                .ok_or_else(|| format!("no enabled API Server Script has api_method {method}"))
+        }
+        .await;
+        self.scripts.insert(method.to_string(), found.clone());
+        found
+    }
+
+    async fn consumer(&mut self) -> Value {
+        if let Some(c) = &self.consumer {
+            return c.clone();
+        }
+        let reg = self.site.meta();
+        let doc = match (self.site.store.conn().await, reg.get("Event Consumer")) {
+            (Ok(mut conn), Ok(dt)) => load_doc(&mut conn, &reg, &dt, self.consumer_url)
+                .await
+                .ok()
+                .flatten(),
+            _ => None,
+        };
+        let mut v = Value::Object(doc.unwrap_or_default());
+        if let Some(m) = v.as_object_mut() {
+            // Keys are the consumer's own; a script has no use for them.
+            m.remove("api_secret");
+            m.insert("name".into(), json!(self.consumer_url));
+        }
+        self.consumer = Some(v.clone());
+        v
+    }
+
+    async fn record(&self, rec: Records) -> Result<()> {
+        if rec.sent.is_empty() && rec.unsent.is_empty() && rec.delivered.is_empty() {
+            return Ok(());
+        }
+        let consumer = || Param::Text(Some(self.consumer_url.to_string()));
+        let mut tx = self.site.store.begin().await?;
+        for (t, n) in &rec.unsent {
+            store::execute(
+                &mut tx,
+                r#"DELETE FROM "__consumer_sent_docs" WHERE consumer = $1 AND ref_doctype = $2 AND docname = $3"#,
+                &[consumer(), Param::Text(Some(t.clone())), Param::Text(Some(n.clone()))],
+            )
+            .await?;
+        }
+        for (t, n) in &rec.sent {
+            store::execute(
+                &mut tx,
+                r#"INSERT INTO "__consumer_sent_docs" (consumer, ref_doctype, docname) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"#,
+                &[consumer(), Param::Text(Some(t.clone())), Param::Text(Some(n.clone()))],
+            )
+            .await?;
+        }
+        for chunk in rec.delivered.chunks(200) {
+            let mut params = vec![consumer()];
+            let mut values = Vec::with_capacity(chunk.len());
+            for seq in chunk {
+                params.push(Param::Int(Some(*seq)));
+                values.push(format!("($1, ${})", params.len()));
+            }
+            store::execute(
+                &mut tx,
+                &format!(
+                    r#"INSERT INTO "__condition_deliveries" (consumer, seq) VALUES {} ON CONFLICT DO NOTHING"#,
+                    values.join(", ")
+                ),
+                &params,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
