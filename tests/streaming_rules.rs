@@ -493,3 +493,80 @@ async fn document_type_mapping_makes_an_opportunity_and_its_lead() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_to_documents_kept_under_local_names_are_rewritten() {
+    let (p, c) = start_pair().await;
+    // The consumer's own first Lead takes the series' first name, so synced Leads get others.
+    let own = c.insert("Lead", json!({"lead_name": "local only"})).await;
+    let own_name = own["name"].as_str().unwrap().to_string();
+    // A Lead that exists before the subscription and is not sent with it: a dependency.
+    let early = p.insert("Lead", json!({"lead_name": "early"})).await;
+    let early_name = early["name"].as_str().unwrap().to_string();
+    assert_eq!(early_name, own_name, "both series start at the same name");
+    subscribe(
+        &p,
+        &c,
+        json!([
+            {"ref_doctype": "Lead", "use_same_name": 0, "sync_existing": 0},
+            {"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 0}
+        ]),
+    )
+    .await;
+    let later = p.insert("Lead", json!({"lead_name": "later"})).await;
+    let later_name = later["name"].as_str().unwrap().to_string();
+    let todo = p
+        .insert(
+            "ToDo",
+            json!({"description": "call", "reference_type": "Lead", "reference_name": early_name}),
+        )
+        .await;
+    let todo_name = todo["name"].as_str().unwrap().to_string();
+    let local_of = |remote: String| {
+        let c = &c;
+        async move {
+            let filters = enc(&json!({"remote_docname": remote}));
+            let (_, b) = c
+                .get(&format!(
+                    "/api/resource/Lead?filters={filters}&fields=[\"name\",\"lead_name\"]"
+                ))
+                .await;
+            b["data"].as_array().and_then(|a| a.first().cloned())
+        }
+    };
+    let got = eventually(15, "the ToDo", || {
+        get_opt(&c, format!("/api/resource/ToDo/{todo_name}"))
+    })
+    .await;
+    let early_local = local_of(early_name.clone()).await.expect("the dependency");
+    assert_eq!(early_local["lead_name"], "early");
+    assert_ne!(early_local["name"], json!(own_name));
+    assert_eq!(got["reference_name"], early_local["name"], "link rewritten");
+    // An update pointing the ToDo at another Lead is rewritten too; unchanged links stay.
+    p.put(
+        &format!("/api/resource/ToDo/{todo_name}"),
+        json!({"reference_name": later_name}),
+    )
+    .await;
+    let later_local = eventually(15, "the later Lead", || local_of(later_name.clone())).await;
+    eventually(15, "the rewritten update", || async {
+        let t = get_opt(&c, format!("/api/resource/ToDo/{todo_name}")).await?;
+        (t["reference_name"] == later_local["name"]).then_some(())
+    })
+    .await;
+    p.put(
+        &format!("/api/resource/ToDo/{todo_name}"),
+        json!({"description": "call back"}),
+    )
+    .await;
+    eventually(15, "the description update", || async {
+        let t = get_opt(&c, format!("/api/resource/ToDo/{todo_name}")).await?;
+        (t["description"] == "call back" && t["reference_name"] == later_local["name"])
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        count_of(&c, "Event Sync Log", json!({"status": "Failed"})).await,
+        0
+    );
+}

@@ -86,6 +86,13 @@ impl ProducerInfo {
             .find(|t| t.remote_type == remote_type && !t.unsubscribed)
     }
 
+    /// The subscription of a type kept here under local names, if it is one.
+    fn renamed(&self, local_type: &str) -> Option<&SubscribedType> {
+        self.types
+            .iter()
+            .find(|t| t.local_type == local_type && !t.use_same_name && !t.unsubscribed)
+    }
+
     fn for_local(&self, local_type: &str) -> Option<&SubscribedType> {
         self.types
             .iter()
@@ -580,27 +587,29 @@ async fn apply_one(
             let current = load_doc(conn, reg, &dt, &local)
                 .await?
                 .ok_or_else(|| Error::DoesNotExist(format!("{} {local} vanished", dt.name)))?;
-            let patch = match &sub.mapping {
-                None => patch_from_diff(&dt, &current, &inc.data),
-                Some(m) => {
-                    let mut patch = patch_from_diff(&dt, &current, &m.map_diff(reg, &inc.data)?);
-                    if m.document_rows().any(|r| m.diff_touches(r, &inc.data)) {
-                        // The rows' filters read fields the diff does not carry.
-                        let whole =
-                            strip_dunder(&remote.get_doc(&inc.remote_type, &inc.docname).await?);
-                        let mut links = Doc::new();
-                        resolve_document_rows(
-                            site, conn, reg, info, caller, remote, known, m, &whole, &mut links,
-                        )
-                        .await?;
-                        patch.extend(links);
-                    }
-                    patch
-                }
+            let mut diff = match &sub.mapping {
+                None => inc.data.clone(),
+                Some(m) => m.map_diff(reg, &inc.data)?,
             };
-            let mut merged = current.clone();
-            merged.extend(patch.clone());
-            sync_dependencies(site, conn, reg, info, caller, remote, known, &dt, &merged).await?;
+            // Only what the producer sent carries producer names; the rest is local already.
+            let incoming = incoming_part(reg, &dt, &current, &diff);
+            sync_dependencies(site, conn, reg, info, caller, remote, known, &dt, &incoming).await?;
+            let names = local_names(conn, reg, info, &dt, &incoming).await?;
+            rename_links_in_diff(reg, &dt, &mut diff, &names);
+            let mut patch = patch_from_diff(&dt, &current, &diff);
+            if let Some(m) = &sub.mapping {
+                if m.document_rows().any(|r| m.diff_touches(r, &inc.data)) {
+                    // The rows' filters read fields the diff does not carry.
+                    let whole =
+                        strip_dunder(&remote.get_doc(&inc.remote_type, &inc.docname).await?);
+                    let mut links = Doc::new();
+                    resolve_document_rows(
+                        site, conn, reg, info, caller, remote, known, m, &whole, &mut links,
+                    )
+                    .await?;
+                    patch.extend(links);
+                }
+            }
             if !patch.is_empty() {
                 // Every link target exists now (the producer validated the rest).
                 let f = WriteFlags {
@@ -822,6 +831,8 @@ async fn upsert(
     mut doc: Doc,
 ) -> Result<String> {
     sync_dependencies(site, conn, reg, info, caller, remote, known, dt, &doc).await?;
+    let names = local_names(conn, reg, info, dt, &doc).await?;
+    rename_links(reg, dt, &mut doc, &names);
     // Every link target exists now (the producer validated the rest).
     let flags = &WriteFlags {
         ignore_links: true,
@@ -887,6 +898,130 @@ async fn insert_as_on_producer(
             .await?;
     }
     Ok(local)
+}
+
+/// The part of an update that comes from the producer: changed fields and changed or added
+/// child rows (a Dynamic Link's type taken from the current document when it did not change).
+fn incoming_part(reg: &Registry, dt: &DocType, current: &Doc, diff: &Value) -> Doc {
+    let mut out = diff
+        .get("changed")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for f in &dt.fields {
+        if f.fieldtype == crate::meta::FieldType::DynamicLink
+            && out.contains_key(&f.fieldname)
+            && !out.contains_key(&f.options)
+        {
+            if let Some(t) = current.get(&f.options) {
+                out.insert(f.options.clone(), t.clone());
+            }
+        }
+    }
+    for tf in dt.table_fields() {
+        let rows: Vec<Value> = ["added", "row_changed"]
+            .iter()
+            .filter_map(|k| diff.get(k)?.get(&tf.fieldname)?.as_array())
+            .flatten()
+            .cloned()
+            .collect();
+        if !rows.is_empty() && reg.get(&tf.options).is_ok() {
+            out.insert(tf.fieldname.clone(), Value::Array(rows));
+        }
+    }
+    out
+}
+
+type LocalNames = std::collections::HashMap<(String, String), String>;
+
+/// For links to types this consumer keeps under local names (`use_same_name` off): the
+/// producer's name of each linked document and its local name.
+async fn local_names(
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    info: &ProducerInfo,
+    dt: &DocType,
+    doc: &Doc,
+) -> Result<LocalNames> {
+    let mut names = LocalNames::new();
+    if info.types.iter().all(|t| t.use_same_name || t.unsubscribed) {
+        return Ok(names);
+    }
+    for (_, target, value) in crate::service::documents::links_of(reg, dt, doc).unwrap_or_default()
+    {
+        let Some(sub) = info.renamed(&target) else {
+            continue;
+        };
+        let key = (target.clone(), value.clone());
+        if names.contains_key(&key) {
+            continue;
+        }
+        let tdt = reg.get(&target)?;
+        if let Some(local) = find_local(conn, &tdt, info, sub, &value).await? {
+            names.insert(key, local);
+        }
+    }
+    Ok(names)
+}
+
+/// Replaces producer names by local names in a document's links, child rows included.
+fn rename_links(reg: &Registry, dt: &DocType, doc: &mut Doc, names: &LocalNames) {
+    if names.is_empty() {
+        return;
+    }
+    for f in &dt.fields {
+        match f.fieldtype {
+            crate::meta::FieldType::Link | crate::meta::FieldType::DynamicLink => {
+                let target = if f.fieldtype == crate::meta::FieldType::Link {
+                    f.options.clone()
+                } else {
+                    text(doc.get(&f.options))
+                };
+                let value = text(doc.get(&f.fieldname));
+                if let Some(local) = names.get(&(target, value)) {
+                    doc.insert(f.fieldname.clone(), Value::String(local.clone()));
+                }
+            }
+            crate::meta::FieldType::Table | crate::meta::FieldType::TableMultiSelect => {
+                let Ok(child) = reg.get(&f.options) else {
+                    continue;
+                };
+                if let Some(rows) = doc.get_mut(&f.fieldname).and_then(Value::as_array_mut) {
+                    for r in rows.iter_mut() {
+                        if let Some(r) = r.as_object_mut() {
+                            rename_links(reg, &child, r, names);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// [`rename_links`] on the parts of a Frappe diff that carry producer values.
+fn rename_links_in_diff(reg: &Registry, dt: &DocType, diff: &mut Value, names: &LocalNames) {
+    if names.is_empty() {
+        return;
+    }
+    if let Some(changed) = diff.get_mut("changed").and_then(Value::as_object_mut) {
+        rename_links(reg, dt, changed, names);
+    }
+    for part in ["added", "row_changed"] {
+        let Some(tables) = diff.get_mut(part).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (field, rows) in tables.iter_mut() {
+            let Some(child) = dt.field(field).and_then(|f| reg.get(&f.options).ok()) else {
+                continue;
+            };
+            for r in rows.as_array_mut().into_iter().flatten() {
+                if let Some(r) = r.as_object_mut() {
+                    rename_links(reg, &child, r, names);
+                }
+            }
+        }
+    }
 }
 
 /// Turns Frappe's diff into a patch of the local document (child tables given whole).
@@ -1132,7 +1267,13 @@ fn fetch_missing<'a>(
             if visiting.contains(&key) || known.present.contains(&key) {
                 continue;
             }
-            if store::row_exists(conn, &tdt, &Value::String(value.clone())).await? {
+            // A type kept under local names is found by the producer's name it came with.
+            let renamed = info.renamed(&target);
+            let here = match renamed {
+                Some(sub) => find_local(conn, &tdt, info, sub, &value).await?.is_some(),
+                None => store::row_exists(conn, &tdt, &Value::String(value.clone())).await?,
+            };
+            if here {
                 known.present.insert(key);
                 continue;
             }
@@ -1167,10 +1308,17 @@ fn fetch_missing<'a>(
                     dep.insert(f.fieldname.clone(), Value::Null);
                 }
             }
+            let names = local_names(conn, reg, info, &tdt, &dep).await?;
+            rename_links(reg, &tdt, &mut dep, &names);
+            if renamed.is_some() {
+                dep.remove("name");
+                dep.insert("remote_docname".into(), json!(value));
+                dep.insert("remote_site_name".into(), json!(info.url));
+            }
             let flags = WriteFlags {
                 ignore_permissions: true,
                 set_read_only: true,
-                keep_name: true,
+                keep_name: renamed.is_none(),
                 keep_timestamps: false,
                 ignore_links: false,
                 origin: Some(info.url.clone()),
