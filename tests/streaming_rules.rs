@@ -242,6 +242,19 @@ const ODD_NOTE: &str = r#"def is_odd_note(consumer, doc, update_log):
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_script_conditions_run_the_user_guide_example() {
     let (p, c) = start_pair().await;
+    odd_notes(p, c).await;
+}
+
+/// The same on PostgreSQL, where `frappe.db.sql`'s MySQL-style query is translated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_script_conditions_run_the_user_guide_example_postgres() {
+    let Some((p, c)) = start_pair_on(Backend::Postgres).await else {
+        return;
+    };
+    odd_notes(p, c).await;
+}
+
+async fn odd_notes(p: TestSite, c: TestSite) {
     // Broken scripts are refused when saved.
     let broken = p
         .post(

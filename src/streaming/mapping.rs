@@ -389,6 +389,50 @@ mod tests {
     }
 
     #[test]
+    fn child_tables_map_row_by_row_keeping_row_names() {
+        let rows = Mapping {
+            name: "rows".into(),
+            local_doctype: "Sales Invoice Item".into(),
+            remote_doctype: "Remote Line".into(),
+            rows: vec![FieldRow {
+                idx: 1,
+                local: "qty".into(),
+                remote: "quantity".into(),
+                default: String::new(),
+                kind: RowKind::Plain,
+            }],
+        };
+        let m = Mapping {
+            name: "invoice".into(),
+            local_doctype: "Sales Invoice".into(),
+            remote_doctype: "Remote Invoice".into(),
+            rows: vec![FieldRow {
+                idx: 1,
+                local: "items".into(),
+                remote: "lines".into(),
+                default: String::new(),
+                kind: RowKind::ChildTable(Box::new(rows)),
+            }],
+        };
+        let remote = store::doc_from(json!({
+            "customer": "C", "lines": [{"name": "r1", "idx": 1, "item_code": "I", "quantity": 4}]
+        }));
+        let local = m.map_doc(&reg(), &remote, None).unwrap();
+        assert_eq!(
+            local["items"],
+            json!([{"item_code": "I", "qty": 4, "name": "r1", "idx": 1}])
+        );
+        let d = m
+            .map_diff(
+                &reg(),
+                &json!({"row_changed": {"lines": [{"name": "r1", "quantity": 5}]}, "removed": {"lines": ["r0"]}}),
+            )
+            .unwrap();
+        assert_eq!(d["row_changed"]["items"], json!([{"qty": 5, "name": "r1"}]));
+        assert_eq!(d["removed"]["items"], json!(["r0"]));
+    }
+
+    #[test]
     fn diffs_map_field_by_field() {
         let m = lead_from_opportunity();
         let d = m
