@@ -583,3 +583,49 @@ async fn links_to_documents_kept_under_local_names_are_rewritten() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_the_producer_refuses_fails_that_sync_only() {
+    let (p, c) = start_pair().await;
+    // A type the subscriber may not read on the producer.
+    let secret_type = json!({"name": "Vault Entry", "module": "Custom", "autoname": "field:label",
+        "fields": [{"fieldname": "label", "fieldtype": "Data", "label": "Label"}],
+        "permissions": [{"role": "System Manager", "read": 0, "write": 0, "create": 0, "delete": 0},
+                        {"role": "Administrator", "read": 1, "write": 1, "create": 1, "delete": 1}]});
+    for site in [&p, &c] {
+        let (s, b) = site
+            .post("/api/resource/DocType", secret_type.clone())
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    p.insert("Vault Entry", json!({"label": "V1"})).await;
+    subscribe(&p, &c, json!([{"ref_doctype": "ToDo", "use_same_name": 1}])).await;
+    let blocked = p
+        .insert(
+            "ToDo",
+            json!({"description": "blocked", "reference_type": "Vault Entry", "reference_name": "V1"}),
+        )
+        .await;
+    let fine = p.insert("ToDo", json!({"description": "fine"})).await;
+    let fine_name = fine["name"].as_str().unwrap().to_string();
+    eventually(15, "the next ToDo", || {
+        get_opt(&c, format!("/api/resource/ToDo/{fine_name}"))
+    })
+    .await;
+    let filters = enc(&json!({"status": "Failed"}));
+    let (_, b) = c
+        .get(&format!(
+            "/api/resource/Event Sync Log?filters={filters}&fields=[\"docname\",\"error\"]"
+        ))
+        .await;
+    let failed = b["data"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{b}");
+    let err = failed[0]["error"].as_str().unwrap();
+    assert!(err.contains("Vault Entry V1"), "{err}");
+    assert!(get_opt(
+        &c,
+        format!("/api/resource/ToDo/{}", blocked["name"].as_str().unwrap())
+    )
+    .await
+    .is_none());
+}
