@@ -139,10 +139,32 @@ pub async fn apply_batch(
     logs: &[Value],
     cursor: Option<i64>,
 ) -> Result<usize> {
+    // Missing dependencies are fetched before the write transaction opens, in parallel.
+    let reg = site.meta();
+    let fetched = prefetch_dependencies(site, &reg, info, remote, logs).await;
+    if let Some(n) = apply_page(site, info, remote, logs, cursor, fetched, false).await? {
+        return Ok(n);
+    }
+    // An update failed: apply the page again, isolating each update in a savepoint.
+    Ok(
+        apply_page(site, info, remote, logs, cursor, Default::default(), true)
+            .await?
+            .unwrap_or(0),
+    )
+}
+
+/// One attempt at a page; None when an optimistic attempt hit a failure and rolled back.
+async fn apply_page(
+    site: &Site,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    logs: &[Value],
+    cursor: Option<i64>,
+    fetched: std::collections::HashMap<(String, String), Value>,
+    careful: bool,
+) -> Result<Option<usize>> {
     let reg = site.meta();
     let caller = site.caller_for(&info.user).await?;
-    // Missing dependencies are fetched before the write transaction opens, in parallel.
-    let fetched = prefetch_dependencies(site, &reg, info, remote, logs).await;
     let mut tx = site.store.begin().await?;
     // Read the checkpoint under the write lock: another process may have applied this page.
     let (stored_seq, _) = {
@@ -162,6 +184,8 @@ pub async fn apply_batch(
     };
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
     batch.known.fetched = fetched;
+    batch.careful = careful;
+    batch.known.absent = absent_at_start(&mut tx, &reg, info, logs).await?;
     let mut applied = 0;
     let mut last_creation = None;
     let mut wrote_logs = false;
@@ -184,7 +208,12 @@ pub async fn apply_batch(
             site, &mut tx, &reg, info, sub, &caller, remote, &inc, None, &mut batch,
         )
         .await?;
+        if batch.dirty {
+            tx.rollback().await?;
+            return Ok(None);
+        }
     }
+    batch.known.flush_sync_logs(&mut tx).await?;
     let new_seq = match (stored_seq, cursor) {
         (Some(s), Some(c)) => Some(s.max(c)),
         (s, _) => s,
@@ -218,7 +247,7 @@ pub async fn apply_batch(
             super::producer::notify_consumers(me);
         }
     }
-    Ok(applied)
+    Ok(Some(applied))
 }
 
 /// Applies one update in a savepoint and writes (or, for `retry_of`, updates) its sync log.
@@ -244,6 +273,29 @@ async fn apply_and_log(
     };
     let outcome = match blocker {
         Some(b) => Err(Error::Validation(format!("waiting on {b}"))),
+        None if !batch.careful => {
+            // Optimistic: no savepoint. A failure leaves the transaction dirty, so the page is
+            // rolled back and applied again with one savepoint per update.
+            match apply_one(
+                site,
+                tx,
+                reg,
+                info,
+                sub,
+                caller,
+                remote,
+                inc,
+                &mut batch.known,
+            )
+            .await
+            {
+                Ok(local) => Ok(local),
+                Err(_) => {
+                    batch.dirty = true;
+                    return Ok(false);
+                }
+            }
+        }
         None => {
             let mut sp = tx.begin().await?;
             match apply_one(
@@ -272,7 +324,17 @@ async fn apply_and_log(
     };
     let wrote = outcome.is_ok() && batch.streamed.contains(&sub.local_type);
     let failed = outcome.is_err();
-    let name = write_sync_log(site, tx, info, sub, inc, outcome, retry_of).await?;
+    let name = write_sync_log(
+        site,
+        tx,
+        info,
+        sub,
+        inc,
+        outcome,
+        retry_of,
+        &mut batch.known,
+    )
+    .await?;
     if failed && !batch.failed.contains_key(&key) {
         batch.failed.insert(key, name);
     }
@@ -282,6 +344,10 @@ async fn apply_and_log(
 /// What a batch knows without asking the database for every log.
 #[derive(Debug, Default)]
 pub struct BatchState {
+    /// Each update in its own savepoint (after an optimistic attempt failed, and for retries).
+    careful: bool,
+    /// An optimistic attempt failed: the transaction must be rolled back.
+    dirty: bool,
     /// Unresolved Failed sync logs by (local type, producer's name).
     failed: std::collections::HashMap<(String, String), String>,
     /// Local types with consumers of their own (applying them writes update logs).
@@ -299,6 +365,60 @@ pub struct Known {
     fetched: std::collections::HashMap<(String, String), Value>,
     /// Field names of the producer's mapped types (None: the producer would not say).
     remote_fields: std::collections::HashMap<String, Option<std::collections::HashSet<String>>>,
+    /// (local type, name) of same-name Creates of the page whose document was not here when
+    /// the page began (spares a lookup each).
+    absent: std::collections::HashSet<(String, String)>,
+    /// New sync log rows, written together before the checkpoint moves.
+    sync_logs: Vec<Vec<Param>>,
+    /// (local type, producer name) of documents synced in this batch.
+    synced: std::collections::HashSet<(String, String)>,
+}
+
+const SYNC_LOG_COLUMNS: &str = "name, owner, creation, modified, modified_by, docstatus, idx, update_type, ref_doctype, status, event_producer, producer_doc, docname, use_same_name, data, error, seq, retries, next_retry";
+
+impl Known {
+    /// Writes the buffered sync logs, many rows per statement.
+    async fn flush_sync_logs(&mut self, conn: &mut AnyConnection) -> Result<()> {
+        let rows = std::mem::take(&mut self.sync_logs);
+        for chunk in rows.chunks(200) {
+            let mut params = Vec::with_capacity(chunk.len() * 15);
+            let mut values = Vec::with_capacity(chunk.len());
+            for row in chunk {
+                let base = params.len();
+                let p = |i: usize| format!("${}", base + i);
+                values.push(format!(
+                    "({}, {}, {}, {}, {}, 0, 0, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 0, {})",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(3),
+                    p(2),
+                    p(4),
+                    p(5),
+                    p(6),
+                    p(7),
+                    p(8),
+                    p(9),
+                    p(10),
+                    p(11),
+                    p(12),
+                    p(13),
+                    p(14)
+                ));
+                params.extend(row.iter().cloned());
+            }
+            store::execute(
+                conn,
+                &format!(
+                    r#"INSERT INTO "tabEvent Sync Log" ({SYNC_LOG_COLUMNS}) VALUES {}"#,
+                    values.join(", ")
+                ),
+                &params,
+            )
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 impl BatchState {
@@ -335,6 +455,8 @@ fn retry_delay(site: &Site, retries: i64) -> f64 {
         .min(site.config.retry_max_seconds)
 }
 
+/// Records an attempt. A retry updates its row at once; a new row is buffered in `known` and
+/// written with the page (see [`Known::flush_sync_logs`]).
 #[allow(clippy::too_many_arguments)]
 async fn write_sync_log(
     site: &Site,
@@ -344,6 +466,7 @@ async fn write_sync_log(
     inc: &Incoming,
     outcome: Result<String>,
     retry_of: Option<&Doc>,
+    known: &mut Known,
 ) -> Result<String> {
     let now = site.clock.now();
     let (status, local, error) = match &outcome {
@@ -383,28 +506,27 @@ async fn write_sync_log(
         Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),
     };
-    store::execute(
-        conn,
-        r#"INSERT INTO "tabEvent Sync Log" (name, owner, creation, modified, modified_by, docstatus, idx, update_type, ref_doctype, status, event_producer, producer_doc, docname, use_same_name, data, error, seq, retries, next_retry)
-           VALUES ($1, $2, $3, $3, $2, 0, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14)"#,
-        &[
-            Param::Text(Some(name.clone())),
-            Param::Text(Some(info.user.clone())),
-            Param::Text(Some(now)),
-            Param::Text(Some(inc.update_type.clone())),
-            Param::Text(Some(sub.local_type.clone())),
-            Param::Text(Some(status.into())),
-            Param::Text(Some(info.url.clone())),
-            Param::Text(Some(inc.docname.clone())),
-            Param::Text(Some(local).filter(|l| !l.is_empty())),
-            Param::Int(Some(sub.use_same_name as i64)),
-            Param::Text(data),
-            Param::Text(error),
-            Param::Int(inc.seq),
-            Param::Text(next_retry),
-        ],
-    )
-    .await?;
+    if status == "Synced" {
+        known
+            .synced
+            .insert((sub.local_type.clone(), inc.docname.clone()));
+    }
+    known.sync_logs.push(vec![
+        Param::Text(Some(name.clone())),
+        Param::Text(Some(info.user.clone())),
+        Param::Text(Some(now)),
+        Param::Text(Some(inc.update_type.clone())),
+        Param::Text(Some(sub.local_type.clone())),
+        Param::Text(Some(status.into())),
+        Param::Text(Some(info.url.clone())),
+        Param::Text(Some(inc.docname.clone())),
+        Param::Text(Some(local).filter(|l| !l.is_empty())),
+        Param::Int(Some(sub.use_same_name as i64)),
+        Param::Text(data),
+        Param::Text(error),
+        Param::Int(inc.seq),
+        Param::Text(next_retry),
+    ]);
     Ok(name)
 }
 
@@ -575,6 +697,7 @@ async fn apply_one(
             if let Some(old) = old_name {
                 if sub.use_same_name {
                     known.present.remove(&(dt.name.clone(), old.clone()));
+                    known.absent.remove(&(dt.name.clone(), inc.docname.clone()));
                     site.rename_in(conn, reg, caller, &dt, &old, &inc.docname, &flags)
                         .await?;
                     local = inc.docname.clone();
@@ -838,8 +961,19 @@ async fn upsert(
         ignore_links: true,
         ..flags.clone()
     };
-    if let Some(local) = find_local(conn, dt, info, sub, docname).await? {
-        if sub.use_same_name && !synced_from_producer(conn, info, sub, docname).await? {
+    let key = (dt.name.clone(), docname.to_string());
+    let here = if sub.use_same_name && known.absent.contains(&key) {
+        None
+    } else {
+        find_local(conn, dt, info, sub, docname).await?
+    };
+    if let Some(local) = here {
+        if sub.use_same_name
+            && !known
+                .synced
+                .contains(&(sub.local_type.clone(), docname.to_string()))
+            && !synced_from_producer(conn, info, sub, docname).await?
+        {
             return Err(Error::DuplicateEntry(format!(
                 "name clash: a local {} named {docname} exists that did not come from {}; rename or delete it, then resync",
                 dt.name, info.url
@@ -867,6 +1001,7 @@ async fn upsert(
         doc.insert("remote_docname".into(), json!(docname));
         doc.insert("remote_site_name".into(), json!(info.url));
     }
+    known.absent.remove(&key);
     insert_as_on_producer(site, conn, reg, caller, dt, doc, flags).await
 }
 
@@ -1146,6 +1281,7 @@ async fn retry_entry(
     let caller = site.caller_for(&info.user).await?;
     let mut tx = site.store.begin().await?;
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
+    batch.careful = true;
     let wrote = apply_and_log(
         site,
         &mut tx,
@@ -1159,6 +1295,7 @@ async fn retry_entry(
         &mut batch,
     )
     .await?;
+    batch.known.flush_sync_logs(&mut tx).await?;
     let status = store::fetch_docs(
         &mut tx,
         r#"SELECT status FROM "tabEvent Sync Log" WHERE name = $1"#,
@@ -1333,6 +1470,7 @@ fn fetch_missing<'a>(
                     ))
                 })?;
             visiting.pop();
+            known.absent.remove(&(target.clone(), value.clone()));
             let sub = SubscribedType {
                 local_type: target.clone(),
                 remote_type: target.clone(),
@@ -1349,7 +1487,7 @@ fn fetch_missing<'a>(
                 seq: None,
                 origin: info.url.clone(),
             };
-            write_sync_log(site, conn, info, &sub, &inc, Ok(value.clone()), None).await?;
+            write_sync_log(site, conn, info, &sub, &inc, Ok(value.clone()), None, known).await?;
         }
         Ok(())
     })
@@ -1425,6 +1563,55 @@ async fn prefetch_dependencies(
         }
     }
     fetched
+}
+
+/// Same-name Creates of a page whose documents are not here yet (one query per type).
+async fn absent_at_start(
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    info: &ProducerInfo,
+    logs: &[Value],
+) -> Result<std::collections::HashSet<(String, String)>> {
+    let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for log in logs {
+        let inc = Incoming::from_log(log);
+        if inc.update_type != "Create" {
+            continue;
+        }
+        if let Some(sub) = info.for_remote(&inc.remote_type) {
+            if sub.use_same_name {
+                by_type
+                    .entry(sub.local_type.clone())
+                    .or_default()
+                    .push(inc.docname);
+            }
+        }
+    }
+    let mut absent = std::collections::HashSet::new();
+    for (t, names) in by_type {
+        let dt = reg.get(&t)?;
+        for chunk in names.chunks(500) {
+            let ph: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT name FROM {} WHERE name IN ({})",
+                store::q(&dt.table()),
+                ph.join(", ")
+            );
+            let params: Vec<Param> = chunk.iter().map(|n| Param::Text(Some(n.clone()))).collect();
+            let found: std::collections::HashSet<String> = store::fetch_docs(conn, &sql, &params)
+                .await?
+                .iter()
+                .map(|r| text(r.get("name")))
+                .collect();
+            absent.extend(
+                chunk
+                    .iter()
+                    .filter(|n| !found.contains(*n))
+                    .map(|n| (t.clone(), n.clone())),
+            );
+        }
+    }
+    Ok(absent)
 }
 
 /// The (type, name) pairs that do not exist here (one query per type).

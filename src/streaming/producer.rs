@@ -291,6 +291,7 @@ pub async fn get_update_logs(
         };
     let mut conn = site.store.conn().await?;
     let sub = subscription(&mut conn, site, caller, consumer_url).await?;
+    site.notifier.pulled(consumer_url);
     match after_seq {
         Some(after) => {
             let limit = limit.unwrap_or(500).clamp(1, MAX_PULL_LIMIT) as i64;
@@ -605,10 +606,18 @@ const CONSUMER_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(1)
 /// Least time between two notifications to one consumer while writes keep coming.
 const MIN_NOTIFY_GAP: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Coalesces notifications: one in flight per consumer, and one more if changes came meanwhile.
+/// A consumer told of changes that has not pulled since is told again only after this long.
+const RENOTIFY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Coalesces notifications: one in flight per consumer, and one more if changes came
+/// meanwhile; a consumer that has not pulled since it was last told is not told again (its
+/// coming pull sees the new changes) until [`RENOTIFY_AFTER`], so idle consumers cost at most
+/// one notification a second each, whatever the write rate.
 #[derive(Debug, Default)]
 pub struct Notifier {
     state: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+    /// Per consumer: when it was last told, and whether it has pulled since.
+    told: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, bool)>>,
     consumers: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
     targets: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, RemoteSite)>>,
 }
@@ -631,6 +640,29 @@ impl Notifier {
         self.targets.lock().expect("notifier lock").clear();
     }
 
+    /// Records that a consumer pulled: the next change is worth telling it.
+    pub fn pulled(&self, consumer: &str) {
+        if let Some(t) = self.told.lock().expect("notifier lock").get_mut(consumer) {
+            t.1 = true;
+        }
+    }
+
+    fn worth_telling(&self, consumer: &str) -> bool {
+        let mut told = self.told.lock().expect("notifier lock");
+        let now = std::time::Instant::now();
+        match told.get_mut(consumer) {
+            Some((at, pulled)) if !*pulled && at.elapsed() < RENOTIFY_AFTER => false,
+            Some(t) => {
+                *t = (now, false);
+                true
+            }
+            None => {
+                told.insert(consumer.to_string(), (now, false));
+                true
+            }
+        }
+    }
+
     fn poke(&self, site: &std::sync::Arc<Site>, consumer: String) {
         {
             let mut st = self.state.lock().expect("notifier lock");
@@ -644,8 +676,10 @@ impl Notifier {
         tokio::spawn(async move {
             loop {
                 let started = std::time::Instant::now();
-                if let Err(e) = send_notification(&site, &consumer).await {
-                    tracing::debug!(consumer = %consumer, "notification not delivered (the consumer will pull on its interval): {e}");
+                if site.notifier.worth_telling(&consumer) {
+                    if let Err(e) = send_notification(&site, &consumer).await {
+                        tracing::debug!(consumer = %consumer, "notification not delivered (the consumer will pull on its interval): {e}");
+                    }
                 }
                 {
                     let mut st = site.notifier.state.lock().expect("notifier lock");
