@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod consumer;
+pub mod dashboard;
 pub mod diff;
 pub mod producer;
 pub mod remote;
