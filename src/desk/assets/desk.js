@@ -64,7 +64,14 @@
   function ago(ts) {
     const t = parseTs(ts);
     if (isNaN(t)) return "";
-    const s = Math.max(0, Math.round((Date.now() - CLOCK_SKEW - t) / 1000));
+    const d = Math.round((Date.now() - CLOCK_SKEW - t) / 1000);
+    if (d < -45) {
+      // In the future (a retry time): say when.
+      if (-d < 3600) return __("in {0} min", Math.round(-d / 60));
+      if (-d < 86400) return __("in {0} h", Math.round(-d / 3600));
+      return String(ts).slice(0, 16);
+    }
+    const s = Math.max(0, d);
     if (s < 45) return __("just now");
     if (s < 3600) return __("{0} min ago", Math.round(s / 60));
     if (s < 86400) return __("{0} h ago", Math.round(s / 3600));
@@ -205,7 +212,7 @@
 
   function renderSidebar() {
     const path = location.pathname;
-    const item = (href, text, extra) => h("a", { href, class: "side-item" + ((path === href || path.startsWith(href + "/")) ? " active" : "") }, extra, text);
+    const item = (href, text, extra) => h("a", { href, class: "side-item" + ((path === href || (href !== "/app" && path.startsWith(href + "/"))) ? " active" : "") }, extra, text);
     setChildren(sidebarEl, 
       h("div", { class: "side-group" },
         item("/app", __("Home"), h("span", { class: "side-icon" }, "⌂")),
@@ -461,7 +468,8 @@
       };
       get = () => value;
       set(value);
-      append(wrap, [f.fieldtype === "Check" ? null : lab, f.fieldtype === "Check" ? h("div", { class: "check-ro" }, formatValue(f, value), " ", label(f)) : box, desc]);
+      const checkLabel = opts.compact ? null : [" ", label(f)];
+      append(wrap, [f.fieldtype === "Check" || opts.compact ? null : lab, f.fieldtype === "Check" ? h("div", { class: "check-ro" }, formatValue(f, value), checkLabel) : box, desc]);
       return { el: wrap, field: f, get, set, error() {}, focus() {} };
     }
     switch (f.fieldtype) {
@@ -470,7 +478,7 @@
         input.addEventListener("change", onChange);
         get = () => (input.checked ? 1 : 0);
         set = (v) => { input.checked = !!Number(v); };
-        append(wrap, [h("label", { class: "check-label", for: id }, input, h("span", null, label(f))), desc, err]);
+        append(wrap, [h("label", { class: "check-label", for: id, title: label(f) }, input, opts.compact ? null : h("span", null, label(f))), desc, err]);
         return mk();
       case "Select": {
         const options = (f.options || "").split("\n");
@@ -773,6 +781,8 @@
         if (f.fieldtype === "Section Break") { newSection(f.label); continue; }
         if (f.fieldtype === "Column Break") { column = []; section.columns.push(column); continue; }
         if (this.isNew && f.read_only && !f.default && f.fieldtype !== "Table") continue;
+        // Shown above the form as "Received by".
+        if (this.dt.name === "Event Update Log" && f.fieldname === "consumers") continue;
         column.push(f);
       }
       const opts = { valueOf: (fn) => this.valueOf(fn), onChange: (f) => this.onChange(f) };
@@ -1018,7 +1028,7 @@
         this.doc = (await api.get(api.resource(this.dt.name, this.doc.name))).data;
         this.draw();
         if (result === "Synced") this.show("success", __("Resync result: {0}", __(result)));
-        else this.show("error", __("Resync result: {0}", __(String(result))) + (this.doc.error ? " — " + this.doc.error : ""));
+        else this.show("error", __("Resync result: {0}", __(String(result))));
       } catch (e) { this.showError(e); }
     }
 
