@@ -75,7 +75,7 @@ async function open(page, url, selector) {
 async function pickLink(page, input, text, value) {
   await input.click();
   await input.fill(text);
-  const option = page.locator(`.awesomplete li[data-value="${value}"]`);
+  const option = input.locator("xpath=..").locator(`.awesomplete li[data-value="${value}"]`);
   await option.waitFor();
   await option.click();
 }
@@ -331,6 +331,103 @@ try {
       return [no.status, (await no.json()).exc_type, bad.status, ok.status];
     });
     assert(res[0] === 400 && res[1] === "CSRFTokenError" && res[2] === 400 && res[3] === 200, "CSRF: " + JSON.stringify(res));
+  });
+
+  await step("form of a type created at run time: every field type, rows, submit and cancel", p, async () => {
+    await p.evaluate(async () => {
+      const boot = JSON.parse(document.getElementById("boot").textContent);
+      const post = async (doc) => {
+        const r = await fetch("/api/resource/DocType", { method: "POST", headers: { "Content-Type": "application/json", "X-Frappe-CSRF-Token": boot.csrf_token }, body: JSON.stringify(doc) });
+        if (!r.ok) throw new Error("DocType " + doc.name + ": " + (await r.text()));
+      };
+      const perms = [{ role: "System Manager", read: 1, write: 1, create: 1, delete: 1, submit: 1, cancel: 1 }];
+      await post({ name: "Desk Gadget Part", module: "Custom", istable: 1, fields: [
+        { fieldname: "part", label: "Part", fieldtype: "Link", options: "Item", reqd: 1, in_list_view: 1 },
+        { fieldname: "qty", label: "Qty", fieldtype: "Float", in_list_view: 1 },
+        { fieldname: "note", label: "Note", fieldtype: "Small Text" }] });
+      await post({ name: "Desk Gadget Tag", module: "Custom", istable: 1, fields: [
+        { fieldname: "role", label: "Role", fieldtype: "Link", options: "Role", in_list_view: 1 }] });
+      await post({ name: "Desk Gadget", module: "Custom", is_submittable: 1, title_field: "title", permissions: perms, fields: [
+        { fieldname: "title", label: "Title", fieldtype: "Data", reqd: 1, in_list_view: 1 },
+        { fieldname: "kind", label: "Kind", fieldtype: "Select", options: "Small\nLarge", in_list_view: 1 },
+        { fieldname: "quantity", label: "Quantity", fieldtype: "Int", in_list_view: 1 },
+        { fieldname: "weight", label: "Weight", fieldtype: "Float" },
+        { fieldname: "price", label: "Price", fieldtype: "Currency", in_list_view: 1 },
+        { fieldname: "share", label: "Share", fieldtype: "Percent" },
+        { fieldname: "active", label: "Active", fieldtype: "Check" },
+        { fieldname: "cb1", fieldtype: "Column Break" },
+        { fieldname: "day", label: "Day", fieldtype: "Date" },
+        { fieldname: "at", label: "At", fieldtype: "Datetime" },
+        { fieldname: "clock", label: "Clock", fieldtype: "Time" },
+        { fieldname: "file", label: "File", fieldtype: "Attach" },
+        { fieldname: "secret", label: "Secret", fieldtype: "Password" },
+        { fieldname: "shown", label: "Shown", fieldtype: "Read Only" },
+        { fieldname: "links", label: "Links", fieldtype: "Section Break" },
+        { fieldname: "item", label: "Item", fieldtype: "Link", options: "Item" },
+        { fieldname: "ref_type", label: "Reference Type", fieldtype: "Link", options: "DocType" },
+        { fieldname: "ref_name", label: "Reference Name", fieldtype: "Dynamic Link", options: "ref_type" },
+        { fieldname: "parts", label: "Parts", fieldtype: "Table", options: "Desk Gadget Part" },
+        { fieldname: "tags", label: "Tags", fieldtype: "Table MultiSelect", options: "Desk Gadget Tag" },
+        { fieldname: "texts", label: "Texts", fieldtype: "Tab Break" },
+        { fieldname: "notes", label: "Notes", fieldtype: "Small Text" },
+        { fieldname: "body", label: "Body", fieldtype: "Text" },
+        { fieldname: "long", label: "Long", fieldtype: "Long Text" },
+        { fieldname: "editor", label: "Editor", fieldtype: "Text Editor" },
+        { fieldname: "code", label: "Code", fieldtype: "Code" },
+        { fieldname: "meta", label: "Meta", fieldtype: "JSON" }] });
+    });
+    await open(p, P + "/app/desk-gadget/new", '[data-fieldname="title"]');
+    for (const t of ["Data", "Select", "Int", "Float", "Currency", "Percent", "Check", "Date", "Datetime", "Time", "Attach", "Password", "Read Only",
+      "Link", "Dynamic Link", "Table", "Table MultiSelect", "Small Text", "Text", "Long Text", "Text Editor", "Code", "JSON"]) {
+      assert(await p.locator(`.form-layout [data-fieldtype="${t}"]`).count() >= 1, "control for " + t);
+    }
+    await field(p, "title").locator("input").fill("Gadget one");
+    await field(p, "quantity").locator("input").fill("many");
+    assert(await save(p) === 417, "bad Int refused");
+    await p.waitForSelector('[data-fieldname="quantity"] .field-error:not([hidden])');
+    await field(p, "quantity").locator("input").fill("3");
+    await field(p, "kind").locator("select").selectOption("Large");
+    await field(p, "weight").locator("input").fill("1.5");
+    await field(p, "price").locator("input").fill("9.99");
+    await field(p, "share").locator("input").fill("12.5");
+    await field(p, "active").locator("input").check();
+    await field(p, "day").locator("input").fill("2026-05-04");
+    await field(p, "at").locator("input").fill("2026-05-04T10:20:30");
+    await field(p, "clock").locator("input").fill("10:20:30");
+    await field(p, "secret").locator("input").fill("s3cret");
+    await pickLink(p, field(p, "item").locator("input"), "DESK", "DESK-001");
+    await pickLink(p, field(p, "ref_type").locator("input"), "Item", "Item");
+    await pickLink(p, field(p, "ref_name").locator("input"), "DESK-0", "DESK-001");
+    const parts = field(p, "parts");
+    await parts.locator('[data-action="add-row"]').click();
+    await pickLink(p, parts.locator('.grid-row [data-fieldname="part"] input').nth(0), "DESK", "DESK-001");
+    await parts.locator('.grid-row [data-fieldname="qty"] input').nth(0).fill("2");
+    await parts.locator('[data-action="add-row"]').click();
+    assert(await parts.locator(".grid-row").count() === 2, "two rows");
+    await parts.locator(".grid-row").nth(1).locator(".grid-check input").check();
+    await parts.locator('[data-action="delete-rows"]').click();
+    assert(await parts.locator(".grid-row").count() === 1, "row removed");
+    const tags = field(p, "tags");
+    await tags.locator('[data-action="add-row"]').click();
+    await pickLink(p, tags.locator('.grid-row [data-fieldname="role"] input').nth(0), "System", "System Manager");
+    await p.click(".tab >> nth=1");
+    await field(p, "code").locator("textarea").fill("print('hi')");
+    await field(p, "meta").locator("textarea").fill('{"a": 1}');
+    await field(p, "notes").locator("textarea").fill("Some notes");
+    await p.click(".tab >> nth=0");
+    await shot(p, "21-custom-doctype-new");
+    await expectSaved(p);
+    await p.waitForURL(new RegExp("/app/desk-gadget/[a-z0-9]+$"));
+    assert((await field(p, "at").locator("input").inputValue()) === "2026-05-04T10:20:30", "datetime kept");
+    assert(await field(p, "parts").locator(".grid-row").count() === 1, "child row saved");
+    await p.click('[data-action="submit"]');
+    await p.waitForSelector('.page-head .pill:text("Submitted")');
+    assert(await field(p, "title").locator("input").count() === 0, "read-only after submit");
+    await shot(p, "22-custom-doctype-submitted");
+    await p.click('[data-action="cancel"]');
+    await p.waitForSelector('.page-head .pill:text("Cancelled")');
+    await open(p, P + "/app/desk-gadget", 'tr[data-name]');
+    await shot(p, "23-custom-doctype-list");
   });
 
   await step("a pt-BR user sees Portuguese; the browser language decides before login", null, async () => {

@@ -464,6 +464,7 @@
         else if (f.fieldtype === "Dynamic Link" && opts.valueOf(f.options)) box.append(h("a", { href: docUrl(opts.valueOf(f.options), v) }, String(v)));
         else if (["Code", "JSON", "Long Text", "Small Text", "Text", "Text Editor"].includes(f.fieldtype)) box.append(h("pre", { class: f.fieldtype === "Code" || f.fieldtype === "JSON" ? "code" : "text" }, f.fieldtype === "Code" || f.fieldtype === "JSON" ? prettyJson(v) : String(v)));
         else if (f.fieldtype === "Password") box.append("•••••");
+        else if (f.fieldtype === "Datetime") box.append(h("span", { title: ago(v) }, String(v).slice(0, 19)));
         else box.append(formatValue(f, v));
       };
       get = () => value;
@@ -589,7 +590,11 @@
     }, 120);
     const mark = () => [...list.children].forEach((li, i) => li.classList.toggle("active", i === active));
     input.addEventListener("input", () => { refreshOpen(); search(); opts.onChange && opts.onChange(f); });
-    input.addEventListener("focus", search);
+    input.addEventListener("focus", () => {
+      // One suggestion list at a time, even when focus moves faster than the blur timer.
+      document.querySelectorAll(".awesomplete").forEach((l) => { if (l !== list) l.hidden = true; });
+      search();
+    });
     input.addEventListener("blur", () => setTimeout(close, 100));
     input.addEventListener("keydown", (e) => {
       if (list.hidden || !items.length) return;
@@ -913,7 +918,8 @@
         if (wasNew) history.replaceState(null, "", docUrl(dt.name, saved.name));
         document.title = String(saved.name) + " · docstream";
         this.draw();
-        this.afterSave(wasNew);
+        // A submit reports itself; a plain save says "Saved".
+        if (!extra) this.afterSave(wasNew);
         return true;
       } catch (e) {
         this.showError(e);
