@@ -159,8 +159,10 @@ pub async fn run(dir: &Path, port: u16) -> Result<()> {
         branch.config.url
     );
     println!(
-        "\n  log in on either as Administrator / {PASSWORD} (REST API under /api; the web desk is not built yet)"
+        "\n  web desk: {}/app and {}/app (streaming dashboard: /app/streaming-dashboard)",
+        head.config.url, branch.config.url
     );
+    println!("  log in on either as Administrator / {PASSWORD} (REST API under /api)");
     println!("  the Event Subscriber on both is {SUBSCRIBER} / {PASSWORD}");
     println!("  try: create an Item on the head office and GET it on the branch.\n");
     server::shutdown_signal().await;

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod desk;
 pub mod doctypes;
 pub mod error;
 pub mod meta;

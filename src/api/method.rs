@@ -294,6 +294,22 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             };
             json!(crate::streaming::apply::resync(site, &name).await?)
         }
+        "frappe.desk.form.load.getdoctype" => {
+            crate::desk::methods::getdoctype(site, caller, &args.required("doctype")?)?
+        }
+        "frappe.desk.search.search_link" => {
+            crate::desk::methods::search_link(
+                site,
+                caller,
+                &args.required("doctype")?,
+                &args.str("txt").unwrap_or_default(),
+                args.uint("page_length")?.unwrap_or(10),
+            )
+            .await?
+        }
+        "docstream.desk.streaming_dashboard" => {
+            crate::desk::methods::streaming_dashboard(site, caller).await?
+        }
         other => return Err(Error::DoesNotExist(format!("Method {other} not found")).into()),
     };
     Ok(message(result))

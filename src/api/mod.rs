@@ -157,6 +157,17 @@ async fn handle(
         (Method::GET, "/") => return Ok(envelope::message(serde_json::json!("docstream"))),
         _ => {}
     }
+    if let Some(page) = crate::desk::route(
+        &site,
+        &parts.method,
+        &path,
+        parts.uri.query(),
+        &parts.headers,
+    )
+    .await
+    {
+        return page;
+    }
     let limit = site.config.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         Error::TooLarge(format!(

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod condition;
 pub mod consumer;
+pub mod dashboard;
 pub mod diff;
 pub mod mapping;
 pub mod producer;

@@ -1,6 +1,8 @@
 //! Test harness: real `docstream` processes on loopback ports, SQLite or PostgreSQL.
 #![allow(dead_code)]
 
+pub mod node;
+
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::PathBuf;
