@@ -162,13 +162,7 @@ async fn site_user(site: &TestSite, email: &str) {
 async fn submit_cancel_failure_waiting_and_resync() {
     let (p, c) = start_pair().await;
     for site in [&p, &c] {
-        site.insert("UOM", json!({"uom_name": "Nos"})).await;
-        site.insert("Item Group", json!({"item_group_name": "All"}))
-            .await;
-        site.insert("Item", json!({"item_code": "I1", "item_group": "All"}))
-            .await;
-        site.insert("Customer", json!({"customer_name": "Both"}))
-            .await;
+        seed_invoice_masters(site).await;
     }
     // A local invoice that takes the name the producer's first invoice will have: a name clash.
     let local = c

@@ -42,13 +42,7 @@ async fn consumers_of_log(p: &TestSite, log: &str) -> Vec<String> {
 async fn conditions_decide_what_each_consumer_receives() {
     let (p, c) = start_pair().await;
     for site in [&p, &c] {
-        site.insert("UOM", json!({"uom_name": "Nos"})).await;
-        site.insert("Item Group", json!({"item_group_name": "All"}))
-            .await;
-        site.insert("Item", json!({"item_code": "I1", "item_group": "All"}))
-            .await;
-        site.insert("Customer", json!({"customer_name": "Both"}))
-            .await;
+        seed_invoice_masters(site).await;
     }
     subscribe(
         &p,

@@ -263,10 +263,13 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
                 site,
                 caller,
                 args.required("event_consumer")?.trim_end_matches('/'),
-                args.map.get("doctypes").unwrap_or(&Value::Null),
-                args.map.get("after_seq"),
-                args.str("last_update").as_deref(),
-                args.uint("limit")?,
+                crate::streaming::producer::PullArgs {
+                    doctypes: args.map.get("doctypes").unwrap_or(&Value::Null),
+                    after_seq: args.map.get("after_seq"),
+                    last_update: args.str("last_update").as_deref(),
+                    limit: args.uint("limit")?,
+                    acked_seq: args.uint("acked_seq")?,
+                },
             )
             .await?;
             let mut r = message(Value::Array(pulled.logs));

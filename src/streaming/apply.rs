@@ -273,51 +273,32 @@ async fn apply_and_log(
     };
     let outcome = match blocker {
         Some(b) => Err(Error::Validation(format!("waiting on {b}"))),
-        None if !batch.careful => {
-            // Optimistic: no savepoint. A failure leaves the transaction dirty, so the page is
-            // rolled back and applied again with one savepoint per update.
-            match apply_one(
-                site,
-                tx,
-                reg,
-                info,
-                sub,
-                caller,
-                remote,
-                inc,
-                &mut batch.known,
-            )
-            .await
-            {
-                Ok(local) => Ok(local),
-                Err(_) => {
-                    batch.dirty = true;
-                    return Ok(false);
-                }
-            }
-        }
         None => {
-            let mut sp = tx.begin().await?;
-            match apply_one(
-                site,
-                &mut sp,
-                reg,
-                info,
-                sub,
-                caller,
-                remote,
-                inc,
-                &mut batch.known,
-            )
-            .await
-            {
-                Ok(local) => {
-                    sp.commit().await?;
-                    Ok(local)
+            let known = &mut batch.known;
+            let mut attempt = async |conn: &mut AnyConnection| {
+                apply_one(site, conn, reg, info, sub, caller, remote, inc, known).await
+            };
+            if batch.careful {
+                let mut sp = tx.begin().await?;
+                match attempt(&mut sp).await {
+                    Ok(local) => {
+                        sp.commit().await?;
+                        Ok(local)
+                    }
+                    Err(e) => {
+                        sp.rollback().await?;
+                        Err(e)
+                    }
                 }
-                Err(e) => {
-                    sp.rollback().await?;
-                    Err(e)
+            } else {
+                // Optimistic: no savepoint. A failure leaves the transaction dirty, so the
+                // page is rolled back and applied again with one savepoint per update.
+                match attempt(tx).await {
+                    Ok(local) => Ok(local),
+                    Err(_) => {
+                        batch.dirty = true;
+                        return Ok(false);
+                    }
                 }
             }
         }

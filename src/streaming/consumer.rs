@@ -417,17 +417,18 @@ fn advisory_key(producer_url: &str) -> i64 {
 async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {
     let info = ProducerInfo::load(site, producer_url).await?;
     let remote = remote_for(site, producer_url).await?;
+    let types = info.remote_types();
+    if types.is_empty() {
+        return Ok(0);
+    }
+    let (mut last_seq, last_update) = checkpoint(site, producer_url).await?;
+    // `acked` is what is committed here: the producer may forget logs up to it, never beyond.
+    let fetch = |after: Option<i64>, acked: Option<i64>| {
+        remote.pull(&site.config.url, &types, after, &last_update, 500, acked)
+    };
+    let mut page = fetch(last_seq, last_seq).await?;
     let mut applied = 0;
     loop {
-        let (last_seq, last_update) = checkpoint(site, producer_url).await?;
-        let types = info.remote_types();
-        if types.is_empty() {
-            return Ok(applied);
-        }
-        let page = remote
-            .pull(&site.config.url, &types, last_seq, &last_update, 500)
-            .await?;
-        let n = page.logs.len();
         let cursor = match (last_seq, page.last_seq) {
             (Some(_), Some(s)) => Some(s),
             (Some(s), None) => page
@@ -438,12 +439,27 @@ async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {
                 .or(Some(s)),
             (None, _) => None,
         };
-        if n == 0 && cursor == last_seq {
+        if page.logs.is_empty() && cursor == last_seq {
             return Ok(applied);
         }
-        applied += apply_batch(site, &info, &remote, &page.logs, cursor).await?;
-        if !page.has_more || last_seq.is_none() {
-            return Ok(applied);
+        // Frappe's last_update form is one page per pull; docstream pages are pipelined: the
+        // next page travels while this one is applied.
+        let more = page.has_more && last_seq.is_some();
+        let apply = apply_batch(site, &info, &remote, &page.logs, cursor);
+        let next = if more {
+            let (done, next) = tokio::join!(apply, fetch(cursor, last_seq));
+            applied += done?;
+            Some(next)
+        } else {
+            applied += apply.await?;
+            None
+        };
+        match next {
+            Some(next) => {
+                page = next?;
+                last_seq = cursor;
+            }
+            None => return Ok(applied),
         }
     }
 }

@@ -247,16 +247,33 @@ fn wire(log: &Doc) -> Value {
 const LOG_COLUMNS: &str =
     r#"name, update_type, ref_doctype, docname, data, creation, seq, origin, for_consumer"#;
 
+/// What a consumer asks for when it pulls.
+pub struct PullArgs<'a> {
+    /// JSON list of the types it wants.
+    pub doctypes: &'a Value,
+    /// docstream's paging: logs after this seq.
+    pub after_seq: Option<&'a Value>,
+    /// Frappe's form: logs created after this time.
+    pub last_update: Option<&'a str>,
+    pub limit: Option<u64>,
+    /// What the consumer has committed, when it pipelines pulls (else `after_seq`).
+    pub acked_seq: Option<u64>,
+}
+
 /// Handles `get_update_logs_for_consumer`.
 pub async fn get_update_logs(
     site: &Site,
     caller: &Caller,
     consumer_url: &str,
-    doctypes: &Value,
-    after_seq: Option<&Value>,
-    last_update: Option<&str>,
-    limit: Option<u64>,
+    args: PullArgs<'_>,
 ) -> Result<Pulled> {
+    let PullArgs {
+        doctypes,
+        after_seq,
+        last_update,
+        limit,
+        acked_seq,
+    } = args;
     let wanted: HashSet<String> = match parse_json_arg(doctypes, "doctypes")? {
         Value::Array(a) => a.iter().map(|d| text(Some(d))).collect(),
         _ => {
@@ -304,7 +321,9 @@ pub async fn get_update_logs(
             )
             .await?;
             drop(conn);
-            acknowledge(site, consumer_url, after).await?;
+            // A consumer that pipelines its pulls says what it has committed (`acked_seq`).
+            let acked = acked_seq.map_or(after, |a| (a as i64).min(after));
+            acknowledge(site, consumer_url, acked).await?;
             let logs = judged(site, &sub, &wanted, rows).await?;
             Ok(Pulled {
                 logs,

@@ -252,12 +252,16 @@ impl RemoteSite {
         after_seq: Option<i64>,
         last_update: &str,
         limit: usize,
+        acked_seq: Option<i64>,
     ) -> Result<LogPage> {
         let mut args = vec![
             ("event_consumer", consumer_url.to_string()),
             ("doctypes", serde_json::to_string(doctypes)?),
             ("limit", limit.to_string()),
         ];
+        if let Some(a) = acked_seq {
+            args.push(("acked_seq", a.to_string()));
+        }
         match after_seq {
             Some(s) => args.push(("after_seq", s.to_string())),
             None => args.push(("last_update", last_update.to_string())),

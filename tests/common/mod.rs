@@ -484,3 +484,14 @@ pub async fn count_of(site: &TestSite, doctype: &str, filters: Value) -> i64 {
     assert_eq!(s, 200, "{b}");
     b["message"].as_i64().unwrap()
 }
+
+/// What a Sales Invoice needs on a site: UOM `Nos`, Item Group `All`, Item `I1`, Customer `Both`.
+pub async fn seed_invoice_masters(site: &TestSite) {
+    site.insert("UOM", json!({"uom_name": "Nos"})).await;
+    site.insert("Item Group", json!({"item_group_name": "All"}))
+        .await;
+    site.insert("Item", json!({"item_code": "I1", "item_group": "All"}))
+        .await;
+    site.insert("Customer", json!({"customer_name": "Both"}))
+        .await;
+}
