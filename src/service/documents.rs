@@ -380,8 +380,12 @@ async fn check_links(
             None => by_target.push((target.clone(), vec![value.clone()])),
         }
     }
+    // One statement for every table: each part tagged with its place in `by_target`.
     let mut missing: Vec<(String, String)> = Vec::new();
-    for (target, values) in &by_target {
+    let mut parts: Vec<String> = Vec::new();
+    let mut params: Vec<store::Param> = Vec::new();
+    let mut queried: Vec<usize> = Vec::new();
+    for (i, (target, values)) in by_target.iter().enumerate() {
         if target == "DocType" {
             missing.extend(
                 values
@@ -404,27 +408,42 @@ async fn check_links(
             );
             continue;
         }
-        let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT name FROM {} WHERE name IN ({})",
+        let mut placeholders = Vec::with_capacity(values.len());
+        for v in values {
+            params.push(store::Param::from_value(
+                &name_value(&tdt, v),
+                tdt.column_storage("name"),
+            ));
+            placeholders.push(format!("${}", params.len()));
+        }
+        parts.push(format!(
+            "SELECT {i} AS t, CAST(name AS TEXT) AS name FROM {} WHERE name IN ({})",
             store::q(&tdt.table()),
             placeholders.join(", ")
-        );
-        let params: Vec<store::Param> = values
-            .iter()
-            .map(|v| store::Param::from_value(&name_value(&tdt, v), tdt.column_storage("name")))
-            .collect();
-        let found: Vec<String> = store::fetch_docs(conn, &sql, &params)
-            .await?
-            .iter()
-            .map(|r| name_text(r.get("name").unwrap_or(&Value::Null)))
-            .collect();
-        missing.extend(
-            values
+        ));
+        queried.push(i);
+    }
+    if !parts.is_empty() {
+        let found: Vec<(i64, String)> =
+            store::fetch_docs(conn, &parts.join(" UNION ALL "), &params)
+                .await?
                 .iter()
-                .filter(|v| !found.contains(v))
-                .map(|v| (target.clone(), v.clone())),
-        );
+                .map(|r| {
+                    (
+                        r.get("t").and_then(Value::as_i64).unwrap_or(-1),
+                        name_text(r.get("name").unwrap_or(&Value::Null)),
+                    )
+                })
+                .collect();
+        for i in queried {
+            let (target, values) = &by_target[i];
+            missing.extend(
+                values
+                    .iter()
+                    .filter(|v| !found.iter().any(|(t, n)| *t == i as i64 && n == *v))
+                    .map(|v| (target.clone(), v.clone())),
+            );
+        }
     }
     if let Some((label, target, value)) = links
         .iter()
