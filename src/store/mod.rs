@@ -115,13 +115,9 @@ impl Store {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
                         use sqlx::Executor;
-                        // Each pooled connection's page cache is dropped whenever another
-                        // one commits; with the file memory-mapped, refilling it costs no
-                        // read syscalls or copies.
                         conn.execute(
                             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
-                             PRAGMA busy_timeout=30000; PRAGMA foreign_keys=OFF; \
-                             PRAGMA mmap_size=1073741824;",
+                             PRAGMA busy_timeout=30000; PRAGMA foreign_keys=OFF;",
                         )
                         .await?;
                     }
