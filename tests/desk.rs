@@ -21,26 +21,7 @@ fn no_redirects() -> reqwest::Client {
 
 /// A desk session cookie and its CSRF token, as the login page gets them.
 async fn desk_login(site: &TestSite) -> (String, String) {
-    let r = site
-        .client
-        .post(format!("{}/api/method/login", site.url))
-        .json(&json!({"usr": "Administrator", "pwd": "admin", "device": "desk"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let sid = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("sid="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let body: serde_json::Value = r.json().await.unwrap();
+    let (sid, body) = site.login_session(true).await;
     (sid, body["csrf_token"].as_str().unwrap().to_string())
 }
 

@@ -188,12 +188,17 @@ impl TestSite {
         }
     }
 
-    /// Logs in as Administrator with a session and calls a method with it.
-    pub async fn call_session(&self, method: &str, args: Value) -> Value {
+    /// Logs in as Administrator; returns the `sid=…` cookie and the reply (with `csrf_token`
+    /// for a desk session).
+    pub async fn login_session(&self, desk: bool) -> (String, Value) {
+        let mut body = json!({"usr": "Administrator", "pwd": "admin"});
+        if desk {
+            body["device"] = json!("desk");
+        }
         let r = self
             .client
             .post(format!("{}/api/method/login", self.url))
-            .json(&json!({"usr": "Administrator", "pwd": "admin"}))
+            .json(&body)
             .send()
             .await
             .unwrap();
@@ -209,6 +214,12 @@ impl TestSite {
             .next()
             .unwrap()
             .to_string();
+        (sid, r.json().await.unwrap())
+    }
+
+    /// Logs in as Administrator with a session and calls a method with it.
+    pub async fn call_session(&self, method: &str, args: Value) -> Value {
+        let (sid, _) = self.login_session(false).await;
         let r = self
             .client
             .post(format!("{}/api/method/{method}", self.url))
