@@ -1,0 +1,326 @@
+//! Linked documents missing on the consumer, fetched from the producer before the document
+//! that needs them: prefetched in parallel before a page's transaction, else on demand.
+
+use super::*;
+
+/// Inserts, before `doc`, every document it links to that is missing here, fetched from the
+/// producer with the same name, depth-first; each dependency writes a Synced sync log so it
+/// counts as synced from that producer. A link back to a document still being fetched (a
+/// cycle) is left empty at insert and set once that document exists.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn sync_dependencies(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    info: &ProducerInfo,
+    caller: &Caller,
+    remote: &RemoteSite,
+    known: &mut Known,
+    dt: &DocType,
+    doc: &Doc,
+) -> Result<()> {
+    let mut visiting = vec![(dt.name.clone(), text(doc.get("name")))];
+    let mut deferred = Vec::new();
+    fetch_missing(
+        site,
+        conn,
+        reg,
+        info,
+        caller,
+        remote,
+        known,
+        dt,
+        doc,
+        &mut visiting,
+        &mut deferred,
+    )
+    .await?;
+    for (doctype, name, field, value) in deferred {
+        let tdt = reg.get(&doctype)?;
+        let mut p = Doc::new();
+        p.insert(field, Value::String(value));
+        store::update_columns(conn, &tdt, &Value::String(name), &p).await?;
+    }
+    Ok(())
+}
+
+pub(super) type Deferred = Vec<(String, String, String, String)>;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn fetch_missing<'a>(
+    site: &'a Site,
+    conn: &'a mut AnyConnection,
+    reg: &'a Registry,
+    info: &'a ProducerInfo,
+    caller: &'a Caller,
+    remote: &'a RemoteSite,
+    known: &'a mut Known,
+    dt: &'a DocType,
+    doc: &'a Doc,
+    visiting: &'a mut Vec<(String, String)>,
+    deferred: &'a mut Deferred,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+    Box::pin(async move {
+        // Links with an empty Dynamic Link type are the document's own problem, found at save.
+        let Ok(links) = crate::service::documents::links_of(reg, dt, doc) else {
+            return Ok(());
+        };
+        for (_, target, value) in links {
+            let Ok(tdt) = reg.get(&target) else { continue };
+            if target == "DocType" || tdt.issingle || tdt.istable {
+                continue;
+            }
+            let key = (target.clone(), value.clone());
+            if visiting.contains(&key) || known.present.contains(&key) {
+                continue;
+            }
+            // A type kept under local names is found by the producer's name it came with.
+            let renamed = info.renamed(&target);
+            let here = match renamed {
+                Some(sub) => find_local(conn, &tdt, info, sub, &value).await?.is_some(),
+                None => store::row_exists(conn, &tdt, &Value::String(value.clone())).await?,
+            };
+            if here {
+                known.present.insert(key);
+                continue;
+            }
+            let fetched = match known.fetched.remove(&key) {
+                Some(doc) => doc,
+                None => remote.get_doc(&target, &value).await.map_err(|e| {
+                    Error::LinkValidation(format!(
+                        "dependency {target} {value} could not be fetched from {}: {}",
+                        info.url,
+                        e.message()
+                    ))
+                })?,
+            };
+            let mut dep = strip_dunder(&fetched);
+            visiting.push((target.clone(), value.clone()));
+            fetch_missing(
+                site, conn, reg, info, caller, remote, known, &tdt, &dep, visiting, deferred,
+            )
+            .await?;
+            // Fields pointing at documents still being fetched wait until those exist.
+            for f in tdt
+                .fields
+                .iter()
+                .filter(|f| f.fieldtype == crate::meta::FieldType::Link)
+            {
+                let v = text(dep.get(&f.fieldname));
+                if !v.is_empty()
+                    && visiting.iter().any(|(t, n)| *t == f.options && *n == v)
+                    && !(f.options == target && v == value)
+                {
+                    deferred.push((target.clone(), value.clone(), f.fieldname.clone(), v));
+                    dep.insert(f.fieldname.clone(), Value::Null);
+                }
+            }
+            let names = local_names(conn, reg, info, &tdt, &dep).await?;
+            rename_links(reg, &tdt, &mut dep, &names);
+            if renamed.is_some() {
+                dep.remove("name");
+                dep.insert("remote_docname".into(), json!(value));
+                dep.insert("remote_site_name".into(), json!(info.url));
+            }
+            let flags = WriteFlags {
+                ignore_permissions: true,
+                set_read_only: true,
+                keep_name: renamed.is_none(),
+                keep_timestamps: false,
+                ignore_links: false,
+                origin: Some(info.url.clone()),
+            };
+            insert_as_on_producer(site, conn, reg, caller, &tdt, dep, &flags)
+                .await
+                .map_err(|e| {
+                    Error::LinkValidation(format!(
+                        "dependency {target} {value} from {} could not be saved: {}",
+                        info.url,
+                        e.message()
+                    ))
+                })?;
+            visiting.pop();
+            known.absent.remove(&(target.clone(), value.clone()));
+            let sub = SubscribedType {
+                local_type: target.clone(),
+                remote_type: target.clone(),
+                use_same_name: true,
+                unsubscribed: false,
+                mapping: None,
+            };
+            let inc = Incoming {
+                update_type: "Create".into(),
+                remote_type: target.clone(),
+                docname: value.clone(),
+                raw_data: Value::String(fetched.to_string()),
+                data: fetched,
+                seq: None,
+                origin: info.url.clone(),
+            };
+            write_sync_log(site, conn, info, &sub, &inc, Ok(value.clone()), None, known).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Fetches, in parallel and each once, the linked documents of a page that are missing here,
+/// following their own links a few levels deep. Best effort: what is not fetched here is fetched
+/// (or reported) when the document is applied.
+pub(super) async fn prefetch_dependencies(
+    site: &Site,
+    reg: &Registry,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    logs: &[Value],
+) -> std::collections::HashMap<(String, String), Value> {
+    use futures_util::stream::{self, StreamExt};
+    let mut fetched = std::collections::HashMap::new();
+    let mut docs: Vec<(String, Doc)> = logs
+        .iter()
+        .filter_map(|log| {
+            let inc = Incoming::from_log(log);
+            let sub = info.for_remote(&inc.remote_type)?;
+            if sub.mapping.is_some() {
+                // Mapped documents are in the producer's shape; their links are resolved as
+                // they are mapped.
+                return None;
+            }
+            let doc = match inc.update_type.as_str() {
+                "Create" => strip_dunder(&inc.data),
+                "Update" => inc
+                    .data
+                    .get("changed")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default(),
+                _ => return None,
+            };
+            Some((sub.local_type.clone(), doc))
+        })
+        .collect();
+    for _depth in 0..4 {
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        for (doctype, doc) in &docs {
+            let Ok(dt) = reg.get(doctype) else { continue };
+            let Ok(links) = crate::service::documents::links_of(reg, &dt, doc) else {
+                continue;
+            };
+            for (_, target, value) in links {
+                let key = (target, value);
+                if !wanted.contains(&key) && !fetched.contains_key(&key) {
+                    wanted.push(key);
+                }
+            }
+        }
+        let missing = missing_locally(site, reg, wanted).await;
+        if missing.is_empty() {
+            break;
+        }
+        let results: Vec<((String, String), Option<Value>)> = stream::iter(missing)
+            .map(|(t, n)| async move {
+                let doc = remote.get_doc(&t, &n).await.ok();
+                ((t, n), doc)
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        docs.clear();
+        for (key, doc) in results {
+            if let Some(doc) = doc.filter(|d| d.is_object()) {
+                docs.push((key.0.clone(), strip_dunder(&doc)));
+                fetched.insert(key, doc);
+            }
+        }
+    }
+    fetched
+}
+
+/// Same-name Creates of a page whose documents are not here yet (one query per type).
+pub(super) async fn absent_at_start(
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    info: &ProducerInfo,
+    logs: &[Value],
+) -> Result<std::collections::HashSet<(String, String)>> {
+    let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for log in logs {
+        let inc = Incoming::from_log(log);
+        if inc.update_type != "Create" {
+            continue;
+        }
+        if let Some(sub) = info.for_remote(&inc.remote_type) {
+            if sub.use_same_name {
+                by_type
+                    .entry(sub.local_type.clone())
+                    .or_default()
+                    .push(inc.docname);
+            }
+        }
+    }
+    let mut absent = std::collections::HashSet::new();
+    for (t, names) in by_type {
+        let dt = reg.get(&t)?;
+        for chunk in names.chunks(500) {
+            let ph: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT name FROM {} WHERE name IN ({})",
+                store::q(&dt.table()),
+                ph.join(", ")
+            );
+            let params: Vec<Param> = chunk.iter().map(|n| Param::Text(Some(n.clone()))).collect();
+            let found: std::collections::HashSet<String> = store::fetch_docs(conn, &sql, &params)
+                .await?
+                .iter()
+                .map(|r| text(r.get("name")))
+                .collect();
+            absent.extend(
+                chunk
+                    .iter()
+                    .filter(|n| !found.contains(*n))
+                    .map(|n| (t.clone(), n.clone())),
+            );
+        }
+    }
+    Ok(absent)
+}
+
+/// The (type, name) pairs that do not exist here (one query per type).
+pub(super) async fn missing_locally(
+    site: &Site,
+    reg: &Registry,
+    wanted: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (t, n) in wanted {
+        let Ok(dt) = reg.get(&t) else { continue };
+        if t == "DocType" || dt.issingle || dt.istable {
+            continue;
+        }
+        by_type.entry(t).or_default().push(n);
+    }
+    let mut missing = Vec::new();
+    let Ok(mut conn) = site.store.conn().await else {
+        return missing;
+    };
+    for (t, names) in by_type {
+        let Ok(dt) = reg.get(&t) else { continue };
+        let ph: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT name FROM {} WHERE name IN ({})",
+            store::q(&dt.table()),
+            ph.join(", ")
+        );
+        let params: Vec<Param> = names.iter().map(|n| Param::Text(Some(n.clone()))).collect();
+        let Ok(found) = store::fetch_docs(&mut conn, &sql, &params).await else {
+            continue;
+        };
+        let found: Vec<String> = found.iter().map(|r| text(r.get("name"))).collect();
+        missing.extend(
+            names
+                .into_iter()
+                .filter(|n| !found.contains(n))
+                .map(|n| (t.clone(), n)),
+        );
+    }
+    missing
+}

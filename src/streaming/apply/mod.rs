@@ -1,0 +1,784 @@
+//! Applying pulled update logs on the consumer: strictly in order, each batch in one
+//! transaction with its sync logs and checkpoint; a failure is isolated in a savepoint.
+
+use super::remote::RemoteSite;
+use crate::error::{Error, Result};
+use crate::meta::{DocType, Registry};
+use crate::service::documents::{load_doc, name_text, WriteFlags};
+use crate::service::permissions::Caller;
+use crate::site::Site;
+use crate::store::{self, Doc, Param};
+use serde_json::{json, Value};
+use sqlx::{AnyConnection, Connection};
+
+mod dependencies;
+mod local_names;
+mod mapped;
+mod resync;
+mod sync_log;
+
+use dependencies::*;
+use local_names::*;
+use mapped::*;
+pub use resync::{resync, retry_due};
+use sync_log::*;
+
+fn text(v: Option<&Value>) -> String {
+    super::producer::value_text(v)
+}
+
+/// One subscribed type of an Event Producer.
+#[derive(Debug, Clone)]
+pub struct SubscribedType {
+    pub local_type: String,
+    pub remote_type: String,
+    pub use_same_name: bool,
+    pub unsubscribed: bool,
+    /// The Document Type Mapping that turns remote documents into local ones.
+    pub mapping: Option<super::mapping::Mapping>,
+}
+
+/// What the consumer knows of one producer while applying.
+#[derive(Debug, Clone)]
+pub struct ProducerInfo {
+    pub url: String,
+    pub user: String,
+    pub types: Vec<SubscribedType>,
+}
+
+impl ProducerInfo {
+    /// Reads the Event Producer.
+    pub async fn load(site: &Site, url: &str) -> Result<ProducerInfo> {
+        let reg = site.meta();
+        let mut conn = site.store.conn().await?;
+        let doc = load_doc(&mut conn, &reg, &*reg.get("Event Producer")?, url)
+            .await?
+            .ok_or_else(|| Error::DoesNotExist(format!("Event Producer {url} not found")))?;
+        let mut types = Vec::new();
+        for r in doc
+            .get("producer_doctypes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let mapping = match super::consumer::mapping_of(&mut conn, r).await? {
+                Some((name, _)) => Some(super::mapping::load(&mut conn, &name).await?),
+                None => None,
+            };
+            types.push(SubscribedType {
+                local_type: text(r.get("ref_doctype")),
+                remote_type: mapping
+                    .as_ref()
+                    .map(|m| m.remote_doctype.clone())
+                    .unwrap_or_else(|| text(r.get("ref_doctype"))),
+                use_same_name: r.get("use_same_name").and_then(Value::as_i64) == Some(1),
+                unsubscribed: r.get("unsubscribe").and_then(Value::as_i64) == Some(1),
+                mapping,
+            });
+        }
+        Ok(ProducerInfo {
+            url: url.into(),
+            user: text(doc.get("user")),
+            types,
+        })
+    }
+
+    /// The remote types to ask for.
+    pub fn remote_types(&self) -> Vec<String> {
+        self.types
+            .iter()
+            .filter(|t| !t.unsubscribed)
+            .map(|t| t.remote_type.clone())
+            .collect()
+    }
+
+    fn for_remote(&self, remote_type: &str) -> Option<&SubscribedType> {
+        self.types
+            .iter()
+            .find(|t| t.remote_type == remote_type && !t.unsubscribed)
+    }
+
+    /// The subscription of a type kept here under local names, if it is one.
+    fn renamed(&self, local_type: &str) -> Option<&SubscribedType> {
+        self.types
+            .iter()
+            .find(|t| t.local_type == local_type && !t.use_same_name && !t.unsubscribed)
+    }
+
+    fn for_local(&self, local_type: &str) -> Option<&SubscribedType> {
+        self.types
+            .iter()
+            .find(|t| t.local_type == local_type && !t.unsubscribed)
+    }
+}
+
+/// One incoming update.
+#[derive(Debug, Clone)]
+struct Incoming {
+    update_type: String,
+    remote_type: String,
+    docname: String,
+    data: Value,
+    raw_data: Value,
+    seq: Option<i64>,
+    origin: String,
+}
+
+impl Incoming {
+    fn from_log(log: &Value) -> Incoming {
+        let raw = log.get("data").cloned().unwrap_or(Value::Null);
+        let data = match &raw {
+            Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        Incoming {
+            update_type: text(log.get("update_type")),
+            remote_type: text(log.get("ref_doctype")),
+            docname: text(log.get("docname")),
+            data,
+            raw_data: raw,
+            seq: log.get("seq").and_then(Value::as_i64),
+            origin: text(log.get("origin")),
+        }
+    }
+}
+
+/// Applies a page of logs and moves the checkpoint to `cursor`, all in one transaction.
+pub async fn apply_batch(
+    site: &Site,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    logs: &[Value],
+    cursor: Option<i64>,
+) -> Result<usize> {
+    // Missing dependencies are fetched before the write transaction opens, in parallel.
+    let reg = site.meta();
+    let fetched = prefetch_dependencies(site, &reg, info, remote, logs).await;
+    if let Some(n) = apply_page(site, info, remote, logs, cursor, fetched, false).await? {
+        return Ok(n);
+    }
+    // An update failed: apply the page again, isolating each update in a savepoint.
+    Ok(
+        apply_page(site, info, remote, logs, cursor, Default::default(), true)
+            .await?
+            .unwrap_or(0),
+    )
+}
+
+/// One attempt at a page; None when an optimistic attempt hit a failure and rolled back.
+async fn apply_page(
+    site: &Site,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    logs: &[Value],
+    cursor: Option<i64>,
+    fetched: std::collections::HashMap<(String, String), Value>,
+    careful: bool,
+) -> Result<Option<usize>> {
+    let reg = site.meta();
+    let caller = site.caller_for(&info.user).await?;
+    let mut tx = site.store.begin().await?;
+    // Read the checkpoint under the write lock: another process may have applied this page.
+    let (stored_seq, _) = {
+        let rows = store::fetch_docs(
+            &mut tx,
+            r#"SELECT last_seq, last_update FROM "tabEvent Producer Last Update" WHERE name = $1"#,
+            &[Param::Text(Some(info.url.clone()))],
+        )
+        .await?;
+        let r = rows
+            .first()
+            .ok_or_else(|| Error::DoesNotExist(format!("no checkpoint for {}", info.url)))?;
+        (
+            r.get("last_seq").and_then(Value::as_i64),
+            text(r.get("last_update")),
+        )
+    };
+    let mut batch = BatchState::load(&mut tx, &info.url).await?;
+    batch.known.fetched = fetched;
+    batch.careful = careful;
+    batch.known.absent = absent_at_start(&mut tx, &reg, info, logs).await?;
+    let mut applied = 0;
+    let mut last_creation = None;
+    let mut wrote_logs = false;
+    for log in logs {
+        let inc = Incoming::from_log(log);
+        if let (Some(stored), Some(seq)) = (stored_seq, inc.seq) {
+            if seq <= stored {
+                continue;
+            }
+        }
+        last_creation = Some(text(log.get("creation")));
+        if inc.origin == site.config.url {
+            continue;
+        }
+        let Some(sub) = info.for_remote(&inc.remote_type) else {
+            continue;
+        };
+        applied += 1;
+        wrote_logs |= apply_and_log(
+            site, &mut tx, &reg, info, sub, &caller, remote, &inc, None, &mut batch,
+        )
+        .await?;
+        if batch.dirty {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+    }
+    batch.known.flush_sync_logs(&mut tx).await?;
+    let new_seq = match (stored_seq, cursor) {
+        (Some(s), Some(c)) => Some(s.max(c)),
+        (s, _) => s,
+    };
+    let mut sets = vec![];
+    let mut params = vec![];
+    if let Some(s) = new_seq {
+        params.push(Param::Int(Some(s)));
+        sets.push(format!("last_seq = ${}", params.len()));
+    }
+    if let Some(c) = last_creation.filter(|c| !c.is_empty()) {
+        params.push(Param::Text(Some(c)));
+        sets.push(format!("last_update = ${}", params.len()));
+    }
+    if !sets.is_empty() {
+        params.push(Param::Text(Some(info.url.clone())));
+        store::execute(
+            &mut tx,
+            &format!(
+                r#"UPDATE "tabEvent Producer Last Update" SET {} WHERE name = ${}"#,
+                sets.join(", "),
+                params.len()
+            ),
+            &params,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    if wrote_logs {
+        if let Some(me) = site.arc() {
+            super::producer::notify_consumers(me);
+        }
+    }
+    Ok(Some(applied))
+}
+
+/// Applies one update in a savepoint and writes (or, for `retry_of`, updates) its sync log.
+/// Returns true when the change wrote update logs of its own (re-published).
+#[allow(clippy::too_many_arguments)]
+async fn apply_and_log(
+    site: &Site,
+    tx: &mut AnyConnection,
+    reg: &Registry,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    caller: &Caller,
+    remote: &RemoteSite,
+    inc: &Incoming,
+    retry_of: Option<&Doc>,
+    batch: &mut BatchState,
+) -> Result<bool> {
+    let key = (sub.local_type.clone(), inc.docname.clone());
+    let blocker = if retry_of.is_none() {
+        batch.failed.get(&key).cloned()
+    } else {
+        None
+    };
+    let outcome = match blocker {
+        Some(b) => Err(Error::Validation(format!("waiting on {b}"))),
+        None => {
+            let known = &mut batch.known;
+            let mut attempt = async |conn: &mut AnyConnection| {
+                apply_one(site, conn, reg, info, sub, caller, remote, inc, known).await
+            };
+            if batch.careful {
+                let mut sp = tx.begin().await?;
+                match attempt(&mut sp).await {
+                    Ok(local) => {
+                        sp.commit().await?;
+                        Ok(local)
+                    }
+                    Err(e) => {
+                        sp.rollback().await?;
+                        Err(e)
+                    }
+                }
+            } else {
+                // Optimistic: no savepoint. A failure leaves the transaction dirty, so the
+                // page is rolled back and applied again with one savepoint per update.
+                match attempt(tx).await {
+                    Ok(local) => Ok(local),
+                    Err(_) => {
+                        batch.dirty = true;
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    };
+    let wrote = outcome.is_ok() && batch.streamed.contains(&sub.local_type);
+    let failed = outcome.is_err();
+    let name = write_sync_log(
+        site,
+        tx,
+        info,
+        sub,
+        inc,
+        outcome,
+        retry_of,
+        &mut batch.known,
+    )
+    .await?;
+    if failed && !batch.failed.contains_key(&key) {
+        batch.failed.insert(key, name);
+    }
+    Ok(wrote)
+}
+
+/// What a batch knows without asking the database for every log.
+#[derive(Debug, Default)]
+pub struct BatchState {
+    /// Each update in its own savepoint (after an optimistic attempt failed, and for retries).
+    careful: bool,
+    /// An optimistic attempt failed: the transaction must be rolled back.
+    dirty: bool,
+    /// Unresolved Failed sync logs by (local type, producer's name).
+    failed: std::collections::HashMap<(String, String), String>,
+    /// Local types with consumers of their own (applying them writes update logs).
+    streamed: std::collections::HashSet<String>,
+    /// Documents known to exist here before this batch touched them (dependency checks).
+    known: Known,
+}
+
+/// What a batch knows about linked documents.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// (type, name) of documents that existed here before the batch touched them.
+    present: std::collections::HashSet<(String, String)>,
+    /// Missing documents already fetched from the producer (before the transaction).
+    fetched: std::collections::HashMap<(String, String), Value>,
+    /// Field names of the producer's mapped types (None: the producer would not say).
+    remote_fields: std::collections::HashMap<String, Option<std::collections::HashSet<String>>>,
+    /// (local type, name) of same-name Creates of the page whose document was not here when
+    /// the page began (spares a lookup each).
+    absent: std::collections::HashSet<(String, String)>,
+    /// New sync log rows, written together before the checkpoint moves.
+    sync_logs: Vec<Vec<Param>>,
+    /// (local type, producer name) of documents synced in this batch.
+    synced: std::collections::HashSet<(String, String)>,
+}
+
+impl BatchState {
+    async fn load(conn: &mut AnyConnection, producer: &str) -> Result<BatchState> {
+        let mut st = BatchState::default();
+        let failed = store::fetch_docs(
+            conn,
+            r#"SELECT name, ref_doctype, producer_doc FROM "tabEvent Sync Log" WHERE event_producer = $1 AND status = 'Failed' ORDER BY seq DESC, creation DESC"#,
+            &[Param::Text(Some(producer.into()))],
+        )
+        .await?;
+        for f in failed {
+            st.failed.insert(
+                (text(f.get("ref_doctype")), text(f.get("producer_doc"))),
+                text(f.get("name")),
+            );
+        }
+        let streamed = store::fetch_docs(
+            conn,
+            r#"SELECT DISTINCT ref_doctype FROM "tabEvent Consumer Document Type""#,
+            &[],
+        )
+        .await?;
+        st.streamed = streamed
+            .iter()
+            .map(|r| text(r.get("ref_doctype")))
+            .collect();
+        Ok(st)
+    }
+}
+
+fn strip_dunder(v: &Value) -> Doc {
+    let mut m = v.as_object().cloned().unwrap_or_default();
+    m.retain(|k, _| !k.starts_with("__"));
+    for (_, val) in m.iter_mut() {
+        if let Value::Array(rows) = val {
+            for r in rows.iter_mut() {
+                if let Value::Object(o) = r {
+                    o.retain(|k, _| !k.starts_with("__"));
+                }
+            }
+        }
+    }
+    m
+}
+
+/// Finds the local copy of a producer document: by name, or by remote_docname + remote_site_name.
+async fn find_local(
+    conn: &mut AnyConnection,
+    dt: &DocType,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    docname: &str,
+) -> Result<Option<String>> {
+    if sub.use_same_name {
+        return Ok(store::row_exists(conn, dt, &Value::String(docname.into()))
+            .await?
+            .then(|| docname.to_string()));
+    }
+    if dt.field("remote_docname").is_none() {
+        return Ok(None);
+    }
+    let rows = store::fetch_docs(
+        conn,
+        &format!(
+            r#"SELECT name FROM {} WHERE remote_docname = $1 AND remote_site_name = $2 LIMIT 1"#,
+            store::q(&dt.table())
+        ),
+        &[
+            Param::Text(Some(docname.into())),
+            Param::Text(Some(info.url.clone())),
+        ],
+    )
+    .await?;
+    Ok(rows
+        .first()
+        .map(|r| name_text(r.get("name").unwrap_or(&Value::Null))))
+}
+
+async fn synced_from_producer(
+    conn: &mut AnyConnection,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    docname: &str,
+) -> Result<bool> {
+    let rows = store::fetch_docs(
+        conn,
+        r#"SELECT 1 AS hit FROM "tabEvent Sync Log" WHERE event_producer = $1 AND ref_doctype = $2 AND producer_doc = $3 AND status = 'Synced' LIMIT 1"#,
+        &[Param::Text(Some(info.url.clone())), Param::Text(Some(sub.local_type.clone())), Param::Text(Some(docname.into()))],
+    )
+    .await?;
+    Ok(!rows.is_empty())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_one(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    caller: &Caller,
+    remote: &RemoteSite,
+    inc: &Incoming,
+    known: &mut Known,
+) -> Result<String> {
+    let dt = reg.get(&sub.local_type)?;
+    let origin = if inc.origin.is_empty() {
+        info.url.clone()
+    } else {
+        inc.origin.clone()
+    };
+    let flags = WriteFlags {
+        ignore_permissions: true,
+        set_read_only: true,
+        keep_name: sub.use_same_name,
+        keep_timestamps: false,
+        ignore_links: false,
+        origin: Some(origin),
+    };
+    match inc.update_type.as_str() {
+        "Create" => {
+            let doc = to_local(
+                site,
+                conn,
+                reg,
+                info,
+                sub,
+                caller,
+                remote,
+                known,
+                &strip_dunder(&inc.data),
+            )
+            .await?;
+            upsert(
+                site,
+                conn,
+                reg,
+                &dt,
+                info,
+                sub,
+                caller,
+                remote,
+                known,
+                &flags,
+                &inc.docname,
+                doc,
+            )
+            .await
+        }
+        "Update" => {
+            let old_name = inc
+                .data
+                .get("old_name")
+                .map(|v| text(Some(v)))
+                .filter(|s| !s.is_empty());
+            let lookup = old_name.clone().unwrap_or_else(|| inc.docname.clone());
+            let Some(local) = find_local(conn, &dt, info, sub, &lookup).await? else {
+                if old_name.is_some()
+                    && find_local(conn, &dt, info, sub, &inc.docname)
+                        .await?
+                        .is_some()
+                {
+                    return Ok(inc.docname.clone());
+                }
+                let whole = remote.get_doc(&inc.remote_type, &inc.docname).await?;
+                let doc = to_local(
+                    site,
+                    conn,
+                    reg,
+                    info,
+                    sub,
+                    caller,
+                    remote,
+                    known,
+                    &strip_dunder(&whole),
+                )
+                .await?;
+                return upsert(
+                    site,
+                    conn,
+                    reg,
+                    &dt,
+                    info,
+                    sub,
+                    caller,
+                    remote,
+                    known,
+                    &flags,
+                    &inc.docname,
+                    doc,
+                )
+                .await;
+            };
+            let mut local = local;
+            if let Some(old) = old_name {
+                if sub.use_same_name {
+                    known.present.remove(&(dt.name.clone(), old.clone()));
+                    known.absent.remove(&(dt.name.clone(), inc.docname.clone()));
+                    site.rename_in(conn, reg, caller, &dt, &old, &inc.docname, &flags)
+                        .await?;
+                    local = inc.docname.clone();
+                } else {
+                    let mut p = Doc::new();
+                    p.insert("remote_docname".into(), json!(inc.docname));
+                    store::update_columns(conn, &dt, &Value::String(local.clone()), &p).await?;
+                }
+            }
+            let current = load_doc(conn, reg, &dt, &local)
+                .await?
+                .ok_or_else(|| Error::DoesNotExist(format!("{} {local} vanished", dt.name)))?;
+            let mut diff = match &sub.mapping {
+                None => inc.data.clone(),
+                Some(m) => m.map_diff(reg, &inc.data)?,
+            };
+            // Only what the producer sent carries producer names; the rest is local already.
+            let incoming = incoming_part(reg, &dt, &current, &diff);
+            sync_dependencies(site, conn, reg, info, caller, remote, known, &dt, &incoming).await?;
+            let names = local_names(conn, reg, info, &dt, &incoming).await?;
+            rename_links_in_diff(reg, &dt, &mut diff, &names);
+            let mut patch = patch_from_diff(&dt, &current, &diff);
+            if let Some(m) = &sub.mapping {
+                if m.document_rows().any(|r| m.diff_touches(r, &inc.data)) {
+                    // The rows' filters read fields the diff does not carry.
+                    let whole =
+                        strip_dunder(&remote.get_doc(&inc.remote_type, &inc.docname).await?);
+                    let mut links = Doc::new();
+                    resolve_document_rows(
+                        site, conn, reg, info, caller, remote, known, m, &whole, &mut links,
+                    )
+                    .await?;
+                    patch.extend(links);
+                }
+            }
+            if !patch.is_empty() {
+                // Every link target exists now (the producer validated the rest).
+                let f = WriteFlags {
+                    ignore_links: true,
+                    ..flags.clone()
+                };
+                site.update_loaded(conn, reg, caller, &dt, current, patch, &f)
+                    .await?;
+            }
+            Ok(local)
+        }
+        "Delete" => match find_local(conn, &dt, info, sub, &inc.docname).await? {
+            Some(local) => {
+                let d = load_doc(conn, reg, &dt, &local).await?.unwrap_or_default();
+                if d.get("docstatus").and_then(Value::as_i64) == Some(1) {
+                    let mut p = Doc::new();
+                    p.insert("docstatus".into(), json!(2));
+                    site.update_in(conn, reg, caller, &dt, &local, p, &flags)
+                        .await?;
+                }
+                site.delete_in(conn, reg, caller, &dt, &local, &flags)
+                    .await?;
+                known.present.remove(&(dt.name.clone(), local.clone()));
+                Ok(local)
+            }
+            None => Ok(inc.docname.clone()),
+        },
+        other => Err(Error::Validation(format!("unknown update_type {other:?}"))),
+    }
+}
+
+/// Inserts a producer document, or updates the local copy to match it when it was synced before.
+#[allow(clippy::too_many_arguments)]
+async fn upsert(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    dt: &DocType,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    caller: &Caller,
+    remote: &RemoteSite,
+    known: &mut Known,
+    flags: &WriteFlags,
+    docname: &str,
+    mut doc: Doc,
+) -> Result<String> {
+    sync_dependencies(site, conn, reg, info, caller, remote, known, dt, &doc).await?;
+    let names = local_names(conn, reg, info, dt, &doc).await?;
+    rename_links(reg, dt, &mut doc, &names);
+    // Every link target exists now (the producer validated the rest).
+    let flags = &WriteFlags {
+        ignore_links: true,
+        ..flags.clone()
+    };
+    let key = (dt.name.clone(), docname.to_string());
+    let here = if sub.use_same_name && known.absent.contains(&key) {
+        None
+    } else {
+        find_local(conn, dt, info, sub, docname).await?
+    };
+    if let Some(local) = here {
+        if sub.use_same_name
+            && !known
+                .synced
+                .contains(&(sub.local_type.clone(), docname.to_string()))
+            && !synced_from_producer(conn, info, sub, docname).await?
+        {
+            return Err(Error::DuplicateEntry(format!(
+                "name clash: a local {} named {docname} exists that did not come from {}; rename or delete it, then resync",
+                dt.name, info.url
+            )));
+        }
+        for k in [
+            "name",
+            "owner",
+            "creation",
+            "modified",
+            "modified_by",
+            "doctype",
+            "idx",
+        ] {
+            doc.remove(k);
+        }
+        let mut f = flags.clone();
+        f.keep_timestamps = false;
+        site.update_in(conn, reg, caller, dt, &local, doc, &f)
+            .await?;
+        return Ok(local);
+    }
+    if !sub.use_same_name {
+        doc.remove("name");
+        doc.insert("remote_docname".into(), json!(docname));
+        doc.insert("remote_site_name".into(), json!(info.url));
+    }
+    known.absent.remove(&key);
+    insert_as_on_producer(site, conn, reg, caller, dt, doc, flags).await
+}
+
+/// Inserts a document as the producer has it, owned and stamped by this site. A new document
+/// cannot start cancelled, so a cancelled one is inserted submitted and then cancelled.
+/// Returns its local name.
+async fn insert_as_on_producer(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    caller: &Caller,
+    dt: &DocType,
+    mut doc: Doc,
+    flags: &WriteFlags,
+) -> Result<String> {
+    for k in ["owner", "creation", "modified", "modified_by", "doctype"] {
+        doc.remove(k);
+    }
+    let cancelled = doc.get("docstatus").and_then(Value::as_i64) == Some(2);
+    if cancelled {
+        doc.insert("docstatus".into(), json!(1));
+    }
+    let (saved, _) = site.insert_in(conn, reg, caller, dt, doc, flags).await?;
+    let local = name_text(&saved["name"]);
+    if cancelled {
+        let mut p = Doc::new();
+        p.insert("docstatus".into(), json!(2));
+        site.update_loaded(conn, reg, caller, dt, saved, p, flags)
+            .await?;
+    }
+    Ok(local)
+}
+
+/// Turns Frappe's diff into a patch of the local document (child tables given whole).
+fn patch_from_diff(dt: &DocType, current: &Doc, diff: &Value) -> Doc {
+    let mut patch = Doc::new();
+    if let Some(changed) = diff.get("changed").and_then(Value::as_object) {
+        for (k, v) in changed {
+            if k != "name" {
+                patch.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    for tf in dt.table_fields() {
+        let f = &tf.fieldname;
+        let part = |key: &str| {
+            diff.get(key)
+                .and_then(|p| p.get(f))
+                .and_then(Value::as_array)
+                .cloned()
+        };
+        let (added, removed, changed) = (part("added"), part("removed"), part("row_changed"));
+        if added.is_none() && removed.is_none() && changed.is_none() {
+            continue;
+        }
+        let mut rows: Vec<Value> = current
+            .get(f)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let name_of = |r: &Value| r.get("name").map(name_text).unwrap_or_default();
+        if let Some(removed) = removed {
+            let gone: Vec<String> = removed.iter().map(|v| text(Some(v))).collect();
+            rows.retain(|r| !gone.contains(&name_of(r)));
+        }
+        for c in changed
+            .into_iter()
+            .flatten()
+            .chain(added.into_iter().flatten())
+        {
+            let c = Value::Object(strip_dunder(&c));
+            match rows.iter_mut().find(|r| name_of(r) == name_of(&c)) {
+                Some(r) => {
+                    if let (Some(r), Some(c)) = (r.as_object_mut(), c.as_object()) {
+                        for (k, v) in c {
+                            r.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                None => rows.push(c),
+            }
+        }
+        rows.sort_by_key(|r| r.get("idx").and_then(Value::as_i64).unwrap_or(i64::MAX));
+        patch.insert(f.clone(), Value::Array(rows));
+    }
+    patch
+}

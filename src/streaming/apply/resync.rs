@@ -1,0 +1,122 @@
+//! Resync of Failed sync logs, by hand (the `resync` method) or when their retry time comes.
+
+use super::*;
+
+/// Retries a Failed sync log (and then those waiting on it); returns its new status.
+pub async fn resync(site: &Site, sync_log: &str) -> Result<String> {
+    let reg = site.meta();
+    let mut conn = site.store.conn().await?;
+    let entry = load_doc(&mut conn, &reg, &*reg.get("Event Sync Log")?, sync_log)
+        .await?
+        .ok_or_else(|| Error::DoesNotExist(format!("Event Sync Log {sync_log} not found")))?;
+    drop(conn);
+    if text(entry.get("status")) != "Failed" {
+        return Ok(text(entry.get("status")));
+    }
+    let producer = text(entry.get("event_producer"));
+    let info = ProducerInfo::load(site, &producer).await?;
+    let remote = crate::streaming::consumer::remote_for(site, &producer).await?;
+    let status = retry_entry(site, &reg, &info, &remote, &entry).await?;
+    if status == "Synced" {
+        let mut conn = site.store.conn().await?;
+        let waiting = store::fetch_docs(
+            &mut conn,
+            r#"SELECT name FROM "tabEvent Sync Log" WHERE status = 'Failed' AND error = $1 ORDER BY seq, creation"#,
+            &[Param::Text(Some(format!("waiting on {sync_log}")))],
+        )
+        .await?;
+        drop(conn);
+        for w in waiting {
+            let mut conn = site.store.conn().await?;
+            let Some(e) = load_doc(
+                &mut conn,
+                &reg,
+                &*reg.get("Event Sync Log")?,
+                &text(w.get("name")),
+            )
+            .await?
+            else {
+                continue;
+            };
+            drop(conn);
+            if retry_entry(site, &reg, &info, &remote, &e).await? != "Synced" {
+                break;
+            }
+        }
+    }
+    Ok(status)
+}
+
+pub(super) async fn retry_entry(
+    site: &Site,
+    reg: &Registry,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    entry: &Doc,
+) -> Result<String> {
+    let local_type = text(entry.get("ref_doctype"));
+    let sub = info.for_local(&local_type).cloned().ok_or_else(|| {
+        Error::Validation(format!(
+            "{local_type} is no longer subscribed from {}",
+            info.url
+        ))
+    })?;
+    let raw = entry.get("data").cloned().unwrap_or(Value::Null);
+    let inc = Incoming::from_log(&json!({
+        "update_type": entry.get("update_type"), "ref_doctype": sub.remote_type, "docname": entry.get("producer_doc"),
+        "data": raw, "seq": entry.get("seq"), "origin": info.url,
+    }));
+    let caller = site.caller_for(&info.user).await?;
+    let mut tx = site.store.begin().await?;
+    let mut batch = BatchState::load(&mut tx, &info.url).await?;
+    batch.careful = true;
+    let wrote = apply_and_log(
+        site,
+        &mut tx,
+        reg,
+        info,
+        &sub,
+        &caller,
+        remote,
+        &inc,
+        Some(entry),
+        &mut batch,
+    )
+    .await?;
+    batch.known.flush_sync_logs(&mut tx).await?;
+    let status = store::fetch_docs(
+        &mut tx,
+        r#"SELECT status FROM "tabEvent Sync Log" WHERE name = $1"#,
+        &[Param::Text(Some(text(entry.get("name"))))],
+    )
+    .await?;
+    tx.commit().await?;
+    if wrote {
+        if let Some(me) = site.arc() {
+            crate::streaming::producer::notify_consumers(me);
+        }
+    }
+    Ok(status
+        .first()
+        .map(|r| text(r.get("status")))
+        .unwrap_or_default())
+}
+
+/// Retries Failed entries whose `next_retry` has come.
+pub async fn retry_due(site: &Site) -> Result<()> {
+    let mut conn = site.store.conn().await?;
+    let due = store::fetch_docs(
+        &mut conn,
+        r#"SELECT name FROM "tabEvent Sync Log" WHERE status = 'Failed' AND next_retry IS NOT NULL AND next_retry <= $1 ORDER BY seq LIMIT 100"#,
+        &[Param::Text(Some(site.clock.now()))],
+    )
+    .await?;
+    drop(conn);
+    for d in due {
+        let name = text(d.get("name"));
+        if let Err(e) = resync(site, &name).await {
+            tracing::warn!(sync_log = %name, "automatic retry failed: {e}");
+        }
+    }
+    Ok(())
+}

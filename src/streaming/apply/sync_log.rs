@@ -1,0 +1,131 @@
+//! Event Sync Log rows: new ones buffered per page and written many per statement; retries
+//! update their row at once.
+
+use super::*;
+
+pub(super) const SYNC_LOG_COLUMNS: &str = "name, owner, creation, modified, modified_by, docstatus, idx, update_type, ref_doctype, status, event_producer, producer_doc, docname, use_same_name, data, error, seq, retries, next_retry";
+
+impl Known {
+    /// Writes the buffered sync logs, many rows per statement.
+    pub(super) async fn flush_sync_logs(&mut self, conn: &mut AnyConnection) -> Result<()> {
+        let rows = std::mem::take(&mut self.sync_logs);
+        for chunk in rows.chunks(200) {
+            let mut params = Vec::with_capacity(chunk.len() * 15);
+            let mut values = Vec::with_capacity(chunk.len());
+            for row in chunk {
+                let base = params.len();
+                let p = |i: usize| format!("${}", base + i);
+                values.push(format!(
+                    "({}, {}, {}, {}, {}, 0, 0, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 0, {})",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(3),
+                    p(2),
+                    p(4),
+                    p(5),
+                    p(6),
+                    p(7),
+                    p(8),
+                    p(9),
+                    p(10),
+                    p(11),
+                    p(12),
+                    p(13),
+                    p(14)
+                ));
+                params.extend(row.iter().cloned());
+            }
+            store::execute(
+                conn,
+                &format!(
+                    r#"INSERT INTO "tabEvent Sync Log" ({SYNC_LOG_COLUMNS}) VALUES {}"#,
+                    values.join(", ")
+                ),
+                &params,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn retry_delay(site: &Site, retries: i64) -> f64 {
+    (site.config.retry_base_seconds * 2f64.powi(retries.clamp(0, 30) as i32))
+        .min(site.config.retry_max_seconds)
+}
+
+/// Records an attempt. A retry updates its row at once; a new row is buffered in `known` and
+/// written with the page (see [`Known::flush_sync_logs`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn write_sync_log(
+    site: &Site,
+    conn: &mut AnyConnection,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    inc: &Incoming,
+    outcome: Result<String>,
+    retry_of: Option<&Doc>,
+    known: &mut Known,
+) -> Result<String> {
+    let now = site.clock.now();
+    let (status, local, error) = match &outcome {
+        Ok(local) => ("Synced", local.clone(), None),
+        Err(e) => ("Failed", String::new(), Some(e.message())),
+    };
+    let waiting = error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("waiting on "));
+    let retries = retry_of
+        .and_then(|r| r.get("retries"))
+        .and_then(Value::as_i64)
+        .map(|r| r + 1)
+        .unwrap_or(0);
+    let next_retry = if status == "Failed" && !waiting && retries < site.config.retry_max_tries {
+        Some(
+            (site.clock.now_naive()
+                + chrono::Duration::milliseconds((retry_delay(site, retries) * 1000.0) as i64))
+            .format(crate::time::DATETIME_FORMAT)
+            .to_string(),
+        )
+    } else {
+        None
+    };
+    if let Some(prev) = retry_of {
+        store::execute(
+            conn,
+            r#"UPDATE "tabEvent Sync Log" SET status = $1, error = $2, retries = $3, next_retry = $4, docname = $5, modified = $6 WHERE name = $7"#,
+            &[Param::Text(Some(status.into())), Param::Text(error), Param::Int(Some(retries)), Param::Text(next_retry), Param::Text(Some(local).filter(|l| !l.is_empty())), Param::Text(Some(now)), Param::Text(Some(text(prev.get("name"))))],
+        )
+        .await?;
+        return Ok(text(prev.get("name")));
+    }
+    let name = crate::crypto::random_token(10);
+    let data = match &inc.raw_data {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    };
+    if status == "Synced" {
+        known
+            .synced
+            .insert((sub.local_type.clone(), inc.docname.clone()));
+    }
+    known.sync_logs.push(vec![
+        Param::Text(Some(name.clone())),
+        Param::Text(Some(info.user.clone())),
+        Param::Text(Some(now)),
+        Param::Text(Some(inc.update_type.clone())),
+        Param::Text(Some(sub.local_type.clone())),
+        Param::Text(Some(status.into())),
+        Param::Text(Some(info.url.clone())),
+        Param::Text(Some(inc.docname.clone())),
+        Param::Text(Some(local).filter(|l| !l.is_empty())),
+        Param::Int(Some(sub.use_same_name as i64)),
+        Param::Text(data),
+        Param::Text(error),
+        Param::Int(inc.seq),
+        Param::Text(next_retry),
+    ]);
+    Ok(name)
+}
