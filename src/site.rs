@@ -31,7 +31,7 @@ pub struct Site {
     /// Recently verified API keys.
     pub key_cache: crate::service::auth::KeyCache,
     /// Coalesces push notifications to this site's consumers.
-    pub notifier: crate::streaming::producer::Notifier,
+    pub notifier: crate::streaming::notifier::Notifier,
     /// Wakes the pull worker (a producer notified us, or a pull was asked for).
     pub pull_wakeup: tokio::sync::Notify,
     /// The `meta_version` counter the registry was built from, and when it was last compared.

@@ -746,7 +746,7 @@ impl Site {
         }
         if pending.logs_written {
             if let Some(me) = self.arc() {
-                crate::streaming::producer::notify_consumers(me);
+                crate::streaming::notifier::notify_consumers(me);
             }
         }
         for action in pending.after_commit {

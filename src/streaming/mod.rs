@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod dashboard;
 pub mod diff;
 pub mod mapping;
+pub mod notifier;
 pub mod producer;
 pub mod remote;
 pub mod update_log;

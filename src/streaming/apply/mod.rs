@@ -256,7 +256,7 @@ async fn apply_page(
     tx.commit().await?;
     if wrote_logs {
         if let Some(me) = site.arc() {
-            super::producer::notify_consumers(me);
+            super::notifier::notify_consumers(me);
         }
     }
     Ok(Some(applied))

@@ -93,7 +93,7 @@ pub(super) async fn retry_entry(
     tx.commit().await?;
     if wrote {
         if let Some(me) = site.arc() {
-            crate::streaming::producer::notify_consumers(me);
+            crate::streaming::notifier::notify_consumers(me);
         }
     }
     Ok(status

@@ -1,0 +1,169 @@
+//! Push notifications to consumers after commits that wrote update logs: off the request
+//! path, coalesced per consumer, and at most one a second to a consumer that has not pulled
+//! since it was last told. Best effort: the consumer's interval pull is the guarantee.
+
+use super::remote::RemoteSite;
+use crate::error::Result;
+use crate::site::Site;
+use crate::store;
+
+fn text(v: Option<&serde_json::Value>) -> String {
+    super::producer::value_text(v)
+}
+
+/// Sends `new_event_notification` to every consumer with approved rows, at most one in flight each.
+pub fn notify_consumers(site: std::sync::Arc<Site>) {
+    if let Some(consumers) = site.notifier.cached_consumers() {
+        for c in consumers {
+            site.notifier.poke(&site, c);
+        }
+        return;
+    }
+    tokio::spawn(async move {
+        let consumers = match consumers_to_notify(&site).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot list consumers to notify: {e}");
+                return;
+            }
+        };
+        site.notifier.remember_consumers(consumers.clone());
+        for c in consumers {
+            site.notifier.poke(&site, c);
+        }
+    });
+}
+
+async fn consumers_to_notify(site: &Site) -> Result<Vec<String>> {
+    let mut conn = site.store.conn().await?;
+    let rows = store::fetch_docs(&mut conn, r#"SELECT DISTINCT parent FROM "tabEvent Consumer Document Type" WHERE status = 'Approved' AND COALESCE(unsubscribed, 0) = 0"#, &[]).await?;
+    Ok(rows.iter().map(|r| text(r.get("parent"))).collect())
+}
+
+/// How long the list of consumers to notify is trusted (notifications are best effort: the
+/// consumer's interval pull is the guarantee).
+const CONSUMER_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Least time between two notifications to one consumer while writes keep coming.
+const MIN_NOTIFY_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A consumer told of changes that has not pulled since is told again only after this long.
+const RENOTIFY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Coalesces notifications: one in flight per consumer, and one more if changes came
+/// meanwhile; a consumer that has not pulled since it was last told is not told again (its
+/// coming pull sees the new changes) until [`RENOTIFY_AFTER`], so idle consumers cost at most
+/// one notification a second each, whatever the write rate.
+#[derive(Debug, Default)]
+pub struct Notifier {
+    state: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+    /// Per consumer: when it was last told, and whether it has pulled since.
+    told: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, bool)>>,
+    consumers: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
+    targets: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, RemoteSite)>>,
+}
+
+impl Notifier {
+    fn cached_consumers(&self) -> Option<Vec<String>> {
+        let c = self.consumers.lock().expect("notifier lock");
+        c.as_ref()
+            .filter(|(at, _)| at.elapsed() < CONSUMER_LIST_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn remember_consumers(&self, v: Vec<String>) {
+        *self.consumers.lock().expect("notifier lock") = Some((std::time::Instant::now(), v));
+    }
+
+    /// Forgets the consumer list (a subscription changed).
+    pub fn forget_consumers(&self) {
+        *self.consumers.lock().expect("notifier lock") = None;
+        self.targets.lock().expect("notifier lock").clear();
+    }
+
+    /// Records that a consumer pulled: the next change is worth telling it.
+    pub fn pulled(&self, consumer: &str) {
+        if let Some(t) = self.told.lock().expect("notifier lock").get_mut(consumer) {
+            t.1 = true;
+        }
+    }
+
+    fn worth_telling(&self, consumer: &str) -> bool {
+        let mut told = self.told.lock().expect("notifier lock");
+        let now = std::time::Instant::now();
+        match told.get_mut(consumer) {
+            Some((at, pulled)) if !*pulled && at.elapsed() < RENOTIFY_AFTER => false,
+            Some(t) => {
+                *t = (now, false);
+                true
+            }
+            None => {
+                told.insert(consumer.to_string(), (now, false));
+                true
+            }
+        }
+    }
+
+    fn poke(&self, site: &std::sync::Arc<Site>, consumer: String) {
+        {
+            let mut st = self.state.lock().expect("notifier lock");
+            if let Some(dirty) = st.get_mut(&consumer) {
+                *dirty = true;
+                return;
+            }
+            st.insert(consumer.clone(), false);
+        }
+        let site = site.clone();
+        tokio::spawn(async move {
+            loop {
+                let started = std::time::Instant::now();
+                if site.notifier.worth_telling(&consumer) {
+                    if let Err(e) = send_notification(&site, &consumer).await {
+                        tracing::debug!(consumer = %consumer, "notification not delivered (the consumer will pull on its interval): {e}");
+                    }
+                }
+                {
+                    let mut st = site.notifier.state.lock().expect("notifier lock");
+                    match st.get_mut(&consumer) {
+                        Some(dirty) if *dirty => *dirty = false,
+                        _ => {
+                            st.remove(&consumer);
+                            break;
+                        }
+                    }
+                }
+                if let Some(rest) = MIN_NOTIFY_GAP.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(rest).await;
+                }
+            }
+        });
+    }
+}
+
+async fn send_notification(site: &Site, consumer: &str) -> Result<()> {
+    let cached = site
+        .notifier
+        .targets
+        .lock()
+        .expect("notifier lock")
+        .get(consumer)
+        .cloned();
+    let remote = match cached {
+        Some((at, r)) if at.elapsed() < CONSUMER_LIST_TTL => r,
+        _ => {
+            let r = super::remote_with_stored_keys(site, "Event Consumer", consumer).await?;
+            site.notifier
+                .targets
+                .lock()
+                .expect("notifier lock")
+                .insert(consumer.to_string(), (std::time::Instant::now(), r.clone()));
+            r
+        }
+    };
+    remote
+        .call(
+            "frappe.event_streaming.doctype.event_producer.event_producer.new_event_notification",
+            &[("producer_url", site.config.url.clone())],
+        )
+        .await?;
+    Ok(())
+}
