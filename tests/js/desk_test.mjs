@@ -447,6 +447,24 @@ try {
     await visitor.context().close();
   });
 
+  await step("Pull Now on the consumer, then Reject on the producer stops the flow", p, async () => {
+    await open(c, C + "/app/event-producer/" + encodeURIComponent(P), '[data-action="pull-now"]');
+    await c.click('[data-action="pull-now"]');
+    await c.waitForSelector('[data-role="form-success"]:has-text("updates applied")');
+    await open(p, P + "/app/event-consumer/" + encodeURIComponent(C), '[data-action="reject"]');
+    await p.click('[data-action="reject"]');
+    await p.waitForSelector('[data-role="form-success"]');
+    assert((await p.inputValue('[data-fieldname="consumer_doctypes"] .grid-row select')) === "Rejected", "row Rejected");
+    await eventually(c, C + "/app/event-producer/" + encodeURIComponent(P), '[data-fieldname="producer_doctypes"] .pill:text("Rejected")');
+    await createItem(p, P, "DESK-AFTER-REJECT", "Desk Products");
+    await open(c, C + "/app/event-producer/" + encodeURIComponent(P), '[data-action="pull-now"]');
+    await c.click('[data-action="pull-now"]');
+    await c.waitForSelector('[data-role="form-success"]:has-text("0 updates applied")');
+    await open(c, C + "/app/item", 'tr[data-name="DESK-001"]');
+    assert(await c.locator('tr[data-name="DESK-AFTER-REJECT"]').count() === 0, "a rejected type leaks nothing");
+    await shot(c, "24-after-reject");
+  });
+
   await step("log out", p, async () => {
     await p.click('[data-action="user-menu"]');
     await p.click('[data-action="logout"]');
