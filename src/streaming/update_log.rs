@@ -36,17 +36,19 @@ async fn claim_seq(conn: &mut AnyConnection, dt: &DocType) -> Result<Option<i64>
         .and_then(Value::as_i64))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn write(
+/// Takes a seq (when `dt` is streamed) and writes one log; `data` is computed only then.
+async fn log(
     site: &Site,
     conn: &mut AnyConnection,
     update_type: &str,
     dt: &DocType,
     docname: &str,
-    data: Option<String>,
+    data: impl FnOnce() -> Option<String>,
     flags: &WriteFlags,
-    seq: i64,
-) -> Result<()> {
+) -> Result<bool> {
+    let Some(seq) = claim_seq(conn, dt).await? else {
+        return Ok(false);
+    };
     let now = site.clock.now();
     let sql = r#"INSERT INTO "tabEvent Update Log" (name, owner, creation, modified, modified_by, docstatus, idx,
         update_type, ref_doctype, docname, data, seq, origin, for_consumer)
@@ -60,12 +62,12 @@ async fn write(
             Param::Text(Some(update_type.into())),
             Param::Text(Some(dt.name.clone())),
             Param::Text(Some(docname.into())),
-            Param::Text(data),
+            Param::Text(data()),
             Param::Text(flags.origin.clone()),
         ],
     )
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// The Create payload: the whole document without nulls, as Frappe writes it.
@@ -94,22 +96,9 @@ pub async fn record_insert(
     doc: &Doc,
     flags: &WriteFlags,
 ) -> Result<bool> {
-    let Some(seq) = claim_seq(conn, dt).await? else {
-        return Ok(false);
-    };
     let name = name_text(&doc["name"]);
-    write(
-        site,
-        conn,
-        "Create",
-        dt,
-        &name,
-        Some(frappe_json(&create_payload(doc))),
-        flags,
-        seq,
-    )
-    .await?;
-    Ok(true)
+    let data = || Some(frappe_json(&create_payload(doc)));
+    log(site, conn, "Create", dt, &name, data, flags).await
 }
 
 /// Logs an Update with the diff the writer computed (nothing when nothing changed).
@@ -125,21 +114,8 @@ pub async fn record_update(
     if d.is_empty() {
         return Ok(false);
     }
-    let Some(seq) = claim_seq(conn, dt).await? else {
-        return Ok(false);
-    };
-    write(
-        site,
-        conn,
-        "Update",
-        dt,
-        docname,
-        Some(frappe_json(&d.to_value())),
-        flags,
-        seq,
-    )
-    .await?;
-    Ok(true)
+    let data = || Some(frappe_json(&d.to_value()));
+    log(site, conn, "Update", dt, docname, data, flags).await
 }
 
 /// Logs a Delete (no data).
@@ -151,21 +127,8 @@ pub async fn record_delete(
     doc: &Doc,
     flags: &WriteFlags,
 ) -> Result<bool> {
-    let Some(seq) = claim_seq(conn, dt).await? else {
-        return Ok(false);
-    };
-    write(
-        site,
-        conn,
-        "Delete",
-        dt,
-        &name_text(&doc["name"]),
-        None,
-        flags,
-        seq,
-    )
-    .await?;
-    Ok(true)
+    let name = name_text(&doc["name"]);
+    log(site, conn, "Delete", dt, &name, || None, flags).await
 }
 
 /// Logs a rename as an Update of `name` carrying `old_name`.
@@ -178,26 +141,15 @@ pub async fn record_rename(
     after: &Doc,
     flags: &WriteFlags,
 ) -> Result<bool> {
-    let Some(seq) = claim_seq(conn, dt).await? else {
-        return Ok(false);
-    };
     let old = name_text(&before["name"]);
     let new = name_text(&after["name"]);
-    let mut changed = Map::new();
-    changed.insert("name".into(), Value::String(new.clone()));
-    let data = serde_json::json!({"changed": changed, "added": {}, "removed": {}, "row_changed": {}, "old_name": old});
-    write(
-        site,
-        conn,
-        "Update",
-        dt,
-        &new,
-        Some(frappe_json(&data)),
-        flags,
-        seq,
-    )
-    .await?;
-    Ok(true)
+    let data = || {
+        let mut changed = Map::new();
+        changed.insert("name".into(), Value::String(new.clone()));
+        let data = serde_json::json!({"changed": changed, "added": {}, "removed": {}, "row_changed": {}, "old_name": old});
+        Some(frappe_json(&data))
+    };
+    log(site, conn, "Update", dt, &new, data, flags).await
 }
 
 /// Deletes update logs older than the retention period that every consumer with approved rows

@@ -487,31 +487,9 @@ async fn apply_one(
     };
     match inc.update_type.as_str() {
         "Create" => {
-            let doc = to_local(
-                site,
-                conn,
-                reg,
-                info,
-                sub,
-                caller,
-                remote,
-                known,
-                &strip_dunder(&inc.data),
-            )
-            .await?;
-            upsert(
-                site,
-                conn,
-                reg,
-                &dt,
-                info,
-                sub,
-                caller,
-                remote,
-                known,
-                &flags,
-                &inc.docname,
-                doc,
+            let whole = strip_dunder(&inc.data);
+            apply_whole(
+                site, conn, reg, &dt, info, sub, caller, remote, known, &flags, inc, &whole,
             )
             .await
         }
@@ -530,32 +508,9 @@ async fn apply_one(
                 {
                     return Ok(inc.docname.clone());
                 }
-                let whole = remote.get_doc(&inc.remote_type, &inc.docname).await?;
-                let doc = to_local(
-                    site,
-                    conn,
-                    reg,
-                    info,
-                    sub,
-                    caller,
-                    remote,
-                    known,
-                    &strip_dunder(&whole),
-                )
-                .await?;
-                return upsert(
-                    site,
-                    conn,
-                    reg,
-                    &dt,
-                    info,
-                    sub,
-                    caller,
-                    remote,
-                    known,
-                    &flags,
-                    &inc.docname,
-                    doc,
+                let whole = strip_dunder(&remote.get_doc(&inc.remote_type, &inc.docname).await?);
+                return apply_whole(
+                    site, conn, reg, &dt, info, sub, caller, remote, known, &flags, inc, &whole,
                 )
                 .await;
             };
@@ -628,6 +583,41 @@ async fn apply_one(
         },
         other => Err(Error::Validation(format!("unknown update_type {other:?}"))),
     }
+}
+
+/// Applies a whole producer document (a Create, or an Update of a document missing here):
+/// mapped if the row has a mapping, then inserted or matched to its local copy.
+#[allow(clippy::too_many_arguments)]
+async fn apply_whole(
+    site: &Site,
+    conn: &mut AnyConnection,
+    reg: &Registry,
+    dt: &DocType,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    caller: &Caller,
+    remote: &RemoteSite,
+    known: &mut Known,
+    flags: &WriteFlags,
+    inc: &Incoming,
+    whole: &Doc,
+) -> Result<String> {
+    let doc = to_local(site, conn, reg, info, sub, caller, remote, known, whole).await?;
+    upsert(
+        site,
+        conn,
+        reg,
+        dt,
+        info,
+        sub,
+        caller,
+        remote,
+        known,
+        flags,
+        &inc.docname,
+        doc,
+    )
+    .await
 }
 
 /// Inserts a producer document, or updates the local copy to match it when it was synced before.
