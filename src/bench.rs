@@ -820,44 +820,33 @@ fn print_table(r: &Report) {
     let mut out = String::new();
     out.push_str(&format!("\ndocstream bench: {} documents (N/2 Items, N/2 Sales Invoices x {ROWS_PER_INVOICE} rows), SQLite WAL synchronous={}\n", r.docs, r.sqlite_synchronous));
     out.push_str(&format!("{:<40}{:>12}\n", "measure", "docs/s"));
-    out.push_str(&format!(
-        "{:<40}{:>12.0}\n",
-        "raw_insert (batched, 1000/tx)", r.raw_insert_per_s
-    ));
-    out.push_str(&format!(
-        "{:<40}{}\n",
-        "producer_write, streaming off",
-        f(r.producer_write_per_s.get("off"))
-    ));
-    out.push_str(&format!(
-        "{:<40}{}\n",
-        "producer_write, 1 consumer",
-        f(r.producer_write_per_s.get("1"))
-    ));
-    out.push_str(&format!(
-        "{:<40}{}\n",
-        "producer_write, 10 consumers",
-        f(r.producer_write_per_s.get("10"))
-    ));
-    out.push_str(&format!(
-        "{:<40}{}\n",
-        "rest_get (GET /api/resource)",
-        f(r.extra.get("rest_get_per_s"))
-    ));
-    out.push_str(&format!(
-        "{:<40}{:>12.0}\n",
-        "stream_apply", r.stream_apply_per_s
-    ));
-    out.push_str(&format!(
-        "{:<40}{}\n",
-        "catch_up (updates/s)",
-        f(r.extra.get("catch_up_per_s"))
-    ));
-    out.push_str(&format!(
-        "{:<40}{}\n",
-        "stream_apply, dependencies missing",
-        f(r.extra.get("stream_apply_missing_deps_per_s"))
-    ));
+    let extra = |k: &str| r.extra.get(k);
+    let raw = json!(r.raw_insert_per_s);
+    let apply = json!(r.stream_apply_per_s);
+    for (label, v) in [
+        ("raw_insert (batched, 1000/tx)", Some(&raw)),
+        (
+            "producer_write, streaming off",
+            r.producer_write_per_s.get("off"),
+        ),
+        (
+            "producer_write, 1 consumer",
+            r.producer_write_per_s.get("1"),
+        ),
+        (
+            "producer_write, 10 consumers",
+            r.producer_write_per_s.get("10"),
+        ),
+        ("rest_get (GET /api/resource)", extra("rest_get_per_s")),
+        ("stream_apply", Some(&apply)),
+        ("catch_up (updates/s)", extra("catch_up_per_s")),
+        (
+            "stream_apply, dependencies missing",
+            extra("stream_apply_missing_deps_per_s"),
+        ),
+    ] {
+        out.push_str(&format!("{label:<40}{}\n", f(v)));
+    }
     let ms = |k: &str| {
         r.latency_ms
             .get(k)
