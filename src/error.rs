@@ -112,6 +112,24 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+            if matches!(
+                f.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ) {
+                let msg = msg.clone().unwrap_or_else(|| f.to_string());
+                return Error::DuplicateEntry(format!("Duplicate entry: {msg}"));
+            }
+        }
+        let id = rand::random::<u32>();
+        tracing::error!(error_id = format!("{id:08x}"), "database error: {e}");
+        Error::Internal(format!("Internal error (id {id:08x}); see the server log"))
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::BadRequest(format!("Invalid JSON: {e}"))

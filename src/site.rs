@@ -101,9 +101,8 @@ impl Site {
         let store = Store::open(&config.db_url, true).await?;
         {
             let mut conn = store.conn().await?;
-            let probe = sqlx::query(r#"SELECT 1 FROM "tabDocType" LIMIT 1"#)
-                .fetch_optional(&mut *conn)
-                .await;
+            let probe =
+                store::fetch_values(&mut conn, r#"SELECT 1 FROM "tabDocType" LIMIT 1"#, &[]).await;
             if probe.is_ok() {
                 return Err(Error::Validation(format!(
                     "database {} already holds a site; use an empty database",
@@ -273,7 +272,7 @@ impl Site {
 /// The counter bumped by every change of a DocType or Custom Field.
 pub const META_VERSION: &str = "meta_version";
 
-async fn meta_version(conn: &mut sqlx::AnyConnection) -> Result<i64> {
+async fn meta_version(conn: &mut crate::store::Conn) -> Result<i64> {
     store::counter_value(conn, META_VERSION).await
 }
 

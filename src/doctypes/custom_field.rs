@@ -6,9 +6,9 @@ use crate::meta::{
 };
 use crate::service::documents::Pending;
 use crate::site::Site;
+use crate::store::Conn;
 use crate::store::{self, Doc};
 use serde_json::Value;
-use sqlx::AnyConnection;
 
 fn text(doc: &Doc, f: &str) -> String {
     doc.get(f)
@@ -62,7 +62,7 @@ pub fn validate(reg: &Registry, doc: &mut Doc, old: Option<&Doc>) -> Result<()> 
 
 pub async fn after_write(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     doc: &Doc,
     pending: &mut Pending,

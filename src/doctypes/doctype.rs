@@ -6,9 +6,9 @@ use crate::meta::{
 };
 use crate::service::documents::Pending;
 use crate::site::Site;
+use crate::store::Conn;
 use crate::store::{self, Doc};
 use serde_json::Value;
-use sqlx::AnyConnection;
 use std::collections::HashSet;
 
 fn parse(doc: &Doc) -> Result<DocType> {
@@ -123,7 +123,7 @@ pub fn check_options(
 
 pub async fn after_write(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     doc: &Doc,
     old: Option<&Doc>,
     pending: &mut Pending,
@@ -137,11 +137,7 @@ pub async fn after_write(
     Ok(())
 }
 
-pub async fn before_delete(
-    conn: &mut AnyConnection,
-    doc: &Doc,
-    pending: &mut Pending,
-) -> Result<()> {
+pub async fn before_delete(conn: &mut Conn, doc: &Doc, pending: &mut Pending) -> Result<()> {
     let dt = parse(doc)?;
     if !dt.custom {
         return Err(Error::Validation(format!(
@@ -150,9 +146,11 @@ pub async fn before_delete(
         )));
     }
     if !dt.issingle {
-        use sqlx::Executor;
-        conn.execute(format!("DROP TABLE IF EXISTS {}", store::q(&dt.table())).as_str())
-            .await?;
+        store::execute_batch(
+            conn,
+            &format!("DROP TABLE IF EXISTS {}", store::q(&dt.table())),
+        )
+        .await?;
     }
     pending.meta_changed = true;
     Ok(())

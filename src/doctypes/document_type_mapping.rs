@@ -4,15 +4,15 @@
 
 use crate::error::{Error, Result};
 use crate::meta::{FieldType, Registry};
+use crate::store::Conn;
 use crate::store::{self, Doc, Param};
 use serde_json::Value;
-use sqlx::AnyConnection;
 
 fn text(v: Option<&Value>) -> String {
     crate::streaming::producer::value_text(v)
 }
 
-pub async fn validate(conn: &mut AnyConnection, reg: &Registry, doc: &Doc) -> Result<()> {
+pub async fn validate(conn: &mut Conn, reg: &Registry, doc: &Doc) -> Result<()> {
     let local = text(doc.get("local_doctype"));
     let dt = reg.get(&local).map_err(|_| {
         Error::Validation(format!(

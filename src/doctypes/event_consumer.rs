@@ -4,9 +4,9 @@ use crate::error::{Error, Result};
 use crate::service::documents::{AfterCommit, Pending};
 use crate::service::permissions::Caller;
 use crate::site::Site;
+use crate::store::Conn;
 use crate::store::{self, Doc, Param};
 use serde_json::Value;
-use sqlx::AnyConnection;
 
 fn rows(doc: Option<&Doc>) -> Vec<Value> {
     doc.and_then(|d| d.get("consumer_doctypes"))
@@ -81,7 +81,7 @@ pub fn validate(
 
 pub async fn after_write(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     doc: &Doc,
     old: Option<&Doc>,
     pending: &mut Pending,
@@ -99,7 +99,7 @@ pub async fn after_write(
     Ok(())
 }
 
-pub async fn before_delete(conn: &mut AnyConnection, doc: &Doc) -> Result<()> {
+pub async fn before_delete(conn: &mut Conn, doc: &Doc) -> Result<()> {
     let url = doc
         .get("name")
         .and_then(Value::as_str)

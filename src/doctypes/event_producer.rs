@@ -4,10 +4,10 @@
 use crate::error::{Error, Result};
 use crate::service::documents::{AfterCommit, Pending};
 use crate::site::Site;
+use crate::store::Conn;
 use crate::store::{self, Doc, Param};
 use crate::streaming::consumer;
 use serde_json::Value;
-use sqlx::AnyConnection;
 
 fn text(doc: &Doc, f: &str) -> String {
     doc.get(f)
@@ -48,7 +48,7 @@ fn subscription_of(doc: &Doc) -> Vec<(String, i64, String, i64, String)> {
 }
 
 pub async fn validate(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     doc: &mut Doc,
     old: Option<&Doc>,
     pending: &mut Pending,
@@ -88,7 +88,7 @@ pub async fn validate(
 
 pub async fn after_write(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     doc: &Doc,
     old: Option<&Doc>,
     pending: &mut Pending,
@@ -110,7 +110,7 @@ pub async fn after_write(
 
 pub async fn before_delete(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     doc: &Doc,
     pending: &mut Pending,
 ) -> Result<()> {

@@ -14,15 +14,15 @@ use crate::meta::{DocType, Registry};
 use crate::service::documents::{AfterCommit, Pending};
 use crate::service::permissions::Caller;
 use crate::site::Site;
+use crate::store::Conn;
 use crate::store::Doc;
 use crate::streaming::consumer::Registration;
-use sqlx::AnyConnection;
 
 /// Runs the type's validation before a save; may change the document.
 #[allow(clippy::too_many_arguments)]
 pub async fn validate(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     dt: &DocType,
     doc: &mut Doc,
@@ -48,7 +48,7 @@ pub async fn validate(
 /// Runs the type's side effects after its row is written, in the same transaction.
 pub async fn after_write(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     dt: &DocType,
     doc: &Doc,
@@ -60,7 +60,7 @@ pub async fn after_write(
 }
 
 /// Other processes reload their registry when this counter moves (same transaction).
-async fn bump_meta_version(conn: &mut AnyConnection, pending: &Pending) -> Result<()> {
+async fn bump_meta_version(conn: &mut Conn, pending: &Pending) -> Result<()> {
     if pending.meta_changed {
         crate::store::next_counter(conn, crate::site::META_VERSION).await?;
     }
@@ -69,7 +69,7 @@ async fn bump_meta_version(conn: &mut AnyConnection, pending: &Pending) -> Resul
 
 async fn run_after_write(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     dt: &DocType,
     doc: &Doc,
@@ -88,7 +88,7 @@ async fn run_after_write(
 /// Runs the type's checks before a delete, in the same transaction.
 pub async fn before_delete(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     dt: &DocType,
     doc: &Doc,
@@ -100,7 +100,7 @@ pub async fn before_delete(
 
 async fn run_before_delete(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     _reg: &Registry,
     dt: &DocType,
     doc: &Doc,
@@ -152,7 +152,7 @@ pub async fn prepare_insert(
 /// Inside the insert's transaction, after the row: stores what `prepare_insert` learned.
 pub async fn finish_insert(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     doc: &Doc,
     prepared: Option<&Registration>,
     pending: &mut Pending,

@@ -8,9 +8,9 @@ use crate::doctypes;
 use crate::error::{Error, Result};
 use crate::meta::{DocField, DocType, FieldType, PermType, Registry, Storage};
 use crate::site::Site;
-use crate::store::{self, Doc, ListQuery};
+use crate::store::Conn;
+use crate::store::{self, Doc, ListQuery, Param};
 use serde_json::Value;
-use sqlx::AnyConnection;
 
 /// Options of a write that server code (not API clients) may set.
 #[derive(Debug, Clone, Default)]
@@ -83,13 +83,17 @@ pub fn name_text(v: &Value) -> String {
     }
 }
 
+fn text(s: &str) -> Param {
+    Param::Text(Some(s.to_string()))
+}
+
 fn not_found(dt: &DocType, name: &str) -> Error {
     Error::DoesNotExist(format!("{} {} not found", dt.name, name))
 }
 
 /// Reads a whole document (child rows included) inside a connection or transaction.
 pub async fn load_doc(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     dt: &DocType,
     name: &str,
@@ -364,12 +368,7 @@ pub fn links_of(reg: &Registry, dt: &DocType, doc: &Doc) -> Result<Vec<(String, 
     Ok(out)
 }
 
-async fn check_links(
-    conn: &mut AnyConnection,
-    reg: &Registry,
-    dt: &DocType,
-    doc: &Doc,
-) -> Result<()> {
+async fn check_links(conn: &mut Conn, reg: &Registry, dt: &DocType, doc: &Doc) -> Result<()> {
     // One query per target type, however many links point at it (an invoice's item rows).
     let links = links_of(reg, dt, doc)?;
     let mut by_target: Vec<(String, Vec<String>)> = Vec::new();
@@ -459,7 +458,7 @@ async fn check_links(
 /// Writes the document's child rows (after removing the old ones when `replace`); returns
 /// them as stored, by table field.
 async fn write_children(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     dt: &DocType,
     doc: &Doc,
@@ -573,7 +572,7 @@ fn duplicate(dt: &DocType, doc: &Doc, e: Error) -> Error {
 
 async fn store_secrets(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     dt: &DocType,
     name: &str,
     pending: &Pending,
@@ -605,44 +604,37 @@ async fn store_secrets(
 
 /// Stores a secret in `__Auth` (encrypted value or password hash).
 pub async fn set_auth(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     doctype: &str,
     name: &str,
     field: &str,
     value: &str,
     encrypted: bool,
 ) -> Result<()> {
-    sqlx::query(
+    store::execute(
+        conn,
         r#"INSERT INTO "__Auth" (doctype, name, fieldname, password, encrypted) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (doctype, name, fieldname) DO UPDATE SET password = excluded.password, encrypted = excluded.encrypted"#,
+        &[text(doctype), text(name), text(field), text(value), Param::Int(Some(encrypted as i64))],
     )
-    .bind(doctype)
-    .bind(name)
-    .bind(field)
-    .bind(value)
-    .bind(encrypted as i64)
-    .execute(conn)
     .await?;
     Ok(())
 }
 
 /// Reads a secret from `__Auth` as stored.
 pub async fn get_auth(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     doctype: &str,
     name: &str,
     field: &str,
 ) -> Result<Option<String>> {
-    use sqlx::Row;
-    let row = sqlx::query(
+    let v = store::fetch_scalar(
+        conn,
         r#"SELECT password FROM "__Auth" WHERE doctype = $1 AND name = $2 AND fieldname = $3"#,
+        &[text(doctype), text(name), text(field)],
     )
-    .bind(doctype)
-    .bind(name)
-    .bind(field)
-    .fetch_optional(conn)
     .await?;
-    Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
+    Ok(v.and_then(|v| v.as_str().map(str::to_string)))
 }
 
 fn docstatus_of(doc: &Doc) -> i64 {
@@ -758,7 +750,7 @@ impl Site {
     /// Inserts inside the caller's transaction.
     pub async fn insert_in(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         reg: &Registry,
         caller: &Caller,
         dt: &DocType,
@@ -873,7 +865,7 @@ impl Site {
     #[allow(clippy::too_many_arguments)]
     pub async fn update_in(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         reg: &Registry,
         caller: &Caller,
         dt: &DocType,
@@ -902,7 +894,7 @@ impl Site {
     #[allow(clippy::too_many_arguments)]
     pub async fn update_loaded(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         reg: &Registry,
         caller: &Caller,
         dt: &DocType,
@@ -1105,7 +1097,7 @@ impl Site {
     /// Deletes inside the caller's transaction.
     pub async fn delete_in(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         reg: &Registry,
         caller: &Caller,
         dt: &DocType,
@@ -1138,11 +1130,12 @@ impl Site {
             store::delete_child_rows(conn, &child, &dt.name, name, &tf.fieldname).await?;
         }
         store::delete_row(conn, dt, &doc["name"]).await?;
-        sqlx::query(r#"DELETE FROM "__Auth" WHERE doctype = $1 AND name = $2"#)
-            .bind(&dt.name)
-            .bind(name)
-            .execute(&mut *conn)
-            .await?;
+        store::execute(
+            conn,
+            r#"DELETE FROM "__Auth" WHERE doctype = $1 AND name = $2"#,
+            &[text(&dt.name), text(name)],
+        )
+        .await?;
         pending.logs_written |=
             crate::streaming::update_log::record_delete(self, conn, reg, dt, &doc, flags).await?;
         Ok(pending)
@@ -1176,7 +1169,7 @@ impl Site {
     #[allow(clippy::too_many_arguments)]
     pub async fn rename_in(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         reg: &Registry,
         caller: &Caller,
         dt: &DocType,
@@ -1369,14 +1362,12 @@ impl Site {
                 Value::Null => None,
                 other => Some(name_text(other)),
             };
-            sqlx::query(
+            store::execute(
+                &mut tx,
                 r#"INSERT INTO "tabSingles" (doctype, field, value) VALUES ($1, $2, $3)
                    ON CONFLICT (doctype, field) DO UPDATE SET value = excluded.value"#,
+                &[self::text(&dt.name), self::text(k), Param::Text(text)],
             )
-            .bind(&dt.name)
-            .bind(k)
-            .bind(text)
-            .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
@@ -1421,12 +1412,7 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-async fn check_not_linked(
-    conn: &mut AnyConnection,
-    reg: &Registry,
-    dt: &DocType,
-    name: &str,
-) -> Result<()> {
+async fn check_not_linked(conn: &mut Conn, reg: &Registry, dt: &DocType, name: &str) -> Result<()> {
     for l in reg.links_to(&dt.name) {
         if matches!(l.doctype.as_str(), "Event Update Log" | "Event Sync Log") {
             continue;

@@ -3,13 +3,13 @@
 use crate::crypto::random_token;
 use crate::error::{Error, Result};
 use crate::meta::DocType;
+use crate::store::Conn;
 use crate::store::{next_counter, Doc};
 use serde_json::Value;
-use sqlx::AnyConnection;
 
 /// Picks the name of a new document; `given` is the client's name when it may choose one.
 pub async fn new_name(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     dt: &DocType,
     doc: &Doc,
     given: Option<&str>,
@@ -100,12 +100,7 @@ fn date_part(part: &str, today: &str) -> Option<String> {
 
 /// `SINV-.YYYY.-` or `NOTE-.#####`: dot-separated parts; `#` runs are the counter (width 5
 /// when the pattern has none), date parts are today, `{field}` or a bare fieldname is its value.
-async fn series_name(
-    conn: &mut AnyConnection,
-    pattern: &str,
-    doc: &Doc,
-    today: &str,
-) -> Result<String> {
+async fn series_name(conn: &mut Conn, pattern: &str, doc: &Doc, today: &str) -> Result<String> {
     let mut prefix = String::new();
     let mut width = None;
     for part in pattern.split('.') {
@@ -126,12 +121,7 @@ async fn series_name(
 }
 
 /// `format:INV-{customer}-{####}`.
-async fn format_name(
-    conn: &mut AnyConnection,
-    fmt: &str,
-    doc: &Doc,
-    today: &str,
-) -> Result<String> {
+async fn format_name(conn: &mut Conn, fmt: &str, doc: &Doc, today: &str) -> Result<String> {
     let mut out = String::new();
     let mut rest = fmt;
     let mut counter_at = None;

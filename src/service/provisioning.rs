@@ -130,26 +130,23 @@ async fn seed(site: &Site, admin_password: &str) -> Result<()> {
 
 /// Drops every table of the site's database (for PostgreSQL sites; SQLite goes with its folder).
 pub async fn drop_tables(site: &Site) -> Result<()> {
-    use sqlx::Row;
     if site.store.dialect() != crate::store::Dialect::Postgres {
         return Ok(());
     }
     let mut conn = site.store.conn().await?;
-    let tables: Vec<String> =
-        sqlx::query("SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()")
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .filter_map(|r| r.try_get::<String, _>(0).ok())
-            .filter(|t| t.starts_with("tab") || t.starts_with("__"))
-            .collect();
+    let tables: Vec<String> = crate::store::fetch_values(
+        &mut conn,
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()",
+        &[],
+    )
+    .await?
+    .into_iter()
+    .filter_map(|r| r.into_iter().next()?.as_str().map(str::to_string))
+    .filter(|t| t.starts_with("tab") || t.starts_with("__"))
+    .collect();
     for t in tables {
-        sqlx::query(&format!(
-            "DROP TABLE IF EXISTS {} CASCADE",
-            crate::store::q(&t)
-        ))
-        .execute(&mut *conn)
-        .await?;
+        let sql = format!("DROP TABLE IF EXISTS {} CASCADE", crate::store::q(&t));
+        crate::store::execute_batch(&mut conn, &sql).await?;
     }
     Ok(())
 }

@@ -1,13 +1,16 @@
 //! The store: one relational database per site, SQLite or PostgreSQL, in Frappe's table layout.
 //!
 //! Everything here speaks SQL and plain JSON values; nothing here knows about HTTP, users or
-//! permissions. Both backends go through `sqlx::Any`, with the few dialect differences in
-//! [`Dialect`].
+//! permissions. SQLite runs through rusqlite on the caller's thread (`sqlite.rs`), PostgreSQL
+//! through a sqlx pool (`postgres.rs`); callers see one [`Conn`] and [`Tx`], and the few dialect
+//! differences in [`Dialect`].
 
+mod postgres;
 mod raw_sql;
 mod rows;
 mod schema;
 mod select;
+mod sqlite;
 
 pub use raw_sql::translate_frappe_sql;
 pub use rows::{
@@ -21,10 +24,8 @@ pub use select::{Filter, ListQuery, Op};
 
 use crate::error::Result;
 use serde_json::{Map, Value};
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow, AnyTypeInfoKind};
-use sqlx::{AnyConnection, AnyPool, Column, Row, ValueRef};
-use std::str::FromStr;
-use std::time::Duration;
+use sqlx::AnyPool;
+use std::sync::Arc;
 
 /// A document or row as JSON fields.
 pub type Doc = Map<String, Value>;
@@ -71,113 +72,161 @@ pub fn q(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-/// A site's database connection pool.
+/// A site's database: SQLite (one writer, pooled readers) or a PostgreSQL pool.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
-    dialect: Dialect,
+    backend: Backend,
 }
 
-/// A write transaction.
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(Arc<sqlite::Db>),
+    Postgres(AnyPool),
+}
+
+/// A database connection: a reader from [`Store::conn`], or the inside of a [`Tx`].
+#[derive(Debug)]
+pub struct Conn(Inner);
+
+#[derive(Debug)]
+enum Inner {
+    Sqlite(sqlite::Handle),
+    Postgres(postgres::Handle),
+    /// A transaction's connection after commit or rollback.
+    Done,
+}
+
+/// A write transaction; rolled back when dropped without [`Tx::commit`].
+#[derive(Debug)]
+pub struct Tx {
+    conn: Conn,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
+impl Tx {
+    /// Commits.
+    pub async fn commit(mut self) -> Result<()> {
+        match std::mem::replace(&mut self.conn.0, Inner::Done) {
+            Inner::Sqlite(h) => sqlite::execute_batch(h.conn(), "COMMIT"),
+            Inner::Postgres(postgres::Handle::Tx(t)) => Ok(t.commit().await?),
+            _ => Ok(()),
+        }
+    }
+
+    /// Rolls back.
+    pub async fn rollback(mut self) -> Result<()> {
+        match std::mem::replace(&mut self.conn.0, Inner::Done) {
+            Inner::Sqlite(h) => sqlite::execute_batch(h.conn(), "ROLLBACK"),
+            Inner::Postgres(postgres::Handle::Tx(t)) => Ok(t.rollback().await?),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        // PostgreSQL's transaction rolls itself back when dropped; SQLite's is ended here,
+        // before the writer goes back to the next task.
+        if let Inner::Sqlite(h) = &self.conn.0 {
+            if !h.conn().is_autocommit() {
+                let _ = h.conn().execute_batch("ROLLBACK");
+            }
+        }
+    }
+}
 
 impl Store {
     /// Opens (creating when `create`) the database at `url` (`sqlite://...` or `postgres://...`).
     pub async fn open(url: &str, create: bool) -> Result<Store> {
-        sqlx::any::install_default_drivers();
-        let dialect = if url.starts_with("postgres") {
-            Dialect::Postgres
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres(postgres::open(url).await?)
         } else {
-            Dialect::Sqlite
+            Backend::Sqlite(sqlite::Db::open(url, create)?)
         };
-        let url = match dialect {
-            Dialect::Sqlite if create => format!("{url}?mode=rwc"),
-            Dialect::Sqlite => format!("{url}?mode=rw"),
-            Dialect::Postgres => url.to_string(),
-        };
-        let opts = AnyConnectOptions::from_str(&url)
-            .map_err(|e| crate::Error::Validation(format!("bad database URL: {e}")))?;
-        // One direct connection first, so a wrong URL fails at once instead of after the
-        // pool's acquire timeout.
-        {
-            use sqlx::Connection;
-            let conn = AnyConnection::connect_with(&opts).await.map_err(|e| {
-                crate::Error::Validation(format!("cannot open database {}: {e}", redact(&url)))
-            })?;
-            conn.close().await.ok();
-        }
-        let max = if dialect == Dialect::Sqlite { 8 } else { 10 };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        use sqlx::Executor;
-                        conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
-                             PRAGMA busy_timeout=30000; PRAGMA foreign_keys=OFF;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(opts)
-            .await
-            .map_err(|e| {
-                crate::Error::Validation(format!("cannot open database {}: {e}", redact(&url)))
-            })?;
-        Ok(Store { pool, dialect })
+        Ok(Store { backend })
     }
 
     /// The dialect.
     pub fn dialect(&self) -> Dialect {
-        self.dialect
+        match self.backend {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
+        }
     }
 
     /// Begins a write transaction (on SQLite it takes the write lock at once, so concurrent
     /// writers wait instead of failing).
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
-        })
+        let inner = match &self.backend {
+            Backend::Sqlite(db) => {
+                let h = db.writer().await;
+                sqlite::execute_batch(h.conn(), "BEGIN IMMEDIATE")?;
+                Inner::Sqlite(h)
+            }
+            Backend::Postgres(pool) => Inner::Postgres(postgres::Handle::Tx(pool.begin().await?)),
+        };
+        Ok(Tx { conn: Conn(inner) })
     }
 
-    /// A pooled connection for reads.
-    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
-        Ok(self.pool.acquire().await?)
+    /// A connection for reads (on SQLite it cannot write).
+    pub async fn conn(&self) -> Result<Conn> {
+        Ok(Conn(match &self.backend {
+            Backend::Sqlite(db) => Inner::Sqlite(db.reader().await?),
+            Backend::Postgres(pool) => {
+                Inner::Postgres(postgres::Handle::Pool(pool.acquire().await?))
+            }
+        }))
     }
 
     /// Runs one SELECT in a transaction that cannot write, rows read by position.
     pub async fn read_only_select(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
-        let mut tx = match self.dialect {
-            Dialect::Sqlite => {
-                let mut tx = self.pool.begin_with("BEGIN DEFERRED").await?;
-                execute(&mut tx, "PRAGMA query_only = ON", &[]).await?;
-                tx
+        match &self.backend {
+            // Readers are opened query-only.
+            Backend::Sqlite(_) => fetch_values(&mut self.conn().await?, sql, params).await,
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin_with("BEGIN READ ONLY").await?;
+                let rows = postgres::fetch_values(&mut tx, sql, params).await;
+                tx.rollback().await?;
+                rows
             }
-            Dialect::Postgres => self.pool.begin_with("BEGIN READ ONLY").await?,
-        };
-        let rows = bind_all(sqlx::query(sql), params).fetch_all(&mut *tx).await;
-        if self.dialect == Dialect::Sqlite {
-            // The pragma belongs to the connection, which goes back to the pool.
-            execute(&mut tx, "PRAGMA query_only = OFF", &[]).await?;
         }
-        tx.rollback().await?;
-        rows?.iter().map(row_to_values).collect()
     }
 
     /// Closes the pool.
     pub async fn close(&self) {
-        self.pool.close().await
+        match &self.backend {
+            Backend::Sqlite(db) => db.close(),
+            Backend::Postgres(pool) => pool.close().await,
+        }
     }
 
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
+        match self.conn().await {
+            Ok(mut c) => fetch_values(&mut c, "SELECT 1", &[]).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+impl Conn {
+    /// Keeps a PostgreSQL connection out of the pool (it may hold a session lock).
+    pub fn detach(self) {
+        if let Inner::Postgres(postgres::Handle::Pool(c)) = self.0 {
+            c.detach();
+        }
     }
 }
 
@@ -193,43 +242,6 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-/// Reads a row into JSON by the runtime type of each value.
-pub fn row_to_doc(row: &AnyRow) -> Result<Doc> {
-    let mut m = Map::with_capacity(row.columns().len());
-    for (i, col) in row.columns().iter().enumerate() {
-        m.insert(col.name().to_string(), cell(row, i)?);
-    }
-    Ok(m)
-}
-
-/// Reads a row into JSON values by position (columns may share a name).
-pub fn row_to_values(row: &AnyRow) -> Result<Vec<Value>> {
-    (0..row.columns().len()).map(|i| cell(row, i)).collect()
-}
-
-fn cell(row: &AnyRow, i: usize) -> Result<Value> {
-    let raw = row.try_get_raw(i)?;
-    if raw.is_null() {
-        return Ok(Value::Null);
-    }
-    Ok(match raw.type_info().kind() {
-        AnyTypeInfoKind::Bool => Value::from(row.try_get::<bool, _>(i)? as i64),
-        AnyTypeInfoKind::SmallInt | AnyTypeInfoKind::Integer | AnyTypeInfoKind::BigInt => {
-            Value::from(row.try_get::<i64, _>(i)?)
-        }
-        AnyTypeInfoKind::Real | AnyTypeInfoKind::Double => {
-            let f = row.try_get::<f64, _>(i)?;
-            serde_json::Number::from_f64(f)
-                .map(Value::Number)
-                .unwrap_or(Value::Null)
-        }
-        AnyTypeInfoKind::Blob => {
-            Value::String(String::from_utf8_lossy(&row.try_get::<Vec<u8>, _>(i)?).into())
-        }
-        _ => Value::String(row.try_get::<String, _>(i)?),
-    })
 }
 
 /// A value bound to a statement, typed by its column's storage.
@@ -266,78 +278,118 @@ impl Param {
     }
 }
 
-/// Binds params in order to a query.
-pub fn bind_all<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    params: &'q [Param],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    for p in params {
-        query = match p {
-            Param::Text(v) => query.bind(v.as_deref()),
-            Param::Int(v) => query.bind(*v),
-            Param::Float(v) => query.bind(*v),
-        };
-    }
-    query
-}
-
 /// Runs a query and reads every row as JSON.
-pub async fn fetch_docs(conn: &mut AnyConnection, sql: &str, params: &[Param]) -> Result<Vec<Doc>> {
-    let rows = bind_all(sqlx::query(sql), params).fetch_all(conn).await?;
-    rows.iter().map(row_to_doc).collect()
+pub async fn fetch_docs(conn: &mut Conn, sql: &str, params: &[Param]) -> Result<Vec<Doc>> {
+    match &mut conn.0 {
+        Inner::Sqlite(h) => sqlite::fetch_docs(h.conn(), sql, params),
+        Inner::Postgres(h) => postgres::fetch_docs(h.conn(), sql, params).await,
+        Inner::Done => Err(done()),
+    }
 }
 
-/// Runs a statement.
-pub async fn execute(conn: &mut AnyConnection, sql: &str, params: &[Param]) -> Result<u64> {
-    Ok(bind_all(sqlx::query(sql), params)
-        .execute(conn)
+/// Runs a query and reads every row as values by position (columns may share a name).
+pub async fn fetch_values(conn: &mut Conn, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
+    match &mut conn.0 {
+        Inner::Sqlite(h) => sqlite::fetch_values(h.conn(), sql, params),
+        Inner::Postgres(h) => postgres::fetch_values(h.conn(), sql, params).await,
+        Inner::Done => Err(done()),
+    }
+}
+
+/// The first column of the first row, if any.
+pub async fn fetch_scalar(conn: &mut Conn, sql: &str, params: &[Param]) -> Result<Option<Value>> {
+    Ok(fetch_values(conn, sql, params)
         .await?
-        .rows_affected())
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next()))
+}
+
+/// Runs a statement; returns the rows it changed.
+pub async fn execute(conn: &mut Conn, sql: &str, params: &[Param]) -> Result<u64> {
+    match &mut conn.0 {
+        Inner::Sqlite(h) => sqlite::execute(h.conn(), sql, params),
+        Inner::Postgres(h) => postgres::execute(h.conn(), sql, params).await,
+        Inner::Done => Err(done()),
+    }
+}
+
+/// Runs one or more statements that take no parameters (schema changes).
+pub async fn execute_batch(conn: &mut Conn, sql: &str) -> Result<()> {
+    match &mut conn.0 {
+        Inner::Sqlite(h) => sqlite::execute_batch(h.conn(), sql),
+        Inner::Postgres(h) => postgres::execute_batch(h.conn(), sql).await,
+        Inner::Done => Err(done()),
+    }
+}
+
+fn done() -> crate::Error {
+    crate::Error::Internal("the transaction has ended".into())
+}
+
+/// Runs `work` inside a savepoint of the caller's transaction: kept when it succeeds, undone
+/// when it fails (the transaction goes on either way).
+pub async fn in_savepoint<T>(
+    conn: &mut Conn,
+    work: impl AsyncFnOnce(&mut Conn) -> Result<T>,
+) -> Result<Result<T>> {
+    execute_batch(conn, "SAVEPOINT sp").await?;
+    let out = work(conn).await;
+    if out.is_err() {
+        execute_batch(conn, "ROLLBACK TO SAVEPOINT sp").await?;
+    }
+    execute_batch(conn, "RELEASE SAVEPOINT sp").await?;
+    Ok(out)
+}
+
+fn text(s: &str) -> Param {
+    Param::Text(Some(s.to_string()))
 }
 
 /// Takes the next value of a named counter in `tabSeries`, inside the caller's transaction (the
 /// row stays locked until commit, so values are gap-free in commit order).
-pub async fn next_counter(conn: &mut AnyConnection, key: &str) -> Result<i64> {
-    let row = sqlx::query(
+pub async fn next_counter(conn: &mut Conn, key: &str) -> Result<i64> {
+    let v = fetch_scalar(
+        conn,
         r#"INSERT INTO "tabSeries" (name, current) VALUES ($1, 1)
            ON CONFLICT (name) DO UPDATE SET current = "tabSeries".current + 1 RETURNING current"#,
+        &[text(key)],
     )
-    .bind(key)
-    .fetch_one(&mut *conn)
     .await?;
-    Ok(row.try_get::<i64, _>(0)?)
+    v.and_then(|v| v.as_i64())
+        .ok_or_else(|| crate::Error::Internal(format!("counter {key} returned no value")))
 }
 
 /// The current value of a named counter in `tabSeries` (0 when it was never taken).
-pub async fn counter_value(conn: &mut AnyConnection, key: &str) -> Result<i64> {
-    let row = sqlx::query(r#"SELECT current FROM "tabSeries" WHERE name = $1"#)
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row
-        .map(|r| r.try_get::<i64, _>(0))
-        .transpose()?
-        .unwrap_or(0))
+pub async fn counter_value(conn: &mut Conn, key: &str) -> Result<i64> {
+    let v = fetch_scalar(
+        conn,
+        r#"SELECT current FROM "tabSeries" WHERE name = $1"#,
+        &[text(key)],
+    )
+    .await?;
+    Ok(v.and_then(|v| v.as_i64()).unwrap_or(0))
 }
 
 /// Reads a key of the site's internal settings table.
-pub async fn get_setting(conn: &mut AnyConnection, key: &str) -> Result<Option<String>> {
-    let row = sqlx::query(r#"SELECT value FROM "__settings" WHERE key = $1"#)
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
+pub async fn get_setting(conn: &mut Conn, key: &str) -> Result<Option<String>> {
+    let v = fetch_scalar(
+        conn,
+        r#"SELECT value FROM "__settings" WHERE key = $1"#,
+        &[text(key)],
+    )
+    .await?;
+    Ok(v.and_then(|v| v.as_str().map(str::to_string)))
 }
 
 /// Writes a key of the site's internal settings table.
-pub async fn set_setting(conn: &mut AnyConnection, key: &str, value: &str) -> Result<()> {
-    sqlx::query(
+pub async fn set_setting(conn: &mut Conn, key: &str, value: &str) -> Result<()> {
+    execute(
+        conn,
         r#"INSERT INTO "__settings" (key, value) VALUES ($1, $2)
            ON CONFLICT (key) DO UPDATE SET value = excluded.value"#,
+        &[text(key), text(value)],
     )
-    .bind(key)
-    .bind(value)
-    .execute(conn)
     .await?;
     Ok(())
 }

@@ -1,13 +1,13 @@
 //! Reading and writing single rows of document tables.
 
+use super::Conn;
 use super::{execute, fetch_docs, q, Doc, Param};
 use crate::error::Result;
 use crate::meta::DocType;
 use serde_json::Value;
-use sqlx::AnyConnection;
 
 /// Inserts one row; `row` holds standard columns and field values (extra keys are ignored).
-pub async fn insert_row(conn: &mut AnyConnection, dt: &DocType, row: &Doc) -> Result<()> {
+pub async fn insert_row(conn: &mut Conn, dt: &DocType, row: &Doc) -> Result<()> {
     let mut cols = Vec::new();
     let mut params = Vec::new();
     for (k, v) in row {
@@ -29,7 +29,7 @@ pub async fn insert_row(conn: &mut AnyConnection, dt: &DocType, row: &Doc) -> Re
 
 /// Inserts several rows of one type in one statement per chunk; every row gets every column
 /// (absent values are NULL).
-pub async fn insert_rows(conn: &mut AnyConnection, dt: &DocType, rows: &[Doc]) -> Result<()> {
+pub async fn insert_rows(conn: &mut Conn, dt: &DocType, rows: &[Doc]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -67,7 +67,7 @@ pub async fn insert_rows(conn: &mut AnyConnection, dt: &DocType, rows: &[Doc]) -
 
 /// Sets the given columns of the row `name`.
 pub async fn update_columns(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     dt: &DocType,
     name: &Value,
     values: &Doc,
@@ -94,7 +94,7 @@ pub async fn update_columns(
 }
 
 /// Deletes the row `name`.
-pub async fn delete_row(conn: &mut AnyConnection, dt: &DocType, name: &Value) -> Result<u64> {
+pub async fn delete_row(conn: &mut Conn, dt: &DocType, name: &Value) -> Result<u64> {
     let sql = format!("DELETE FROM {} WHERE name = $1", q(&dt.table()));
     execute(
         conn,
@@ -105,7 +105,7 @@ pub async fn delete_row(conn: &mut AnyConnection, dt: &DocType, name: &Value) ->
 }
 
 /// Reads the row `name`, every column.
-pub async fn load_row(conn: &mut AnyConnection, dt: &DocType, name: &Value) -> Result<Option<Doc>> {
+pub async fn load_row(conn: &mut Conn, dt: &DocType, name: &Value) -> Result<Option<Doc>> {
     let sql = format!("SELECT * FROM {} WHERE name = $1", q(&dt.table()));
     let mut rows = fetch_docs(
         conn,
@@ -117,7 +117,7 @@ pub async fn load_row(conn: &mut AnyConnection, dt: &DocType, name: &Value) -> R
 }
 
 /// True when a row named `name` exists.
-pub async fn row_exists(conn: &mut AnyConnection, dt: &DocType, name: &Value) -> Result<bool> {
+pub async fn row_exists(conn: &mut Conn, dt: &DocType, name: &Value) -> Result<bool> {
     let sql = format!("SELECT 1 FROM {} WHERE name = $1", q(&dt.table()));
     Ok(!fetch_docs(
         conn,
@@ -130,7 +130,7 @@ pub async fn row_exists(conn: &mut AnyConnection, dt: &DocType, name: &Value) ->
 
 /// Reads the child rows of a parent's table field, in `idx` order.
 pub async fn load_children(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     child: &DocType,
     parenttype: &str,
     parent: &str,
@@ -154,7 +154,7 @@ pub async fn load_children(
 
 /// Deletes the child rows of one table field of a parent.
 pub async fn delete_child_rows(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     child: &DocType,
     parenttype: &str,
     parent: &str,

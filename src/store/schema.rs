@@ -1,12 +1,11 @@
 //! Tables for document types, and the site's internal tables.
 
-use super::{q, Dialect};
+use super::{execute_batch, fetch_values, q, Conn, Dialect, Param};
 use crate::error::Result;
 use crate::meta::{DocField, DocType};
-use sqlx::{AnyConnection, Executor, Row};
 
 /// Creates the table of a document type with its indexes (no-op when it exists).
-pub async fn create_table(conn: &mut AnyConnection, dialect: Dialect, dt: &DocType) -> Result<()> {
+pub async fn create_table(conn: &mut Conn, dialect: Dialect, dt: &DocType) -> Result<()> {
     if dt.issingle {
         return Ok(());
     }
@@ -35,13 +34,13 @@ pub async fn create_table(conn: &mut AnyConnection, dialect: Dialect, dt: &DocTy
         ));
     }
     let table = dt.table();
-    conn.execute(
-        format!(
+    execute_batch(
+        conn,
+        &format!(
             "CREATE TABLE IF NOT EXISTS {} ({})",
             q(&table),
             cols.join(", ")
-        )
-        .as_str(),
+        ),
     )
     .await?;
     create_index(conn, &table, "modified", false).await?;
@@ -54,29 +53,24 @@ pub async fn create_table(conn: &mut AnyConnection, dialect: Dialect, dt: &DocTy
     Ok(())
 }
 
-async fn create_field_indexes(conn: &mut AnyConnection, table: &str, f: &DocField) -> Result<()> {
+async fn create_field_indexes(conn: &mut Conn, table: &str, f: &DocField) -> Result<()> {
     if f.unique {
         create_index(conn, table, &f.fieldname, true).await?;
     }
     Ok(())
 }
 
-async fn create_index(
-    conn: &mut AnyConnection,
-    table: &str,
-    column: &str,
-    unique: bool,
-) -> Result<()> {
+async fn create_index(conn: &mut Conn, table: &str, column: &str, unique: bool) -> Result<()> {
     let index = format!("{table}_{column}_{}", if unique { "uniq" } else { "idx" });
-    conn.execute(
-        format!(
+    execute_batch(
+        conn,
+        &format!(
             "CREATE {} INDEX IF NOT EXISTS {} ON {} ({})",
             if unique { "UNIQUE" } else { "" },
             q(&index),
             q(table),
             q(column)
-        )
-        .as_str(),
+        ),
     )
     .await?;
     Ok(())
@@ -84,7 +78,7 @@ async fn create_index(
 
 /// Adds one field's column (and unique index) to an existing table.
 pub async fn add_column(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     dialect: Dialect,
     dt: &DocType,
     f: &DocField,
@@ -93,14 +87,14 @@ pub async fn add_column(
         return Ok(());
     }
     let table = dt.table();
-    conn.execute(
-        format!(
+    execute_batch(
+        conn,
+        &format!(
             "ALTER TABLE {} ADD COLUMN {} {}",
             q(&table),
             q(&f.fieldname),
             dialect.column_type(f.fieldtype.storage())
-        )
-        .as_str(),
+        ),
     )
     .await?;
     create_field_indexes(conn, &table, f).await
@@ -108,28 +102,20 @@ pub async fn add_column(
 
 /// Brings a built-in type's table up to its current definition: creates it, or adds the
 /// columns a newer version of the type has.
-pub async fn sync_table(conn: &mut AnyConnection, dialect: Dialect, dt: &DocType) -> Result<()> {
+pub async fn sync_table(conn: &mut Conn, dialect: Dialect, dt: &DocType) -> Result<()> {
     if dt.issingle {
         return Ok(());
     }
     let table = dt.table();
-    let existing: Vec<String> = match dialect {
-        Dialect::Sqlite => sqlx::query(&format!("SELECT name FROM pragma_table_info('{}')", table.replace('\'', "''")))
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?,
-        Dialect::Postgres => sqlx::query(
-            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
-        )
-        .bind(&table)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<String, _>(0))
-        .collect::<Result<_, _>>()?,
+    let sql = match dialect {
+        Dialect::Sqlite => "SELECT name FROM pragma_table_info($1)",
+        Dialect::Postgres => "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
     };
+    let existing: Vec<String> = fetch_values(conn, sql, &[Param::Text(Some(table.clone()))])
+        .await?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next()?.as_str().map(str::to_string))
+        .collect();
     if existing.is_empty() {
         return create_table(conn, dialect, dt).await;
     }
@@ -142,7 +128,7 @@ pub async fn sync_table(conn: &mut AnyConnection, dialect: Dialect, dt: &DocType
 }
 
 /// Indexes the streaming hot paths need beyond those every table gets.
-pub async fn create_streaming_indexes(conn: &mut AnyConnection) -> Result<()> {
+pub async fn create_streaming_indexes(conn: &mut Conn) -> Result<()> {
     let stmts = [
         r#"CREATE UNIQUE INDEX IF NOT EXISTS "tabEvent Update Log_seq" ON "tabEvent Update Log" (seq)"#,
         r#"CREATE INDEX IF NOT EXISTS "tabEvent Update Log_doc" ON "tabEvent Update Log" (ref_doctype, docname)"#,
@@ -152,13 +138,13 @@ pub async fn create_streaming_indexes(conn: &mut AnyConnection) -> Result<()> {
         r#"CREATE INDEX IF NOT EXISTS "tabEvent Consumer Document Type_ref" ON "tabEvent Consumer Document Type" (ref_doctype)"#,
     ];
     for s in stmts {
-        conn.execute(s).await?;
+        execute_batch(conn, s).await?;
     }
     Ok(())
 }
 
 /// Creates the tables that are not document types: counters, singles, secrets, sessions.
-pub async fn create_internal_tables(conn: &mut AnyConnection) -> Result<()> {
+pub async fn create_internal_tables(conn: &mut Conn) -> Result<()> {
     let stmts = [
         r#"CREATE TABLE IF NOT EXISTS "tabSeries" (name TEXT PRIMARY KEY, current BIGINT NOT NULL DEFAULT 0)"#,
         r#"CREATE TABLE IF NOT EXISTS "tabSingles" (doctype TEXT NOT NULL, field TEXT NOT NULL, value TEXT, PRIMARY KEY (doctype, field))"#,
@@ -173,7 +159,7 @@ pub async fn create_internal_tables(conn: &mut AnyConnection) -> Result<()> {
         r#"CREATE TABLE IF NOT EXISTS "__condition_deliveries" (consumer TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (consumer, seq))"#,
     ];
     for s in stmts {
-        conn.execute(s).await?;
+        execute_batch(conn, s).await?;
     }
     Ok(())
 }

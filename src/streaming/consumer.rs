@@ -6,9 +6,9 @@ use crate::error::{Error, Result};
 use crate::service::documents::load_doc;
 use crate::service::permissions::Caller;
 use crate::site::Site;
+use crate::store::Conn;
 use crate::store::{self, Doc, Param};
 use serde_json::{json, Value};
-use sqlx::AnyConnection;
 use std::time::Duration;
 
 fn text(v: Option<&Value>) -> String {
@@ -16,7 +16,7 @@ fn text(v: Option<&Value>) -> String {
 }
 
 /// The mapping a producer row uses, checked: its name and remote type (None without one).
-pub async fn mapping_of(conn: &mut AnyConnection, row: &Value) -> Result<Option<(String, String)>> {
+pub async fn mapping_of(conn: &mut Conn, row: &Value) -> Result<Option<(String, String)>> {
     if row.get("has_mapping").and_then(Value::as_i64) != Some(1) {
         return Ok(None);
     }
@@ -48,7 +48,7 @@ pub async fn mapping_of(conn: &mut AnyConnection, row: &Value) -> Result<Option<
 }
 
 /// The type each producer row asks the producer for (its mapping's remote type, or its own).
-pub async fn remote_types(conn: &mut AnyConnection, rows: &[Value]) -> Result<Vec<String>> {
+pub async fn remote_types(conn: &mut Conn, rows: &[Value]) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         out.push(match mapping_of(conn, r).await? {
@@ -209,7 +209,7 @@ pub async fn register(site: &Site, doc: &mut Doc) -> Result<Registration> {
 /// In the Event Producer's insert transaction: the checkpoint and the remote-name fields.
 pub async fn store_registration(
     site: &Site,
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut crate::store::Conn,
     doc: &Doc,
     reg_info: &Registration,
 ) -> Result<bool> {
@@ -227,7 +227,7 @@ pub async fn store_registration(
 /// Adds `remote_docname` and `remote_site_name` to local types whose rows do not use the same name.
 pub async fn add_remote_name_fields(
     site: &Site,
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut crate::store::Conn,
     doc: &Doc,
 ) -> Result<bool> {
     let reg = site.meta();
@@ -338,26 +338,27 @@ pub async fn send_update(site: &Site, producer_url: &str) -> Result<()> {
 
 /// Marks a producer as having an edit that has not reached it yet.
 pub async fn mark_unsent(site: &Site, producer_url: &str) -> Result<()> {
-    let mut conn = site.store.conn().await?;
+    let mut tx = site.store.begin().await?;
     store::set_setting(
-        &mut conn,
+        &mut tx,
         &format!("unsent_producer_update:{producer_url}"),
         "1",
     )
-    .await
+    .await?;
+    tx.commit().await
 }
 
 async fn clear_unsent(site: &Site, producer_url: &str) -> Result<()> {
-    let mut conn = site.store.conn().await?;
+    let mut tx = site.store.begin().await?;
     store::execute(
-        &mut conn,
+        &mut tx,
         r#"DELETE FROM "__settings" WHERE key = $1"#,
         &[Param::Text(Some(format!(
             "unsent_producer_update:{producer_url}"
         )))],
     )
     .await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// Producers whose last edit is still to be sent.
@@ -390,14 +391,10 @@ pub async fn pull(site: &Site, producer_url: &str) -> Result<usize> {
     // per producer at a time across all of them (the others wait, then pull what is left).
     let key = advisory_key(producer_url);
     let mut conn = site.store.conn().await?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(key)
-        .execute(&mut *conn)
-        .await?;
+    let key = [store::Param::Int(Some(key))];
+    store::fetch_values(&mut conn, "SELECT pg_advisory_lock($1)", &key).await?;
     let result = pull_locked(site, producer_url).await;
-    if sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(key)
-        .execute(&mut *conn)
+    if store::fetch_values(&mut conn, "SELECT pg_advisory_unlock($1)", &key)
         .await
         .is_err()
     {

@@ -6,9 +6,9 @@
 
 use crate::error::{Error, Result};
 use crate::meta::{DocType, Registry, STANDARD_COLUMNS};
+use crate::store::Conn;
 use crate::store::{self, Doc, Param};
 use serde_json::{Map, Value};
-use sqlx::AnyConnection;
 use std::collections::HashSet;
 
 fn text(v: Option<&Value>) -> String {
@@ -60,12 +60,12 @@ impl FieldRow {
 const MAX_DEPTH: usize = 5;
 
 /// Reads a mapping and its inner mappings.
-pub async fn load(conn: &mut AnyConnection, name: &str) -> Result<Mapping> {
+pub async fn load(conn: &mut Conn, name: &str) -> Result<Mapping> {
     load_at(conn, name.to_string(), 0).await
 }
 
 fn load_at(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     name: String,
     depth: usize,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Mapping>> + Send + '_>> {

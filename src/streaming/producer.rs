@@ -6,9 +6,9 @@ use crate::error::{Error, Result};
 use crate::service::documents::{load_doc, WriteFlags};
 use crate::service::permissions::Caller;
 use crate::site::Site;
+use crate::store::Conn;
 use crate::store::{self, Doc, Param};
 use serde_json::{json, Value};
-use sqlx::AnyConnection;
 use std::collections::HashSet;
 
 /// Most logs one pull examines.
@@ -31,7 +31,7 @@ fn parse_json_arg(v: &Value, what: &str) -> Result<Value> {
 }
 
 /// The current highest update-log seq.
-pub async fn current_seq(conn: &mut AnyConnection) -> Result<i64> {
+pub async fn current_seq(conn: &mut Conn) -> Result<i64> {
     store::counter_value(conn, SEQ_COUNTER).await
 }
 
@@ -156,7 +156,7 @@ struct Subscription {
 }
 
 async fn subscription(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     site: &Site,
     caller: &Caller,
     consumer_url: &str,
@@ -183,7 +183,7 @@ async fn subscription(
 }
 
 /// A consumer's approved types and where each approval began.
-async fn load_subscription(conn: &mut AnyConnection, consumer_url: &str) -> Result<Subscription> {
+async fn load_subscription(conn: &mut Conn, consumer_url: &str) -> Result<Subscription> {
     let types = store::fetch_docs(
         conn,
         r#"SELECT t.ref_doctype, t.condition, COALESCE(s.approved_after_seq, 0) AS after FROM "tabEvent Consumer Document Type" t
@@ -374,7 +374,7 @@ async fn judged(
 
 /// The consumers that have received a log: acknowledged it and were sent it under their
 /// subscription (computed, so writing a log costs the same for any number of consumers).
-pub async fn consumers_of(conn: &mut AnyConnection, log: &Doc) -> Result<Vec<Value>> {
+pub async fn consumers_of(conn: &mut Conn, log: &Doc) -> Result<Vec<Value>> {
     let seq = log.get("seq").and_then(Value::as_i64).unwrap_or(i64::MAX);
     let rows = store::fetch_docs(
         conn,
@@ -397,11 +397,7 @@ pub async fn consumers_of(conn: &mut AnyConnection, log: &Doc) -> Result<Vec<Val
     Ok(out)
 }
 
-async fn delivered_under_condition(
-    conn: &mut AnyConnection,
-    consumer: &str,
-    seq: i64,
-) -> Result<bool> {
+async fn delivered_under_condition(conn: &mut Conn, consumer: &str, seq: i64) -> Result<bool> {
     Ok(!store::fetch_docs(
         conn,
         r#"SELECT 1 AS hit FROM "__condition_deliveries" WHERE consumer = $1 AND seq = $2"#,
@@ -413,22 +409,22 @@ async fn delivered_under_condition(
 
 /// Records that a consumer has received every log up to `seq`.
 async fn acknowledge(site: &Site, consumer: &str, seq: i64) -> Result<()> {
-    let mut conn = site.store.conn().await?;
+    let mut tx = site.store.begin().await?;
     store::execute(
-        &mut conn,
+        &mut tx,
         r#"INSERT INTO "__consumer_progress" (consumer, acked_seq) VALUES ($1, $2)
            ON CONFLICT (consumer) DO UPDATE SET acked_seq = CASE WHEN excluded.acked_seq > "__consumer_progress".acked_seq THEN excluded.acked_seq ELSE "__consumer_progress".acked_seq END"#,
         &[Param::Text(Some(consumer.into())), Param::Int(Some(seq))],
     )
     .await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// In the approving transaction: records where each newly approved type starts and writes the
 /// snapshot of existing documents for rows that asked for it.
 pub async fn on_consumer_saved(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     doc: &Doc,
     old: Option<&Doc>,
 ) -> Result<bool> {
@@ -487,7 +483,7 @@ pub async fn on_consumer_saved(
 
 async fn write_snapshot(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &crate::meta::Registry,
     doctype: &str,
     consumer: &str,

@@ -8,16 +8,16 @@ use crate::error::Result;
 use crate::meta::{DocType, Registry};
 use crate::service::documents::{name_text, WriteFlags};
 use crate::site::Site;
+use crate::store::Conn;
 use crate::store::{self, Doc, Param};
 use serde_json::{Map, Value};
-use sqlx::AnyConnection;
 
 /// The counter that gives update logs their gap-free `seq`.
 pub const SEQ_COUNTER: &str = "event_update_log_seq";
 
 /// Takes the next `seq` when `dt` has consumer rows, in one statement (the row lock on the
 /// counter keeps seqs gap-free in commit order); `None` when the type is not streamed.
-async fn claim_seq(conn: &mut AnyConnection, dt: &DocType) -> Result<Option<i64>> {
+async fn claim_seq(conn: &mut Conn, dt: &DocType) -> Result<Option<i64>> {
     if dt.istable || dt.module == "Event Streaming" {
         return Ok(None);
     }
@@ -39,7 +39,7 @@ async fn claim_seq(conn: &mut AnyConnection, dt: &DocType) -> Result<Option<i64>
 /// Takes a seq (when `dt` is streamed) and writes one log; `data` is computed only then.
 async fn log(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     update_type: &str,
     dt: &DocType,
     docname: &str,
@@ -90,7 +90,7 @@ pub fn create_payload(doc: &Doc) -> Value {
 /// Logs a Create.
 pub async fn record_insert(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     _reg: &Registry,
     dt: &DocType,
     doc: &Doc,
@@ -104,7 +104,7 @@ pub async fn record_insert(
 /// Logs an Update with the diff the writer computed (nothing when nothing changed).
 pub async fn record_update(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     dt: &DocType,
     docname: &str,
     d: &Diff,
@@ -121,7 +121,7 @@ pub async fn record_update(
 /// Logs a Delete (no data).
 pub async fn record_delete(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     _reg: &Registry,
     dt: &DocType,
     doc: &Doc,
@@ -134,7 +134,7 @@ pub async fn record_delete(
 /// Logs a rename as an Update of `name` carrying `old_name`.
 pub async fn record_rename(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     _reg: &Registry,
     dt: &DocType,
     before: &Doc,

@@ -10,7 +10,7 @@ use super::*;
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn sync_dependencies(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     info: &ProducerInfo,
     caller: &Caller,
@@ -49,7 +49,7 @@ pub(super) type Deferred = Vec<(String, String, String, String)>;
 #[allow(clippy::too_many_arguments)]
 pub(super) fn fetch_missing<'a>(
     site: &'a Site,
-    conn: &'a mut AnyConnection,
+    conn: &'a mut Conn,
     reg: &'a Registry,
     info: &'a ProducerInfo,
     caller: &'a Caller,
@@ -237,7 +237,7 @@ pub(super) async fn prefetch_dependencies(
 
 /// Same-name Creates of a page whose documents are not here yet (one query per type).
 pub(super) async fn absent_at_start(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     info: &ProducerInfo,
     logs: &[Value],

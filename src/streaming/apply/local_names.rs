@@ -40,7 +40,7 @@ pub(super) type LocalNames = std::collections::HashMap<(String, String), String>
 /// For links to types this consumer keeps under local names (`use_same_name` off): the
 /// producer's name of each linked document and its local name.
 pub(super) async fn local_names(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     info: &ProducerInfo,
     dt: &DocType,

@@ -7,7 +7,7 @@ use super::*;
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn to_local(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     info: &ProducerInfo,
     sub: &SubscribedType,
@@ -46,7 +46,7 @@ pub(super) async fn remote_fields(
 #[allow(clippy::too_many_arguments)]
 pub(super) fn resolve_document_rows<'a>(
     site: &'a Site,
-    conn: &'a mut AnyConnection,
+    conn: &'a mut Conn,
     reg: &'a Registry,
     info: &'a ProducerInfo,
     caller: &'a Caller,
@@ -138,7 +138,7 @@ pub(super) fn resolve_document_rows<'a>(
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn made_locally(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     info: &ProducerInfo,
     caller: &Caller,

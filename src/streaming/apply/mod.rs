@@ -7,9 +7,9 @@ use crate::meta::{DocType, Registry};
 use crate::service::documents::{load_doc, name_text, WriteFlags};
 use crate::service::permissions::Caller;
 use crate::site::Site;
+use crate::store::Conn;
 use crate::store::{self, Doc, Param};
 use serde_json::{json, Value};
-use sqlx::{AnyConnection, Connection};
 
 mod dependencies;
 mod local_names;
@@ -267,7 +267,7 @@ async fn apply_page(
 #[allow(clippy::too_many_arguments)]
 async fn apply_and_log(
     site: &Site,
-    tx: &mut AnyConnection,
+    tx: &mut Conn,
     reg: &Registry,
     info: &ProducerInfo,
     sub: &SubscribedType,
@@ -287,21 +287,11 @@ async fn apply_and_log(
         Some(b) => Err(Error::Validation(format!("waiting on {b}"))),
         None => {
             let known = &mut batch.known;
-            let mut attempt = async |conn: &mut AnyConnection| {
+            let mut attempt = async |conn: &mut Conn| {
                 apply_one(site, conn, reg, info, sub, caller, remote, inc, known).await
             };
             if batch.careful {
-                let mut sp = tx.begin().await?;
-                match attempt(&mut sp).await {
-                    Ok(local) => {
-                        sp.commit().await?;
-                        Ok(local)
-                    }
-                    Err(e) => {
-                        sp.rollback().await?;
-                        Err(e)
-                    }
-                }
+                store::in_savepoint(tx, attempt).await?
             } else {
                 // Optimistic: no savepoint. A failure leaves the transaction dirty, so the
                 // page is rolled back and applied again with one savepoint per update.
@@ -368,7 +358,7 @@ pub struct Known {
 }
 
 impl BatchState {
-    async fn load(conn: &mut AnyConnection, producer: &str) -> Result<BatchState> {
+    async fn load(conn: &mut Conn, producer: &str) -> Result<BatchState> {
         let mut st = BatchState::default();
         let failed = store::fetch_docs(
             conn,
@@ -413,7 +403,7 @@ fn strip_dunder(v: &Value) -> Doc {
 
 /// Finds the local copy of a producer document: by name, or by remote_docname + remote_site_name.
 async fn find_local(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     dt: &DocType,
     info: &ProducerInfo,
     sub: &SubscribedType,
@@ -445,7 +435,7 @@ async fn find_local(
 }
 
 async fn synced_from_producer(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     info: &ProducerInfo,
     sub: &SubscribedType,
     docname: &str,
@@ -462,7 +452,7 @@ async fn synced_from_producer(
 #[allow(clippy::too_many_arguments)]
 async fn apply_one(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     info: &ProducerInfo,
     sub: &SubscribedType,
@@ -590,7 +580,7 @@ async fn apply_one(
 #[allow(clippy::too_many_arguments)]
 async fn apply_whole(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     dt: &DocType,
     info: &ProducerInfo,
@@ -624,7 +614,7 @@ async fn apply_whole(
 #[allow(clippy::too_many_arguments)]
 async fn upsert(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     dt: &DocType,
     info: &ProducerInfo,
@@ -693,7 +683,7 @@ async fn upsert(
 /// Returns its local name.
 async fn insert_as_on_producer(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     reg: &Registry,
     caller: &Caller,
     dt: &DocType,

@@ -7,7 +7,7 @@ pub(super) const SYNC_LOG_COLUMNS: &str = "name, owner, creation, modified, modi
 
 impl Known {
     /// Writes the buffered sync logs, many rows per statement.
-    pub(super) async fn flush_sync_logs(&mut self, conn: &mut AnyConnection) -> Result<()> {
+    pub(super) async fn flush_sync_logs(&mut self, conn: &mut Conn) -> Result<()> {
         let rows = std::mem::take(&mut self.sync_logs);
         for chunk in rows.chunks(200) {
             let mut params = Vec::with_capacity(chunk.len() * 15);
@@ -60,7 +60,7 @@ pub(super) fn retry_delay(site: &Site, retries: i64) -> f64 {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write_sync_log(
     site: &Site,
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     info: &ProducerInfo,
     sub: &SubscribedType,
     inc: &Incoming,

@@ -1,0 +1,227 @@
+//! SQLite through rusqlite, called on the caller's thread.
+//!
+//! One writer connection behind an async mutex (a site has one writer at a time anyway) and a
+//! small pool of read-only connections. Statements are short and run synchronously: handing
+//! each one to a worker thread cost more than the statement itself.
+
+use super::{Doc, Param};
+use crate::error::{Error, Result};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as SyncMutex};
+use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+
+/// Readers open at once, at most; more wait.
+const MAX_READERS: usize = 16;
+/// Idle readers kept for reuse.
+const IDLE_READERS: usize = 4;
+/// Prepared statements cached per connection.
+const STATEMENT_CACHE: usize = 256;
+
+/// The connections of one SQLite file.
+#[derive(Debug)]
+pub(super) struct Db {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    idle: SyncMutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+/// A connection in use: the writer (held exclusively) or a reader.
+#[derive(Debug)]
+pub(super) enum Handle {
+    Writer(OwnedMutexGuard<Connection>),
+    Reader(Reader),
+}
+
+/// A reader on loan from the pool; it goes back when dropped.
+#[derive(Debug)]
+pub(super) struct Reader {
+    conn: Option<Connection>,
+    db: Arc<Db>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.db.idle.lock()) {
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+impl Handle {
+    /// The connection.
+    pub(super) fn conn(&self) -> &Connection {
+        match self {
+            Handle::Writer(g) => g,
+            Handle::Reader(r) => r.conn.as_ref().expect("reader present until dropped"),
+        }
+    }
+}
+
+/// The path in a `sqlite://PATH` (or `sqlite:PATH`) URL, without query options.
+fn path_of(url: &str) -> PathBuf {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    PathBuf::from(rest.split('?').next().unwrap_or(rest))
+}
+
+fn open_conn(path: &PathBuf, create: bool, read_only: bool) -> rusqlite::Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000; \
+         PRAGMA foreign_keys=OFF;",
+    )?;
+    if read_only {
+        // A write on a reader would wait on the writer's lock while holding a thread; it is
+        // refused instead, so such a bug shows at once.
+        conn.execute_batch("PRAGMA query_only=ON;")?;
+    }
+    Ok(conn)
+}
+
+impl Db {
+    /// Opens the file of `url` (creating it when `create`).
+    pub(super) fn open(url: &str, create: bool) -> Result<Arc<Db>> {
+        let path = path_of(url);
+        let writer = open_conn(&path, create, false).map_err(|e| {
+            Error::Validation(format!("cannot open database {}: {e}", path.display()))
+        })?;
+        Ok(Arc::new(Db {
+            path,
+            writer: Arc::new(Mutex::new(writer)),
+            idle: SyncMutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(MAX_READERS)),
+        }))
+    }
+
+    /// The writer, once no other task of this process holds it.
+    pub(super) async fn writer(&self) -> Handle {
+        Handle::Writer(self.writer.clone().lock_owned().await)
+    }
+
+    /// A reader.
+    pub(super) async fn reader(self: &Arc<Db>) -> Result<Handle> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("the database is closed".into()))?;
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_conn(&self.path, false, true)?,
+        };
+        Ok(Handle::Reader(Reader {
+            conn: Some(conn),
+            db: self.clone(),
+            _permit: permit,
+        }))
+    }
+
+    /// Drops idle readers and refuses new ones.
+    pub(super) fn close(&self) {
+        self.permits.close();
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+}
+
+/// Binds `params` to a prepared statement: `$N` and `?N` take the Nth param, other
+/// placeholders take them in order.
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[Param]) -> Result<()> {
+    for i in 1..=stmt.parameter_count() {
+        let n = stmt
+            .parameter_name(i)
+            .and_then(|name| name.get(1..))
+            .and_then(|digits| digits.parse::<usize>().ok())
+            .unwrap_or(i);
+        let p = params.get(n - 1).ok_or_else(|| {
+            Error::Internal(format!(
+                "statement wants parameter {n}, got {}",
+                params.len()
+            ))
+        })?;
+        match p {
+            Param::Text(v) => stmt.raw_bind_parameter(i, v.as_deref())?,
+            Param::Int(v) => stmt.raw_bind_parameter(i, *v)?,
+            Param::Float(v) => stmt.raw_bind_parameter(i, *v)?,
+        }
+    }
+    Ok(())
+}
+
+fn cell(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::from(i),
+        ValueRef::Real(f) => serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Value::String(String::from_utf8_lossy(t).into()),
+    }
+}
+
+/// Runs a statement, returning the rows it changed.
+pub(super) fn execute(conn: &Connection, sql: &str, params: &[Param]) -> Result<u64> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind(&mut stmt, params)?;
+    Ok(stmt.raw_execute()? as u64)
+}
+
+/// Runs a query; rows as JSON objects by column name.
+pub(super) fn fetch_docs(conn: &Connection, sql: &str, params: &[Param]) -> Result<Vec<Doc>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind(&mut stmt, params)?;
+    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut m = Map::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            m.insert(name.clone(), cell(row.get_ref(i)?));
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// Runs a query; rows as values by position (columns may share a name).
+pub(super) fn fetch_values(
+    conn: &Connection,
+    sql: &str,
+    params: &[Param],
+) -> Result<Vec<Vec<Value>>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind(&mut stmt, params)?;
+    let width = stmt.column_count();
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(
+            (0..width)
+                .map(|i| row.get_ref(i).map(cell))
+                .collect::<rusqlite::Result<_>>()?,
+        );
+    }
+    Ok(out)
+}
+
+/// Runs one or more statements without parameters.
+pub(super) fn execute_batch(conn: &Connection, sql: &str) -> Result<()> {
+    Ok(conn.execute_batch(sql)?)
+}
