@@ -101,9 +101,7 @@ impl Site {
         let store = Store::open(&config.db_url, true).await?;
         {
             let mut conn = store.conn().await?;
-            let probe =
-                store::fetch_values(&mut conn, r#"SELECT 1 FROM "tabDocType" LIMIT 1"#, &[]).await;
-            if probe.is_ok() {
+            if store::table_exists(&mut conn, store.dialect(), "tabDocType").await? {
                 return Err(Error::Validation(format!(
                     "database {} already holds a site; use an empty database",
                     store::redact(&config.db_url)

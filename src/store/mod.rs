@@ -19,6 +19,7 @@ pub use rows::{
 };
 pub use schema::{
     add_column, create_internal_tables, create_streaming_indexes, create_table, sync_table,
+    table_exists,
 };
 pub use select::{Filter, ListQuery, Op};
 

@@ -100,6 +100,17 @@ pub async fn add_column(
     create_field_indexes(conn, &table, f).await
 }
 
+/// True when the database has a table of that name.
+pub async fn table_exists(conn: &mut Conn, dialect: Dialect, table: &str) -> Result<bool> {
+    let sql = match dialect {
+        Dialect::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
+        Dialect::Postgres => "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1",
+    };
+    Ok(!fetch_values(conn, sql, &[Param::Text(Some(table.into()))])
+        .await?
+        .is_empty())
+}
+
 /// Brings a built-in type's table up to its current definition: creates it, or adds the
 /// columns a newer version of the type has.
 pub async fn sync_table(conn: &mut Conn, dialect: Dialect, dt: &DocType) -> Result<()> {

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex as SyncMutex};
 use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
@@ -141,25 +142,45 @@ impl Db {
     }
 }
 
-/// Binds `params` to a prepared statement: `$N` and `?N` take the Nth param, other
-/// placeholders take them in order.
+/// The statement with `$N` placeholders written `?N`, which SQLite numbers itself: asking a
+/// statement for its parameter names is linear per name, so quadratic on multi-row inserts.
+fn numbered(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('$') {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => {
+                out.push('?');
+                continue;
+            }
+            None => {}
+        }
+        out.push(c);
+    }
+    Cow::Owned(out)
+}
+
+/// Binds `params` by position (`?N` takes the Nth).
 fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[Param]) -> Result<()> {
-    for i in 1..=stmt.parameter_count() {
-        let n = stmt
-            .parameter_name(i)
-            .and_then(|name| name.get(1..))
-            .and_then(|digits| digits.parse::<usize>().ok())
-            .unwrap_or(i);
-        let p = params.get(n - 1).ok_or_else(|| {
-            Error::Internal(format!(
-                "statement wants parameter {n}, got {}",
-                params.len()
-            ))
-        })?;
+    let wanted = stmt.parameter_count();
+    if wanted > params.len() {
+        return Err(Error::Internal(format!(
+            "statement wants {wanted} parameters, got {}",
+            params.len()
+        )));
+    }
+    for (i, p) in params.iter().take(wanted).enumerate() {
         match p {
-            Param::Text(v) => stmt.raw_bind_parameter(i, v.as_deref())?,
-            Param::Int(v) => stmt.raw_bind_parameter(i, *v)?,
-            Param::Float(v) => stmt.raw_bind_parameter(i, *v)?,
+            Param::Text(v) => stmt.raw_bind_parameter(i + 1, v.as_deref())?,
+            Param::Int(v) => stmt.raw_bind_parameter(i + 1, *v)?,
+            Param::Float(v) => stmt.raw_bind_parameter(i + 1, *v)?,
         }
     }
     Ok(())
@@ -178,14 +199,14 @@ fn cell(v: ValueRef<'_>) -> Value {
 
 /// Runs a statement, returning the rows it changed.
 pub(super) fn execute(conn: &Connection, sql: &str, params: &[Param]) -> Result<u64> {
-    let mut stmt = conn.prepare_cached(sql)?;
+    let mut stmt = conn.prepare_cached(&numbered(sql))?;
     bind(&mut stmt, params)?;
     Ok(stmt.raw_execute()? as u64)
 }
 
 /// Runs a query; rows as JSON objects by column name.
 pub(super) fn fetch_docs(conn: &Connection, sql: &str, params: &[Param]) -> Result<Vec<Doc>> {
-    let mut stmt = conn.prepare_cached(sql)?;
+    let mut stmt = conn.prepare_cached(&numbered(sql))?;
     bind(&mut stmt, params)?;
     let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
     let mut rows = stmt.raw_query();
@@ -206,7 +227,7 @@ pub(super) fn fetch_values(
     sql: &str,
     params: &[Param],
 ) -> Result<Vec<Vec<Value>>> {
-    let mut stmt = conn.prepare_cached(sql)?;
+    let mut stmt = conn.prepare_cached(&numbered(sql))?;
     bind(&mut stmt, params)?;
     let width = stmt.column_count();
     let mut rows = stmt.raw_query();
@@ -224,4 +245,18 @@ pub(super) fn fetch_values(
 /// Runs one or more statements without parameters.
 pub(super) fn execute_batch(conn: &Connection, sql: &str) -> Result<()> {
     Ok(conn.execute_batch(sql)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered;
+
+    #[test]
+    fn dollar_placeholders_become_numbered_outside_quotes() {
+        assert_eq!(
+            numbered(r#"SELECT '$1', "a$2" FROM t WHERE x = $2 AND y = $10 OR z = $"#),
+            r#"SELECT '$1', "a$2" FROM t WHERE x = ?2 AND y = ?10 OR z = $"#
+        );
+        assert_eq!(numbered("SELECT 1"), "SELECT 1");
+    }
 }
