@@ -24,7 +24,20 @@ impl Clock {
 
     /// Now in Frappe's form.
     pub fn now(&self) -> String {
-        self.now_naive().format(DATETIME_FORMAT).to_string()
+        // Written out by hand: every write stamps several timestamps, and chrono's formatter
+        // parses its format string each time.
+        use chrono::{Datelike, Timelike};
+        let t = self.now_naive();
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.nanosecond() % 1_000_000_000 / 1_000
+        )
     }
 
     /// Today as `YYYY-MM-DD`.

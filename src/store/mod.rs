@@ -120,7 +120,19 @@ impl Tx {
     /// Commits.
     pub async fn commit(mut self) -> Result<()> {
         match std::mem::replace(&mut self.conn.0, Inner::Done) {
-            Inner::Sqlite(h) => sqlite::execute_batch(h.conn(), "COMMIT"),
+            Inner::Sqlite(h) => match sqlite::execute_batch(h.conn(), "COMMIT") {
+                Ok(()) => {
+                    h.committed();
+                    Ok(())
+                }
+                Err(e) => {
+                    // The writer goes back to the next task: it must not stay in this one.
+                    if !h.conn().is_autocommit() {
+                        let _ = sqlite::execute_batch(h.conn(), "ROLLBACK");
+                    }
+                    Err(e)
+                }
+            },
             Inner::Postgres(postgres::Handle::Tx(t)) => Ok(t.commit().await?),
             _ => Ok(()),
         }

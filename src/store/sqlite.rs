@@ -10,8 +10,10 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 /// Readers open at once, at most; more wait.
@@ -20,6 +22,10 @@ const MAX_READERS: usize = 16;
 const IDLE_READERS: usize = 4;
 /// Prepared statements cached per connection.
 const STATEMENT_CACHE: usize = 256;
+/// Least time between two background checkpoints.
+const CHECKPOINT_GAP: Duration = Duration::from_millis(50);
+/// WAL pages at which a commit checkpoints by itself, should the background fall behind.
+const WAL_AUTOCHECKPOINT: u32 = 10_000;
 
 /// The connections of one SQLite file.
 #[derive(Debug)]
@@ -28,12 +34,56 @@ pub(super) struct Db {
     writer: Arc<Mutex<Connection>>,
     idle: SyncMutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
+    checkpoints: Checkpoints,
+}
+
+/// Copies committed WAL frames into the database file on a thread of its own, so commits do
+/// not pay for it (SQLite would otherwise checkpoint inside whichever commit crosses the limit).
+#[derive(Debug)]
+struct Checkpoints {
+    wake: SyncSender<()>,
+    last: SyncMutex<Instant>,
+}
+
+impl Checkpoints {
+    fn start(path: &Path) -> Result<Checkpoints> {
+        let conn = open_conn(path, false, false)?;
+        let (wake, rx) = sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                // Ends when the database is dropped (its sender with it).
+                while rx.recv().is_ok() {
+                    // PASSIVE never waits on readers or the writer; frames it cannot copy now
+                    // are copied next time.
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!("background checkpoint: {e}");
+                    }
+                }
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpoints {
+            wake,
+            last: SyncMutex::new(Instant::now()),
+        })
+    }
+
+    /// After a commit: wakes the thread unless it ran within [`CHECKPOINT_GAP`].
+    fn committed(&self) {
+        if let Ok(mut last) = self.last.lock() {
+            if last.elapsed() >= CHECKPOINT_GAP {
+                *last = Instant::now();
+                let _ = self.wake.try_send(());
+            }
+        }
+    }
 }
 
 /// A connection in use: the writer (held exclusively) or a reader.
 #[derive(Debug)]
 pub(super) enum Handle {
-    Writer(OwnedMutexGuard<Connection>),
+    Writer(OwnedMutexGuard<Connection>, Arc<Db>),
     Reader(Reader),
 }
 
@@ -56,10 +106,17 @@ impl Drop for Reader {
 }
 
 impl Handle {
+    /// Tells the database a transaction on this handle committed.
+    pub(super) fn committed(&self) {
+        if let Handle::Writer(_, db) = self {
+            db.checkpoints.committed();
+        }
+    }
+
     /// The connection.
     pub(super) fn conn(&self) -> &Connection {
         match self {
-            Handle::Writer(g) => g,
+            Handle::Writer(g, _) => g,
             Handle::Reader(r) => r.conn.as_ref().expect("reader present until dropped"),
         }
     }
@@ -74,17 +131,17 @@ fn path_of(url: &str) -> PathBuf {
     PathBuf::from(rest.split('?').next().unwrap_or(rest))
 }
 
-fn open_conn(path: &PathBuf, create: bool, read_only: bool) -> rusqlite::Result<Connection> {
+fn open_conn(path: &Path, create: bool, read_only: bool) -> rusqlite::Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let conn = Connection::open_with_flags(path, flags)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000; \
-         PRAGMA foreign_keys=OFF;",
-    )?;
+         PRAGMA foreign_keys=OFF; PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT};"
+    ))?;
     if read_only {
         // A write on a reader would wait on the writer's lock while holding a thread; it is
         // refused instead, so such a bug shows at once.
@@ -100,17 +157,19 @@ impl Db {
         let writer = open_conn(&path, create, false).map_err(|e| {
             Error::Validation(format!("cannot open database {}: {e}", path.display()))
         })?;
+        let checkpoints = Checkpoints::start(&path)?;
         Ok(Arc::new(Db {
             path,
             writer: Arc::new(Mutex::new(writer)),
             idle: SyncMutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(MAX_READERS)),
+            checkpoints,
         }))
     }
 
     /// The writer, once no other task of this process holds it.
-    pub(super) async fn writer(&self) -> Handle {
-        Handle::Writer(self.writer.clone().lock_owned().await)
+    pub(super) async fn writer(self: &Arc<Db>) -> Handle {
+        Handle::Writer(self.writer.clone().lock_owned().await, self.clone())
     }
 
     /// A reader.
@@ -148,23 +207,22 @@ fn numbered(sql: &str) -> Cow<'_, str> {
     if !sql.contains('$') {
         return Cow::Borrowed(sql);
     }
-    let mut out = String::with_capacity(sql.len());
-    let mut quote: Option<char> = None;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '\'' || c == '"' => quote = Some(c),
-            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => {
-                out.push('?');
-                continue;
+    // Only ASCII bytes change, one for one, so the text stays valid UTF-8.
+    let mut bytes = sql.as_bytes().to_vec();
+    let mut quote = 0u8;
+    for i in 0..bytes.len() {
+        let b = bytes[i];
+        if quote != 0 {
+            if b == quote {
+                quote = 0;
             }
-            None => {}
+        } else if b == b'\'' || b == b'"' {
+            quote = b;
+        } else if b == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            bytes[i] = b'?';
         }
-        out.push(c);
     }
-    Cow::Owned(out)
+    Cow::Owned(String::from_utf8(bytes).expect("ASCII-for-ASCII swaps keep UTF-8 valid"))
 }
 
 /// Binds `params` by position (`?N` takes the Nth).

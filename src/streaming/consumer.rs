@@ -1,6 +1,6 @@
 //! The consumer side: the Event Producer handshake, sending later edits, and pulling.
 
-use super::apply::{apply_batch, ProducerInfo};
+use super::apply::{apply_batch, Incoming, ProducerInfo};
 use super::remote::RemoteSite;
 use crate::error::{Error, Result};
 use crate::service::documents::load_doc;
@@ -420,20 +420,35 @@ async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {
     }
     let (mut last_seq, last_update) = checkpoint(site, producer_url).await?;
     // `acked` is what is committed here: the producer may forget logs up to it, never beyond.
+    // A page is fetched and parsed in a task of its own, so that work runs on another core
+    // while the previous page is applied.
     let fetch = |after: Option<i64>, acked: Option<i64>| {
-        remote.pull(&site.config.url, &types, after, &last_update, 500, acked)
+        let (remote, me, types, last_update) = (
+            remote.clone(),
+            site.config.url.clone(),
+            types.clone(),
+            last_update.clone(),
+        );
+        tokio::spawn(async move {
+            let page = remote
+                .pull(&me, &types, after, &last_update, 500, acked)
+                .await?;
+            Ok::<_, Error>(ParsedPage {
+                logs: page.logs.into_iter().map(Incoming::from_log).collect(),
+                last_seq: page.last_seq,
+                has_more: page.has_more,
+            })
+        })
     };
-    let mut page = fetch(last_seq, last_seq).await?;
+    let joined = |r: std::result::Result<Result<ParsedPage>, tokio::task::JoinError>| {
+        r.map_err(|e| Error::Internal(format!("page fetch stopped: {e}")))?
+    };
+    let mut page = joined(fetch(last_seq, last_seq).await)?;
     let mut applied = 0;
     loop {
         let cursor = match (last_seq, page.last_seq) {
             (Some(_), Some(s)) => Some(s),
-            (Some(s), None) => page
-                .logs
-                .last()
-                .and_then(|l| l.get("seq"))
-                .and_then(Value::as_i64)
-                .or(Some(s)),
+            (Some(s), None) => page.logs.last().and_then(Incoming::seq).or(Some(s)),
             (None, _) => None,
         };
         if page.logs.is_empty() && cursor == last_seq {
@@ -442,23 +457,23 @@ async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {
         // Frappe's last_update form is one page per pull; docstream pages are pipelined: the
         // next page travels while this one is applied.
         let more = page.has_more && last_seq.is_some();
-        let apply = apply_batch(site, &info, &remote, &page.logs, cursor);
-        let next = if more {
-            let (done, next) = tokio::join!(apply, fetch(cursor, last_seq));
-            applied += done?;
-            Some(next)
-        } else {
-            applied += apply.await?;
-            None
-        };
+        let next = more.then(|| fetch(cursor, last_seq));
+        applied += apply_batch(site, &info, &remote, &page.logs, cursor).await?;
         match next {
             Some(next) => {
-                page = next?;
+                page = joined(next.await)?;
                 last_seq = cursor;
             }
             None => return Ok(applied),
         }
     }
+}
+
+/// A page of logs, parsed.
+struct ParsedPage {
+    logs: Vec<Incoming>,
+    last_seq: Option<i64>,
+    has_more: bool,
 }
 
 /// The stored checkpoint: (`last_seq` for docstream producers, `last_update`).

@@ -276,7 +276,10 @@ impl RemoteSite {
                 .map(str::to_string)
         };
         Ok(LogPage {
-            logs: msg.as_array().cloned().unwrap_or_default(),
+            logs: match msg {
+                Value::Array(logs) => logs,
+                _ => Vec::new(),
+            },
             last_seq: header("x-docstream-last-seq").and_then(|s| s.parse().ok()),
             has_more: header("x-docstream-has-more").as_deref() == Some("1"),
         })

@@ -156,6 +156,7 @@ pub(super) fn fetch_missing<'a>(
                 data: fetched,
                 seq: None,
                 origin: info.url.clone(),
+                creation: String::new(),
             };
             write_sync_log(site, conn, info, &sub, &inc, Ok(value.clone()), None, known).await?;
         }
@@ -171,14 +172,15 @@ pub(super) async fn prefetch_dependencies(
     reg: &Registry,
     info: &ProducerInfo,
     remote: &RemoteSite,
-    logs: &[Value],
+    logs: &[Incoming],
 ) -> std::collections::HashMap<(String, String), Value> {
     use futures_util::stream::{self, StreamExt};
+    use std::borrow::Cow;
     let mut fetched = std::collections::HashMap::new();
-    let mut docs: Vec<(String, Doc)> = logs
+    // Dunder keys are not fields, so links are read from the data as it came.
+    let mut docs: Vec<(String, Cow<Doc>)> = logs
         .iter()
-        .filter_map(|log| {
-            let inc = Incoming::from_log(log);
+        .filter_map(|inc| {
             let sub = info.for_remote(&inc.remote_type)?;
             if sub.mapping.is_some() {
                 // Mapped documents are in the producer's shape; their links are resolved as
@@ -186,16 +188,11 @@ pub(super) async fn prefetch_dependencies(
                 return None;
             }
             let doc = match inc.update_type.as_str() {
-                "Create" => strip_dunder(&inc.data),
-                "Update" => inc
-                    .data
-                    .get("changed")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default(),
+                "Create" => inc.data.as_object()?,
+                "Update" => inc.data.get("changed").and_then(Value::as_object)?,
                 _ => return None,
             };
-            Some((sub.local_type.clone(), doc))
+            Some((sub.local_type.clone(), Cow::Borrowed(doc)))
         })
         .collect();
     for _depth in 0..4 {
@@ -227,7 +224,7 @@ pub(super) async fn prefetch_dependencies(
         docs.clear();
         for (key, doc) in results {
             if let Some(doc) = doc.filter(|d| d.is_object()) {
-                docs.push((key.0.clone(), strip_dunder(&doc)));
+                docs.push((key.0.clone(), Cow::Owned(strip_dunder(&doc))));
                 fetched.insert(key, doc);
             }
         }
@@ -240,11 +237,10 @@ pub(super) async fn absent_at_start(
     conn: &mut Conn,
     reg: &Registry,
     info: &ProducerInfo,
-    logs: &[Value],
+    logs: &[Incoming],
 ) -> Result<std::collections::HashSet<(String, String)>> {
     let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for log in logs {
-        let inc = Incoming::from_log(log);
+    for inc in logs {
         if inc.update_type != "Create" {
             continue;
         }
@@ -253,7 +249,7 @@ pub(super) async fn absent_at_start(
                 by_type
                     .entry(sub.local_type.clone())
                     .or_default()
-                    .push(inc.docname);
+                    .push(inc.docname.clone());
             }
         }
     }

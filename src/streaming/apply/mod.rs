@@ -112,9 +112,9 @@ impl ProducerInfo {
     }
 }
 
-/// One incoming update.
+/// One incoming update, its data parsed once.
 #[derive(Debug, Clone)]
-struct Incoming {
+pub struct Incoming {
     update_type: String,
     remote_type: String,
     docname: String,
@@ -122,11 +122,13 @@ struct Incoming {
     raw_data: Value,
     seq: Option<i64>,
     origin: String,
+    creation: String,
 }
 
 impl Incoming {
-    fn from_log(log: &Value) -> Incoming {
-        let raw = log.get("data").cloned().unwrap_or(Value::Null);
+    /// Reads an Event Update Log as the producer sent it.
+    pub fn from_log(mut log: Value) -> Incoming {
+        let raw = log.get_mut("data").map(Value::take).unwrap_or(Value::Null);
         let data = match &raw {
             Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
             other => other.clone(),
@@ -139,7 +141,13 @@ impl Incoming {
             raw_data: raw,
             seq: log.get("seq").and_then(Value::as_i64),
             origin: text(log.get("origin")),
+            creation: text(log.get("creation")),
         }
+    }
+
+    /// The log's `seq` (none from a Frappe producer).
+    pub fn seq(&self) -> Option<i64> {
+        self.seq
     }
 }
 
@@ -148,7 +156,7 @@ pub async fn apply_batch(
     site: &Site,
     info: &ProducerInfo,
     remote: &RemoteSite,
-    logs: &[Value],
+    logs: &[Incoming],
     cursor: Option<i64>,
 ) -> Result<usize> {
     // Missing dependencies are fetched before the write transaction opens, in parallel.
@@ -170,7 +178,7 @@ async fn apply_page(
     site: &Site,
     info: &ProducerInfo,
     remote: &RemoteSite,
-    logs: &[Value],
+    logs: &[Incoming],
     cursor: Option<i64>,
     fetched: std::collections::HashMap<(String, String), Value>,
     careful: bool,
@@ -201,14 +209,13 @@ async fn apply_page(
     let mut applied = 0;
     let mut last_creation = None;
     let mut wrote_logs = false;
-    for log in logs {
-        let inc = Incoming::from_log(log);
+    for inc in logs {
         if let (Some(stored), Some(seq)) = (stored_seq, inc.seq) {
             if seq <= stored {
                 continue;
             }
         }
-        last_creation = Some(text(log.get("creation")));
+        last_creation = Some(inc.creation.clone());
         if inc.origin == site.config.url {
             continue;
         }
@@ -217,7 +224,7 @@ async fn apply_page(
         };
         applied += 1;
         wrote_logs |= apply_and_log(
-            site, &mut tx, &reg, info, sub, &caller, remote, &inc, None, &mut batch,
+            site, &mut tx, &reg, info, sub, &caller, remote, inc, None, &mut batch,
         )
         .await?;
         if batch.dirty {

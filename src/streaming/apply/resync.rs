@@ -62,7 +62,7 @@ pub(super) async fn retry_entry(
         ))
     })?;
     let raw = entry.get("data").cloned().unwrap_or(Value::Null);
-    let inc = Incoming::from_log(&json!({
+    let inc = Incoming::from_log(json!({
         "update_type": entry.get("update_type"), "ref_doctype": sub.remote_type, "docname": entry.get("producer_doc"),
         "data": raw, "seq": entry.get("seq"), "origin": info.url,
     }));
