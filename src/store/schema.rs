@@ -9,7 +9,11 @@ pub async fn create_table(conn: &mut Conn, dialect: Dialect, dt: &DocType) -> Re
     if dt.issingle {
         return Ok(());
     }
-    let name_type = dialect.column_type(dt.column_storage("name"));
+    let name_type = match (dialect, dt.column_storage("name")) {
+        // SQLite keeps an INTEGER PRIMARY KEY as the row id itself, without a second B-tree.
+        (Dialect::Sqlite, crate::meta::Storage::Int) => "INTEGER",
+        (_, storage) => dialect.column_type(storage),
+    };
     let mut cols = vec![
         format!("name {name_type} PRIMARY KEY"),
         "owner TEXT".into(),
@@ -43,7 +47,11 @@ pub async fn create_table(conn: &mut Conn, dialect: Dialect, dt: &DocType) -> Re
         ),
     )
     .await?;
-    create_index(conn, &table, "modified", false).await?;
+    // Lists sort by `modified` unless the type names another field (which then has its own
+    // index), and child rows are never listed; an index nobody reads only slows every write.
+    if !dt.istable && (dt.sort_field.is_empty() || dt.sort_field == "modified") {
+        create_index(conn, &table, "modified", false).await?;
+    }
     if dt.istable {
         create_index(conn, &table, "parent", false).await?;
     }

@@ -7,7 +7,6 @@
 //! What was sent is recorded per consumer (`__consumer_sent_docs`), and every log delivered
 //! under a condition in `__condition_deliveries`, so update logs can show who received them.
 
-use super::update_log::create_payload;
 use crate::error::Result;
 use crate::sandbox::{self, Limits, Var};
 use crate::service::documents::load_doc;
@@ -153,7 +152,7 @@ impl<'a> Judge<'a> {
             create.insert("update_type".into(), json!("Create"));
             create.insert(
                 "data".into(),
-                json!(super::diff::frappe_json(&create_payload(&current))),
+                json!(super::diff::create_payload_json(&current)),
             );
             out.push(create);
             rec.delivered.push(seq);

@@ -124,31 +124,105 @@ pub fn diff(reg: &Registry, dt: &DocType, old: &Doc, new: &Doc) -> Result<Diff> 
 
 /// Serializes as Frappe's `as_json` does: sorted keys, one-space indent.
 pub fn frappe_json(v: &Value) -> String {
-    use serde::Serialize;
-    let sorted = sort_keys(v);
+    to_sorted_json(&Sorted {
+        v,
+        skip_nulls: false,
+    })
+}
+
+/// A document as a Create's payload: [`frappe_json`] without null values, as Frappe writes it.
+pub fn create_payload_json(doc: &Map<String, Value>) -> String {
+    to_sorted_json(&SortedMap {
+        m: doc,
+        skip_nulls: true,
+    })
+}
+
+fn to_sorted_json(v: &impl serde::Serialize) -> String {
     let mut buf = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(
         &mut buf,
         serde_json::ser::PrettyFormatter::with_indent(b" "),
     );
-    sorted
-        .serialize(&mut ser)
+    v.serialize(&mut ser)
         .expect("serializing JSON to memory cannot fail");
     String::from_utf8(buf).expect("serde_json writes UTF-8")
 }
 
-fn sort_keys(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            Value::Object(
-                keys.into_iter()
-                    .map(|k| (k.clone(), sort_keys(&m[k])))
-                    .collect(),
-            )
+/// A value serialized with its object keys sorted, without copying it.
+struct Sorted<'a> {
+    v: &'a Value,
+    skip_nulls: bool,
+}
+
+impl serde::Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        match self.v {
+            Value::Object(m) => SortedMap {
+                m,
+                skip_nulls: self.skip_nulls,
+            }
+            .serialize(s),
+            Value::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                for v in a {
+                    seq.serialize_element(&Sorted {
+                        v,
+                        skip_nulls: self.skip_nulls,
+                    })?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
         }
-        Value::Array(a) => Value::Array(a.iter().map(sort_keys).collect()),
-        other => other.clone(),
+    }
+}
+
+/// An object serialized with its keys sorted.
+struct SortedMap<'a> {
+    m: &'a Map<String, Value>,
+    skip_nulls: bool,
+}
+
+impl serde::Serialize for SortedMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut entries: Vec<(&String, &Value)> = self
+            .m
+            .iter()
+            .filter(|(_, v)| !(self.skip_nulls && v.is_null()))
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut map = s.serialize_map(Some(entries.len()))?;
+        for (k, v) in entries {
+            map.serialize_entry(
+                k,
+                &Sorted {
+                    v,
+                    skip_nulls: self.skip_nulls,
+                },
+            )?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{create_payload_json, frappe_json};
+    use serde_json::json;
+
+    #[test]
+    fn payloads_sort_keys_at_every_level_and_a_create_drops_nulls() {
+        let doc = json!({"b": 1, "a": null, "items": [{"z": null, "y": "x"}, null]});
+        assert_eq!(
+            frappe_json(&doc),
+            "{\n \"a\": null,\n \"b\": 1,\n \"items\": [\n  {\n   \"y\": \"x\",\n   \"z\": null\n  },\n  null\n ]\n}"
+        );
+        assert_eq!(
+            create_payload_json(doc.as_object().unwrap()),
+            "{\n \"b\": 1,\n \"items\": [\n  {\n   \"y\": \"x\"\n  },\n  null\n ]\n}"
+        );
     }
 }

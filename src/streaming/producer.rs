@@ -1,7 +1,7 @@
 //! The producer side: `register_consumer`, the pull method, approval bookkeeping and snapshots
 //! (push notifications are in `notifier.rs`).
 
-use super::update_log::{create_payload, SEQ_COUNTER};
+use super::update_log::SEQ_COUNTER;
 use crate::error::{Error, Result};
 use crate::service::documents::{load_doc, WriteFlags};
 use crate::service::permissions::Caller;
@@ -527,7 +527,7 @@ async fn write_snapshot(
                 Param::Text(Some(now)),
                 Param::Text(Some(doctype.into())),
                 Param::Text(Some(name)),
-                Param::Text(Some(super::diff::frappe_json(&create_payload(&doc)))),
+                Param::Text(Some(super::diff::create_payload_json(&doc))),
                 Param::Text(origin),
                 Param::Text(Some(consumer.into())),
             ],

@@ -3,7 +3,7 @@
 //! A log is written only for types that have at least one Event Consumer row, and costs one
 //! row whatever the number of consumers: who received it is computed from consumer progress.
 
-use super::diff::{frappe_json, Diff};
+use super::diff::{create_payload_json, frappe_json, Diff};
 use crate::error::Result;
 use crate::meta::{DocType, Registry};
 use crate::service::documents::{name_text, WriteFlags};
@@ -69,23 +69,6 @@ async fn log(
     Ok(true)
 }
 
-/// The Create payload: the whole document without nulls, as Frappe writes it.
-pub fn create_payload(doc: &Doc) -> Value {
-    fn strip(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => Value::Object(
-                m.iter()
-                    .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| (k.clone(), strip(v)))
-                    .collect::<Map<_, _>>(),
-            ),
-            Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
-            other => other.clone(),
-        }
-    }
-    strip(&Value::Object(doc.clone()))
-}
-
 /// Logs a Create.
 pub async fn record_insert(
     site: &Site,
@@ -96,7 +79,7 @@ pub async fn record_insert(
     flags: &WriteFlags,
 ) -> Result<bool> {
     let name = name_text(&doc["name"]);
-    let data = || Some(frappe_json(&create_payload(doc)));
+    let data = || Some(create_payload_json(doc));
     log(site, conn, "Create", dt, &name, data, flags).await
 }
 
