@@ -406,3 +406,78 @@ pub async fn set_setting(conn: &mut Conn, key: &str, value: &str) -> Result<()> 
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
+        let url = format!("sqlite://{}", dir.path().join("t.sqlite3").display());
+        let store = Store::open(&url, true).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        execute_batch(&mut tx, "CREATE TABLE t (a TEXT, b BIGINT)")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        store
+    }
+
+    fn count(rows: Vec<Vec<Value>>) -> i64 {
+        rows[0][0].as_i64().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dropped_transaction_rolls_back_and_frees_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        {
+            let mut tx = store.begin().await.unwrap();
+            execute(&mut tx, "INSERT INTO t (a) VALUES ($1)", &[text("lost")])
+                .await
+                .unwrap();
+        }
+        // The writer is free again (no deadlock) and nothing was kept.
+        let mut tx = store.begin().await.unwrap();
+        execute(&mut tx, "INSERT INTO t (a) VALUES ($1)", &[text("kept")])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let rows = fetch_values(&mut store.conn().await.unwrap(), "SELECT a FROM t", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![vec![Value::from("kept")]]);
+    }
+
+    #[tokio::test]
+    async fn reads_cannot_write_and_placeholders_bind_by_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let mut conn = store.conn().await.unwrap();
+        let refused = execute(&mut conn, "INSERT INTO t (a) VALUES ('x')", &[]).await;
+        assert!(refused.is_err(), "a read connection wrote");
+        let mut tx = store.begin().await.unwrap();
+        // `$2` before `$1`, `$1` twice, and a `$1` inside a string literal that is not one.
+        execute(
+            &mut tx,
+            "INSERT INTO t (b, a) VALUES ($2, $1 || '$1'), ($2 + 1, $1)",
+            &[text("v"), Param::Int(Some(7))],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let rows = fetch_values(&mut conn, "SELECT a, b FROM t ORDER BY b", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                vec![Value::from("v$1"), Value::from(7)],
+                vec![Value::from("v"), Value::from(8)]
+            ]
+        );
+        let n = fetch_values(&mut conn, "SELECT COUNT(*) FROM t", &[])
+            .await
+            .unwrap();
+        assert_eq!(count(n), 2);
+    }
+}
