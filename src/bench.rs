@@ -42,6 +42,9 @@ impl Drop for Served {
     }
 }
 
+/// Documents written to one producer before the next takes its turn (producer_write).
+const PRODUCER_WRITE_TURN: usize = 250;
+
 fn progress(msg: &str) {
     let mut err = std::io::stderr();
     if err.is_terminal() {
@@ -234,17 +237,19 @@ async fn start_served(site: &Site, port: u16, client: &reqwest::Client) -> Resul
     })
 }
 
+/// Creates documents `range` of the `n` over REST (Items first, then Sales Invoices); returns
+/// the time it took and the created names.
 async fn rest_inserts(
     client: &reqwest::Client,
     s: &Served,
     prefix: &str,
     n: usize,
-    label: &str,
-) -> Result<(f64, Vec<String>)> {
+    range: std::ops::Range<usize>,
+) -> Result<(Duration, Vec<String>)> {
     let half = n / 2;
     let started = Instant::now();
-    let mut names = Vec::with_capacity(n);
-    for j in 0..n {
+    let mut names = Vec::with_capacity(range.len());
+    for j in range {
         let (doctype, body) = if j < half {
             ("Item", item(prefix, j))
         } else {
@@ -266,12 +271,8 @@ async fn rest_inserts(
             "{doctype}/{}",
             v["data"]["name"].as_str().unwrap_or_default()
         ));
-        if j % 500 == 0 {
-            progress(&format!("{label}: {j}/{n}"));
-        }
     }
-    progress(&format!("{label}: done"));
-    Ok((n as f64 / started.elapsed().as_secs_f64(), names))
+    Ok((started.elapsed(), names))
 }
 
 async fn rest_gets(client: &reqwest::Client, s: &Served, names: &[String]) -> Result<f64> {
@@ -360,30 +361,39 @@ async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
     raw_site.store.close().await;
     progress("raw_insert: done");
 
-    let port = free_port()?;
-    let producer = make_site(&tmp.join("producer"), "producer", port).await?;
-    seed_masters(&producer).await?;
-    let served = start_served(&producer, port, &client).await?;
+    // One producer per setting, written in turns of PRODUCER_WRITE_TURN documents each, so the
+    // three rates see the same moments of the machine (its speed drifts) and the same table
+    // sizes; the cost of logging is their difference.
     let sink = idle_consumer_sink().await?;
-    let mut gets = 0.0;
-    for (label, consumers_before, consumers_now) in [("off", 0, 0), ("1", 0, 1), ("10", 1, 9)] {
-        add_consumers(&producer, &sink, consumers_before, consumers_now).await?;
-        let prefix = format!("W{label}-");
-        let (rate, names) = rest_inserts(
-            &client,
-            &served,
-            &prefix,
-            docs,
-            &format!("producer_write[{label}]"),
-        )
-        .await?;
+    let mut producers = Vec::new();
+    for (label, consumers) in [("off", 0), ("1", 1), ("10", 10)] {
+        let port = free_port()?;
+        let name = format!("producer-{label}");
+        let site = make_site(&tmp.join(&name), &name, port).await?;
+        seed_masters(&site).await?;
+        add_consumers(&site, &sink, 0, consumers).await?;
+        let served = start_served(&site, port, &client).await?;
+        producers.push((label, site, served, Duration::ZERO, Vec::new()));
+    }
+    let mut from = 0;
+    while from < docs {
+        let to = (from + PRODUCER_WRITE_TURN).min(docs);
+        for (label, _, served, took, names) in producers.iter_mut() {
+            let (t, mut n) =
+                rest_inserts(&client, served, &format!("W{label}-"), docs, from..to).await?;
+            *took += t;
+            names.append(&mut n);
+        }
+        from = to;
+        progress(&format!("producer_write: {from}/{docs}"));
+    }
+    progress("producer_write: done");
+    for (label, _, _, took, _) in &producers {
         report
             .producer_write_per_s
-            .insert(label.into(), json!(rate));
-        if label == "off" {
-            gets = rest_gets(&client, &served, &names).await?;
-        }
+            .insert(label.to_string(), json!(docs as f64 / took.as_secs_f64()));
     }
+    let gets = rest_gets(&client, &producers[0].2, &producers[0].4).await?;
     report.extra.insert("rest_get_per_s".into(), json!(gets));
     let off = report.producer_write_per_s["off"].as_f64().unwrap_or(1.0);
     for k in ["1", "10"] {
@@ -393,8 +403,10 @@ async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
             json!((1.0 - on / off) * 100.0),
         );
     }
-    drop(served);
-    producer.store.close().await;
+    for (_, site, served, _, _) in producers {
+        drop(served);
+        site.store.close().await;
+    }
     stream_measures(tmp, docs, &client, &mut report).await?;
     Ok(report)
 }

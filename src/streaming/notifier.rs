@@ -91,7 +91,7 @@ impl Notifier {
         let mut told = self.told.lock().expect("notifier lock");
         let now = std::time::Instant::now();
         match told.get_mut(consumer) {
-            Some((at, pulled)) if !*pulled && at.elapsed() < RENOTIFY_AFTER => false,
+            Some((at, pulled)) if waiting(at, *pulled) => false,
             Some(t) => {
                 *t = (now, false);
                 true
@@ -103,7 +103,20 @@ impl Notifier {
         }
     }
 
+    /// True when the consumer was told less than [`RENOTIFY_AFTER`] ago and has not pulled
+    /// since: its coming pull sees this change too.
+    fn told_and_waiting(&self, consumer: &str) -> bool {
+        let told = self.told.lock().expect("notifier lock");
+        told.get(consumer)
+            .is_some_and(|(at, pulled)| waiting(at, *pulled))
+    }
+
     fn poke(&self, site: &std::sync::Arc<Site>, consumer: String) {
+        // Checked before any task is woken: an idle consumer would otherwise cost a wake-up
+        // every MIN_NOTIFY_GAP while writes keep coming, and each write would pay for all of them.
+        if self.told_and_waiting(&consumer) {
+            return;
+        }
         {
             let mut st = self.state.lock().expect("notifier lock");
             if let Some(dirty) = st.get_mut(&consumer) {
@@ -137,6 +150,11 @@ impl Notifier {
             }
         });
     }
+}
+
+/// A consumer told at `at` that has not pulled since need not be told again yet.
+fn waiting(at: &std::time::Instant, pulled: bool) -> bool {
+    !pulled && at.elapsed() < RENOTIFY_AFTER
 }
 
 async fn send_notification(site: &Site, consumer: &str) -> Result<()> {
