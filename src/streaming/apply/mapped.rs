@@ -14,15 +14,24 @@ pub(super) async fn to_local(
     caller: &Caller,
     remote: &RemoteSite,
     known: &mut Known,
-    remote_doc: &Doc,
+    remote_doc: Doc,
 ) -> Result<Doc> {
     let Some(m) = &sub.mapping else {
-        return Ok(remote_doc.clone());
+        return Ok(remote_doc);
     };
     let fields = remote_fields(remote, known, &m.remote_doctype).await;
-    let mut local = m.map_doc(reg, remote_doc, fields.as_ref())?;
+    let mut local = m.map_doc(reg, &remote_doc, fields.as_ref())?;
     resolve_document_rows(
-        site, conn, reg, info, caller, remote, known, m, remote_doc, &mut local,
+        site,
+        conn,
+        reg,
+        info,
+        caller,
+        remote,
+        known,
+        m,
+        &remote_doc,
+        &mut local,
     )
     .await?;
     Ok(local)

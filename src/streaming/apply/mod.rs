@@ -486,7 +486,7 @@ async fn apply_one(
         "Create" => {
             let whole = strip_dunder(&inc.data);
             apply_whole(
-                site, conn, reg, &dt, info, sub, caller, remote, known, &flags, inc, &whole,
+                site, conn, reg, &dt, info, sub, caller, remote, known, &flags, inc, whole,
             )
             .await
         }
@@ -507,7 +507,7 @@ async fn apply_one(
                 }
                 let whole = strip_dunder(&remote.get_doc(&inc.remote_type, &inc.docname).await?);
                 return apply_whole(
-                    site, conn, reg, &dt, info, sub, caller, remote, known, &flags, inc, &whole,
+                    site, conn, reg, &dt, info, sub, caller, remote, known, &flags, inc, whole,
                 )
                 .await;
             };
@@ -597,7 +597,7 @@ async fn apply_whole(
     known: &mut Known,
     flags: &WriteFlags,
     inc: &Incoming,
-    whole: &Doc,
+    whole: Doc,
 ) -> Result<String> {
     let doc = to_local(site, conn, reg, info, sub, caller, remote, known, whole).await?;
     upsert(
