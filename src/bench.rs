@@ -877,17 +877,14 @@ fn print_table(r: &Report) {
         "{:<40}{:>10.1} MB\n",
         "catch_up_memory (consumer VmHWM)", r.catch_up_peak_rss_mb
     ));
-    for k in ["1", "10"] {
-        if let Some(c) = r
-            .extra
-            .get(&format!("update_log_cost_pct_{k}"))
-            .and_then(Value::as_f64)
-        {
-            out.push_str(&format!(
-                "{:<40}{:>11.1}%\n",
-                format!("update log cost, {k} consumer(s)"),
-                c
-            ));
+    let pct = [
+        ("stream_apply_pct_of_raw", "stream_apply / raw_insert"),
+        ("update_log_cost_pct_1", "update log cost, 1 consumer(s)"),
+        ("update_log_cost_pct_10", "update log cost, 10 consumer(s)"),
+    ];
+    for (key, label) in pct {
+        if let Some(c) = extra(key).and_then(Value::as_f64) {
+            out.push_str(&format!("{label:<40}{c:>11.1}%\n"));
         }
     }
     println!("{out}");
