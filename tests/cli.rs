@@ -226,3 +226,54 @@ async fn serves_several_sites_by_host() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `bench` end to end on a few documents: every measure the spec lists comes out as a number,
+/// in the table and in the JSON file (the figures themselves are checked by running it, not here).
+#[test]
+fn bench_prints_and_writes_every_measure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json_path = tmp.path().join("bench.json");
+    let out = Command::new(bin())
+        .args(["bench", "--docs", "40", "--json"])
+        .arg(&json_path)
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "raw_insert",
+        "producer_write, streaming off",
+        "producer_write, 10 consumers",
+        "stream_apply",
+        "latency p99",
+        "catch_up_memory",
+        "update log cost, 10 consumer(s)",
+    ] {
+        assert!(stdout.contains(row), "table lacks {row}:\n{stdout}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let positive = |p: &str| {
+        let x = v.pointer(p).and_then(serde_json::Value::as_f64);
+        assert!(x.is_some_and(|x| x > 0.0), "{p} is {x:?} in {v}");
+    };
+    for p in [
+        "/raw_insert_per_s",
+        "/producer_write_per_s/off",
+        "/producer_write_per_s/1",
+        "/producer_write_per_s/10",
+        "/stream_apply_per_s",
+        "/latency_ms/p50",
+        "/latency_ms/p99",
+        "/catch_up_peak_rss_mb",
+    ] {
+        positive(p);
+    }
+    assert_eq!(v["docs"], 40);
+    assert_eq!(v["extra"]["stream_apply_missing_deps_failed"], 0);
+}
