@@ -48,13 +48,28 @@ pub async fn fresh_pg_database() -> String {
     format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
 
-/// A free loopback port.
+/// A free loopback port, never the same twice in one test process.
+///
+/// Ports come from 20000-32767, below Linux's ephemeral range: a port the OS hands out for
+/// `:0` (or to an outgoing connection) can be handed out again before the server that was
+/// meant to take it binds, and two tests would then talk to one server.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    let _ = NEXT.compare_exchange(
+        0,
+        (std::process::id() % SPAN as u32) as u16 + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A site served by a real `docstream serve` process.
@@ -163,6 +178,16 @@ impl TestSite {
         loop {
             if let Ok(r) = self.client.get(format!("{}/health", self.url)).send().await {
                 if r.status() == StatusCode::OK {
+                    // The answer must come from this process, not another one on the port.
+                    let exited = self
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten());
+                    assert!(
+                        exited.is_none(),
+                        "serve exited ({exited:?}): {}",
+                        self.log()
+                    );
                     return;
                 }
             }
