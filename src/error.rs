@@ -106,10 +106,15 @@ impl From<sqlx::Error> for Error {
                 return Error::DuplicateEntry(format!("Duplicate entry: {}", db.message()));
             }
         }
-        let id = rand::random::<u32>();
-        tracing::error!(error_id = format!("{id:08x}"), "database error: {e}");
-        Error::Internal(format!("Internal error (id {id:08x}); see the server log"))
+        database_error(e)
     }
+}
+
+/// Any other database error: logged with an id, and only the id goes to the client.
+fn database_error(e: impl std::fmt::Display) -> Error {
+    let id = rand::random::<u32>();
+    tracing::error!(error_id = format!("{id:08x}"), "database error: {e}");
+    Error::Internal(format!("Internal error (id {id:08x}); see the server log"))
 }
 
 impl From<rusqlite::Error> for Error {
@@ -124,9 +129,7 @@ impl From<rusqlite::Error> for Error {
                 return Error::DuplicateEntry(format!("Duplicate entry: {msg}"));
             }
         }
-        let id = rand::random::<u32>();
-        tracing::error!(error_id = format!("{id:08x}"), "database error: {e}");
-        Error::Internal(format!("Internal error (id {id:08x}); see the server log"))
+        database_error(e)
     }
 }
 

@@ -6,8 +6,7 @@ use crate::meta::{
 };
 use crate::service::documents::Pending;
 use crate::site::Site;
-use crate::store::Conn;
-use crate::store::{self, Doc};
+use crate::store::{self, Conn, Doc};
 use serde_json::Value;
 use std::collections::HashSet;
 

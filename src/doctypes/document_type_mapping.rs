@@ -4,8 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::meta::{FieldType, Registry};
-use crate::store::Conn;
-use crate::store::{self, Doc, Param};
+use crate::store::{self, Conn, Doc, Param};
 use serde_json::Value;
 
 fn text(v: Option<&Value>) -> String {

@@ -4,8 +4,7 @@ use crate::error::{Error, Result};
 use crate::service::documents::{AfterCommit, Pending};
 use crate::service::permissions::Caller;
 use crate::site::Site;
-use crate::store::Conn;
-use crate::store::{self, Doc, Param};
+use crate::store::{self, Conn, Doc, Param};
 use serde_json::Value;
 
 fn rows(doc: Option<&Doc>) -> Vec<Value> {

@@ -14,8 +14,7 @@ use crate::meta::{DocType, Registry};
 use crate::service::documents::{AfterCommit, Pending};
 use crate::service::permissions::Caller;
 use crate::site::Site;
-use crate::store::Conn;
-use crate::store::Doc;
+use crate::store::{Conn, Doc};
 use crate::streaming::consumer::Registration;
 
 /// Runs the type's validation before a save; may change the document.

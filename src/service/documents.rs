@@ -8,8 +8,7 @@ use crate::doctypes;
 use crate::error::{Error, Result};
 use crate::meta::{DocField, DocType, FieldType, PermType, Registry, Storage};
 use crate::site::Site;
-use crate::store::Conn;
-use crate::store::{self, Doc, ListQuery, Param};
+use crate::store::{self, Conn, Doc, ListQuery, Param};
 use serde_json::Value;
 
 /// Options of a write that server code (not API clients) may set.
@@ -81,10 +80,6 @@ pub fn name_text(v: &Value) -> String {
         Value::Null => String::new(),
         other => other.to_string(),
     }
-}
-
-fn text(s: &str) -> Param {
-    Param::Text(Some(s.to_string()))
 }
 
 fn not_found(dt: &DocType, name: &str) -> Error {
@@ -615,7 +610,7 @@ pub async fn set_auth(
         conn,
         r#"INSERT INTO "__Auth" (doctype, name, fieldname, password, encrypted) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (doctype, name, fieldname) DO UPDATE SET password = excluded.password, encrypted = excluded.encrypted"#,
-        &[text(doctype), text(name), text(field), text(value), Param::Int(Some(encrypted as i64))],
+        &[Param::text(doctype), Param::text(name), Param::text(field), Param::text(value), Param::Int(Some(encrypted as i64))],
     )
     .await?;
     Ok(())
@@ -631,7 +626,7 @@ pub async fn get_auth(
     let v = store::fetch_scalar(
         conn,
         r#"SELECT password FROM "__Auth" WHERE doctype = $1 AND name = $2 AND fieldname = $3"#,
-        &[text(doctype), text(name), text(field)],
+        &[Param::text(doctype), Param::text(name), Param::text(field)],
     )
     .await?;
     Ok(v.and_then(|v| v.as_str().map(str::to_string)))
@@ -1133,7 +1128,7 @@ impl Site {
         store::execute(
             conn,
             r#"DELETE FROM "__Auth" WHERE doctype = $1 AND name = $2"#,
-            &[text(&dt.name), text(name)],
+            &[Param::text(&dt.name), Param::text(name)],
         )
         .await?;
         pending.logs_written |=
@@ -1366,7 +1361,7 @@ impl Site {
                 &mut tx,
                 r#"INSERT INTO "tabSingles" (doctype, field, value) VALUES ($1, $2, $3)
                    ON CONFLICT (doctype, field) DO UPDATE SET value = excluded.value"#,
-                &[self::text(&dt.name), self::text(k), Param::Text(text)],
+                &[Param::text(&dt.name), Param::text(k), Param::Text(text)],
             )
             .await?;
         }

@@ -3,8 +3,7 @@
 use crate::crypto::random_token;
 use crate::error::{Error, Result};
 use crate::meta::DocType;
-use crate::store::Conn;
-use crate::store::{next_counter, Doc};
+use crate::store::{next_counter, Conn, Doc};
 use serde_json::Value;
 
 /// Picks the name of a new document; `given` is the client's name when it may choose one.

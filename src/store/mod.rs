@@ -126,10 +126,7 @@ impl Tx {
                     Ok(())
                 }
                 Err(e) => {
-                    // The writer goes back to the next task: it must not stay in this one.
-                    if !h.conn().is_autocommit() {
-                        let _ = sqlite::execute_batch(h.conn(), "ROLLBACK");
-                    }
+                    h.roll_back_if_open();
                     Err(e)
                 }
             },
@@ -153,9 +150,7 @@ impl Drop for Tx {
         // PostgreSQL's transaction rolls itself back when dropped; SQLite's is ended here,
         // before the writer goes back to the next task.
         if let Inner::Sqlite(h) = &self.conn.0 {
-            if !h.conn().is_autocommit() {
-                let _ = h.conn().execute_batch("ROLLBACK");
-            }
+            h.roll_back_if_open();
         }
     }
 }
@@ -266,6 +261,11 @@ pub enum Param {
 }
 
 impl Param {
+    /// A text value.
+    pub fn text(s: &str) -> Param {
+        Param::Text(Some(s.to_string()))
+    }
+
     /// Converts a JSON value for a column of the given storage.
     pub fn from_value(v: &Value, storage: crate::meta::Storage) -> Param {
         use crate::meta::Storage;
@@ -355,10 +355,6 @@ pub async fn in_savepoint<T>(
     Ok(out)
 }
 
-fn text(s: &str) -> Param {
-    Param::Text(Some(s.to_string()))
-}
-
 /// Takes the next value of a named counter in `tabSeries`, inside the caller's transaction (the
 /// row stays locked until commit, so values are gap-free in commit order).
 pub async fn next_counter(conn: &mut Conn, key: &str) -> Result<i64> {
@@ -366,7 +362,7 @@ pub async fn next_counter(conn: &mut Conn, key: &str) -> Result<i64> {
         conn,
         r#"INSERT INTO "tabSeries" (name, current) VALUES ($1, 1)
            ON CONFLICT (name) DO UPDATE SET current = "tabSeries".current + 1 RETURNING current"#,
-        &[text(key)],
+        &[Param::text(key)],
     )
     .await?;
     v.and_then(|v| v.as_i64())
@@ -378,7 +374,7 @@ pub async fn counter_value(conn: &mut Conn, key: &str) -> Result<i64> {
     let v = fetch_scalar(
         conn,
         r#"SELECT current FROM "tabSeries" WHERE name = $1"#,
-        &[text(key)],
+        &[Param::text(key)],
     )
     .await?;
     Ok(v.and_then(|v| v.as_i64()).unwrap_or(0))
@@ -389,7 +385,7 @@ pub async fn get_setting(conn: &mut Conn, key: &str) -> Result<Option<String>> {
     let v = fetch_scalar(
         conn,
         r#"SELECT value FROM "__settings" WHERE key = $1"#,
-        &[text(key)],
+        &[Param::text(key)],
     )
     .await?;
     Ok(v.and_then(|v| v.as_str().map(str::to_string)))
@@ -401,7 +397,7 @@ pub async fn set_setting(conn: &mut Conn, key: &str, value: &str) -> Result<()> 
         conn,
         r#"INSERT INTO "__settings" (key, value) VALUES ($1, $2)
            ON CONFLICT (key) DO UPDATE SET value = excluded.value"#,
-        &[text(key), text(value)],
+        &[Param::text(key), Param::text(value)],
     )
     .await?;
     Ok(())
@@ -432,15 +428,23 @@ mod tests {
         let store = sqlite_store(&dir).await;
         {
             let mut tx = store.begin().await.unwrap();
-            execute(&mut tx, "INSERT INTO t (a) VALUES ($1)", &[text("lost")])
-                .await
-                .unwrap();
+            execute(
+                &mut tx,
+                "INSERT INTO t (a) VALUES ($1)",
+                &[Param::text("lost")],
+            )
+            .await
+            .unwrap();
         }
         // The writer is free again (no deadlock) and nothing was kept.
         let mut tx = store.begin().await.unwrap();
-        execute(&mut tx, "INSERT INTO t (a) VALUES ($1)", &[text("kept")])
-            .await
-            .unwrap();
+        execute(
+            &mut tx,
+            "INSERT INTO t (a) VALUES ($1)",
+            &[Param::text("kept")],
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         let rows = fetch_values(&mut store.conn().await.unwrap(), "SELECT a FROM t", &[])
             .await
@@ -460,7 +464,7 @@ mod tests {
         execute(
             &mut tx,
             "INSERT INTO t (b, a) VALUES ($2, $1 || '$1'), ($2 + 1, $1)",
-            &[text("v"), Param::Int(Some(7))],
+            &[Param::text("v"), Param::Int(Some(7))],
         )
         .await
         .unwrap();

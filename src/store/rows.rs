@@ -128,6 +128,18 @@ pub async fn row_exists(conn: &mut Conn, dt: &DocType, name: &Value) -> Result<b
     .is_empty())
 }
 
+/// The rows of one table field of a parent: `WHERE` clause and its params.
+fn child_rows_of(parenttype: &str, parent: &str, parentfield: &str) -> (&'static str, [Param; 3]) {
+    (
+        "parent = $1 AND parenttype = $2 AND parentfield = $3",
+        [
+            Param::text(parent),
+            Param::text(parenttype),
+            Param::text(parentfield),
+        ],
+    )
+}
+
 /// Reads the child rows of a parent's table field, in `idx` order.
 pub async fn load_children(
     conn: &mut Conn,
@@ -136,20 +148,12 @@ pub async fn load_children(
     parent: &str,
     parentfield: &str,
 ) -> Result<Vec<Doc>> {
+    let (filter, params) = child_rows_of(parenttype, parent, parentfield);
     let sql = format!(
-        "SELECT * FROM {} WHERE parent = $1 AND parenttype = $2 AND parentfield = $3 ORDER BY idx",
+        "SELECT * FROM {} WHERE {filter} ORDER BY idx",
         q(&child.table())
     );
-    fetch_docs(
-        conn,
-        &sql,
-        &[
-            Param::Text(Some(parent.into())),
-            Param::Text(Some(parenttype.into())),
-            Param::Text(Some(parentfield.into())),
-        ],
-    )
-    .await
+    fetch_docs(conn, &sql, &params).await
 }
 
 /// Deletes the child rows of one table field of a parent.
@@ -160,18 +164,7 @@ pub async fn delete_child_rows(
     parent: &str,
     parentfield: &str,
 ) -> Result<u64> {
-    let sql = format!(
-        "DELETE FROM {} WHERE parent = $1 AND parenttype = $2 AND parentfield = $3",
-        q(&child.table())
-    );
-    execute(
-        conn,
-        &sql,
-        &[
-            Param::Text(Some(parent.into())),
-            Param::Text(Some(parenttype.into())),
-            Param::Text(Some(parentfield.into())),
-        ],
-    )
-    .await
+    let (filter, params) = child_rows_of(parenttype, parent, parentfield);
+    let sql = format!("DELETE FROM {} WHERE {filter}", q(&child.table()));
+    execute(conn, &sql, &params).await
 }

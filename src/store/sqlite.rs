@@ -113,6 +113,14 @@ impl Handle {
         }
     }
 
+    /// Ends a transaction left open (a failed COMMIT, or a `Tx` dropped), so the writer goes
+    /// back clean to the next task.
+    pub(super) fn roll_back_if_open(&self) {
+        if !self.conn().is_autocommit() {
+            let _ = self.conn().execute_batch("ROLLBACK");
+        }
+    }
+
     /// The connection.
     pub(super) fn conn(&self) -> &Connection {
         match self {

@@ -6,8 +6,7 @@ use crate::error::{Error, Result};
 use crate::service::documents::load_doc;
 use crate::service::permissions::Caller;
 use crate::site::Site;
-use crate::store::Conn;
-use crate::store::{self, Doc, Param};
+use crate::store::{self, Conn, Doc, Param};
 use serde_json::{json, Value};
 use std::time::Duration;
 

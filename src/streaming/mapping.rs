@@ -6,8 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::meta::{DocType, Registry, STANDARD_COLUMNS};
-use crate::store::Conn;
-use crate::store::{self, Doc, Param};
+use crate::store::{self, Conn, Doc, Param};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 

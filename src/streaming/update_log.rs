@@ -8,8 +8,7 @@ use crate::error::Result;
 use crate::meta::{DocType, Registry};
 use crate::service::documents::{name_text, WriteFlags};
 use crate::site::Site;
-use crate::store::Conn;
-use crate::store::{self, Doc, Param};
+use crate::store::{self, Conn, Doc, Param};
 use serde_json::{Map, Value};
 
 /// The counter that gives update logs their gap-free `seq`.

@@ -7,8 +7,7 @@ use crate::meta::{DocType, Registry};
 use crate::service::documents::{load_doc, name_text, WriteFlags};
 use crate::service::permissions::Caller;
 use crate::site::Site;
-use crate::store::Conn;
-use crate::store::{self, Doc, Param};
+use crate::store::{self, Conn, Doc, Param};
 use serde_json::{json, Value};
 
 mod dependencies;
