@@ -42,6 +42,16 @@ impl Drop for Served {
     }
 }
 
+/// One producer of the producer_write phase and what its turns added up to.
+struct ProducerRun {
+    label: &'static str,
+    site: Site,
+    served: Served,
+    took: Duration,
+    cpu_s: f64,
+    names: Vec<String>,
+}
+
 /// Documents written to one producer before the next takes its turn (producer_write).
 const PRODUCER_WRITE_TURN: usize = 250;
 
@@ -373,27 +383,45 @@ async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
         seed_masters(&site).await?;
         add_consumers(&site, &sink, 0, consumers).await?;
         let served = start_served(&site, port, &client).await?;
-        producers.push((label, site, served, Duration::ZERO, Vec::new()));
+        producers.push(ProducerRun {
+            label,
+            site,
+            served,
+            took: Duration::ZERO,
+            cpu_s: 0.0,
+            names: Vec::new(),
+        });
     }
     let mut from = 0;
     while from < docs {
         let to = (from + PRODUCER_WRITE_TURN).min(docs);
-        for (label, _, served, took, names) in producers.iter_mut() {
-            let (t, mut n) =
-                rest_inserts(&client, served, &format!("W{label}-"), docs, from..to).await?;
-            *took += t;
-            names.append(&mut n);
+        for p in producers.iter_mut() {
+            let pid = p.served.child.id();
+            let cpu_before = cpu_seconds(pid);
+            let prefix = format!("W{}-", p.label);
+            let (t, mut n) = rest_inserts(&client, &p.served, &prefix, docs, from..to).await?;
+            p.cpu_s += cpu_seconds(pid) - cpu_before;
+            p.took += t;
+            p.names.append(&mut n);
         }
         from = to;
         progress(&format!("producer_write: {from}/{docs}"));
     }
     progress("producer_write: done");
-    for (label, _, _, took, _) in &producers {
-        report
-            .producer_write_per_s
-            .insert(label.to_string(), json!(docs as f64 / took.as_secs_f64()));
+    // The server's CPU per document is steadier than its rate: it leaves out the client and
+    // the machine's other work.
+    let mut cpu_us = serde_json::Map::new();
+    for p in &producers {
+        report.producer_write_per_s.insert(
+            p.label.to_string(),
+            json!(docs as f64 / p.took.as_secs_f64()),
+        );
+        cpu_us.insert(p.label.to_string(), json!(p.cpu_s * 1e6 / docs as f64));
     }
-    let gets = rest_gets(&client, &producers[0].2, &producers[0].4).await?;
+    report
+        .extra
+        .insert("producer_cpu_us_per_doc".into(), Value::Object(cpu_us));
+    let gets = rest_gets(&client, &producers[0].served, &producers[0].names).await?;
     report.extra.insert("rest_get_per_s".into(), json!(gets));
     let off = report.producer_write_per_s["off"].as_f64().unwrap_or(1.0);
     for k in ["1", "10"] {
@@ -403,9 +431,9 @@ async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
             json!((1.0 - on / off) * 100.0),
         );
     }
-    for (_, site, served, _, _) in producers {
-        drop(served);
-        site.store.close().await;
+    for p in producers {
+        drop(p.served);
+        p.site.store.close().await;
     }
     stream_measures(tmp, docs, &client, &mut report).await?;
     Ok(report)
@@ -488,7 +516,7 @@ async fn write_update_backlog(site: &Site, prefix: &str, items: usize, n: usize)
 
 async fn current_seq(site: &Site) -> Result<i64> {
     let mut conn = site.store.conn().await?;
-    crate::streaming::producer::current_seq(&mut conn).await
+    crate::streaming::update_log::current_seq(&mut conn).await
 }
 
 async fn consumer_checkpoint(site: &Site, producer_url: &str) -> Result<i64> {
@@ -496,6 +524,19 @@ async fn consumer_checkpoint(site: &Site, producer_url: &str) -> Result<i64> {
         .await?
         .0
         .unwrap_or(0))
+}
+
+/// CPU time (user + system) a process has used so far, in seconds (Linux's fixed 100 ticks/s).
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = &s[s.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 /// Peak resident memory (VmHWM) of a process in MB.
@@ -877,6 +918,15 @@ fn print_table(r: &Report) {
         "{:<40}{:>10.1} MB\n",
         "catch_up_memory (consumer VmHWM)", r.catch_up_peak_rss_mb
     ));
+    for k in ["off", "1", "10"] {
+        if let Some(us) = extra("producer_cpu_us_per_doc")
+            .and_then(|m| m.get(k))
+            .and_then(Value::as_f64)
+        {
+            let label = format!("producer CPU per document, {k}");
+            out.push_str(&format!("{label:<40}{us:>10.0} us\n"));
+        }
+    }
     let pct = [
         ("stream_apply_pct_of_raw", "stream_apply / raw_insert"),
         ("update_log_cost_pct_1", "update log cost, 1 consumer(s)"),

@@ -65,7 +65,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "docstream_http_request_duration_seconds_count {count}");
         if let Ok(mut conn) = site.store.conn().await {
-            if let Ok(n) = crate::streaming::producer::current_seq(&mut conn).await {
+            if let Ok(n) = crate::streaming::update_log::current_seq(&mut conn).await {
                 out.push_str("# HELP docstream_update_logs_written_total Event Update Logs written by this site.\n# TYPE docstream_update_logs_written_total counter\n");
                 let _ = writeln!(out, "docstream_update_logs_written_total {n}");
             }

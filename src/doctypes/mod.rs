@@ -6,6 +6,7 @@ mod doctype;
 mod document_type_mapping;
 mod event_consumer;
 mod event_producer;
+mod event_update_log;
 mod server_script;
 mod user;
 
@@ -110,6 +111,7 @@ async fn run_before_delete(
         "User" => user::before_delete(doc),
         "Event Producer" => event_producer::before_delete(site, conn, doc, pending).await,
         "Event Consumer" => event_consumer::before_delete(conn, doc).await,
+        "Event Update Log" => event_update_log::before_delete(conn).await,
         "DocType" => doctype::before_delete(conn, doc, pending).await,
         "Custom Field" => {
             pending.meta_changed = true;

@@ -230,6 +230,14 @@ impl Store {
 }
 
 impl Conn {
+    /// The SQL dialect of the database behind this connection.
+    pub fn dialect(&self) -> Dialect {
+        match self.0 {
+            Inner::Postgres(_) => Dialect::Postgres,
+            _ => Dialect::Sqlite,
+        }
+    }
+
     /// Keeps a PostgreSQL connection out of the pool (it may hold a session lock).
     pub fn detach(self) {
         if let Inner::Postgres(postgres::Handle::Pool(c)) = self.0 {
@@ -358,15 +366,22 @@ pub async fn in_savepoint<T>(
 /// Takes the next value of a named counter in `tabSeries`, inside the caller's transaction (the
 /// row stays locked until commit, so values are gap-free in commit order).
 pub async fn next_counter(conn: &mut Conn, key: &str) -> Result<i64> {
-    let v = fetch_scalar(
+    // Two statements, not one with RETURNING: SQLite runs RETURNING through a temporary
+    // table that it opens and closes each time, which cost a streamed write 5% of its CPU.
+    execute(
         conn,
         r#"INSERT INTO "tabSeries" (name, current) VALUES ($1, 1)
-           ON CONFLICT (name) DO UPDATE SET current = "tabSeries".current + 1 RETURNING current"#,
+           ON CONFLICT (name) DO UPDATE SET current = "tabSeries".current + 1"#,
         &[Param::text(key)],
     )
     .await?;
-    v.and_then(|v| v.as_i64())
-        .ok_or_else(|| crate::Error::Internal(format!("counter {key} returned no value")))
+    let v = counter_value(conn, key).await?;
+    if v == 0 {
+        return Err(crate::Error::Internal(format!(
+            "counter {key} returned no value"
+        )));
+    }
+    Ok(v)
 }
 
 /// The current value of a named counter in `tabSeries` (0 when it was never taken).

@@ -8,8 +8,9 @@
 
 use super::apply::ProducerInfo;
 use super::consumer::{checkpoint, remote_for, unsent_updates};
-use super::producer::{current_seq, value_text};
+use super::producer::value_text;
 use super::remote::RemoteSite;
+use super::update_log::current_seq;
 use crate::error::{Error, Result};
 use crate::site::Site;
 use crate::store::{self, Param};
@@ -203,7 +204,7 @@ async fn consumer_card(site: &Site, url: String, high: i64) -> Result<Value> {
         scalar(
             site,
             &format!(
-                r#"SELECT COUNT(*) AS n FROM "tabEvent Update Log" WHERE seq > $1
+                r#"SELECT COUNT(*) AS n FROM "tabEvent Update Log" WHERE name > $1
                    AND (origin IS NULL OR origin <> $2) AND (for_consumer IS NULL OR for_consumer = '' OR for_consumer = $2)
                    AND ref_doctype IN ({})"#,
                 marks.join(", ")

@@ -1,7 +1,7 @@
 //! The producer side: `register_consumer`, the pull method, approval bookkeeping and snapshots
 //! (push notifications are in `notifier.rs`).
 
-use super::update_log::SEQ_COUNTER;
+use super::update_log::{current_seq, next_seq};
 use crate::error::{Error, Result};
 use crate::service::documents::{load_doc, WriteFlags};
 use crate::service::permissions::Caller;
@@ -27,11 +27,6 @@ fn parse_json_arg(v: &Value, what: &str) -> Result<Value> {
             .map_err(|e| Error::BadRequest(format!("{what} is not valid JSON: {e}"))),
         other => Ok(other.clone()),
     }
-}
-
-/// The current highest update-log seq.
-pub async fn current_seq(conn: &mut Conn) -> Result<i64> {
-    store::counter_value(conn, SEQ_COUNTER).await
 }
 
 /// Handles `register_consumer`: creates or updates the Event Consumer named by the consumer's URL.
@@ -119,7 +114,7 @@ pub async fn register_consumer(site: &Site, caller: &Caller, data: &Value) -> Re
     let last_seq = current_seq(&mut tx).await?;
     let newest = store::fetch_docs(
         &mut tx,
-        r#"SELECT creation FROM "tabEvent Update Log" ORDER BY seq DESC LIMIT 1"#,
+        r#"SELECT creation FROM "tabEvent Update Log" ORDER BY name DESC LIMIT 1"#,
         &[],
     )
     .await?;
@@ -314,7 +309,7 @@ pub async fn get_update_logs(
             let upto = (after + limit).min(high).max(after);
             let rows = store::fetch_docs(
                 &mut conn,
-                &format!(r#"SELECT {LOG_COLUMNS} FROM "tabEvent Update Log" WHERE seq > $1 AND seq <= $2 ORDER BY seq"#),
+                &format!(r#"SELECT {LOG_COLUMNS} FROM "tabEvent Update Log" WHERE name > $1 AND name <= $2 ORDER BY name"#),
                 &[Param::Int(Some(after)), Param::Int(Some(upto))],
             )
             .await?;
@@ -332,7 +327,7 @@ pub async fn get_update_logs(
         None => {
             let since = last_update.map(str::to_string).unwrap_or_default();
             let mut sql = format!(
-                r#"SELECT {LOG_COLUMNS} FROM "tabEvent Update Log" WHERE creation > $1 ORDER BY seq"#
+                r#"SELECT {LOG_COLUMNS} FROM "tabEvent Update Log" WHERE creation > $1 ORDER BY name"#
             );
             if let Some(l) = limit {
                 sql.push_str(&format!(" LIMIT {}", l.max(1)));
@@ -505,7 +500,7 @@ async fn write_snapshot(
         // The document's origin: the origin of its latest log, if it came from another site.
         let origin = store::fetch_docs(
             conn,
-            r#"SELECT origin FROM "tabEvent Update Log" WHERE ref_doctype = $1 AND docname = $2 AND for_consumer IS NULL ORDER BY seq DESC LIMIT 1"#,
+            r#"SELECT origin FROM "tabEvent Update Log" WHERE ref_doctype = $1 AND docname = $2 AND for_consumer IS NULL ORDER BY name DESC LIMIT 1"#,
             &[Param::Text(Some(doctype.into())), Param::Text(Some(name.clone()))],
         )
         .await?
@@ -515,7 +510,7 @@ async fn write_snapshot(
         if origin.as_deref() == Some(consumer) {
             continue;
         }
-        let seq = store::next_counter(conn, SEQ_COUNTER).await?;
+        let seq = next_seq(conn).await?;
         let now = site.clock.now();
         store::execute(
             conn,

@@ -8,11 +8,47 @@ use crate::error::Result;
 use crate::meta::{DocType, Registry};
 use crate::service::documents::{name_text, WriteFlags};
 use crate::site::Site;
-use crate::store::{self, Conn, Doc, Param};
+use crate::store::{self, Conn, Dialect, Doc, Param};
 use serde_json::{Map, Value};
 
-/// The counter that gives update logs their gap-free `seq`.
-pub const SEQ_COUNTER: &str = "event_update_log_seq";
+/// The counter behind update logs' gap-free `seq`: on PostgreSQL every log takes it; on
+/// SQLite it is only the floor that deleting logs raises (see `next_seq`).
+const SEQ_COUNTER: &str = "event_update_log_seq";
+
+/// The highest `seq` given out so far (committed, or taken in this transaction).
+pub async fn current_seq(conn: &mut Conn) -> Result<i64> {
+    let newest = store::fetch_scalar(conn, r#"SELECT MAX(name) FROM "tabEvent Update Log""#, &[])
+        .await?
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0);
+    Ok(newest.max(store::counter_value(conn, SEQ_COUNTER).await?))
+}
+
+/// Takes the next `seq`, gap-free in commit order.
+pub async fn next_seq(conn: &mut Conn) -> Result<i64> {
+    match conn.dialect() {
+        // One writer at a time: the newest log's seq plus one. It costs no page of its own (the
+        // insert writes that leaf anyway), where a counter row is one more page every commit.
+        Dialect::Sqlite => Ok(current_seq(conn).await? + 1),
+        // Concurrent writers: the counter's row lock orders them until commit.
+        Dialect::Postgres => store::next_counter(conn, SEQ_COUNTER).await,
+    }
+}
+
+/// Raises the counter to the highest `seq` before logs are deleted, so that no seq a consumer
+/// may have seen is ever given out again.
+pub async fn keep_seq_floor(conn: &mut Conn) -> Result<()> {
+    let high = current_seq(conn).await?;
+    store::execute(
+        conn,
+        r#"INSERT INTO "tabSeries" (name, current) VALUES ($1, $2)
+           ON CONFLICT (name) DO UPDATE SET current = CASE WHEN excluded.current > "tabSeries".current
+             THEN excluded.current ELSE "tabSeries".current END"#,
+        &[Param::text(SEQ_COUNTER), Param::Int(Some(high))],
+    )
+    .await?;
+    Ok(())
+}
 
 /// Takes the next `seq` when `dt` has consumer rows (the row lock on the counter keeps seqs
 /// gap-free in commit order); `None` when the type is not streamed.
@@ -31,7 +67,7 @@ async fn claim_seq(conn: &mut Conn, dt: &DocType) -> Result<Option<i64>> {
     if !streamed {
         return Ok(None);
     }
-    store::next_counter(conn, SEQ_COUNTER).await.map(Some)
+    next_seq(conn).await.map(Some)
 }
 
 /// Takes a seq (when `dt` is streamed) and writes one log; `data` is computed only then.
@@ -157,18 +193,19 @@ pub async fn prune(site: &Site) -> Result<u64> {
     let upto = match acked.first().and_then(|r| r.get("acked")) {
         Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
         // No approved consumer: nobody waits for any log.
-        _ => crate::streaming::producer::current_seq(&mut tx).await?,
+        _ => current_seq(&mut tx).await?,
     };
+    keep_seq_floor(&mut tx).await?;
     let deleted = store::execute(
         &mut tx,
-        r#"DELETE FROM "tabEvent Update Log" WHERE creation < $1 AND seq <= $2"#,
+        r#"DELETE FROM "tabEvent Update Log" WHERE creation < $1 AND name <= $2"#,
         &[Param::Text(Some(cutoff)), Param::Int(Some(upto))],
     )
     .await?;
     if deleted > 0 {
         store::execute(
             &mut tx,
-            r#"DELETE FROM "__condition_deliveries" WHERE seq < COALESCE((SELECT MIN(seq) FROM "tabEvent Update Log"), $1)"#,
+            r#"DELETE FROM "__condition_deliveries" WHERE seq < COALESCE((SELECT MIN(name) FROM "tabEvent Update Log"), $1)"#,
             &[Param::Int(Some(i64::MAX))],
         )
         .await?;
