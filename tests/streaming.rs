@@ -813,12 +813,49 @@ async fn frappe_pull_form_v15_names_and_log_consumers() {
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0]["docname"], name);
     assert!(msgs[0]["data"].is_string(), "data travels as a JSON string");
+    // A pull from the middle of the log (found by bisecting seqs) returns only what came later.
+    let later = p.insert("ToDo", json!({"description": "later"})).await;
+    let (_, first) = p
+        .get(&format!("/api/resource/Event Update Log/{log_name}"))
+        .await;
+    let since = first["data"]["creation"].as_str().unwrap().to_string();
+    let (s, page) = p
+        .post_form(&p.admin_auth, "/", &[("cmd", "frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer"), ("event_consumer", &c.url), ("doctypes", "[\"ToDo\"]"), ("last_update", &since)])
+        .await;
+    assert_eq!(s, 200, "{page}");
+    let docnames: Vec<&Value> = page["message"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["docname"])
+        .collect();
+    assert_eq!(
+        docnames,
+        vec![&later["name"]],
+        "only the log created after last_update"
+    );
+    // Deleting the newest log does not free its seq: the next log takes the one after it.
+    let (_, newest) = p.get("/api/resource/Event Update Log?fields=[\"name\"]&order_by=name%20desc&limit_page_length=1").await;
+    let newest = newest["data"][0]["name"].as_i64().unwrap();
+    let (s, body) = p
+        .delete(&format!("/api/resource/Event Update Log/{newest}"))
+        .await;
+    assert_eq!(s, 202, "{body}");
+    p.insert("ToDo", json!({"description": "after a deleted log"}))
+        .await;
+    let (_, next) = p.get("/api/resource/Event Update Log?fields=[\"name\",\"seq\"]&order_by=name%20desc&limit_page_length=1").await;
+    assert_eq!(next["data"][0]["name"].as_i64(), Some(newest + 1));
+    assert_eq!(next["data"][0]["seq"].as_i64(), Some(newest + 1));
     // Frappe v15's app prefix answers the same.
     let (s, page) = p
         .post_form(&p.admin_auth, "/api/method/event_streaming.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer", &[("event_consumer", &c.url), ("doctypes", "[\"ToDo\"]"), ("after_seq", "0")])
         .await;
     assert_eq!(s, 200);
-    assert_eq!(page["message"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        page["message"].as_array().unwrap().len(),
+        2,
+        "the first log and the one after the deleted one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -912,10 +949,14 @@ async fn old_logs_are_pruned_only_once_received() {
         (count_of(&p, "Event Update Log", json!({})).await == 0).then_some(())
     })
     .await;
-    // Streaming goes on after pruning.
+    // Streaming goes on after pruning, with the seqs that follow the pruned ones.
     let t = p
         .insert("ToDo", json!({"description": "after pruning"}))
         .await;
+    let (_, logs) = p
+        .get("/api/resource/Event Update Log?fields=[\"name\",\"seq\"]")
+        .await;
+    assert_eq!(logs["data"][0]["seq"], 6, "{logs}");
     eventually(10, "new change", || {
         get_opt(
             &c,

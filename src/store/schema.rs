@@ -146,13 +146,12 @@ pub async fn sync_table(conn: &mut Conn, dialect: Dialect, dt: &DocType) -> Resu
     Ok(())
 }
 
-/// Indexes the streaming hot paths need beyond those every table gets. An update log's `seq`
-/// has none: it equals `name`, the integer primary key, and every range or order by seq is
-/// written on `name` (each index is one more page written by every streamed commit).
+/// Indexes the streaming hot paths need beyond those every table gets. The update log has none
+/// beyond its primary key: each index is one more page written by every streamed commit, and
+/// the log is read by seq (`seq` equals `name`), by time through a bisection of seqs
+/// (`first_seq_after`), and by document only when a snapshot is written (one grouped pass).
 pub async fn create_streaming_indexes(conn: &mut Conn) -> Result<()> {
     let stmts = [
-        r#"CREATE INDEX IF NOT EXISTS "tabEvent Update Log_doc" ON "tabEvent Update Log" (ref_doctype, docname)"#,
-        r#"CREATE INDEX IF NOT EXISTS "tabEvent Update Log_creation" ON "tabEvent Update Log" (creation)"#,
         r#"CREATE INDEX IF NOT EXISTS "tabEvent Sync Log_doc" ON "tabEvent Sync Log" (event_producer, ref_doctype, producer_doc)"#,
         r#"CREATE INDEX IF NOT EXISTS "tabEvent Sync Log_retry" ON "tabEvent Sync Log" (status, next_retry)"#,
         r#"CREATE INDEX IF NOT EXISTS "tabEvent Consumer Document Type_ref" ON "tabEvent Consumer Document Type" (ref_doctype)"#,

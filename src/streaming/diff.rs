@@ -139,7 +139,7 @@ pub fn create_payload_json(doc: &Map<String, Value>) -> String {
 }
 
 fn to_sorted_json(v: &impl serde::Serialize) -> String {
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(1024);
     let mut ser = serde_json::Serializer::with_formatter(
         &mut buf,
         serde_json::ser::PrettyFormatter::with_indent(b" "),

@@ -1,7 +1,7 @@
 //! The producer side: `register_consumer`, the pull method, approval bookkeeping and snapshots
 //! (push notifications are in `notifier.rs`).
 
-use super::update_log::{current_seq, next_seq};
+use super::update_log::{current_seq, first_seq_after, NewLog};
 use crate::error::{Error, Result};
 use crate::service::documents::{load_doc, WriteFlags};
 use crate::service::permissions::Caller;
@@ -326,13 +326,19 @@ pub async fn get_update_logs(
         }
         None => {
             let since = last_update.map(str::to_string).unwrap_or_default();
-            let mut sql = format!(
-                r#"SELECT {LOG_COLUMNS} FROM "tabEvent Update Log" WHERE creation > $1 ORDER BY name"#
-            );
-            if let Some(l) = limit {
-                sql.push_str(&format!(" LIMIT {}", l.max(1)));
-            }
-            let rows = store::fetch_docs(&mut conn, &sql, &[Param::Text(Some(since))]).await?;
+            let rows = match first_seq_after(&mut conn, &since).await? {
+                None => Vec::new(),
+                Some(first) => {
+                    let mut sql = format!(
+                        r#"SELECT {LOG_COLUMNS} FROM "tabEvent Update Log" WHERE name >= $1 AND creation > $2 ORDER BY name"#
+                    );
+                    if let Some(l) = limit {
+                        sql.push_str(&format!(" LIMIT {}", l.max(1)));
+                    }
+                    let params = [Param::Int(Some(first)), Param::Text(Some(since))];
+                    store::fetch_docs(&mut conn, &sql, &params).await?
+                }
+            };
             let last_seq = rows
                 .last()
                 .and_then(|r| r.get("seq"))
@@ -492,41 +498,37 @@ async fn write_snapshot(
         &[],
     )
     .await?;
+    // Each document's origin: that of its latest log, when it came from another site (one
+    // grouped pass over the log, which has no index by document).
+    let origins: std::collections::HashMap<String, String> = store::fetch_docs(
+        conn,
+        r#"SELECT l.docname, l.origin FROM "tabEvent Update Log" l JOIN
+             (SELECT MAX(name) AS last FROM "tabEvent Update Log" WHERE ref_doctype = $1 AND for_consumer IS NULL GROUP BY docname) x
+             ON l.name = x.last WHERE l.origin IS NOT NULL AND l.origin <> ''"#,
+        &[Param::text(doctype)],
+    )
+    .await?
+    .iter()
+    .map(|r| (text(r.get("docname")), text(r.get("origin"))))
+    .collect();
     for n in names {
         let name = text(n.get("name"));
-        let Some(doc) = load_doc(conn, reg, &dt, &name).await? else {
-            continue;
-        };
-        // The document's origin: the origin of its latest log, if it came from another site.
-        let origin = store::fetch_docs(
-            conn,
-            r#"SELECT origin FROM "tabEvent Update Log" WHERE ref_doctype = $1 AND docname = $2 AND for_consumer IS NULL ORDER BY name DESC LIMIT 1"#,
-            &[Param::Text(Some(doctype.into())), Param::Text(Some(name.clone()))],
-        )
-        .await?
-        .first()
-        .map(|r| text(r.get("origin")))
-        .filter(|o| !o.is_empty());
+        let origin = origins.get(&name).cloned();
         if origin.as_deref() == Some(consumer) {
             continue;
         }
-        let seq = next_seq(conn).await?;
-        let now = site.clock.now();
-        store::execute(
-            conn,
-            r#"INSERT INTO "tabEvent Update Log" (name, owner, creation, modified, modified_by, docstatus, idx, update_type, ref_doctype, docname, data, seq, origin, for_consumer)
-               VALUES ($1, 'Administrator', $2, $2, 'Administrator', 0, 0, 'Create', $3, $4, $5, $1, $6, $7)"#,
-            &[
-                Param::Int(Some(seq)),
-                Param::Text(Some(now)),
-                Param::Text(Some(doctype.into())),
-                Param::Text(Some(name)),
-                Param::Text(Some(super::diff::create_payload_json(&doc))),
-                Param::Text(origin),
-                Param::Text(Some(consumer.into())),
-            ],
-        )
-        .await?;
+        let Some(doc) = load_doc(conn, reg, &dt, &name).await? else {
+            continue;
+        };
+        let log = NewLog {
+            update_type: "Create",
+            ref_doctype: doctype,
+            docname: &name,
+            data: Some(super::diff::create_payload_json(&doc)),
+            origin,
+            for_consumer: Some(consumer.into()),
+        };
+        super::update_log::insert(site, conn, log).await?;
     }
     Ok(())
 }

@@ -12,27 +12,53 @@ use crate::store::{self, Conn, Dialect, Doc, Param};
 use serde_json::{Map, Value};
 
 /// The counter behind update logs' gap-free `seq`: on PostgreSQL every log takes it; on
-/// SQLite it is only the floor that deleting logs raises (see `next_seq`).
+/// SQLite it is only the floor that deleting logs raises (see `stamp`).
 const SEQ_COUNTER: &str = "event_update_log_seq";
+
+/// The newest log's seq (or the floor, when higher) and creation.
+async fn newest(conn: &mut Conn) -> Result<(i64, Option<String>)> {
+    // One row, one statement: this runs in every streamed write.
+    let rows = store::fetch_values(
+        conn,
+        r#"SELECT (SELECT current FROM "tabSeries" WHERE name = $1), l.name, l.creation FROM (SELECT 1 AS one) o
+           LEFT JOIN (SELECT name, creation FROM "tabEvent Update Log" ORDER BY name DESC LIMIT 1) l ON 1 = 1"#,
+        &[Param::text(SEQ_COUNTER)],
+    )
+    .await?;
+    let row = rows.first().map(Vec::as_slice).unwrap_or_default();
+    let int = |i: usize| row.get(i).and_then(Value::as_i64).unwrap_or(0);
+    let creation = row.get(2).and_then(Value::as_str).map(str::to_string);
+    Ok((int(1).max(int(0)), creation))
+}
 
 /// The highest `seq` given out so far (committed, or taken in this transaction).
 pub async fn current_seq(conn: &mut Conn) -> Result<i64> {
-    let newest = store::fetch_scalar(conn, r#"SELECT MAX(name) FROM "tabEvent Update Log""#, &[])
-        .await?
-        .and_then(|v| v.as_i64())
-        .unwrap_or(0);
-    Ok(newest.max(store::counter_value(conn, SEQ_COUNTER).await?))
+    Ok(newest(conn).await?.0)
 }
 
-/// Takes the next `seq`, gap-free in commit order.
-pub async fn next_seq(conn: &mut Conn) -> Result<i64> {
-    match conn.dialect() {
+/// Takes the next `seq` (gap-free in commit order) and the new log's `creation`, which is never
+/// before the previous log's: `first_seq_after` relies on creation growing with seq.
+async fn stamp(site: &Site, conn: &mut Conn) -> Result<(i64, String)> {
+    let (seq, previous) = match conn.dialect() {
         // One writer at a time: the newest log's seq plus one. It costs no page of its own (the
         // insert writes that leaf anyway), where a counter row is one more page every commit.
-        Dialect::Sqlite => Ok(current_seq(conn).await? + 1),
+        Dialect::Sqlite => {
+            let (seq, previous) = newest(conn).await?;
+            (seq + 1, previous)
+        }
         // Concurrent writers: the counter's row lock orders them until commit.
-        Dialect::Postgres => store::next_counter(conn, SEQ_COUNTER).await,
-    }
+        Dialect::Postgres => {
+            let seq = store::next_counter(conn, SEQ_COUNTER).await?;
+            (seq, newest(conn).await?.1)
+        }
+    };
+    let now = site.clock.now();
+    let creation = match previous {
+        // The clock stepped back: keep creation in seq order.
+        Some(p) if p > now => p,
+        _ => now,
+    };
+    Ok((seq, creation))
 }
 
 /// Raises the counter to the highest `seq` before logs are deleted, so that no seq a consumer
@@ -50,27 +76,103 @@ pub async fn keep_seq_floor(conn: &mut Conn) -> Result<()> {
     Ok(())
 }
 
-/// Takes the next `seq` when `dt` has consumer rows (the row lock on the counter keeps seqs
-/// gap-free in commit order); `None` when the type is not streamed.
-async fn claim_seq(conn: &mut Conn, dt: &DocType) -> Result<Option<i64>> {
-    if dt.istable || dt.module == "Event Streaming" {
+/// The seq of the first log created after `since`, by bisecting seqs with primary-key look-ups
+/// (creation grows with seq, see `stamp`), so the log needs no index on `creation`.
+pub async fn first_seq_after(conn: &mut Conn, since: &str) -> Result<Option<i64>> {
+    let bounds = store::fetch_docs(
+        conn,
+        r#"SELECT MIN(name) AS lo, MAX(name) AS hi FROM "tabEvent Update Log""#,
+        &[],
+    )
+    .await?;
+    let bound = |k: &str| {
+        bounds
+            .first()
+            .and_then(|r| r.get(k))
+            .and_then(Value::as_i64)
+    };
+    let (Some(mut lo), Some(mut hi)) = (bound("lo"), bound("hi")) else {
         return Ok(None);
+    };
+    let mut found = None;
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        // The first log at or after `mid` (seqs of deleted logs leave gaps).
+        let rows = store::fetch_docs(
+            conn,
+            r#"SELECT name, creation FROM "tabEvent Update Log" WHERE name >= $1 ORDER BY name LIMIT 1"#,
+            &[Param::Int(Some(mid))],
+        )
+        .await?;
+        let Some(r) = rows.first() else { break };
+        let seq = r.get("name").and_then(Value::as_i64).unwrap_or(i64::MAX);
+        if r.get("creation")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            > since
+        {
+            // No log lies between mid and seq: the answer is seq or below mid.
+            found = Some(seq);
+            hi = mid - 1;
+        } else {
+            lo = seq + 1;
+        }
     }
-    // A plain indexed look-up first: most writes on most sites are of types nobody streams.
-    let streamed = store::fetch_scalar(
+    Ok(found)
+}
+
+/// Whether `dt` is streamed: it has consumer rows (built-in streaming types and child tables
+/// never are).
+async fn streamed(conn: &mut Conn, dt: &DocType) -> Result<bool> {
+    if dt.istable || dt.module == "Event Streaming" {
+        return Ok(false);
+    }
+    // A plain indexed look-up: most writes on most sites are of types nobody streams.
+    Ok(store::fetch_scalar(
         conn,
         r#"SELECT 1 FROM "tabEvent Consumer Document Type" WHERE ref_doctype = $1 LIMIT 1"#,
         &[Param::Text(Some(dt.name.clone()))],
     )
     .await?
-    .is_some();
-    if !streamed {
-        return Ok(None);
-    }
-    next_seq(conn).await.map(Some)
+    .is_some())
 }
 
-/// Takes a seq (when `dt` is streamed) and writes one log; `data` is computed only then.
+/// A new update log, as `insert` writes it.
+pub struct NewLog<'a> {
+    pub update_type: &'a str,
+    pub ref_doctype: &'a str,
+    pub docname: &'a str,
+    pub data: Option<String>,
+    pub origin: Option<String>,
+    /// Set on snapshot logs, which only that consumer receives.
+    pub for_consumer: Option<String>,
+}
+
+/// Writes one log with the next seq; returns the seq.
+pub async fn insert(site: &Site, conn: &mut Conn, log: NewLog<'_>) -> Result<i64> {
+    let (seq, creation) = stamp(site, conn).await?;
+    let sql = r#"INSERT INTO "tabEvent Update Log" (name, owner, creation, modified, modified_by, docstatus, idx,
+        update_type, ref_doctype, docname, data, seq, origin, for_consumer)
+        VALUES ($1, 'Administrator', $2, $2, 'Administrator', 0, 0, $3, $4, $5, $6, $1, $7, $8)"#;
+    store::execute(
+        conn,
+        sql,
+        &[
+            Param::Int(Some(seq)),
+            Param::Text(Some(creation)),
+            Param::text(log.update_type),
+            Param::text(log.ref_doctype),
+            Param::text(log.docname),
+            Param::Text(log.data),
+            Param::Text(log.origin),
+            Param::Text(log.for_consumer),
+        ],
+    )
+    .await?;
+    Ok(seq)
+}
+
+/// Writes one log when `dt` is streamed; `data` is computed only then.
 async fn log(
     site: &Site,
     conn: &mut Conn,
@@ -80,27 +182,18 @@ async fn log(
     data: impl FnOnce() -> Option<String>,
     flags: &WriteFlags,
 ) -> Result<bool> {
-    let Some(seq) = claim_seq(conn, dt).await? else {
+    if !streamed(conn, dt).await? {
         return Ok(false);
+    }
+    let log = NewLog {
+        update_type,
+        ref_doctype: &dt.name,
+        docname,
+        data: data(),
+        origin: flags.origin.clone(),
+        for_consumer: None,
     };
-    let now = site.clock.now();
-    let sql = r#"INSERT INTO "tabEvent Update Log" (name, owner, creation, modified, modified_by, docstatus, idx,
-        update_type, ref_doctype, docname, data, seq, origin, for_consumer)
-        VALUES ($1, 'Administrator', $2, $2, 'Administrator', 0, 0, $3, $4, $5, $6, $1, $7, NULL)"#;
-    store::execute(
-        conn,
-        sql,
-        &[
-            Param::Int(Some(seq)),
-            Param::Text(Some(now)),
-            Param::Text(Some(update_type.into())),
-            Param::Text(Some(dt.name.clone())),
-            Param::Text(Some(docname.into())),
-            Param::Text(data()),
-            Param::Text(flags.origin.clone()),
-        ],
-    )
-    .await?;
+    insert(site, conn, log).await?;
     Ok(true)
 }
 
@@ -196,10 +289,16 @@ pub async fn prune(site: &Site) -> Result<u64> {
         _ => current_seq(&mut tx).await?,
     };
     keep_seq_floor(&mut tx).await?;
+    // Logs before the first one created after the cutoff (a range of the primary key).
+    let before = first_seq_after(&mut tx, &cutoff).await?.unwrap_or(i64::MAX);
     let deleted = store::execute(
         &mut tx,
-        r#"DELETE FROM "tabEvent Update Log" WHERE creation < $1 AND name <= $2"#,
-        &[Param::Text(Some(cutoff)), Param::Int(Some(upto))],
+        r#"DELETE FROM "tabEvent Update Log" WHERE name < $1 AND name <= $2 AND creation < $3"#,
+        &[
+            Param::Int(Some(before)),
+            Param::Int(Some(upto)),
+            Param::Text(Some(cutoff)),
+        ],
     )
     .await?;
     if deleted > 0 {
