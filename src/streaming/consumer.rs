@@ -457,6 +457,12 @@ async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {
         // next page travels while this one is applied.
         let more = page.has_more && last_seq.is_some();
         let next = more.then(|| fetch(cursor, last_seq));
+        if next.is_some() {
+            // Tokio puts a task spawned from a worker in that worker's LIFO slot, which other
+            // workers cannot steal: without this yield the fetch would not start before the
+            // page below, which never yields while it applies, had been applied.
+            tokio::task::yield_now().await;
+        }
         applied += apply_batch(site, &info, &remote, &page.logs, cursor).await?;
         match next {
             Some(next) => {
