@@ -52,6 +52,9 @@ struct ProducerRun {
     names: Vec<String>,
 }
 
+/// Passes of raw_insert, each on a fresh site; the median is reported.
+const RAW_INSERT_PASSES: usize = 3;
+
 /// Documents written to one producer before the next takes its turn (producer_write).
 const PRODUCER_WRITE_TURN: usize = 250;
 
@@ -365,10 +368,21 @@ async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
         ..Default::default()
     };
     progress("== raw_insert");
-    let raw_site = make_site(&tmp.join("raw"), "raw", free_port()?).await?;
-    seed_masters(&raw_site).await?;
-    report.raw_insert_per_s = raw_insert(&raw_site, docs).await?;
-    raw_site.store.close().await;
+    // One pass lasts under a second at 10,000 documents, where this VM's speed swings by a
+    // quarter: the floor is the median of three passes, each into a fresh site.
+    let mut passes = Vec::new();
+    for pass in 0..RAW_INSERT_PASSES {
+        let name = format!("raw{pass}");
+        let raw_site = make_site(&tmp.join(&name), &name, free_port()?).await?;
+        seed_masters(&raw_site).await?;
+        passes.push(raw_insert(&raw_site, docs).await?);
+        raw_site.store.close().await;
+    }
+    report
+        .extra
+        .insert("raw_insert_passes_per_s".into(), json!(passes));
+    passes.sort_by(f64::total_cmp);
+    report.raw_insert_per_s = passes[passes.len() / 2];
     progress("raw_insert: done");
 
     // One producer per setting, written in turns of PRODUCER_WRITE_TURN documents each, so the
@@ -879,7 +893,7 @@ fn print_table(r: &Report) {
     let raw = json!(r.raw_insert_per_s);
     let apply = json!(r.stream_apply_per_s);
     for (label, v) in [
-        ("raw_insert (batched, 1000/tx)", Some(&raw)),
+        ("raw_insert (batched, 1000/tx, median)", Some(&raw)),
         (
             "producer_write, streaming off",
             r.producer_write_per_s.get("off"),
