@@ -36,9 +36,24 @@ async fn get(client: &reqwest::Client, url: &str, sid: &str, path: &str) -> (u16
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// Prints what the demo wrote to stderr when the test fails (it says why the demo stopped).
+struct StderrOnFailure(std::path::PathBuf);
+
+impl Drop for StderrOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+            eprintln!("--- demo stderr ---\n{text}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_wires_two_sites_and_streams_both_ways() {
     let tmp = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let stderr_path = logs.path().join("demo.stderr");
+    let _show = StderrOnFailure(stderr_path.clone());
     // Two consecutive free ports.
     let port = loop {
         let p = free_port();
@@ -51,7 +66,7 @@ async fn demo_wires_two_sites_and_streams_both_ways() {
         .arg(tmp.path())
         .args(["--port", &port.to_string()])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
     let (head, branch) = (
