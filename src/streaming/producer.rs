@@ -1,7 +1,7 @@
 //! The producer side: `register_consumer`, the pull method, approval bookkeeping and snapshots
 //! (push notifications are in `notifier.rs`).
 
-use super::update_log::{current_seq, first_seq_after, NewLog};
+use super::update_log::{current_seq, first_seq_after, newest, NewLog};
 use crate::error::{Error, Result};
 use crate::service::documents::{load_doc, WriteFlags};
 use crate::service::permissions::Caller;
@@ -111,18 +111,9 @@ pub async fn register_consumer(site: &Site, caller: &Caller, data: &Value) -> Re
             .await?
             .0
     };
-    let last_seq = current_seq(&mut tx).await?;
-    let newest = store::fetch_docs(
-        &mut tx,
-        r#"SELECT creation FROM "tabEvent Update Log" ORDER BY name DESC LIMIT 1"#,
-        &[],
-    )
-    .await?;
+    let (last_seq, newest_creation) = newest(&mut tx).await?;
     tx.commit().await?;
-    let last_update = newest
-        .first()
-        .map(|r| text(r.get("creation")))
-        .unwrap_or_else(|| site.clock.now());
+    let last_update = newest_creation.unwrap_or_else(|| site.clock.now());
     let statuses: Vec<Value> = saved["consumer_doctypes"]
         .as_array()
         .into_iter()

@@ -15,8 +15,9 @@ use serde_json::{Map, Value};
 /// SQLite it is only the floor that deleting logs raises (see `stamp`).
 const SEQ_COUNTER: &str = "event_update_log_seq";
 
-/// The newest log's seq (or the floor, when higher) and creation.
-async fn newest(conn: &mut Conn) -> Result<(i64, Option<String>)> {
+/// The highest `seq` given out so far (the newest log's, or the floor when higher) and the
+/// newest log's `creation`.
+pub async fn newest(conn: &mut Conn) -> Result<(i64, Option<String>)> {
     // One row, one statement: this runs in every streamed write.
     let rows = store::fetch_values(
         conn,
