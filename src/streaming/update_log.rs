@@ -12,7 +12,7 @@ use crate::store::{self, Conn, Dialect, Doc, Param};
 use serde_json::{Map, Value};
 
 /// The counter behind update logs' gap-free `seq`: on PostgreSQL every log takes it; on
-/// SQLite it is only the floor that deleting logs raises (see `stamp`).
+/// SQLite it is only the floor that deleting logs raises (see `SQLITE_INSERT`).
 const SEQ_COUNTER: &str = "event_update_log_seq";
 
 /// The highest `seq` given out so far (the newest log's, or the floor when higher) and the
@@ -37,29 +37,13 @@ pub async fn current_seq(conn: &mut Conn) -> Result<i64> {
     Ok(newest(conn).await?.0)
 }
 
-/// Takes the next `seq` (gap-free in commit order) and the new log's `creation`, which is never
-/// before the previous log's: `first_seq_after` relies on creation growing with seq.
-async fn stamp(site: &Site, conn: &mut Conn) -> Result<(i64, String)> {
-    let (seq, previous) = match conn.dialect() {
-        // One writer at a time: the newest log's seq plus one. It costs no page of its own (the
-        // insert writes that leaf anyway), where a counter row is one more page every commit.
-        Dialect::Sqlite => {
-            let (seq, previous) = newest(conn).await?;
-            (seq + 1, previous)
-        }
-        // Concurrent writers: the counter's row lock orders them until commit.
-        Dialect::Postgres => {
-            let seq = store::next_counter(conn, SEQ_COUNTER).await?;
-            (seq, newest(conn).await?.1)
-        }
-    };
-    let now = site.clock.now();
-    let creation = match previous {
-        // The clock stepped back: keep creation in seq order.
+/// The new log's `creation` after `previous`: never before it, because `first_seq_after`
+/// relies on creation growing with seq (the clock may step back).
+fn creation_after(now: String, previous: Option<String>) -> String {
+    match previous {
         Some(p) if p > now => p,
         _ => now,
-    };
-    Ok((seq, creation))
+    }
 }
 
 /// Raises the counter to the highest `seq` before logs are deleted, so that no seq a consumer
@@ -78,7 +62,7 @@ pub async fn keep_seq_floor(conn: &mut Conn) -> Result<()> {
 }
 
 /// The seq of the first log created after `since`, by bisecting seqs with primary-key look-ups
-/// (creation grows with seq, see `stamp`), so the log needs no index on `creation`.
+/// (creation grows with seq, see `creation_after`), so the log needs no index on `creation`.
 pub async fn first_seq_after(conn: &mut Conn, since: &str) -> Result<Option<i64>> {
     let bounds = store::fetch_docs(
         conn,
@@ -149,28 +133,55 @@ pub struct NewLog<'a> {
     pub for_consumer: Option<String>,
 }
 
-/// Writes one log with the next seq; returns the seq.
+/// SQLite's insert of a log: the next seq is the newest log's plus one (or the floor's, when
+/// higher), read by the insert itself. One writer at a time makes that safe; it is one statement
+/// where a read and a write were two, and it writes no counter row, which would be one more
+/// page every commit. VALUES, not INSERT ... SELECT: a SELECT from the table being written runs
+/// through a temporary table. ($1 the counter's name, $2 the clock.)
+const SQLITE_INSERT: &str = r#"INSERT INTO "tabEvent Update Log" (name, seq, creation, modified,
+    owner, modified_by, docstatus, idx, update_type, ref_doctype, docname, data, origin, for_consumer)
+    VALUES (
+    (SELECT MAX(COALESCE((SELECT current FROM "tabSeries" WHERE name = $1), 0),
+        COALESCE((SELECT MAX(name) FROM "tabEvent Update Log"), 0)) + 1),
+    (SELECT MAX(COALESCE((SELECT current FROM "tabSeries" WHERE name = $1), 0),
+        COALESCE((SELECT MAX(name) FROM "tabEvent Update Log"), 0)) + 1),
+    MAX($2, COALESCE((SELECT creation FROM "tabEvent Update Log" ORDER BY name DESC LIMIT 1), '')),
+    MAX($2, COALESCE((SELECT creation FROM "tabEvent Update Log" ORDER BY name DESC LIMIT 1), '')),
+    'Administrator', 'Administrator', 0, 0, $3, $4, $5, $6, $7, $8)"#;
+
+/// PostgreSQL's insert of a log, whose seq comes from the counter ($1 the seq, $2 creation).
+const POSTGRES_INSERT: &str = r#"INSERT INTO "tabEvent Update Log" (name, seq, creation, modified,
+    owner, modified_by, docstatus, idx, update_type, ref_doctype, docname, data, origin, for_consumer)
+    VALUES ($1, $1, $2, $2, 'Administrator', 'Administrator', 0, 0, $3, $4, $5, $6, $7, $8)"#;
+
+/// Writes one log with the next seq (gap-free in commit order); returns the seq.
 pub async fn insert(site: &Site, conn: &mut Conn, log: NewLog<'_>) -> Result<i64> {
-    let (seq, creation) = stamp(site, conn).await?;
-    let sql = r#"INSERT INTO "tabEvent Update Log" (name, owner, creation, modified, modified_by, docstatus, idx,
-        update_type, ref_doctype, docname, data, seq, origin, for_consumer)
-        VALUES ($1, 'Administrator', $2, $2, 'Administrator', 0, 0, $3, $4, $5, $6, $1, $7, $8)"#;
-    store::execute(
-        conn,
-        sql,
-        &[
-            Param::Int(Some(seq)),
-            Param::Text(Some(creation)),
-            Param::text(log.update_type),
-            Param::text(log.ref_doctype),
-            Param::text(log.docname),
-            Param::Text(log.data),
-            Param::Text(log.origin),
-            Param::Text(log.for_consumer),
-        ],
-    )
-    .await?;
-    Ok(seq)
+    let now = site.clock.now();
+    let mut params = vec![
+        Param::text(SEQ_COUNTER),
+        Param::Text(Some(now.clone())),
+        Param::text(log.update_type),
+        Param::text(log.ref_doctype),
+        Param::text(log.docname),
+        Param::Text(log.data),
+        Param::Text(log.origin),
+        Param::Text(log.for_consumer),
+    ];
+    match conn.dialect() {
+        Dialect::Sqlite => {
+            store::execute(conn, SQLITE_INSERT, &params).await?;
+            conn.last_insert_rowid()
+                .ok_or_else(|| crate::Error::Internal("SQLite gave no row id".into()))
+        }
+        // Concurrent writers: the counter's row lock orders them until commit.
+        Dialect::Postgres => {
+            let seq = store::next_counter(conn, SEQ_COUNTER).await?;
+            params[0] = Param::Int(Some(seq));
+            params[1] = Param::Text(Some(creation_after(now, newest(conn).await?.1)));
+            store::execute(conn, POSTGRES_INSERT, &params).await?;
+            Ok(seq)
+        }
+    }
 }
 
 /// Writes one log when `dt` is streamed; `data` is computed only then.
