@@ -188,7 +188,7 @@ async fn raw_insert(site: &Site, n: usize) -> Result<f64> {
                     let mut row = store::doc_from(row);
                     // Named as the REST path names them (`hash`), so the floor writes the same
                     // rows, index order included.
-                    std_cols(&mut row, crate::crypto::random_token(10));
+                    std_cols(&mut row, crate::service::naming::hash_name());
                     row.insert("parent".into(), name.clone().into());
                     row.insert("parentfield".into(), "items".into());
                     row.insert("parenttype".into(), "Sales Invoice".into());

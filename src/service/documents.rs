@@ -194,7 +194,7 @@ fn merge_fields(
                     }
                     row.insert(
                         "name".into(),
-                        Value::String(given.unwrap_or_else(|| crate::crypto::random_token(10))),
+                        Value::String(given.unwrap_or_else(crate::service::naming::hash_name)),
                     );
                     out.push(Value::Object(row));
                 }

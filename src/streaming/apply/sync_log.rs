@@ -100,7 +100,7 @@ pub(super) async fn write_sync_log(
         .await?;
         return Ok(text(prev.get("name")));
     }
-    let name = crate::crypto::random_token(10);
+    let name = crate::service::naming::hash_name();
     let data = match &inc.raw_data {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
