@@ -38,31 +38,18 @@ pub async fn insert_rows(conn: &mut Conn, dt: &DocType, rows: &[Doc]) -> Result<
         cols.extend(crate::meta::CHILD_COLUMNS);
     }
     cols.extend(dt.data_fields().map(|f| f.fieldname.as_str()));
-    let per_stmt = (30_000 / cols.len()).max(1);
     let quoted: Vec<String> = cols.iter().map(|c| q(c)).collect();
-    for chunk in rows.chunks(per_stmt) {
-        let mut params = Vec::with_capacity(chunk.len() * cols.len());
-        let mut tuples = Vec::with_capacity(chunk.len());
-        for row in chunk {
-            let mut ph = Vec::with_capacity(cols.len());
-            for c in &cols {
-                params.push(Param::from_value(
-                    row.get(*c).unwrap_or(&Value::Null),
-                    dt.column_storage(c),
-                ));
-                ph.push(format!("${}", params.len()));
-            }
-            tuples.push(format!("({})", ph.join(", ")));
-        }
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES {}",
-            q(&dt.table()),
-            quoted.join(", "),
-            tuples.join(", ")
-        );
-        execute(conn, &sql, &params).await?;
-    }
-    Ok(())
+    let storage: Vec<_> = cols.iter().map(|c| dt.column_storage(c)).collect();
+    let params: Vec<Vec<Param>> = rows
+        .iter()
+        .map(|row| {
+            cols.iter()
+                .zip(&storage)
+                .map(|(c, st)| Param::from_value(row.get(*c).unwrap_or(&Value::Null), *st))
+                .collect()
+        })
+        .collect();
+    super::insert_many(conn, &q(&dt.table()), &quoted, &params).await
 }
 
 /// Sets the given columns of the row `name`.

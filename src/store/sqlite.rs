@@ -270,6 +270,16 @@ pub(super) fn execute(conn: &Connection, sql: &str, params: &[Param]) -> Result<
     Ok(stmt.raw_execute()? as u64)
 }
 
+/// Runs one statement (with `?N` placeholders) once per set of parameters.
+pub(super) fn execute_each(conn: &Connection, sql: &str, rows: &[Vec<Param>]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    for row in rows {
+        bind(&mut stmt, row)?;
+        stmt.raw_execute()?;
+    }
+    Ok(())
+}
+
 /// Runs a query; rows as JSON objects by column name.
 pub(super) fn fetch_docs(conn: &Connection, sql: &str, params: &[Param]) -> Result<Vec<Doc>> {
     let mut stmt = conn.prepare_cached(&numbered(sql))?;

@@ -466,7 +466,10 @@ async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {
         applied += apply_batch(site, &info, &remote, &page.logs, cursor).await?;
         match next {
             Some(next) => {
-                page = joined(next.await)?;
+                let applied_page = std::mem::replace(&mut page, joined(next.await)?);
+                // Freeing 500 parsed documents takes milliseconds (3.5 ms for invoices): not
+                // on the path of the next page.
+                tokio::task::spawn_blocking(move || drop(applied_page));
                 last_seq = cursor;
             }
             None => return Ok(applied),

@@ -1,52 +1,37 @@
-//! Event Sync Log rows: new ones buffered per page and written many per statement; retries
+//! Event Sync Log rows: new ones buffered per page and written together before it commits; retries
 //! update their row at once.
 
 use super::*;
 
-pub(super) const SYNC_LOG_COLUMNS: &str = "name, owner, creation, modified, modified_by, docstatus, idx, update_type, ref_doctype, status, event_producer, producer_doc, docname, use_same_name, data, error, seq, retries, next_retry";
+/// The columns of a new Event Sync Log row, in the order `write_sync_log` buffers them.
+const SYNC_LOG_COLUMNS: [&str; 19] = [
+    "name",
+    "owner",
+    "creation",
+    "modified",
+    "modified_by",
+    "docstatus",
+    "idx",
+    "update_type",
+    "ref_doctype",
+    "status",
+    "event_producer",
+    "producer_doc",
+    "docname",
+    "use_same_name",
+    "data",
+    "error",
+    "seq",
+    "retries",
+    "next_retry",
+];
 
 impl Known {
-    /// Writes the buffered sync logs, many rows per statement.
+    /// Writes the buffered sync logs.
     pub(super) async fn flush_sync_logs(&mut self, conn: &mut Conn) -> Result<()> {
         let rows = std::mem::take(&mut self.sync_logs);
-        for chunk in rows.chunks(200) {
-            let mut params = Vec::with_capacity(chunk.len() * 15);
-            let mut values = Vec::with_capacity(chunk.len());
-            for row in chunk {
-                let base = params.len();
-                let p = |i: usize| format!("${}", base + i);
-                values.push(format!(
-                    "({}, {}, {}, {}, {}, 0, 0, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 0, {})",
-                    p(1),
-                    p(2),
-                    p(3),
-                    p(3),
-                    p(2),
-                    p(4),
-                    p(5),
-                    p(6),
-                    p(7),
-                    p(8),
-                    p(9),
-                    p(10),
-                    p(11),
-                    p(12),
-                    p(13),
-                    p(14)
-                ));
-                params.extend(row.iter().cloned());
-            }
-            store::execute(
-                conn,
-                &format!(
-                    r#"INSERT INTO "tabEvent Sync Log" ({SYNC_LOG_COLUMNS}) VALUES {}"#,
-                    values.join(", ")
-                ),
-                &params,
-            )
-            .await?;
-        }
-        Ok(())
+        let columns: Vec<String> = SYNC_LOG_COLUMNS.iter().map(|c| store::q(c)).collect();
+        store::insert_many(conn, r#""tabEvent Sync Log""#, &columns, &rows).await
     }
 }
 
@@ -111,10 +96,16 @@ pub(super) async fn write_sync_log(
             .synced
             .insert((sub.local_type.clone(), inc.docname.clone()));
     }
+    let now = Param::Text(Some(now));
+    let owner = Param::Text(Some(info.user.clone()));
     known.sync_logs.push(vec![
         Param::Text(Some(name.clone())),
-        Param::Text(Some(info.user.clone())),
-        Param::Text(Some(now)),
+        owner.clone(),
+        now.clone(),
+        now,
+        owner,
+        Param::Int(Some(0)),
+        Param::Int(Some(0)),
         Param::Text(Some(inc.update_type.clone())),
         Param::Text(Some(sub.local_type.clone())),
         Param::Text(Some(status.into())),
@@ -125,6 +116,7 @@ pub(super) async fn write_sync_log(
         Param::Text(data),
         Param::Text(error),
         Param::Int(inc.seq),
+        Param::Int(Some(0)),
         Param::Text(next_retry),
     ]);
     Ok(name)
