@@ -122,7 +122,9 @@ pub fn diff(reg: &Registry, dt: &DocType, old: &Doc, new: &Doc) -> Result<Diff> 
     Ok(d)
 }
 
-/// Serializes as Frappe's `as_json` does: sorted keys, one-space indent.
+/// Serializes with sorted keys, as Frappe's `as_json` does, but compact: Frappe's one-space
+/// indent made an invoice's Create log 21% larger, and every byte of a log is written to the
+/// WAL in the producer's commit (readers parse either; the desk indents it for display).
 pub fn frappe_json(v: &Value) -> String {
     to_sorted_json(&Sorted {
         v,
@@ -140,10 +142,7 @@ pub fn create_payload_json(doc: &Map<String, Value>) -> String {
 
 fn to_sorted_json(v: &impl serde::Serialize) -> String {
     let mut buf = Vec::with_capacity(1024);
-    let mut ser = serde_json::Serializer::with_formatter(
-        &mut buf,
-        serde_json::ser::PrettyFormatter::with_indent(b" "),
-    );
+    let mut ser = serde_json::Serializer::new(&mut buf);
     v.serialize(&mut ser)
         .expect("serializing JSON to memory cannot fail");
     String::from_utf8(buf).expect("serde_json writes UTF-8")
@@ -218,11 +217,11 @@ mod tests {
         let doc = json!({"b": 1, "a": null, "items": [{"z": null, "y": "x"}, null]});
         assert_eq!(
             frappe_json(&doc),
-            "{\n \"a\": null,\n \"b\": 1,\n \"items\": [\n  {\n   \"y\": \"x\",\n   \"z\": null\n  },\n  null\n ]\n}"
+            r#"{"a":null,"b":1,"items":[{"y":"x","z":null},null]}"#
         );
         assert_eq!(
             create_payload_json(doc.as_object().unwrap()),
-            "{\n \"b\": 1,\n \"items\": [\n  {\n   \"y\": \"x\"\n  },\n  null\n ]\n}"
+            r#"{"b":1,"items":[{"y":"x"},null]}"#
         );
     }
 }
