@@ -3,15 +3,9 @@
 
 use super::*;
 
-/// The columns of a new Event Sync Log row, in the order `write_sync_log` buffers them.
-const SYNC_LOG_COLUMNS: [&str; 19] = [
-    "name",
-    "owner",
-    "creation",
-    "modified",
-    "modified_by",
-    "docstatus",
-    "idx",
+/// The fields of a new Event Sync Log row after the standard columns, in the order
+/// `write_sync_log` buffers them.
+const SYNC_LOG_FIELDS: [&str; 12] = [
     "update_type",
     "ref_doctype",
     "status",
@@ -30,7 +24,11 @@ impl Known {
     /// Writes the buffered sync logs.
     pub(super) async fn flush_sync_logs(&mut self, conn: &mut Conn) -> Result<()> {
         let rows = std::mem::take(&mut self.sync_logs);
-        let columns: Vec<String> = SYNC_LOG_COLUMNS.iter().map(|c| store::q(c)).collect();
+        let columns: Vec<String> = crate::meta::STANDARD_COLUMNS
+            .iter()
+            .chain(&SYNC_LOG_FIELDS)
+            .map(|c| store::q(c))
+            .collect();
         store::insert_many(conn, r#""tabEvent Sync Log""#, &columns, &rows).await
     }
 }
