@@ -259,18 +259,7 @@ pub(super) async fn absent_at_start(
     for (t, names) in by_type {
         let dt = reg.get(&t)?;
         for chunk in names.chunks(500) {
-            let ph: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT name FROM {} WHERE name IN ({})",
-                store::q(&dt.table()),
-                ph.join(", ")
-            );
-            let params: Vec<Param> = chunk.iter().map(|n| Param::Text(Some(n.clone()))).collect();
-            let found: std::collections::HashSet<String> = store::fetch_docs(conn, &sql, &params)
-                .await?
-                .iter()
-                .map(|r| text(r.get("name")))
-                .collect();
+            let found = names_found(conn, &dt, chunk).await?;
             absent.extend(
                 chunk
                     .iter()
@@ -303,18 +292,9 @@ pub(super) async fn missing_locally(
     for (t, names) in by_type {
         let Ok(dt) = reg.get(&t) else { continue };
         for chunk in names.chunks(500) {
-            let ph: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT name FROM {} WHERE name IN ({})",
-                store::q(&dt.table()),
-                ph.join(", ")
-            );
-            let params: Vec<Param> = chunk.iter().map(|n| Param::Text(Some(n.clone()))).collect();
-            let Ok(found) = store::fetch_docs(&mut conn, &sql, &params).await else {
+            let Ok(found) = names_found(&mut conn, &dt, chunk).await else {
                 continue;
             };
-            let found: std::collections::HashSet<String> =
-                found.iter().map(|r| text(r.get("name"))).collect();
             missing.extend(
                 chunk
                     .iter()
@@ -324,4 +304,24 @@ pub(super) async fn missing_locally(
         }
     }
     missing
+}
+
+/// Which of `names` (at most a few hundred: one statement) exist in `dt`'s table.
+async fn names_found(
+    conn: &mut Conn,
+    dt: &DocType,
+    names: &[String],
+) -> Result<std::collections::HashSet<String>> {
+    let ph: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT name FROM {} WHERE name IN ({})",
+        store::q(&dt.table()),
+        ph.join(", ")
+    );
+    let params: Vec<Param> = names.iter().map(|n| Param::Text(Some(n.clone()))).collect();
+    Ok(store::fetch_docs(conn, &sql, &params)
+        .await?
+        .iter()
+        .map(|r| text(r.get("name")))
+        .collect())
 }
