@@ -3,7 +3,6 @@
 # SQLite and PostgreSQL, CLI, the frappe-js-sdk client test, the desk's browser test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/docstream-target}"
 cargo fmt --check
 # The desk's browser test drives Debian's Chromium headless (tests/desk.rs); install it if missing.
 if ! command -v chromium >/dev/null; then
@@ -13,4 +12,15 @@ fi
 if command -v npm >/dev/null && [ -f tests/js/package-lock.json ] && { [ ! -d tests/js/node_modules ] || [ ! -d tests/js/node_modules/playwright-core ]; }; then
   npm ci --prefix tests/js --no-audit --no-fund
 fi
-cargo test --no-fail-fast "$@"
+# The documentation's shell examples (scripts/check-docs.sh) need curl, jq and sqlite3.
+for tool in curl jq sqlite3; do
+  if ! command -v "$tool" >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y "$tool" || { apt-get update && apt-get install -y "$tool"; }
+  fi
+done
+# The release profile, in the same target folder as `cargo run --release -- demo`: the tests
+# reuse the demo's build (and the other way round) instead of compiling everything twice.
+cargo test --release --no-fail-fast "$@"
+# Every `sh` block of README.md and docs/ runs against real sites, so the docs cannot go stale.
+./scripts/check-docs.sh

@@ -83,6 +83,13 @@ pub fn hash_password(password: &str) -> Result<String> {
         .map_err(|e| Error::Internal(format!("cannot hash password: {e}")))
 }
 
+/// A hash of a password nobody knows, made once: checked against when a login names an
+/// unknown user, so that answer takes as long as a wrong password.
+pub fn decoy_password_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&random_token(24)).unwrap_or_default())
+}
+
 /// Checks a login password against its Argon2 hash.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)

@@ -105,6 +105,12 @@ impl From<sqlx::Error> for Error {
             if db.is_unique_violation() {
                 return Error::DuplicateEntry(format!("Duplicate entry: {}", db.message()));
             }
+            // A NUL in text that reached PostgreSQL anyway (the API refuses it earlier).
+            if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
+                return Error::Validation(
+                    "Text may not contain the NUL character (\\u0000)".into(),
+                );
+            }
         }
         database_error(e)
     }

@@ -24,9 +24,18 @@ impl Args {
         }
         let body_text = std::str::from_utf8(body)
             .map_err(|_| Error::BadRequest("The request body is not UTF-8".into()))?;
-        if body_text.trim().is_empty() {
-            return Ok(args);
+        if !body_text.trim().is_empty() {
+            args.parse_body(content_type, body_text)?;
         }
+        for (k, v) in &args.map {
+            refuse_nul(k)?;
+            refuse_nul_in(v)?;
+        }
+        Ok(args)
+    }
+
+    fn parse_body(&mut self, content_type: &str, body_text: &str) -> Result<()> {
+        let args = self;
         let ct = content_type.to_ascii_lowercase();
         if ct.starts_with("application/x-www-form-urlencoded") {
             for (k, v) in serde_urlencoded::from_str::<Vec<(String, String)>>(body_text)
@@ -51,7 +60,7 @@ impl Args {
                 _ => return Err(Error::BadRequest("The JSON body must be an object".into())),
             }
         }
-        Ok(args)
+        Ok(())
     }
 
     /// A string argument.
@@ -75,9 +84,13 @@ impl Args {
         match self.map.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => serde_json::from_str(s)
-                .map(Some)
-                .map_err(|e| Error::BadRequest(format!("Argument \"{k}\" is not valid JSON: {e}"))),
+            Some(Value::String(s)) => {
+                let v: Value = serde_json::from_str(s).map_err(|e| {
+                    Error::BadRequest(format!("Argument \"{k}\" is not valid JSON: {e}"))
+                })?;
+                refuse_nul_in(&v)?;
+                Ok(Some(v))
+            }
             Some(v) => Ok(Some(v.clone())),
         }
     }
@@ -130,5 +143,27 @@ impl Args {
                 "Send the document as a JSON body or as the form field data=<json>".into(),
             )
         })
+    }
+}
+
+/// Refuses text with a NUL character: PostgreSQL cannot store it, and no document needs it.
+pub fn refuse_nul(s: &str) -> Result<()> {
+    if s.contains('\0') {
+        return Err(Error::Validation(
+            "Text may not contain the NUL character (\\u0000)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn refuse_nul_in(v: &Value) -> Result<()> {
+    match v {
+        Value::String(s) => refuse_nul(s),
+        Value::Array(a) => a.iter().try_for_each(refuse_nul_in),
+        Value::Object(m) => m.iter().try_for_each(|(k, v)| {
+            refuse_nul(k)?;
+            refuse_nul_in(v)
+        }),
+        _ => Ok(()),
     }
 }

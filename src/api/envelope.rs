@@ -37,12 +37,21 @@ impl IntoResponse for ApiError {
 
 /// A JSON response with a status.
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut r = (status, body.to_string()).into_response();
+    with_status(status, body.to_string())
+}
+
+fn with_status(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// A 200 response whose JSON body is already written.
+pub fn raw_json(body: String) -> Response {
+    with_status(StatusCode::OK, body)
 }
 
 /// `{"data": value}` with 200.

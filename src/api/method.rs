@@ -23,6 +23,27 @@ fn doctype_of(doc: &Doc) -> Result<String, Error> {
         .ok_or_else(|| Error::Validation("The document needs a \"doctype\"".into()))
 }
 
+/// True for methods that only read: a cookie session may call these with GET. Every other
+/// method changes something and needs POST from a browser session.
+pub fn reads_only(method: &str) -> bool {
+    matches!(
+        method,
+        "login"
+            | "logout"
+            | "frappe.ping"
+            | "frappe.auth.get_logged_user"
+            | "frappe.client.get_list"
+            | "frappe.client.get_count"
+            | "frappe.client.get"
+            | "frappe.client.get_value"
+            | "frappe.client.get_single_value"
+            | "frappe.desk.reportview.get_count"
+            | "frappe.desk.form.load.getdoctype"
+            | "frappe.desk.search.search_link"
+            | "docstream.desk.streaming_dashboard"
+    )
+}
+
 /// Runs a method by its dotted name.
 pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
     let site = &ctx.site;
@@ -118,6 +139,20 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
                 None => json!({}),
             }
         }
+        "frappe.client.get_single_value" => {
+            let doctype = args.required("doctype")?;
+            let field = args.required("field")?;
+            let doc = site.get_doc(caller, &doctype, &doctype).await?;
+            match doc.get(&field) {
+                Some(v) => v.clone(),
+                None => {
+                    return Err(Error::Validation(format!(
+                        "{doctype} has no field {field:?}"
+                    ))
+                    .into())
+                }
+            }
+        }
         "frappe.client.set_value" => {
             let doctype = args.required("doctype")?;
             let name = args.required("name")?;
@@ -157,20 +192,19 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
                     .into())
                 }
             };
-            let mut names = Vec::new();
+            let mut inputs = Vec::with_capacity(docs.len());
             for d in docs {
                 let Value::Object(doc) = d else {
                     return Err(Error::Validation("Each document must be an object".into()).into());
                 };
-                let doctype = doctype_of(&doc)?;
-                names.push(
-                    site.insert_doc(caller, &doctype, doc, &flags)
-                        .await?
-                        .get("name")
-                        .cloned()
-                        .unwrap_or(Value::Null),
-                );
+                inputs.push((doctype_of(&doc)?, doc));
             }
+            let names: Vec<Value> = site
+                .insert_docs(caller, inputs, &flags)
+                .await?
+                .into_iter()
+                .map(|d| d.get("name").cloned().unwrap_or(Value::Null))
+                .collect();
             Value::Array(names)
         }
         "frappe.client.save" => {
@@ -272,7 +306,15 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
                 },
             )
             .await?;
-            let mut r = message(Value::Array(pulled.logs));
+            let mut r = if pulled.paged {
+                super::envelope::raw_json(crate::streaming::page::encode(
+                    &pulled.logs,
+                    pulled.last_seq,
+                    pulled.has_more,
+                ))
+            } else {
+                message(Value::Array(pulled.logs))
+            };
             let h = r.headers_mut();
             h.insert("x-docstream-last-seq", HeaderValue::from(pulled.last_seq));
             if pulled.has_more {
@@ -335,7 +377,19 @@ async fn login(ctx: &Ctx) -> Result<Response, ApiError> {
     let usr = ctx.args.required("usr")?;
     let pwd = ctx.args.str("pwd").unwrap_or_default();
     let desk = ctx.args.str("device").as_deref() == Some("desk");
-    let (sid, full_name, csrf) = ctx.site.login(&usr, &pwd, &ctx.peer, desk).await?;
+    let (sid, full_name, csrf) = match ctx.site.login(&usr, &pwd, &ctx.peer, desk).await {
+        Ok(s) => s,
+        // Frappe's clients show `message` of a failed login.
+        Err(e @ Error::Authentication(_)) => {
+            let mut body = super::envelope::error_body(&e);
+            body["message"] = json!(e.message());
+            return Ok(super::envelope::json_response(
+                axum::http::StatusCode::UNAUTHORIZED,
+                &body,
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut body = json!({"message": "Logged In", "home_page": "/app", "full_name": full_name});
     if let Some(t) = csrf {
         body["csrf_token"] = json!(t);

@@ -124,6 +124,59 @@ fn is_open_method(m: &str) -> bool {
     matches!(m, "login" | "frappe.ping" | "logout")
 }
 
+/// True when a query string carries `cmd` (Frappe's `GET /?cmd=...`).
+fn has_cmd(query: Option<&str>) -> bool {
+    query
+        .map(|q| {
+            serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+                .unwrap_or_default()
+                .iter()
+                .any(|(k, _)| k == "cmd")
+        })
+        .unwrap_or(false)
+}
+
+/// `GET /`: a browser goes to the desk (or its login page); API clients get a small JSON
+/// answer (Frappe sites probe it before notifying).
+async fn root(site: &Site, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(prefers_html);
+    if !wants_html {
+        return Ok(envelope::message(serde_json::json!("docstream")));
+    }
+    let signed_in = match credentials(headers) {
+        Ok(c @ Credentials::Session { .. }) => site
+            .authenticate(&c)
+            .await
+            .is_ok_and(|a| !a.caller.is_guest()),
+        _ => false,
+    };
+    let to = if signed_in { "/app" } else { "/login" };
+    Ok(Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, to)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::SEE_OTHER.into_response()))
+}
+
+/// True when an `Accept` header ranks `text/html` above JSON (as browsers send it).
+fn prefers_html(accept: &str) -> bool {
+    let rank = |wanted: &str| {
+        accept
+            .split(',')
+            .enumerate()
+            .find(|(_, part)| part.trim().starts_with(wanted))
+            .map(|(i, _)| i)
+    };
+    match (rank("text/html"), rank("application/json")) {
+        (Some(h), Some(j)) => h < j,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
 async fn handle(
     app: &AppState,
     peer: SocketAddr,
@@ -154,7 +207,9 @@ async fn handle(
         }
         (Method::GET, "/metrics") => return Ok(app.metrics.render(&site).await.into_response()),
         (Method::GET, "/api/openapi.json") => return Ok(openapi::document(&site)),
-        (Method::GET, "/") => return Ok(envelope::message(serde_json::json!("docstream"))),
+        (Method::GET, "/") if !has_cmd(parts.uri.query()) => {
+            return root(&site, &parts.headers).await;
+        }
         _ => {}
     }
     if let Some(page) = crate::desk::route(
@@ -180,11 +235,13 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let args = Args::parse(parts.uri.query(), content_type, &bytes)?;
+    args::refuse_nul(&decode(&path))?;
     let (kind, rest) = if let Some(rest) = path.strip_prefix("/api/method/") {
         ("method", decode(rest))
     } else if let Some(rest) = path.strip_prefix("/api/resource/") {
         ("resource", rest.to_string())
-    } else if path == "/" && parts.method == Method::POST {
+    } else if path == "/" && matches!(parts.method, Method::POST | Method::GET) {
+        // Frappe dispatches `cmd` on `/` whatever the verb (its Python client logs out by GET).
         ("method", args.required("cmd")?)
     } else {
         return Err(
@@ -192,14 +249,27 @@ async fn handle(
         );
     };
     let open = kind == "method" && is_open_method(&rest);
+    let creds = credentials(&parts.headers)?;
     let auth = if open {
         Authenticated {
             caller: crate::service::permissions::Caller::guest(),
             csrf_token: None,
         }
     } else {
-        site.authenticate(&credentials(&parts.headers)?).await?
+        site.authenticate(&creds).await?
     };
+    // A browser sends the session cookie with any GET a page makes it send (SameSite=Lax lets
+    // top-level GETs through): GET on a cookie session may only read.
+    if kind == "method"
+        && matches!(creds, Credentials::Session { .. })
+        && matches!(parts.method, Method::GET | Method::HEAD)
+        && !method::reads_only(&rest)
+    {
+        return Err(Error::Permission(format!(
+            "{rest} changes data: call it with POST (GET is refused for session cookies)"
+        ))
+        .into());
+    }
     if let Some(expected) = &auth.csrf_token {
         if parts.method != Method::GET && parts.method != Method::HEAD {
             let sent = parts

@@ -171,10 +171,10 @@ impl FieldType {
                 let s = match value {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
-                    Value::Bool(b) => (*b as i64).to_string(),
                     Value::Array(_) | Value::Object(_) if self == FieldType::Json => {
                         value.to_string()
                     }
+                    // `true` in a text field is a client's mistake, not the text "1".
                     _ => return Err(bad("text")),
                 };
                 if s.is_empty() {

@@ -104,6 +104,7 @@ impl Site {
         Ok(Caller {
             user: user.into(),
             roles,
+            session: None,
         })
     }
 
@@ -169,8 +170,10 @@ impl Site {
                             .get("csrf_token")
                             .and_then(Value::as_str)
                             .map(str::to_string);
+                        let mut caller = self.caller_for(&text(r.get("user"))).await?;
+                        caller.session = Some(digest(sid));
                         Ok(Authenticated {
-                            caller: self.caller_for(&text(r.get("user"))).await?,
+                            caller,
                             csrf_token: csrf,
                         })
                     }
@@ -196,31 +199,45 @@ impl Site {
         let key = format!("{usr}|{from}");
         let now_s = chrono::Utc::now().timestamp();
         let window = self.config.login_window_seconds;
+        // The attempt is counted before the password is checked, in the transaction that
+        // reads the count: parallel attempts cannot pass the limit between the two.
         {
             let mut tx = self.store.begin().await?;
+            if tx.dialect() == store::Dialect::Postgres {
+                store::fetch_values(
+                    &mut tx,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    &[Param::Int(Some(lock_key(&key)))],
+                )
+                .await?;
+            }
             store::execute(
                 &mut tx,
                 r#"DELETE FROM "__login_failures" WHERE at < $1"#,
                 &[Param::Int(Some(now_s - window))],
             )
             .await?;
-            let n = store::fetch_docs(
+            let n = store::fetch_scalar(
                 &mut tx,
-                r#"SELECT COUNT(*) AS n FROM "__login_failures" WHERE key = $1"#,
+                r#"SELECT COUNT(*) FROM "__login_failures" WHERE key = $1"#,
                 &[Param::Text(Some(key.clone()))],
             )
-            .await?;
-            tx.commit().await?;
-            if n.first()
-                .and_then(|r| r.get("n"))
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                >= self.config.login_max_failures
-            {
+            .await?
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0);
+            if n >= self.config.login_max_failures {
+                tx.commit().await?;
                 return Err(Error::TooManyRequests(format!(
                     "Too many failed logins for {usr}; try again in {window} seconds"
                 )));
             }
+            store::execute(
+                &mut tx,
+                r#"INSERT INTO "__login_failures" (key, at) VALUES ($1, $2)"#,
+                &[Param::Text(Some(key.clone())), Param::Int(Some(now_s))],
+            )
+            .await?;
+            tx.commit().await?;
         }
         let mut conn = self.store.conn().await?;
         let user = store::fetch_docs(
@@ -231,19 +248,22 @@ impl Site {
         .await?;
         let hash = get_auth(&mut conn, "User", usr, "password").await?;
         drop(conn);
-        let ok = matches!((&user.first(), &hash), (Some(u), Some(h)) if u.get("enabled").and_then(Value::as_i64) != Some(0) && verify_password(pwd, h));
-        if !ok {
-            let mut tx = self.store.begin().await?;
-            store::execute(
-                &mut tx,
-                r#"INSERT INTO "__login_failures" (key, at) VALUES ($1, $2)"#,
-                &[Param::Text(Some(key)), Param::Int(Some(now_s))],
-            )
-            .await?;
-            tx.commit().await?;
-            return Err(Error::Authentication(
-                "Incorrect user name or password".into(),
-            ));
+        let enabled = user
+            .first()
+            .is_some_and(|u| u.get("enabled").and_then(Value::as_i64) != Some(0));
+        // An unknown user costs one hash check too, so timing does not tell who exists.
+        let pwd_owned = pwd.to_string();
+        let verified = tokio::task::spawn_blocking(move || match hash {
+            Some(h) => verify_password(&pwd_owned, &h),
+            None => {
+                verify_password(&pwd_owned, crate::crypto::decoy_password_hash());
+                false
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("password check stopped: {e}")))?;
+        if !(verified && enabled) {
+            return Err(Error::Authentication("Invalid login credentials".into()));
         }
         let sid = random_token(40);
         let csrf = desk.then(|| random_token(32));
@@ -252,6 +272,12 @@ impl Site {
         .format(crate::time::DATETIME_FORMAT)
         .to_string();
         let mut tx = self.store.begin().await?;
+        store::execute(
+            &mut tx,
+            r#"DELETE FROM "__login_failures" WHERE key = $1"#,
+            &[Param::Text(Some(key))],
+        )
+        .await?;
         store::execute(
             &mut tx,
             r#"INSERT INTO "__sessions" (sid_hash, "user", csrf_token, expires_at, created) VALUES ($1, $2, $3, $4, $5)"#,
@@ -327,11 +353,12 @@ impl Site {
         Ok((key, secret))
     }
 
-    /// Sets a user's login password (CLI and server use).
+    /// Sets a user's login password (CLI and server use); the user's sessions end.
     pub async fn set_password(&self, user: &str, password: &str) -> Result<()> {
         let hash = crate::crypto::hash_password(password)?;
         let mut tx = self.store.begin().await?;
         set_auth(&mut tx, "User", user, "password", &hash, false).await?;
+        end_sessions(&mut tx, user, None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -378,4 +405,22 @@ impl Site {
             None => Ok(None),
         }
     }
+}
+
+/// Ends the sessions of `user`, except the one whose hashed sid is `keep`.
+pub async fn end_sessions(conn: &mut store::Conn, user: &str, keep: Option<&str>) -> Result<()> {
+    store::execute(
+        conn,
+        r#"DELETE FROM "__sessions" WHERE "user" = $1 AND sid_hash <> $2"#,
+        &[Param::text(user), Param::text(keep.unwrap_or(""))],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A stable 64-bit advisory lock key for a login key.
+fn lock_key(key: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("docstream-login:{key}").as_bytes());
+    i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }

@@ -117,6 +117,19 @@ pub async fn load_doc(
     Ok(Some(doc))
 }
 
+/// Reads a document to change it: its row stays locked until the transaction ends, so what
+/// the write compares against (`modified`, the old values its diff is made from) cannot
+/// change under it.
+pub async fn load_doc_for_update(
+    conn: &mut Conn,
+    reg: &Registry,
+    dt: &DocType,
+    name: &str,
+) -> Result<Option<Doc>> {
+    store::lock_row(conn, dt, &name_value(dt, name)).await?;
+    load_doc(conn, reg, dt, name).await
+}
+
 fn is_empty(v: Option<&Value>) -> bool {
     match v {
         None | Some(Value::Null) => true,
@@ -568,6 +581,7 @@ fn duplicate(dt: &DocType, doc: &Doc, e: Error) -> Error {
 async fn store_secrets(
     site: &Site,
     conn: &mut Conn,
+    caller: &Caller,
     dt: &DocType,
     name: &str,
     pending: &Pending,
@@ -593,6 +607,11 @@ async fn store_secrets(
             false,
         )
         .await?;
+        // As in Frappe, a new password ends the user's other sessions.
+        let keep = (caller.user == name)
+            .then_some(caller.session.as_deref())
+            .flatten();
+        crate::service::auth::end_sessions(conn, name, keep).await?;
     }
     Ok(())
 }
@@ -630,6 +649,20 @@ pub async fn get_auth(
     )
     .await?;
     Ok(v.and_then(|v| v.as_str().map(str::to_string)))
+}
+
+/// The docstatus a client asks for: 0, 1 or 2 as a number or numeric text; anything else
+/// is refused rather than read as 0.
+fn requested_docstatus(input: &Doc) -> Result<Option<i64>> {
+    match input.get("docstatus") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            .filter(|n| (0..=2).contains(n))
+            .map(Some)
+            .ok_or_else(|| Error::Validation(format!("docstatus must be 0, 1 or 2, not {v}"))),
+    }
 }
 
 fn docstatus_of(doc: &Doc) -> i64 {
@@ -692,33 +725,94 @@ impl Site {
         input: Doc,
         flags: &WriteFlags,
     ) -> Result<Doc> {
-        let reg = self.meta();
-        let dt = reg.get(doctype)?;
+        let dt = self.meta().get(doctype)?;
         if dt.issingle {
             return self.update_single(caller, &dt, input).await;
         }
-        let mut input = input;
-        let mut flags = flags.clone();
+        let mut saved = self
+            .insert_docs(caller, vec![(doctype.to_string(), input)], flags)
+            .await?;
+        saved
+            .pop()
+            .ok_or_else(|| Error::Internal("insert returned no document".into()))
+    }
+
+    /// Inserts documents `(doctype, document)` in one transaction: all of them or none.
+    pub async fn insert_docs(
+        &self,
+        caller: &Caller,
+        inputs: Vec<(String, Doc)>,
+        flags: &WriteFlags,
+    ) -> Result<Vec<Doc>> {
+        let reg = self.meta();
         // Types that must talk to another site first (Event Producer) do it before the
         // transaction, and undo it if the transaction fails.
-        let prepared = doctypes::prepare_insert(self, caller, &dt, &mut input, &mut flags).await?;
-        let result = async {
-            let mut tx = self.store.begin().await?;
-            let (doc, mut pending) = self
-                .insert_in(&mut tx, &reg, caller, &dt, input, &flags)
-                .await?;
-            doctypes::finish_insert(self, &mut tx, &doc, prepared.as_ref(), &mut pending).await?;
-            tx.commit().await?;
-            Ok::<_, Error>((doc, pending))
+        let mut work = Vec::with_capacity(inputs.len());
+        let mut prepared_all = Vec::new();
+        let mut failed = None;
+        for (doctype, mut input) in inputs {
+            let dt = match reg.get(&doctype) {
+                Ok(dt) if dt.issingle => Err(Error::Validation(format!(
+                    "{doctype} is a single: save it with frappe.client.save, not insert"
+                ))),
+                other => other,
+            };
+            let dt = match dt {
+                Ok(dt) => dt,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            let mut flags = flags.clone();
+            match doctypes::prepare_insert(self, caller, &dt, &mut input, &mut flags).await {
+                Ok(p) => {
+                    work.push((dt, input, flags, prepared_all.len()));
+                    prepared_all.push(p);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        .await;
+        let result = match failed {
+            Some(e) => Err(e),
+            None => {
+                async {
+                    let mut tx = self.store.begin().await?;
+                    let mut done = Vec::with_capacity(work.len());
+                    for (dt, input, flags, i) in work {
+                        let (doc, mut pending) = self
+                            .insert_in(&mut tx, &reg, caller, &dt, input, &flags)
+                            .await?;
+                        doctypes::finish_insert(
+                            self,
+                            &mut tx,
+                            &doc,
+                            prepared_all[i].as_ref(),
+                            &mut pending,
+                        )
+                        .await?;
+                        done.push((doc, pending));
+                    }
+                    tx.commit().await?;
+                    Ok::<_, Error>(done)
+                }
+                .await
+            }
+        };
         match result {
-            Ok((doc, pending)) => {
-                self.after_commit(pending).await?;
-                Ok(doc)
+            Ok(done) => {
+                let mut saved = Vec::with_capacity(done.len());
+                for (doc, pending) in done {
+                    self.after_commit(pending).await?;
+                    saved.push(doc);
+                }
+                Ok(saved)
             }
             Err(e) => {
-                if let Some(p) = prepared {
+                for p in prepared_all.into_iter().flatten() {
                     doctypes::undo_prepare(self, p).await;
                 }
                 Err(e)
@@ -766,7 +860,7 @@ impl Site {
         let mut doc = Doc::new();
         merge_fields(reg, dt, &mut doc, &input, flags, &mut pending)?;
         apply_defaults(dt, &mut doc);
-        let docstatus = docstatus_of(&input);
+        let docstatus = requested_docstatus(&input)?.unwrap_or(0);
         match docstatus {
             0 => {}
             1 if dt.is_submittable => {
@@ -825,7 +919,7 @@ impl Site {
             .await
             .map_err(|e| duplicate(dt, &doc, e))?;
         let children = write_children(conn, reg, dt, &doc, &now, &user, None).await?;
-        store_secrets(self, conn, dt, &name_str, &pending).await?;
+        store_secrets(self, conn, caller, dt, &name_str, &pending).await?;
         doctypes::after_write(self, conn, reg, dt, &doc, None, &mut pending).await?;
         let saved = assemble(dt, &doc, children);
         pending.logs_written |=
@@ -877,7 +971,7 @@ impl Site {
         if !flags.ignore_permissions {
             caller.require(dt, PermType::Write)?;
         }
-        let old = load_doc(conn, reg, dt, name)
+        let old = load_doc_for_update(conn, reg, dt, name)
             .await?
             .ok_or_else(|| not_found(dt, name))?;
         self.update_loaded(conn, reg, caller, dt, old, patch, flags)
@@ -920,11 +1014,7 @@ impl Site {
         let mut doc = old.clone();
         merge_fields(reg, dt, &mut doc, &patch, flags, &mut pending)?;
         let old_status = docstatus_of(&old);
-        let new_status = if patch.contains_key("docstatus") {
-            docstatus_of(&patch)
-        } else {
-            old_status
-        };
+        let new_status = requested_docstatus(&patch)?.unwrap_or(old_status);
         self.check_docstatus_change(caller, dt, &old, &doc, old_status, new_status, flags)?;
         doc.insert("docstatus".into(), Value::from(new_status));
         doctypes::validate(
@@ -977,7 +1067,7 @@ impl Site {
             .collect();
         let children =
             write_children(conn, reg, dt, &doc, &now, &caller.user, Some(&touched)).await?;
-        store_secrets(self, conn, dt, name, &pending).await?;
+        store_secrets(self, conn, caller, dt, name, &pending).await?;
         doctypes::after_write(self, conn, reg, dt, &doc, Some(&old), &mut pending).await?;
         let mut saved = assemble(dt, &doc, children);
         for tf in dt.table_fields() {
@@ -1108,7 +1198,7 @@ impl Site {
         if !flags.ignore_permissions {
             caller.require(dt, PermType::Delete)?;
         }
-        let doc = load_doc(conn, reg, dt, name)
+        let doc = load_doc_for_update(conn, reg, dt, name)
             .await?
             .ok_or_else(|| not_found(dt, name))?;
         if docstatus_of(&doc) == 1 {
@@ -1187,7 +1277,7 @@ impl Site {
                 dt.name
             )));
         }
-        let before = load_doc(conn, reg, dt, old)
+        let before = load_doc_for_update(conn, reg, dt, old)
             .await?
             .ok_or_else(|| not_found(dt, old))?;
         if old == new {

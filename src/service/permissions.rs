@@ -10,6 +10,9 @@ pub struct Caller {
     pub user: String,
     /// Role names, `All` included for every signed-in user.
     pub roles: Vec<String>,
+    /// The hashed `sid` when the caller came with a session cookie (its other sessions end
+    /// when it changes its password, this one stays).
+    pub session: Option<String>,
 }
 
 impl Caller {
@@ -18,6 +21,7 @@ impl Caller {
         Caller {
             user: "Guest".into(),
             roles: vec!["Guest".into()],
+            session: None,
         }
     }
 
@@ -30,6 +34,7 @@ impl Caller {
                 "System Manager".into(),
                 "All".into(),
             ],
+            session: None,
         }
     }
 

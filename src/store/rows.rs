@@ -1,7 +1,7 @@
 //! Reading and writing single rows of document tables.
 
 use super::Conn;
-use super::{execute, fetch_docs, q, Doc, Param};
+use super::{execute, fetch_docs, fetch_values, q, Doc, Param};
 use crate::error::Result;
 use crate::meta::DocType;
 use serde_json::Value;
@@ -101,6 +101,25 @@ pub async fn load_row(conn: &mut Conn, dt: &DocType, name: &Value) -> Result<Opt
     )
     .await?;
     Ok(rows.pop())
+}
+
+/// Locks the row `name` until the transaction ends, so a read-compare-write on it cannot
+/// interleave with another one. PostgreSQL only: SQLite's single writer already orders them.
+pub async fn lock_row(conn: &mut Conn, dt: &DocType, name: &Value) -> Result<()> {
+    if conn.dialect() != super::Dialect::Postgres {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE name = $1 FOR UPDATE",
+        q(&dt.table())
+    );
+    fetch_values(
+        conn,
+        &sql,
+        &[Param::from_value(name, dt.column_storage("name"))],
+    )
+    .await?;
+    Ok(())
 }
 
 /// True when a row named `name` exists.

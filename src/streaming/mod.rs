@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod diff;
 pub mod mapping;
 pub mod notifier;
+pub mod page;
 pub mod producer;
 pub mod remote;
 pub mod update_log;

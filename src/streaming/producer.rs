@@ -3,7 +3,7 @@
 
 use super::update_log::{current_seq, first_seq_after, newest, NewLog};
 use crate::error::{Error, Result};
-use crate::service::documents::{load_doc, WriteFlags};
+use crate::service::documents::{load_doc, load_doc_for_update, WriteFlags};
 use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store::{self, Conn, Doc, Param};
@@ -66,7 +66,7 @@ pub async fn register_consumer(site: &Site, caller: &Caller, data: &Value) -> Re
         ..Default::default()
     };
     let mut tx = site.store.begin().await?;
-    let existing = load_doc(&mut tx, &reg, &dt, &url).await?;
+    let existing = load_doc_for_update(&mut tx, &reg, &dt, &url).await?;
     let old_rows: Vec<Value> = existing
         .as_ref()
         .and_then(|d| d.get("consumer_doctypes"))
@@ -130,6 +130,8 @@ pub struct Pulled {
     pub logs: Vec<Value>,
     pub last_seq: i64,
     pub has_more: bool,
+    /// Asked with `after_seq`: answered as a self-checking page (`streaming::page`).
+    pub paged: bool,
 }
 
 /// Per-consumer view of its subscription: approved types and where each approval began.
@@ -313,6 +315,7 @@ pub async fn get_update_logs(
                 logs,
                 last_seq: upto,
                 has_more: upto < high,
+                paged: true,
             })
         }
         None => {
@@ -341,6 +344,7 @@ pub async fn get_update_logs(
                 logs,
                 last_seq,
                 has_more: false,
+                paged: false,
             })
         }
     }

@@ -19,14 +19,7 @@ impl std::fmt::Debug for RemoteSite {
     }
 }
 
-/// A page of update logs and the producer's paging headers.
-#[derive(Debug)]
-pub struct LogPage {
-    pub logs: Vec<Value>,
-    /// `X-Docstream-Last-Seq`; `None` from a Frappe producer.
-    pub last_seq: Option<i64>,
-    pub has_more: bool,
-}
+pub use super::page::LogPage;
 
 fn percent(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -60,19 +53,15 @@ impl RemoteSite {
         ))
     }
 
-    async fn read(
-        &self,
-        what: &str,
-        r: reqwest::Response,
-    ) -> Result<(Value, reqwest::header::HeaderMap)> {
+    /// The body of a successful answer as text; an error for any other status.
+    async fn read_text(&self, what: &str, r: reqwest::Response) -> Result<String> {
         let status = r.status();
-        let headers = r.headers().clone();
         let text = r.text().await.map_err(|e| self.unreachable(e))?;
+        if status.is_success() {
+            return Ok(text);
+        }
         let body: Value =
             serde_json::from_str(&text).unwrap_or(Value::String(text.chars().take(200).collect()));
-        if status.is_success() {
-            return Ok((body, headers));
-        }
         let msg = body
             .get("exception")
             .and_then(Value::as_str)
@@ -82,6 +71,18 @@ impl RemoteSite {
             401 | 403 => Error::Validation(format!("{} refused {what}: {msg}", self.url)),
             404 => Error::DoesNotExist(format!("{} has no {what}: {msg}", self.url)),
             _ => Error::Validation(format!("{} failed {what} (HTTP {status}): {msg}", self.url)),
+        })
+    }
+
+    /// The JSON body of a successful answer: one that does not parse (cut or damaged on the
+    /// way) is an error, never taken for an empty answer.
+    async fn read(&self, what: &str, r: reqwest::Response) -> Result<Value> {
+        let text = self.read_text(what, r).await?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::Validation(format!(
+                "{} answered {what} with a body that is not JSON ({e}): damaged or cut on the way",
+                self.url
+            ))
         })
     }
 
@@ -112,25 +113,24 @@ impl RemoteSite {
 
     /// Calls a whitelisted method with form arguments; returns `message`.
     pub async fn call(&self, method: &str, args: &[(&str, String)]) -> Result<Value> {
-        Ok(self.call_with_headers(method, args).await?.0)
+        let r = self.post_method(method, args).await?;
+        let body = self.read(method, r).await?;
+        Ok(body.get("message").cloned().unwrap_or(Value::Null))
     }
 
-    async fn call_with_headers(
+    async fn post_method(
         &self,
         method: &str,
         args: &[(&str, String)],
-    ) -> Result<(Value, reqwest::header::HeaderMap)> {
-        let r = self
-            .http
+    ) -> Result<reqwest::Response> {
+        self.http
             .post(format!("{}/api/method/{method}", self.url))
             .header("authorization", &self.auth)
             .header("accept", "application/json")
             .form(args)
             .send()
             .await
-            .map_err(|e| self.unreachable(e))?;
-        let (body, headers) = self.read(method, r).await?;
-        Ok((body.get("message").cloned().unwrap_or(Value::Null), headers))
+            .map_err(|e| self.unreachable(e))
     }
 
     /// Sends one request to `/api/resource/{doctype}/{name}` and returns the answer's `data`.
@@ -159,7 +159,6 @@ impl RemoteSite {
         Ok(self
             .read(what, r)
             .await?
-            .0
             .get("data")
             .cloned()
             .unwrap_or(Value::Null))
@@ -266,23 +265,14 @@ impl RemoteSite {
             Some(s) => args.push(("after_seq", s.to_string())),
             None => args.push(("last_update", last_update.to_string())),
         }
-        let (msg, headers) = self
-            .call_with_headers("frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer", &args)
-            .await?;
-        let header = |k: &str| {
-            headers
-                .get(k)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        Ok(LogPage {
-            logs: match msg {
-                Value::Array(logs) => logs,
-                _ => Vec::new(),
-            },
-            last_seq: header("x-docstream-last-seq").and_then(|s| s.parse().ok()),
-            has_more: header("x-docstream-has-more").as_deref() == Some("1"),
-        })
+        const METHOD: &str = "frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer";
+        let r = self.post_method(METHOD, &args).await?;
+        let body = self.read_text("a pull", r).await?;
+        // A docstream page is checked whole before anything of it is used.
+        match after_seq {
+            Some(after) => super::page::decode(&self.url, &body, after),
+            None => super::page::decode_frappe(&self.url, &body),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Test harness: real `docstream` processes on loopback ports, SQLite or PostgreSQL.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod node;
 
 use reqwest::{Client, Method, StatusCode};
@@ -78,6 +79,8 @@ pub struct TestSite {
     pub name: String,
     pub port: u16,
     pub url: String,
+    /// The URL the site gives itself (`--url`): `url` unless it is reached through a proxy.
+    pub public_url: String,
     pub child: Option<Child>,
     pub client: Client,
     pub admin_auth: String,
@@ -94,6 +97,16 @@ impl TestSite {
 
     /// Same, with extra `site_config.json` settings.
     pub async fn start_with(backend: Backend, settings: &[(&str, Value)]) -> Option<TestSite> {
+        Self::start_behind(backend, settings, None).await
+    }
+
+    /// Same, the site calling itself `http://127.0.0.1:{public_port}` (a proxy's port) while
+    /// it listens on a port of its own.
+    pub async fn start_behind(
+        backend: Backend,
+        settings: &[(&str, Value)],
+        public_port: Option<u16>,
+    ) -> Option<TestSite> {
         let db = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -106,11 +119,12 @@ impl TestSite {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
+        let public_url = format!("http://127.0.0.1:{}", public_port.unwrap_or(port));
         let name = "site1".to_string();
         let mut cmd = Command::new(bin());
         cmd.args(["new-site", &name, "--data-dir"])
             .arg(dir.path())
-            .args(["--admin-password", "admin", "--url", &url]);
+            .args(["--admin-password", "admin", "--url", &public_url]);
         if let Some(db) = &db {
             cmd.args(["--db", db]);
         }
@@ -134,6 +148,7 @@ impl TestSite {
             name,
             port,
             url,
+            public_url,
             child: None,
             client: Client::builder().cookie_store(false).build().unwrap(),
             admin_auth: String::new(),
@@ -462,7 +477,7 @@ pub async fn start_pair_on(backend: Backend) -> Option<(TestSite, TestSite)> {
 pub async fn subscribe(p: &TestSite, c: &TestSite, rows: Value) -> String {
     let (pkey, psecret) = subscriber(p).await;
     subscriber(c).await;
-    let (s, ep) = c.post("/api/resource/Event Producer", json!({"producer_url": p.url, "producer_doctypes": rows, "user": "sync@example.com", "api_key": pkey, "api_secret": psecret})).await;
+    let (s, ep) = c.post("/api/resource/Event Producer", json!({"producer_url": p.public_url, "producer_doctypes": rows, "user": "sync@example.com", "api_key": pkey, "api_secret": psecret})).await;
     assert_eq!(
         s,
         200,
@@ -471,7 +486,7 @@ pub async fn subscribe(p: &TestSite, c: &TestSite, rows: Value) -> String {
     );
     assert_eq!(ep["data"]["api_secret"], "*****");
     let (s, ec) = p
-        .get(&format!("/api/resource/Event Consumer/{}", c.url))
+        .get(&format!("/api/resource/Event Consumer/{}", c.public_url))
         .await;
     assert_eq!(s, 200, "{ec}");
     let mut crow = ec["data"]["consumer_doctypes"].as_array().unwrap().clone();
@@ -484,12 +499,12 @@ pub async fn subscribe(p: &TestSite, c: &TestSite, rows: Value) -> String {
     }
     let (s, b) = p
         .put(
-            &format!("/api/resource/Event Consumer/{}", c.url),
+            &format!("/api/resource/Event Consumer/{}", c.public_url),
             json!({"consumer_doctypes": crow}),
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let url = p.url.clone();
+    let url = p.public_url.clone();
     eventually(10, "approval mirrored on the consumer", || async {
         let (_, ep) = c.get(&format!("/api/resource/Event Producer/{url}")).await;
         ep["data"]["producer_doctypes"]

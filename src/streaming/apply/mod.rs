@@ -4,7 +4,7 @@
 use super::remote::RemoteSite;
 use crate::error::{Error, Result};
 use crate::meta::{DocType, Registry};
-use crate::service::documents::{load_doc, name_text, WriteFlags};
+use crate::service::documents::{load_doc, load_doc_for_update, name_text, WriteFlags};
 use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store::{self, Conn, Doc, Param};
@@ -524,7 +524,7 @@ async fn apply_one(
                     store::update_columns(conn, &dt, &Value::String(local.clone()), &p).await?;
                 }
             }
-            let current = load_doc(conn, reg, &dt, &local)
+            let current = load_doc_for_update(conn, reg, &dt, &local)
                 .await?
                 .ok_or_else(|| Error::DoesNotExist(format!("{} {local} vanished", dt.name)))?;
             let mut diff = match &sub.mapping {

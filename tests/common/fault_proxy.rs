@@ -1,0 +1,142 @@
+//! A TCP proxy on loopback that damages what a server answers: drops connections, delays,
+//! cuts answers in the middle, flips bytes. Sites talk through it as they would through a bad
+//! line; the test sets the faults and heals the line when it wants.
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the proxy does to server chunks of at least `min_chunk` bytes (headers and small
+/// answers pass), each a probability per chunk.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    pub flip: f64,
+    pub cut: f64,
+    pub drop: f64,
+    pub max_delay_ms: u64,
+    pub min_chunk: usize,
+}
+
+/// How many of each fault the proxy injected.
+#[derive(Default, Debug)]
+pub struct Injected {
+    pub flips: AtomicU64,
+    pub cuts: AtomicU64,
+    pub drops: AtomicU64,
+    pub delays: AtomicU64,
+}
+
+/// A running proxy to `127.0.0.1:upstream`.
+pub struct FaultProxy {
+    pub port: u16,
+    faults: Arc<Mutex<Faults>>,
+    pub injected: Arc<Injected>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Listens on `port` and forwards to `upstream`, healthy until [`FaultProxy::set`].
+    pub async fn start(port: u16, upstream: u16) -> FaultProxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let injected = Arc::new(Injected::default());
+        let (f, inj) = (faults.clone(), injected.clone());
+        let task = tokio::spawn(async move {
+            let mut seed = 7u64;
+            while let Ok((client, _)) = listener.accept().await {
+                seed += 1;
+                let (f, inj) = (f.clone(), inj.clone());
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await {
+                        relay(client, server, f, inj, seed).await;
+                    }
+                });
+            }
+        });
+        FaultProxy {
+            port,
+            faults,
+            injected,
+            task,
+        }
+    }
+
+    /// Sets the faults applied from now on.
+    pub fn set(&self, faults: Faults) {
+        *self.faults.lock().unwrap() = faults;
+    }
+
+    /// Lets everything through again.
+    pub fn heal(&self) {
+        self.set(Faults::default());
+    }
+
+    /// Faults injected so far, all kinds.
+    pub fn total(&self) -> u64 {
+        let i = &self.injected;
+        i.flips.load(Ordering::SeqCst)
+            + i.cuts.load(Ordering::SeqCst)
+            + i.drops.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    faults: Arc<Mutex<Faults>>,
+    injected: Arc<Injected>,
+    seed: u64,
+) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let upstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+        let _ = sw.shutdown().await;
+    });
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match sr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let f = faults.lock().unwrap().clone();
+        let chunk = &mut buf[..n];
+        if n >= f.min_chunk.max(1) {
+            if f.max_delay_ms > 0 {
+                injected.delays.fetch_add(1, Ordering::SeqCst);
+                let ms = rng.gen_range(0..=f.max_delay_ms);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            if rng.gen_bool(f.drop.clamp(0.0, 1.0)) {
+                injected.drops.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            if rng.gen_bool(f.cut.clamp(0.0, 1.0)) {
+                injected.cuts.fetch_add(1, Ordering::SeqCst);
+                let _ = cw.write_all(&chunk[..n / 2]).await;
+                break;
+            }
+            if rng.gen_bool(f.flip.clamp(0.0, 1.0)) {
+                injected.flips.fetch_add(1, Ordering::SeqCst);
+                // Past the first 400 bytes, so the flip lands in the body, not the headers.
+                let at = rng.gen_range(n.min(400)..n);
+                chunk[at] ^= 1 << rng.gen_range(0..7);
+            }
+        }
+        if cw.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = cw.shutdown().await;
+    upstream.abort();
+}
