@@ -45,6 +45,14 @@ pub fn list_query(args: &Args) -> Result<ListQuery, Error> {
         filters,
         or_filters,
         order_by: args.str("order_by").unwrap_or_default(),
+        group_by: args.str("group_by").unwrap_or_default(),
+        distinct: matches!(
+            args.str("distinct")
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("1" | "true")
+        ),
         start: args
             .uint("limit_start")?
             .or(args.uint("start")?)

@@ -177,6 +177,16 @@ impl DocType {
         self.fields.iter().filter(|f| f.fieldtype.is_table())
     }
 
+    /// The columns of this type's table as its metadata knows them, standard ones first.
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        let child: &[&str] = if self.istable { &CHILD_COLUMNS } else { &[] };
+        STANDARD_COLUMNS
+            .iter()
+            .chain(child)
+            .copied()
+            .chain(self.data_fields().map(|f| f.fieldname.as_str()))
+    }
+
     /// True when `column` is a column of this type's table.
     pub fn has_column(&self, column: &str) -> bool {
         STANDARD_COLUMNS.contains(&column)

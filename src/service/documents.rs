@@ -892,6 +892,10 @@ impl Site {
         };
         let name_str = name_text(&name);
         check_name(&name_str)?;
+        if flags.keep_name && given.is_some() {
+            crate::service::naming::note_given_name(conn, dt, &doc, &name_str, &self.clock.today())
+                .await?;
+        }
         doc.insert("name".into(), name);
         for (k, v) in [
             ("owner", &user),

@@ -3,7 +3,7 @@
 use crate::crypto::random_token;
 use crate::error::{Error, Result};
 use crate::meta::DocType;
-use crate::store::{next_counter, Conn, Doc};
+use crate::store::{execute, next_counter, row_exists, Conn, Doc, Param};
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -66,9 +66,14 @@ pub async fn new_name(
         )));
     }
     if lower == "autoincrement" {
-        return Ok(Value::from(
-            next_counter(conn, &format!("autoincrement:{}", dt.name)).await?,
-        ));
+        let key = format!("autoincrement:{}", dt.name);
+        for _ in 0..MAX_TAKEN {
+            let n = Value::from(next_counter(conn, &key).await?);
+            if !row_exists(conn, dt, &n).await? {
+                return Ok(n);
+            }
+        }
+        return Err(all_taken(dt, &key));
     }
     if let Some(field) = autoname.strip_prefix("field:") {
         let v = text(doc, field.trim());
@@ -85,28 +90,24 @@ pub async fn new_name(
         return Ok(Value::String(v));
     }
     if lower.starts_with("naming_series:") {
-        let mut series = text(doc, "naming_series");
-        if series.is_empty() {
-            series = dt
-                .field("naming_series")
-                .and_then(|f| f.default.clone())
-                .unwrap_or_default();
-        }
+        let series = series_of(dt, doc);
         if series.is_empty() {
             return Err(Error::Mandatory(format!(
                 "{}: Naming Series is required",
                 dt.name
             )));
         }
-        return series_name(conn, &series, doc, today)
+        return series_name(conn, dt, &series, doc, today)
             .await
             .map(Value::String);
     }
     if let Some(fmt) = autoname.strip_prefix("format:") {
-        return format_name(conn, fmt, doc, today).await.map(Value::String);
+        return format_name(conn, dt, fmt, doc, today)
+            .await
+            .map(Value::String);
     }
     if autoname.contains('#') || autoname.contains('.') {
-        return series_name(conn, autoname, doc, today)
+        return series_name(conn, dt, autoname, doc, today)
             .await
             .map(Value::String);
     }
@@ -114,6 +115,65 @@ pub async fn new_name(
         "{}: unsupported autoname {autoname:?}",
         dt.name
     )))
+}
+
+/// Counter values tried past names that exist before minting gives up.
+const MAX_TAKEN: usize = 10_000;
+
+fn all_taken(dt: &DocType, key: &str) -> Error {
+    Error::DuplicateEntry(format!(
+        "{}: the next {MAX_TAKEN} names of series {key} are all taken; raise its counter in tabSeries",
+        dt.name
+    ))
+}
+
+/// The document's naming series: its `naming_series`, else the field's default.
+fn series_of(dt: &DocType, doc: &Doc) -> String {
+    let series = text(doc, "naming_series");
+    if !series.is_empty() {
+        return series;
+    }
+    dt.field("naming_series")
+        .and_then(|f| f.default.clone())
+        .unwrap_or_default()
+}
+
+/// A document kept under the name another site gave it (a streamed one): when that name is
+/// of the local series of its type, today, the series' counter moves past its number, so
+/// minting never reaches it. (Minting also skips names that exist; this spares the probes.)
+pub async fn note_given_name(
+    conn: &mut Conn,
+    dt: &DocType,
+    doc: &Doc,
+    name: &str,
+    today: &str,
+) -> Result<()> {
+    let autoname = dt.autoname.trim();
+    let pattern = if autoname.to_lowercase().starts_with("naming_series:") {
+        series_of(dt, doc)
+    } else if !autoname.contains(':') && (autoname.contains('#') || autoname.contains('.')) {
+        autoname.to_string()
+    } else {
+        return Ok(());
+    };
+    let (prefix, _) = series_prefix(&pattern, doc, today);
+    let Some(n) = name
+        .strip_prefix(&prefix)
+        .filter(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|rest| rest.parse::<i64>().ok())
+    else {
+        return Ok(());
+    };
+    execute(
+        conn,
+        r#"INSERT INTO "tabSeries" (name, current) VALUES ($1, $2)
+           ON CONFLICT (name) DO UPDATE SET current = CASE
+             WHEN "tabSeries".current < excluded.current THEN excluded.current
+             ELSE "tabSeries".current END"#,
+        &[Param::text(&prefix), Param::Int(Some(n))],
+    )
+    .await?;
+    Ok(())
 }
 
 fn text(doc: &Doc, field: &str) -> String {
@@ -136,7 +196,26 @@ fn date_part(part: &str, today: &str) -> Option<String> {
 
 /// `SINV-.YYYY.-` or `NOTE-.#####`: dot-separated parts; `#` runs are the counter (width 5
 /// when the pattern has none), date parts are today, `{field}` or a bare fieldname is its value.
-async fn series_name(conn: &mut Conn, pattern: &str, doc: &Doc, today: &str) -> Result<String> {
+async fn series_name(
+    conn: &mut Conn,
+    dt: &DocType,
+    pattern: &str,
+    doc: &Doc,
+    today: &str,
+) -> Result<String> {
+    let (prefix, width) = series_prefix(pattern, doc, today);
+    for _ in 0..MAX_TAKEN {
+        let n = next_counter(conn, &prefix).await?;
+        let name = format!("{prefix}{:0w$}", n, w = width);
+        if !row_exists(conn, dt, &Value::String(name.clone())).await? {
+            return Ok(name);
+        }
+    }
+    Err(all_taken(dt, &prefix))
+}
+
+/// A series pattern's prefix for this document today, and its counter's width.
+fn series_prefix(pattern: &str, doc: &Doc, today: &str) -> (String, usize) {
     let mut prefix = String::new();
     let mut width = None;
     for part in pattern.split('.') {
@@ -152,12 +231,17 @@ async fn series_name(conn: &mut Conn, pattern: &str, doc: &Doc, today: &str) -> 
             prefix.push_str(part);
         }
     }
-    let n = next_counter(conn, &prefix).await?;
-    Ok(format!("{prefix}{:0w$}", n, w = width.unwrap_or(5)))
+    (prefix, width.unwrap_or(5))
 }
 
 /// `format:INV-{customer}-{####}`.
-async fn format_name(conn: &mut Conn, fmt: &str, doc: &Doc, today: &str) -> Result<String> {
+async fn format_name(
+    conn: &mut Conn,
+    dt: &DocType,
+    fmt: &str,
+    doc: &Doc,
+    today: &str,
+) -> Result<String> {
     let mut out = String::new();
     let mut rest = fmt;
     let mut counter_at = None;
@@ -177,11 +261,18 @@ async fn format_name(conn: &mut Conn, fmt: &str, doc: &Doc, today: &str) -> Resu
         rest = &rest[close + 1..];
     }
     out.push_str(rest);
-    if let Some((at, width)) = counter_at {
+    let Some((at, width)) = counter_at else {
+        return Ok(out);
+    };
+    for _ in 0..MAX_TAKEN {
         let n = next_counter(conn, &out[..at]).await?;
-        out.insert_str(at, &format!("{:0w$}", n, w = width));
+        let mut name = out.clone();
+        name.insert_str(at, &format!("{:0w$}", n, w = width));
+        if !row_exists(conn, dt, &Value::String(name.clone())).await? {
+            return Ok(name);
+        }
     }
-    Ok(out)
+    Err(all_taken(dt, &out[..at]))
 }
 
 #[cfg(test)]

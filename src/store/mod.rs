@@ -5,6 +5,7 @@
 //! through a sqlx pool (`postgres.rs`); callers see one [`Conn`] and [`Tx`], and the few dialect
 //! differences in [`Dialect`].
 
+mod fields;
 mod postgres;
 mod raw_sql;
 mod rows;

@@ -91,9 +91,20 @@ pub async fn delete_row(conn: &mut Conn, dt: &DocType, name: &Value) -> Result<u
     .await
 }
 
+/// Every column of `dt`'s table by name, never `*`: a statement made before a column was added
+/// (SQLite's and PostgreSQL's caches keep them) would read the old set of columns, and its text
+/// changes with the metadata, so a new field is read at once.
+pub fn select_list(dt: &DocType) -> String {
+    dt.columns().map(q).collect::<Vec<_>>().join(", ")
+}
+
 /// Reads the row `name`, every column.
 pub async fn load_row(conn: &mut Conn, dt: &DocType, name: &Value) -> Result<Option<Doc>> {
-    let sql = format!("SELECT * FROM {} WHERE name = $1", q(&dt.table()));
+    let sql = format!(
+        "SELECT {} FROM {} WHERE name = $1",
+        select_list(dt),
+        q(&dt.table())
+    );
     let mut rows = fetch_docs(
         conn,
         &sql,
@@ -156,7 +167,8 @@ pub async fn load_children(
 ) -> Result<Vec<Doc>> {
     let (filter, params) = child_rows_of(parenttype, parent, parentfield);
     let sql = format!(
-        "SELECT * FROM {} WHERE {filter} ORDER BY idx",
+        "SELECT {} FROM {} WHERE {filter} ORDER BY idx",
+        select_list(child),
         q(&child.table())
     );
     fetch_docs(conn, &sql, &params).await

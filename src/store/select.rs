@@ -1,9 +1,11 @@
 //! List queries: Frappe's `fields`, `filters`, `or_filters`, `order_by` and paging, as SQL.
 
+use super::fields::{parse_column, parse_field, parse_order_term, Agg, ColumnRef, Expr, Field};
 use super::{q, Dialect, Param};
 use crate::error::{Error, Result};
 use crate::meta::{DocType, Registry, Storage};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// A comparison operator of a filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +126,13 @@ pub struct ListQuery {
     pub fields: Vec<String>,
     pub filters: Vec<Filter>,
     pub or_filters: Vec<Filter>,
-    /// Raw `order_by`; empty means the type's sort field, descending.
+    /// Raw `order_by`; empty means the type's sort field, descending (the grouped columns
+    /// when grouping, the selected ones with `distinct`).
     pub order_by: String,
+    /// Raw `group_by`: columns, comma-separated.
+    pub group_by: String,
+    /// `SELECT DISTINCT`.
+    pub distinct: bool,
     pub start: u64,
     /// 0 means no limit.
     pub page_length: u64,
@@ -138,18 +145,138 @@ pub struct Sql {
     pub params: Vec<Param>,
 }
 
+/// The child tables a list query joins, each once.
+#[derive(Default)]
+struct Joins(Vec<Arc<DocType>>);
+
+/// A column of the listed type (`dt`) or of one of its child tables, as qualified SQL.
+fn column_sql(
+    reg: &Registry,
+    dt: &DocType,
+    c: &ColumnRef,
+    joins: &mut Joins,
+) -> Result<(String, Storage)> {
+    let column = c.column.as_str();
+    match c.doctype.as_deref() {
+        None => {}
+        Some(d) if d == dt.name => {}
+        Some(other) => {
+            let child = reg.get(other)?;
+            if !child.istable || !dt.table_fields().any(|tf| tf.options == child.name) {
+                return Err(Error::Validation(format!(
+                    "Field not permitted in query: {other} is not a child table of {}",
+                    dt.name
+                )));
+            }
+            if !child.has_column(column) {
+                return Err(unknown_field(&child, column));
+            }
+            let sql = format!("{}.{}", q(&child.table()), q(column));
+            let storage = child.column_storage(column);
+            if !joins.0.iter().any(|j| j.name == child.name) {
+                joins.0.push(child);
+            }
+            return Ok((sql, storage));
+        }
+    }
+    if !dt.has_column(column) {
+        return Err(unknown_field(dt, column));
+    }
+    Ok((
+        format!("{}.{}", q(&dt.table()), q(column)),
+        dt.column_storage(column),
+    ))
+}
+
+/// An expression as SQL; true when it is an aggregate.
+fn expr_sql(reg: &Registry, dt: &DocType, e: &Expr, joins: &mut Joins) -> Result<(String, bool)> {
+    let (func, distinct, arg) = match e {
+        Expr::Column(c) => return Ok((column_sql(reg, dt, c, joins)?.0, false)),
+        Expr::Aggregate {
+            func,
+            distinct,
+            arg,
+        } => (*func, *distinct, arg),
+    };
+    let Some(arg) = arg else {
+        return Ok(("COUNT(*)".into(), true));
+    };
+    let (col, storage) = column_sql(reg, dt, arg, joins)?;
+    let d = if distinct { "DISTINCT " } else { "" };
+    let numeric = matches!(storage, Storage::Int | Storage::Float);
+    if matches!(func, Agg::Sum | Agg::Avg) && !numeric {
+        return Err(Error::Validation(format!(
+            "Field not permitted in query: sum() and avg() take a number field, and {} is not one",
+            arg.column
+        )));
+    }
+    // Casts give both backends one result type (PostgreSQL's SUM of a BIGINT is NUMERIC).
+    let sql = match func {
+        Agg::Count => format!("COUNT({d}{col})"),
+        Agg::Sum if storage == Storage::Int => format!("CAST(SUM({d}{col}) AS BIGINT)"),
+        Agg::Sum => format!("CAST(SUM({d}{col}) AS DOUBLE PRECISION)"),
+        Agg::Avg => format!("CAST(AVG({d}{col}) AS DOUBLE PRECISION)"),
+        Agg::Min => format!("MIN({d}{col})"),
+        Agg::Max => format!("MAX({d}{col})"),
+    };
+    Ok((sql, true))
+}
+
+/// One selected expression: its SQL, its key and whether it aggregates.
+struct Selected {
+    sql: String,
+    key: String,
+    aggregate: bool,
+}
+
 impl ListQuery {
     /// Builds the SELECT for this query on `dt`.
     pub fn to_sql(&self, reg: &Registry, dt: &DocType, dialect: Dialect) -> Result<Sql> {
-        let cols = self.columns(dt)?;
+        let mut joins = Joins::default();
+        let selected = self.selected(reg, dt, &mut joins)?;
+        let mut group = Vec::new();
+        for part in self.group_by.split(',').filter(|p| !p.trim().is_empty()) {
+            group.push(column_sql(reg, dt, &parse_column(part)?, &mut joins)?.0);
+        }
+        let grouped = !group.is_empty() || selected.iter().any(|s| s.aggregate);
+        if grouped {
+            if let Some(s) = selected
+                .iter()
+                .find(|s| !s.aggregate && !group.contains(&s.sql))
+            {
+                return Err(Error::Validation(format!(
+                    "Field not permitted in query: {} must be listed in group_by or be inside an aggregate",
+                    s.key
+                )));
+            }
+        }
         let mut params = Vec::new();
         let where_sql = self.where_clause(reg, dt, dialect, &mut params)?;
-        let order = order_clause(dt, &self.order_by)?;
+        let order = self.order(reg, dt, &selected, &group, &mut joins)?;
+        let table = q(&dt.table());
+        let mut from = table.clone();
+        for child in &joins.0 {
+            let ct = q(&child.table());
+            from.push_str(&format!(
+                " LEFT JOIN {ct} ON {ct}.parent = {table}.name AND {ct}.parenttype = '{}'",
+                dt.name.replace('\'', "''")
+            ));
+        }
+        let cols: Vec<String> = selected
+            .iter()
+            .map(|s| format!("{} AS {}", s.sql, q(&s.key)))
+            .collect();
         let mut text = format!(
-            "SELECT {} FROM {}{where_sql} ORDER BY {order}",
-            cols.join(", "),
-            q(&dt.table())
+            "SELECT {}{} FROM {from}{where_sql}",
+            if self.distinct { "DISTINCT " } else { "" },
+            cols.join(", ")
         );
+        if !group.is_empty() {
+            text.push_str(&format!(" GROUP BY {}", group.join(", ")));
+        }
+        if !order.is_empty() {
+            text.push_str(&format!(" ORDER BY {order}"));
+        }
         if self.page_length > 0 {
             text.push_str(&format!(
                 " LIMIT {} OFFSET {}",
@@ -177,24 +304,91 @@ impl ListQuery {
         })
     }
 
-    fn columns(&self, dt: &DocType) -> Result<Vec<String>> {
+    fn selected(&self, reg: &Registry, dt: &DocType, joins: &mut Joins) -> Result<Vec<Selected>> {
+        let mut out = Vec::new();
+        let plain = |c: &str| Field {
+            expr: Expr::Column(ColumnRef {
+                doctype: None,
+                column: c.to_string(),
+            }),
+            key: c.to_string(),
+        };
+        let mut fields = Vec::new();
         if self.fields.is_empty() {
-            return Ok(vec!["name".into()]);
+            fields.push(plain("name"));
         }
-        if self.fields.iter().any(|f| f.trim() == "*") {
-            return Ok(vec!["*".into()]);
+        for f in &self.fields {
+            if f.trim() == "*" {
+                fields.extend(dt.columns().map(plain));
+            } else {
+                fields.push(parse_field(f)?);
+            }
         }
-        self.fields
-            .iter()
-            .map(|f| {
-                let c = clean_column(f);
-                if dt.has_column(&c) {
-                    Ok(q(&c))
-                } else {
-                    Err(unknown_field(dt, &c))
-                }
-            })
-            .collect()
+        for f in fields {
+            let (sql, aggregate) = expr_sql(reg, dt, &f.expr, joins)?;
+            out.push(Selected {
+                sql,
+                key: f.key,
+                aggregate,
+            });
+        }
+        Ok(out)
+    }
+
+    fn order(
+        &self,
+        reg: &Registry,
+        dt: &DocType,
+        selected: &[Selected],
+        group: &[String],
+        joins: &mut Joins,
+    ) -> Result<String> {
+        let grouped = !group.is_empty() || selected.iter().any(|s| s.aggregate);
+        if self.order_by.trim().is_empty() {
+            // What the rows can be ordered by: PostgreSQL refuses other columns when grouping
+            // or with DISTINCT.
+            return Ok(if grouped {
+                group.join(", ")
+            } else if self.distinct {
+                selected
+                    .iter()
+                    .map(|s| s.sql.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            } else {
+                default_order(dt)
+            });
+        }
+        let mut parts = Vec::new();
+        for part in self.order_by.split(',') {
+            let part = part.trim();
+            let (term, dir) = match part.rsplit_once(char::is_whitespace) {
+                Some((t, d)) if d.eq_ignore_ascii_case("asc") => (t.trim(), "ASC"),
+                Some((t, d)) if d.eq_ignore_ascii_case("desc") => (t.trim(), "DESC"),
+                _ => (part, "ASC"),
+            };
+            let by_key = selected
+                .iter()
+                .find(|s| s.key == term.trim_matches(['`', '"']));
+            let (sql, aggregate) = match by_key {
+                Some(s) => (s.sql.clone(), s.aggregate),
+                None => expr_sql(reg, dt, &parse_order_term(term)?, joins)?,
+            };
+            let allowed = if grouped {
+                aggregate || group.contains(&sql)
+            } else if self.distinct {
+                selected.iter().any(|s| s.sql == sql)
+            } else {
+                true
+            };
+            if !allowed {
+                return Err(Error::Validation(format!(
+                    "Field not permitted in query: order_by {term} must be a grouped or selected column"
+                )));
+            }
+            parts.push(format!("{sql} {dir}"));
+        }
+        Ok(parts.join(", "))
     }
 
     fn where_clause(
@@ -230,42 +424,15 @@ fn unknown_field(dt: &DocType, f: &str) -> Error {
     ))
 }
 
-/// Strips Frappe's `` `tabX`.`field` `` and quotes down to the bare column.
-fn clean_column(f: &str) -> String {
-    let f = f.trim();
-    let f = f.rsplit('.').next().unwrap_or(f);
-    f.trim_matches(|c| c == '`' || c == '"').to_string()
-}
-
-fn order_clause(dt: &DocType, order_by: &str) -> Result<String> {
-    if order_by.trim().is_empty() {
-        let f = if dt.sort_field.is_empty() || !dt.has_column(&dt.sort_field) {
-            "modified"
-        } else {
-            &dt.sort_field
-        };
-        return Ok(format!("{} DESC, name DESC", q(f)));
-    }
-    let mut parts = Vec::new();
-    for part in order_by.split(',') {
-        let mut words = part.split_whitespace();
-        let col = clean_column(words.next().unwrap_or(""));
-        let dir = match words.next().map(|d| d.to_lowercase()) {
-            None => "ASC",
-            Some(d) if d == "asc" => "ASC",
-            Some(d) if d == "desc" => "DESC",
-            Some(d) => {
-                return Err(Error::Validation(format!(
-                    "order_by direction must be asc or desc, not {d}"
-                )))
-            }
-        };
-        if words.next().is_some() || !dt.has_column(&col) {
-            return Err(unknown_field(dt, part.trim()));
-        }
-        parts.push(format!("{} {dir}", q(&col)));
-    }
-    Ok(parts.join(", "))
+/// The type's sort field, newest first.
+fn default_order(dt: &DocType) -> String {
+    let f = if dt.sort_field.is_empty() || !dt.has_column(&dt.sort_field) {
+        "modified"
+    } else {
+        &dt.sort_field
+    };
+    let t = q(&dt.table());
+    format!("{t}.{} DESC, {t}.name DESC", q(f))
 }
 
 fn condition(
@@ -275,8 +442,10 @@ fn condition(
     dialect: Dialect,
     params: &mut Vec<Param>,
 ) -> Result<String> {
-    let field = clean_column(&f.field);
-    match &f.doctype {
+    let field = parse_column(&f.field)?;
+    let doctype = f.doctype.clone().or(field.doctype);
+    let field = field.column;
+    match &doctype {
         Some(other) if other != &dt.name => {
             let child = reg.get(other)?;
             let holds = dt.table_fields().any(|tf| tf.options == child.name);
@@ -297,7 +466,8 @@ fn condition(
                 params,
             )?;
             Ok(format!(
-                "name IN (SELECT parent FROM {} WHERE parenttype = '{}' AND {inner})",
+                "{}.name IN (SELECT parent FROM {} WHERE parenttype = '{}' AND {inner})",
+                q(&dt.table()),
                 q(&child.table()),
                 dt.name.replace('\'', "''")
             ))
@@ -307,7 +477,7 @@ fn condition(
                 return Err(unknown_field(dt, &field));
             }
             compare(
-                &q(&field),
+                &format!("{}.{}", q(&dt.table()), q(&field)),
                 dt.column_storage(&field),
                 f.op,
                 &f.value,
@@ -473,6 +643,10 @@ mod tests {
             ..Default::default()
         };
         let sql = ok.to_sql(&reg, &dt, Dialect::Sqlite).unwrap();
-        assert!(sql.text.contains("WHERE \"status\" = $1"), "{}", sql.text);
+        assert!(
+            sql.text.contains("WHERE \"tabToDo\".\"status\" = $1"),
+            "{}",
+            sql.text
+        );
     }
 }

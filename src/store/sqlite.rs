@@ -284,10 +284,18 @@ pub(super) fn execute_each(conn: &Connection, sql: &str, rows: &[Vec<Param>]) ->
 pub(super) fn fetch_docs(conn: &Connection, sql: &str, params: &[Param]) -> Result<Vec<Doc>> {
     let mut stmt = conn.prepare_cached(&numbered(sql))?;
     bind(&mut stmt, params)?;
-    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
+    // Column names are read once the first row is there: a cached statement is prepared again
+    // by its first step after a schema change, and only then has its new columns.
+    let mut names: Option<Vec<String>> = None;
     while let Some(row) = rows.next()? {
+        let names = names.get_or_insert_with(|| {
+            let st = row.as_ref();
+            (0..st.column_count())
+                .map(|i| st.column_name(i).unwrap_or_default().to_string())
+                .collect()
+        });
         let mut m = Map::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             m.insert(name.clone(), cell(row.get_ref(i)?));
@@ -305,10 +313,10 @@ pub(super) fn fetch_values(
 ) -> Result<Vec<Vec<Value>>> {
     let mut stmt = conn.prepare_cached(&numbered(sql))?;
     bind(&mut stmt, params)?;
-    let width = stmt.column_count();
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
+        let width = row.as_ref().column_count();
         out.push(
             (0..width)
                 .map(|i| row.get_ref(i).map(cell))

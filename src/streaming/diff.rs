@@ -50,6 +50,30 @@ fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
     }
 }
 
+/// An added child row as Frappe sends it: its fields plus `doctype`, `parent`, `parentfield`,
+/// `parenttype`, `idx` and `docstatus`.
+fn whole_row(
+    dt: &DocType,
+    child: &str,
+    fieldname: &str,
+    parent: &Doc,
+    row: &Value,
+    i: usize,
+) -> Value {
+    let mut r = row.as_object().cloned().unwrap_or_default();
+    let parent_name = parent.get("name").cloned().unwrap_or(Value::Null);
+    r.insert("doctype".into(), Value::String(child.to_string()));
+    r.insert("parent".into(), parent_name);
+    r.insert("parentfield".into(), Value::String(fieldname.to_string()));
+    r.insert("parenttype".into(), Value::String(dt.name.clone()));
+    r.insert("idx".into(), Value::from(i + 1));
+    r.insert(
+        "docstatus".into(),
+        parent.get("docstatus").cloned().unwrap_or(Value::from(0)),
+    );
+    Value::Object(r)
+}
+
 /// Compares two states of a document of type `dt`.
 pub fn diff(reg: &Registry, dt: &DocType, old: &Doc, new: &Doc) -> Result<Diff> {
     let mut d = Diff::default();
@@ -79,9 +103,11 @@ pub fn diff(reg: &Registry, dt: &DocType, old: &Doc, new: &Doc) -> Result<Diff> 
         let name_of = |r: &Value| r.get("name").cloned().unwrap_or(Value::Null);
         let mut added = Vec::new();
         let mut changed = Vec::new();
-        for r in &new_rows {
+        for (i, r) in new_rows.iter().enumerate() {
             match old_rows.iter().find(|o| name_of(o) == name_of(r)) {
-                None => added.push(r.clone()),
+                // A Frappe consumer inserts an added row as a document of its own: it needs
+                // the whole row, with its parent fields.
+                None => added.push(whole_row(dt, &child.name, &tf.fieldname, new, r, i)),
                 Some(o) => {
                     let mut c = Map::new();
                     for f in child.data_fields() {

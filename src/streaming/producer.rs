@@ -57,6 +57,15 @@ pub async fn register_consumer(site: &Site, caller: &Caller, data: &Value) -> Re
         .cloned()
         .ok_or_else(|| Error::BadRequest("consumer_doctypes must be a JSON list".into()))?;
     let reg = site.meta();
+    {
+        let mut conn = site.store.conn().await?;
+        let users = reg.get("User")?;
+        if !store::row_exists(&mut conn, &users, &Value::String(user.clone())).await? {
+            return Err(Error::Validation(format!(
+                "User {user} not found on the producer site"
+            )));
+        }
+    }
     let dt = reg.get("Event Consumer")?;
     let admin = Caller::administrator();
     let flags = WriteFlags {
