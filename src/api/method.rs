@@ -83,9 +83,12 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
                 .await?;
             Value::Array(rows.into_iter().map(Value::Object).collect())
         }
-        "frappe.client.get_count" => {
+        // Counts are of documents: child-table filters select parents without repeating
+        // them, so `distinct` (reportview's flag) counts the same.
+        "frappe.client.get_count" | "frappe.desk.reportview.get_count" => {
             let q = ListQuery {
                 filters: Filter::parse_many(&args.json("filters")?.unwrap_or(Value::Null))?,
+                or_filters: Filter::parse_many(&args.json("or_filters")?.unwrap_or(Value::Null))?,
                 ..Default::default()
             };
             json!(
