@@ -25,6 +25,9 @@ pub struct SiteConfig {
     pub login_max_failures: i64,
     pub login_window_seconds: i64,
     pub session_expiry_hours: i64,
+    /// Per type, the site's own naming series: the first names new documents here; the others
+    /// are accepted too (those of the sites this one receives documents from).
+    pub naming_series: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for SiteConfig {
@@ -43,6 +46,7 @@ impl Default for SiteConfig {
             login_max_failures: 10,
             login_window_seconds: 300,
             session_expiry_hours: 168,
+            naming_series: Default::default(),
         }
     }
 }

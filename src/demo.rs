@@ -1,6 +1,7 @@
 //! `docstream demo`: two wired sites (head office and a branch) with sample data, served on
 //! two ports until Ctrl-C.
 
+use crate::config::SiteConfig;
 use crate::error::{Error, Result};
 use crate::server::{self, Sites};
 use crate::service::documents::WriteFlags;
@@ -21,7 +22,24 @@ async fn open_or_create(dir: &Path, name: &str, port: u16) -> Result<(Arc<Site>,
         return Ok((Site::open(&dir.join(name)).await?.into_arc(), false));
     }
     let site = provisioning::new_site(dir, name, PASSWORD, Some(&url), None).await?;
-    Ok((site.into_arc(), true))
+    site.store.close().await;
+    drop(site);
+    // Each site names its invoices in a series of its own, as companies of one group do: the
+    // head office receives the branch's invoices under their names and mints its own apart.
+    let path = dir.join(name).join("site_config.json");
+    let mut config = SiteConfig::load(&path)?;
+    let own = if name == "branch" {
+        "BR-SINV-.YYYY.-"
+    } else {
+        "HO-SINV-.YYYY.-"
+    };
+    let mut series = vec![own.to_string()];
+    if name != "branch" {
+        series.push("BR-SINV-.YYYY.-".into());
+    }
+    config.naming_series.insert("Sales Invoice".into(), series);
+    config.save(&path)?;
+    Ok((Site::open(&dir.join(name)).await?.into_arc(), true))
 }
 
 /// Creates the Event Subscriber with API keys; returns (key, secret).
@@ -141,7 +159,14 @@ pub async fn run(dir: &Path, port: u16) -> Result<()> {
         let admin = Caller::administrator();
         crate::streaming::consumer::pull(&branch, &head.config.url).await?;
         branch
-            .insert_doc(&admin, "Sales Invoice", doc_from(json!({"customer": "Acme Corp", "posting_date": branch.clock.today(), "items": [{"item_code": "WIDGET", "qty": 4, "rate": 12.5, "amount": 50.0, "uom": "Nos"}], "total": 50.0, "grand_total": 50.0})), &WriteFlags::default())
+            .insert_doc(
+                &admin,
+                "Sales Invoice",
+                doc_from(
+                    json!({"customer": "Acme Corp", "items": [{"item_code": "WIDGET", "qty": 4}]}),
+                ),
+                &WriteFlags::default(),
+            )
             .await?;
     } else if new_head != new_branch {
         return Err(Error::Validation(format!(

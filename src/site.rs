@@ -261,6 +261,9 @@ impl Site {
                 Err(e) => tracing::error!(doctype = %dt, "skipping unreadable Custom Field: {e}"),
             }
         }
+        for (doctype, series) in &self.config.naming_series {
+            reg.set_naming_series(doctype, series);
+        }
         *self.meta.write().expect("meta lock") = Arc::new(reg);
         *self.meta_seen.lock().expect("meta lock") = (version, std::time::Instant::now());
         Ok(())

@@ -67,6 +67,133 @@ async fn head_office_and_branch(backend: Backend) {
     assert_eq!(failed, 0);
 }
 
+/// A head office and two branches with series of their own (`naming_series` per site), all
+/// writing invoices at once: every invoice reaches the head office under its own name.
+async fn three_sites_with_their_own_series(backend: Backend) {
+    let series = |own: &[&str]| json!({ "Sales Invoice": own });
+    let base = [
+        ("pull_interval", json!(1)),
+        ("retry_base_seconds", json!(3600)),
+    ];
+    let with = |s: Value| {
+        let mut v: Vec<(&str, Value)> = base.to_vec();
+        v.push(("naming_series", s));
+        v
+    };
+    let Some(ho) = TestSite::start_with(
+        backend,
+        &with(series(&[
+            "HO-SINV-.YYYY.-",
+            "BR1-SINV-.YYYY.-",
+            "BR2-SINV-.YYYY.-",
+        ])),
+    )
+    .await
+    else {
+        return;
+    };
+    let b1 = TestSite::start_with(backend, &with(series(&["BR1-SINV-.YYYY.-"])))
+        .await
+        .unwrap();
+    let b2 = TestSite::start_with(backend, &with(series(&["BR2-SINV-.YYYY.-"])))
+        .await
+        .unwrap();
+    for site in [&ho, &b1, &b2] {
+        seed_invoice_masters(site).await;
+    }
+    let rows = json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 0}]);
+    subscribe(&b1, &ho, rows.clone()).await;
+    // The head office's Event Subscriber exists now; the second subscription reuses it.
+    subscribe_again(&b2, &ho, rows).await;
+    let invoice = json!({"customer": "Both", "items": [{"item_code": "I1", "qty": 1, "rate": 5}]});
+    let mut names = Vec::new();
+    for _ in 0..5 {
+        for site in [&b1, &b2, &ho] {
+            let d = site.insert("Sales Invoice", invoice.clone()).await;
+            names.push(d["name"].as_str().unwrap().to_string());
+        }
+    }
+    for prefix in ["BR1-SINV-", "BR2-SINV-", "HO-SINV-"] {
+        assert_eq!(
+            names.iter().filter(|n| n.starts_with(prefix)).count(),
+            5,
+            "{names:?}"
+        );
+    }
+    eventually(20, "all 15 invoices at the head office", || async {
+        (count_of(&ho, "Sales Invoice", json!({})).await == 15).then_some(())
+    })
+    .await;
+    for n in &names {
+        assert!(
+            get_opt(&ho, format!("/api/resource/Sales Invoice/{n}"))
+                .await
+                .is_some(),
+            "{n}"
+        );
+    }
+    assert_eq!(
+        count_of(&ho, "Event Sync Log", json!({"status": "Failed"})).await,
+        0
+    );
+    // The series is fixed once saved; the desk's form offers the site's own first.
+    let mine = names.iter().find(|n| n.starts_with("HO-")).unwrap();
+    let r = ho
+        .put(
+            &format!("/api/resource/Sales Invoice/{mine}"),
+            json!({"naming_series": "BR1-SINV-.YYYY.-"}),
+        )
+        .await;
+    assert_error(&r, 417, "ValidationError");
+    assert!(
+        r.1["exception"].as_str().unwrap().contains("naming_series"),
+        "{}",
+        r.1
+    );
+    let (_, dt) = ho
+        .get("/api/method/frappe.desk.form.load.getdoctype?doctype=Sales%20Invoice")
+        .await;
+    let field = dt["message"]["docs"][0]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fieldname"] == "naming_series")
+        .unwrap()
+        .clone();
+    assert_eq!(field["default"], "HO-SINV-.YYYY.-");
+}
+
+/// Subscribes `c` to `p` when `c` already has its Event Subscriber.
+async fn subscribe_again(p: &TestSite, c: &TestSite, rows: Value) {
+    let (pkey, psecret) = subscriber(p).await;
+    let (s, ep) = c.post("/api/resource/Event Producer", json!({"producer_url": p.public_url, "producer_doctypes": rows, "user": "sync@example.com", "api_key": pkey, "api_secret": psecret})).await;
+    assert_eq!(s, 200, "{ep}");
+    let (_, ec) = p
+        .get(&format!("/api/resource/Event Consumer/{}", c.public_url))
+        .await;
+    let mut crow = ec["data"]["consumer_doctypes"].as_array().unwrap().clone();
+    for r in crow.iter_mut() {
+        r["status"] = json!("Approved");
+    }
+    let (s, b) = p
+        .put(
+            &format!("/api/resource/Event Consumer/{}", c.public_url),
+            json!({"consumer_doctypes": crow}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_branches_and_a_head_office_sqlite() {
+    three_sites_with_their_own_series(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_branches_and_a_head_office_postgres() {
+    three_sites_with_their_own_series(Backend::Postgres).await;
+}
+
 both_backends!(
     a_series_counter_behind_existing_names,
     |site: TestSite| async move {
@@ -231,4 +358,189 @@ async fn frappe_shaped_answers_for_streaming_calls() {
         .unwrap()
         .clone();
     assert_eq!(priority["options"], "High\nMedium\nLow");
+}
+
+fn today() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+both_backends!(
+    sales_invoices_compute_fetch_and_guard,
+    |site: TestSite| async move {
+        seed_invoice_masters(&site).await;
+        let (s, _) = site
+            .put(
+                "/api/resource/Item/I1",
+                json!({"item_name": "Hammer", "standard_rate": 12.5}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        // No date, no rate, a client's own total: the server fills and computes.
+        let (s, b) = site
+        .post("/api/resource/Sales Invoice", json!({"customer": "Both", "total": 999, "items": [{"item_code": "I1", "qty": 2}, {"item_code": "I1", "qty": 1, "rate": 4}]}))
+        .await;
+        assert_eq!(s, 200, "{b}");
+        let inv = &b["data"];
+        assert_eq!(inv["posting_date"], today());
+        assert_eq!(inv["items"][0]["rate"], 12.5);
+        assert_eq!(inv["items"][0]["amount"], 25.0);
+        assert_eq!(inv["items"][0]["item_name"], "Hammer");
+        assert_eq!(inv["items"][0]["uom"], Value::Null, "I1 has no stock UOM");
+        assert_eq!(inv["items"][1]["amount"], 4.0);
+        assert_eq!(
+            (inv["total"].clone(), inv["grand_total"].clone()),
+            (json!(29.0), json!(29.0))
+        );
+        let name = inv["name"].as_str().unwrap().to_string();
+        // A changed quantity recomputes; the naming series is fixed once saved.
+        let mut rows = inv["items"].as_array().unwrap().clone();
+        rows[1]["qty"] = json!(3);
+        let (s, b) = site
+            .put(
+                &format!("/api/resource/Sales Invoice/{name}"),
+                json!({"items": rows}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["data"]["total"], 37.0);
+        // (A series that is not an option is refused as any bad Select value is.)
+        let r = site
+            .put(
+                &format!("/api/resource/Sales Invoice/{name}"),
+                json!({"naming_series": "SINV-.YYYY.-X"}),
+            )
+            .await;
+        assert_error(&r, 417, "ValidationError");
+        // No posting date: no submit.
+        let r = site
+            .put(
+                &format!("/api/resource/Sales Invoice/{name}"),
+                json!({"posting_date": "", "docstatus": 1}),
+            )
+            .await;
+        assert_error(&r, 417, "MandatoryError");
+        let (_, d) = site
+            .get(&format!("/api/resource/Sales Invoice/{name}"))
+            .await;
+        assert_eq!(
+            (
+                d["data"]["docstatus"].clone(),
+                d["data"]["posting_date"].clone()
+            ),
+            (json!(0), json!(today())),
+            "nothing written"
+        );
+        // Item Code is set once.
+        let r = site
+            .put("/api/resource/Item/I1", json!({"item_code": "I9"}))
+            .await;
+        assert_error(&r, 417, "ValidationError");
+        assert!(
+            r.1["exception"].as_str().unwrap().contains("item_code"),
+            "{}",
+            r.1
+        );
+    }
+);
+
+both_backends!(
+    fetch_from_and_defaults_are_checked_when_a_type_is_made,
+    |site: TestSite| async move {
+        let bad_fetch = json!({"dt": "ToDo", "fieldname": "who_name", "fieldtype": "Data", "fetch_from": "allocated_to.no_such_field"});
+        let r = site.post("/api/resource/Custom Field", bad_fetch).await;
+        assert_error(&r, 417, "ValidationError");
+        assert!(
+            r.1["exception"].as_str().unwrap().contains("who_name")
+                && r.1["exception"].as_str().unwrap().contains("no_such_field"),
+            "{}",
+            r.1
+        );
+        let bad_default = json!({"name": "Shop Visit", "module": "Custom", "fields": [{"fieldname": "visits", "fieldtype": "Int", "default": "many"}], "permissions": [{"role": "System Manager", "read": 1, "write": 1, "create": 1, "delete": 1}]});
+        let r = site.post("/api/resource/DocType", bad_default).await;
+        assert_error(&r, 417, "ValidationError");
+        assert!(
+            r.1["exception"].as_str().unwrap().contains("visits"),
+            "{}",
+            r.1
+        );
+        let (s, _) = site.get("/api/resource/DocType/Shop Visit").await;
+        assert_eq!(s.as_u16(), 404, "nothing written");
+        // A run-time type gets the same behaviour as the built-in ones.
+        site.insert(
+            "User",
+            json!({"email": "clerk@example.com", "first_name": "Clerk", "last_name": "One"}),
+        )
+        .await;
+        let good = json!({"name": "Shop Visit", "module": "Custom", "fields": [
+        {"fieldname": "visitor", "fieldtype": "Link", "options": "User", "default": "__user"},
+        {"fieldname": "visitor_name", "fieldtype": "Data", "fetch_from": "visitor.full_name", "read_only": 1},
+        {"fieldname": "day", "fieldtype": "Date", "default": "Today"},
+        {"fieldname": "code", "fieldtype": "Data", "set_only_once": 1}
+    ], "permissions": [{"role": "System Manager", "read": 1, "write": 1, "create": 1, "delete": 1}]});
+        let (s, b) = site.post("/api/resource/DocType", good).await;
+        assert_eq!(s, 200, "{b}");
+        let v = site.insert("Shop Visit", json!({"code": "A"})).await;
+        assert_eq!(v["visitor"], "Administrator");
+        assert_eq!(v["day"], today());
+        let name = v["name"].as_str().unwrap().to_string();
+        let (s, b) = site
+            .put(
+                &format!("/api/resource/Shop Visit/{name}"),
+                json!({"visitor": "clerk@example.com"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["data"]["visitor_name"], "Clerk One");
+        let r = site
+            .put(
+                &format!("/api/resource/Shop Visit/{name}"),
+                json!({"code": "B"}),
+            )
+            .await;
+        assert_error(&r, 417, "ValidationError");
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_invoices_are_stored_as_the_producer_sent_them() {
+    let (p, c) = start_pair().await;
+    for site in [&p, &c] {
+        seed_invoice_masters(site).await;
+    }
+    p.put(
+        "/api/resource/Item/I1",
+        json!({"item_name": "Producer name", "standard_rate": 7}),
+    )
+    .await;
+    c.put(
+        "/api/resource/Item/I1",
+        json!({"item_name": "Consumer name", "standard_rate": 100}),
+    )
+    .await;
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 0}]),
+    )
+    .await;
+    let inv = p
+        .insert("Sales Invoice", json!({"customer": "Both", "posting_date": "2026-01-02", "items": [{"item_code": "I1", "qty": 3}]}))
+        .await;
+    let name = inv["name"].as_str().unwrap().to_string();
+    let got = eventually(10, "the invoice on the consumer", || {
+        get_opt(&c, format!("/api/resource/Sales Invoice/{name}"))
+    })
+    .await;
+    for k in ["posting_date", "total", "grand_total", "customer"] {
+        assert_eq!(got[k], inv[k], "{k}");
+    }
+    for k in ["item_name", "rate", "amount", "qty"] {
+        assert_eq!(got["items"][0][k], inv["items"][0][k], "row {k}");
+    }
+    assert_eq!(got["items"][0]["item_name"], "Producer name");
+    assert_eq!(got["total"], 21.0);
 }

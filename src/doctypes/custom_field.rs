@@ -49,6 +49,9 @@ pub fn validate(reg: &Registry, doc: &mut Doc, old: Option<&Doc>) -> Result<()> 
         &fieldname,
         &siblings,
     )?;
+    let field: DocField = serde_json::from_value(Value::Object(doc.clone()))
+        .map_err(|e| Error::Validation(format!("Invalid Custom Field: {e}")))?;
+    field.check_behaviour(reg, &target.fields)?;
     if text(doc, "label").is_empty() {
         doc.insert("label".into(), Value::String(fieldname.replace('_', " ")));
     }

@@ -72,6 +72,7 @@ pub fn validate(reg: &Registry, doc: &mut Doc, old: Option<&Doc>) -> Result<()> 
                 .map(|f| f.fieldname.clone())
                 .collect::<Vec<_>>(),
         )?;
+        f.check_behaviour(reg, &dt.fields)?;
     }
     if let Some(old) = old {
         let before = parse(old)?;

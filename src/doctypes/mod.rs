@@ -7,6 +7,7 @@ mod document_type_mapping;
 mod event_consumer;
 mod event_producer;
 mod event_update_log;
+mod sales_invoice;
 mod server_script;
 mod user;
 
@@ -41,6 +42,7 @@ pub async fn validate(
         "Custom Field" => custom_field::validate(reg, doc, old),
         "Server Script" => server_script::validate(doc),
         "Document Type Mapping" => document_type_mapping::validate(conn, reg, doc).await,
+        "Sales Invoice" if !pending.applied => sales_invoice::validate(conn, reg, doc).await,
         _ => Ok(()),
     }
 }

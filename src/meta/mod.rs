@@ -66,6 +66,21 @@ pub struct DocField {
     /// Help text.
     #[serde(default, deserialize_with = "de_string")]
     pub description: String,
+    /// `link_field.source_field`: copied from the linked document on save.
+    #[serde(default, deserialize_with = "de_string")]
+    pub fetch_from: String,
+    /// Fetch only into an empty value.
+    #[serde(default, deserialize_with = "de_flag")]
+    pub fetch_if_empty: bool,
+    /// Cannot change once the saved document has a value.
+    #[serde(default, deserialize_with = "de_flag")]
+    pub set_only_once: bool,
+    /// Shown in the desk only when this `eval:` expression (or field) is true.
+    #[serde(default, deserialize_with = "de_string")]
+    pub depends_on: String,
+    /// Mandatory in the desk when this `eval:` expression (or field) is true.
+    #[serde(default, deserialize_with = "de_string")]
+    pub mandatory_depends_on: String,
 }
 
 impl DocField {
@@ -81,6 +96,71 @@ impl DocField {
     /// True when the field has a column.
     pub fn has_column(&self) -> bool {
         self.fieldtype.storage() != Storage::None
+    }
+
+    /// `fetch_from` as (link field, field of the linked type).
+    pub fn fetch_source(&self) -> Option<(&str, &str)> {
+        self.fetch_from
+            .split_once('.')
+            .map(|(l, f)| (l.trim(), f.trim()))
+    }
+
+    /// True for defaults resolved when a document is made: `Today`, `Now`, `__user`.
+    pub fn has_dynamic_default(&self) -> bool {
+        matches!(
+            self.default
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("today" | "now" | "__user")
+        )
+    }
+
+    /// Checks `fetch_from` and `default` against the type the field belongs to (`siblings`
+    /// are that type's fields): each mistake is refused with the field named.
+    pub fn check_behaviour(
+        &self,
+        reg: &Registry,
+        siblings: &[DocField],
+    ) -> crate::error::Result<()> {
+        let bad = |why: String| {
+            crate::error::Error::Validation(format!("Field {}: {why}", self.fieldname))
+        };
+        if !self.fetch_from.trim().is_empty() {
+            let (link, source) = self.fetch_source().ok_or_else(|| {
+                bad(format!(
+                    "fetch_from {:?} must be link_field.field",
+                    self.fetch_from
+                ))
+            })?;
+            let link_field = siblings
+                .iter()
+                .find(|f| f.fieldname == link && f.fieldtype == FieldType::Link)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "fetch_from names {link:?}, which is not a Link field of this type"
+                    ))
+                })?;
+            let target = reg.get(&link_field.options)?;
+            if !target.has_column(source) {
+                return Err(bad(format!(
+                    "fetch_from names {source:?}, which {} does not have",
+                    target.name
+                )));
+            }
+        }
+        if let Some(d) = self.default.as_deref().filter(|d| !d.is_empty()) {
+            if self.has_column() && !self.has_dynamic_default() {
+                self.fieldtype
+                    .coerce(
+                        &serde_json::Value::String(d.to_string()),
+                        self.label(),
+                        &self.options,
+                    )
+                    .map_err(|e| bad(format!("default {d:?} is not valid: {}", e.message())))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -270,6 +350,36 @@ impl Registry {
         }
     }
 
+    /// Gives a type the site's own naming series (`naming_series` in `site_config.json`): the
+    /// first is the default of new documents; all of them, and the type's own, may be chosen
+    /// (and may arrive from other sites).
+    pub fn set_naming_series(&mut self, doctype: &str, series: &[String]) {
+        let Some(first) = series.first() else { return };
+        let Some(t) = self.types.get_mut(doctype) else {
+            tracing::warn!(
+                doctype,
+                "naming_series is set for a type that does not exist"
+            );
+            return;
+        };
+        let t = Arc::make_mut(t);
+        let Some(f) = t.fields.iter_mut().find(|f| f.fieldname == "naming_series") else {
+            tracing::warn!(
+                doctype,
+                "naming_series is set for a type without a naming series"
+            );
+            return;
+        };
+        let mut options: Vec<String> = series.to_vec();
+        for o in f.options.split('\n').filter(|o| !o.is_empty()) {
+            if !options.iter().any(|s| s == o) {
+                options.push(o.to_string());
+            }
+        }
+        f.options = options.join("\n");
+        f.default = Some(first.clone());
+    }
+
     /// The type of that name or `DoesNotExistError`.
     pub fn get(&self, name: &str) -> Result<Arc<DocType>> {
         self.types
@@ -380,4 +490,20 @@ fn de_fieldtype<'de, D: Deserializer<'de>>(d: D) -> Result<FieldType, D::Error> 
 
 fn ser_fieldtype<S: serde::Serializer>(t: &FieldType, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(t.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Registry;
+
+    #[test]
+    fn built_in_fetch_from_and_defaults_are_valid() {
+        let reg = Registry::builtin();
+        for dt in reg.all() {
+            for f in &dt.fields {
+                f.check_behaviour(&reg, &dt.fields)
+                    .unwrap_or_else(|e| panic!("{}.{}: {e}", dt.name, f.fieldname));
+            }
+        }
+    }
 }

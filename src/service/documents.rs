@@ -26,6 +26,10 @@ pub struct WriteFlags {
     pub ignore_links: bool,
     /// The site where the change was first made, when it came from another site.
     pub origin: Option<String>,
+    /// Made from another site's document of another type (a Document Type Mapping): a local
+    /// document, so local defaults and fetched values apply. Other applied documents are
+    /// stored as sent.
+    pub mapped: bool,
 }
 
 /// Side effects collected while a document is prepared, applied after its row is written.
@@ -43,6 +47,9 @@ pub struct Pending {
     pub login_password: Option<String>,
     /// True when the write changes document types (reload meta after commit).
     pub meta_changed: bool,
+    /// True when the document comes from another site's update log: it is stored as sent
+    /// (validation only: no defaults, fetched values or recomputation).
+    pub applied: bool,
 }
 
 /// Work that must wait for the commit (calls to other sites, notifications).
@@ -202,7 +209,7 @@ fn merge_fields(
                         .unwrap_or_default();
                     let new_row = row.is_empty();
                     merge_fields(reg, &child, &mut row, r, flags, pending)?;
-                    if new_row {
+                    if new_row && (flags.origin.is_none() || flags.mapped) {
                         apply_defaults(&child, &mut row);
                     }
                     row.insert(
@@ -264,22 +271,116 @@ fn apply_defaults(dt: &DocType, doc: &mut Doc) {
     }
 }
 
-/// Resolves defaults that depend on the moment ("Today", "now").
-fn resolve_dynamic_defaults(site: &Site, dt: &DocType, input: &mut Doc) {
+/// Resolves defaults that depend on the moment or the caller (`Today`, `Now`, `__user`).
+fn resolve_dynamic_defaults(site: &Site, caller: &Caller, dt: &DocType, input: &mut Doc) {
     for f in dt.data_fields() {
         if !is_empty(input.get(&f.fieldname)) {
             continue;
         }
-        match f.default.as_deref().map(str::to_lowercase).as_deref() {
-            Some("today") => {
-                input.insert(f.fieldname.clone(), Value::String(site.clock.today()));
-            }
-            Some("now") => {
-                input.insert(f.fieldname.clone(), Value::String(site.clock.now()));
-            }
-            _ => {}
+        let value = match f.default.as_deref().map(str::to_lowercase).as_deref() {
+            Some("today") => site.clock.today(),
+            Some("now") => site.clock.now(),
+            Some("__user") => caller.user.clone(),
+            _ => continue,
+        };
+        input.insert(f.fieldname.clone(), Value::String(value));
+    }
+}
+
+/// Linked documents read while one save fetches values (`fetch_from`), each once.
+type Fetched = std::collections::HashMap<(String, String), Option<Doc>>;
+
+/// Copies `fetch_from` values into `doc` (fields of type `dt`, not its child rows): when the
+/// link changed, or the value is empty, or the field is read-only (the link decides it);
+/// `fetch_if_empty` fields only when empty.
+async fn fetch_into(
+    conn: &mut Conn,
+    reg: &Registry,
+    dt: &DocType,
+    doc: &mut Doc,
+    old: Option<&Doc>,
+    fetched: &mut Fetched,
+) -> Result<()> {
+    for f in dt.data_fields() {
+        let Some((link, source)) = f.fetch_source() else {
+            continue;
+        };
+        let target = doc.get(link).map(name_text).unwrap_or_default();
+        if target.is_empty() {
+            continue;
+        }
+        let empty = is_empty(doc.get(&f.fieldname));
+        let link_changed = old.is_none_or(|o| o.get(link) != doc.get(link));
+        if (f.fetch_if_empty && !empty) || !(empty || link_changed || f.read_only) {
+            continue;
+        }
+        let Some(link_dt) = dt.field(link).map(|l| l.options.clone()) else {
+            continue;
+        };
+        let key = (link_dt, target);
+        if !fetched.contains_key(&key) {
+            let ldt = reg.get(&key.0)?;
+            let row = store::load_row(conn, &ldt, &name_value(&ldt, &key.1)).await?;
+            fetched.insert(key.clone(), row);
+        }
+        if let Some(v) = fetched[&key].as_ref().and_then(|r| r.get(source)) {
+            let v = f
+                .fieldtype
+                .coerce(v, f.label(), &f.options)
+                .unwrap_or(Value::Null);
+            doc.insert(f.fieldname.clone(), v);
         }
     }
+    Ok(())
+}
+
+/// Runs [`fetch_into`] on a document and on each of its child rows.
+async fn fetch_linked(
+    conn: &mut Conn,
+    reg: &Registry,
+    dt: &DocType,
+    doc: &mut Doc,
+    old: Option<&Doc>,
+) -> Result<()> {
+    let mut fetched = Fetched::new();
+    fetch_into(conn, reg, dt, doc, old, &mut fetched).await?;
+    for tf in dt.table_fields() {
+        let child = reg.get(&tf.options)?;
+        if !child.fields.iter().any(|f| !f.fetch_from.is_empty()) {
+            continue;
+        }
+        let old_rows = old
+            .and_then(|o| o.get(&tf.fieldname))
+            .and_then(Value::as_array);
+        let Some(Value::Array(rows)) = doc.get_mut(&tf.fieldname) else {
+            continue;
+        };
+        for row in rows.iter_mut() {
+            let Value::Object(row) = row else { continue };
+            let before = old_rows.and_then(|o| {
+                o.iter()
+                    .filter_map(Value::as_object)
+                    .find(|o| o.get("name") == row.get("name"))
+            });
+            fetch_into(conn, reg, &child, row, before, &mut fetched).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a change to a `set_only_once` field that already had a value.
+fn check_set_only_once(dt: &DocType, old: &Doc, doc: &Doc) -> Result<()> {
+    for f in dt.data_fields().filter(|f| f.set_only_once) {
+        let before = old.get(&f.fieldname);
+        if !is_empty(before) && before.map(name_text) != doc.get(&f.fieldname).map(name_text) {
+            return Err(Error::Validation(format!(
+                "{} ({}) cannot be changed once it is set",
+                f.label(),
+                f.fieldname
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_mandatory(reg: &Registry, dt: &DocType, doc: &Doc) -> Result<()> {
@@ -855,11 +956,19 @@ impl Site {
         if !flags.ignore_permissions {
             caller.require(dt, PermType::Create)?;
         }
-        let mut pending = Pending::default();
-        resolve_dynamic_defaults(self, dt, &mut input);
+        let mut pending = Pending {
+            applied: flags.origin.is_some() && !flags.mapped,
+            ..Default::default()
+        };
+        if !pending.applied {
+            resolve_dynamic_defaults(self, caller, dt, &mut input);
+        }
         let mut doc = Doc::new();
         merge_fields(reg, dt, &mut doc, &input, flags, &mut pending)?;
-        apply_defaults(dt, &mut doc);
+        if !pending.applied {
+            apply_defaults(dt, &mut doc);
+            fetch_linked(conn, reg, dt, &mut doc, None).await?;
+        }
         let docstatus = requested_docstatus(&input)?.unwrap_or(0);
         match docstatus {
             0 => {}
@@ -883,6 +992,8 @@ impl Site {
                 doc.insert("name".into(), Value::String(g.clone()));
             }
         }
+        // Type rules see the docstatus the document is saved with (a submit on insert).
+        doc.insert("docstatus".into(), Value::from(docstatus));
         doctypes::validate(self, conn, reg, dt, &mut doc, None, caller, &mut pending).await?;
         let name = match doc.get("name").map(name_text).filter(|n| !n.is_empty()) {
             Some(n) => name_value(dt, &n),
@@ -1014,9 +1125,16 @@ impl Site {
         }
         let adjusted = doctypes::flags_for_update(dt, &patch, flags);
         let flags = &adjusted;
-        let mut pending = Pending::default();
+        let mut pending = Pending {
+            applied: flags.origin.is_some() && !flags.mapped,
+            ..Default::default()
+        };
         let mut doc = old.clone();
         merge_fields(reg, dt, &mut doc, &patch, flags, &mut pending)?;
+        if !pending.applied {
+            check_set_only_once(dt, &old, &doc)?;
+            fetch_linked(conn, reg, dt, &mut doc, Some(&old)).await?;
+        }
         let old_status = docstatus_of(&old);
         let new_status = requested_docstatus(&patch)?.unwrap_or(old_status);
         self.check_docstatus_change(caller, dt, &old, &doc, old_status, new_status, flags)?;

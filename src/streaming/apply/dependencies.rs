@@ -129,6 +129,7 @@ pub(super) fn fetch_missing<'a>(
                 keep_timestamps: false,
                 ignore_links: false,
                 origin: Some(info.url.clone()),
+                mapped: false,
             };
             insert_as_on_producer(site, conn, reg, caller, &tdt, dep, &flags)
                 .await

@@ -181,6 +181,7 @@ pub(super) async fn made_locally(
         keep_timestamps: false,
         ignore_links: false,
         origin: Some(info.url.clone()),
+        mapped: true,
     };
     insert_as_on_producer(site, conn, reg, caller, &dt, doc, &flags).await
 }

@@ -480,6 +480,7 @@ async fn apply_one(
         keep_timestamps: false,
         ignore_links: false,
         origin: Some(origin),
+        mapped: sub.mapping.is_some(),
     };
     match inc.update_type.as_str() {
         "Create" => {
