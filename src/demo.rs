@@ -189,7 +189,12 @@ pub async fn run(dir: &Path, port: u16) -> Result<()> {
     );
     println!("  log in on either as Administrator / {PASSWORD} (REST API under /api)");
     println!("  the Event Subscriber on both is {SUBSCRIBER} / {PASSWORD}");
-    println!("  try: create an Item on the head office and GET it on the branch.\n");
+    println!("  try it: create an Item on the head office, and watch the branch log it here:\n");
+    println!(
+        "    curl -s -c /tmp/ho-cookies {h}/api/method/login -H 'content-type: application/json' -d '{{\"usr\": \"Administrator\", \"pwd\": \"{PASSWORD}\"}}' && \\\n    curl -s -b /tmp/ho-cookies {h}/api/resource/Item -H 'content-type: application/json' -d '{{\"item_code\": \"GADGET-1\", \"item_group\": \"Products\", \"standard_rate\": 9}}'\n",
+        h = head.config.url
+    );
+    println!("  each line below is one batch the sites applied, a failure or a resync.\n");
     server::shutdown_signal().await;
     for (handle, tx) in servers {
         let _ = tx.send(());

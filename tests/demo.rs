@@ -133,6 +133,26 @@ async fn demo_wires_two_sites_and_streams_both_ways() {
         assert!(Instant::now() < until, "new item did not stream");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The terminal tells the story: the branch's line names the streamed Item.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let told = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        if told
+            .lines()
+            .any(|l| l.contains(&format!("branch <- {head}")) && l.contains("Item NEW-1 (Create)"))
+        {
+            assert!(
+                told.contains("head-office <- "),
+                "the head office's invoice line: {told}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no line names the streamed Item: {told}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
@@ -157,6 +177,13 @@ async fn demo_wires_two_sites_and_streams_both_ways() {
         .unwrap();
     assert!(
         out.contains(&head) && out.contains(&branch) && out.contains("Administrator"),
+        "{out}"
+    );
+    // The printed hint is a command a user can paste.
+    assert!(
+        out.contains(&format!(
+            "curl -s -b /tmp/ho-cookies {head}/api/resource/Item"
+        )),
         "{out}"
     );
 }

@@ -14,6 +14,7 @@ mod dependencies;
 mod local_names;
 mod mapped;
 mod resync;
+mod story;
 mod sync_log;
 
 use dependencies::*;
@@ -260,6 +261,7 @@ async fn apply_page(
         .await?;
     }
     tx.commit().await?;
+    story::page_applied(site, &info.url, &batch.told);
     if wrote_logs {
         if let Some(me) = site.arc() {
             super::notifier::notify_consumers(me);
@@ -313,6 +315,12 @@ async fn apply_and_log(
     };
     let wrote = outcome.is_ok() && batch.streamed.contains(&sub.local_type);
     let failed = outcome.is_err();
+    batch.told.push(story::Outcome {
+        doctype: sub.local_type.clone(),
+        docname: inc.docname.clone(),
+        update_type: inc.update_type.clone(),
+        error: outcome.as_ref().err().map(|e| e.message()),
+    });
     let name = write_sync_log(
         site,
         tx,
@@ -343,6 +351,8 @@ pub struct BatchState {
     streamed: std::collections::HashSet<String>,
     /// Documents known to exist here before this batch touched them (dependency checks).
     known: Known,
+    /// What became of each update, for the terminal once the page commits.
+    told: Vec<story::Outcome>,
 }
 
 /// What a batch knows about linked documents.

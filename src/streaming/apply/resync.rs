@@ -96,10 +96,18 @@ pub(super) async fn retry_entry(
             crate::streaming::notifier::notify_consumers(me);
         }
     }
-    Ok(status
+    let status = status
         .first()
         .map(|r| text(r.get("status")))
-        .unwrap_or_default())
+        .unwrap_or_default();
+    super::story::resynced(
+        site,
+        &info.url,
+        &local_type,
+        &text(entry.get("producer_doc")),
+        &status,
+    );
+    Ok(status)
 }
 
 /// Retries Failed entries whose `next_retry` has come.
