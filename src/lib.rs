@@ -10,6 +10,8 @@ pub mod desk;
 pub mod doctypes;
 pub mod error;
 pub mod meta;
+#[cfg(test)]
+mod properties;
 pub mod sandbox;
 pub mod server;
 pub mod service;

@@ -66,6 +66,12 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
                 header::SET_COOKIE,
                 HeaderValue::from_static("sid=Guest; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
             );
+            // The cookies login set for the desk go too, as in Frappe.
+            for c in ["user_id", "full_name", "system_user", "user_image"] {
+                if let Ok(v) = HeaderValue::from_str(&format!("{c}=; Path=/; SameSite=Lax; Max-Age=0")) {
+                    r.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
             return Ok(r);
         }
         "frappe.ping" => json!("pong"),
@@ -98,8 +104,10 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
         }
         "frappe.client.get" => {
             let doctype = args.required("doctype")?;
+            let single = site.meta().get(&doctype)?.issingle;
             let name = match args.str("name").filter(|n| !n.is_empty()) {
                 Some(n) => n,
+                None if single => doctype.clone(),
                 None => first_name(ctx, &doctype).await?,
             };
             Value::Object(site.get_doc(caller, &doctype, &name).await?)
@@ -130,6 +138,15 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
                 Some(v) => Filter::parse_many(&v)?,
                 None => vec![],
             };
+            if site.meta().get(&doctype)?.issingle {
+                // A single's values, as Frappe reads them from Singles.
+                let doc = site.get_doc(caller, &doctype, &doctype).await?;
+                let picked: serde_json::Map<String, Value> = fields
+                    .iter()
+                    .map(|f| (f.clone(), doc.get(f).cloned().unwrap_or(Value::Null)))
+                    .collect();
+                return Ok(message(Value::Object(picked)));
+            }
             let q = ListQuery {
                 fields: fields.clone(),
                 filters,
