@@ -430,6 +430,33 @@ try {
     await shot(p, "23-custom-doctype-list");
   });
 
+  await step("a Sales Invoice as a user makes it: date, rate, amounts and totals fill in; save; submit", p, async () => {
+    await open(p, P + "/app/customer/new", '[data-fieldname="customer_name"]');
+    await field(p, "customer_name").locator("input").fill("Desk Customer");
+    await expectSaved(p);
+    await open(p, P + "/app/sales-invoice/new", '[data-fieldname="customer"]');
+    const d = new Date();
+    const today = d.getFullYear() + "-" + String(d.getMonth() + 1).padStart(2, "0") + "-" + String(d.getDate()).padStart(2, "0");
+    assert((await field(p, "posting_date").locator("input").inputValue()) === today, "posting date defaults to today");
+    await pickLink(p, field(p, "customer").locator("input"), "Desk", "Desk Customer");
+    const items = field(p, "items");
+    await items.locator('[data-action="add-row"]').click();
+    await pickLink(p, items.locator('.grid-row [data-fieldname="item_code"] input').first(), "DESK-0", "DESK-001");
+    const rate = items.locator('.grid-row [data-fieldname="rate"] input').first();
+    await p.waitForFunction((el) => el.value === "12.5", await rate.elementHandle(), { timeout: 5000 });
+    await items.locator('.grid-row [data-fieldname="qty"] input').first().fill("3");
+    const amount = items.locator('.grid-row [data-fieldname="amount"] .static-value').first();
+    await p.waitForFunction((el) => el.textContent.includes("37.5"), await amount.elementHandle(), { timeout: 5000 });
+    assert((await field(p, "grand_total").textContent()).includes("37.5"), "grand total as the user types");
+    await shot(p, "24-sales-invoice-typed");
+    await expectSaved(p);
+    await p.waitForURL(new RegExp("/app/sales-invoice/SINV-"));
+    assert((await field(p, "total").textContent()).includes("37.5"), "total saved by the server");
+    await p.click('[data-action="submit"]');
+    await p.waitForSelector('.page-head .pill:text("Submitted")');
+    await shot(p, "25-sales-invoice-submitted");
+  });
+
   await step("a pt-BR user sees Portuguese; the browser language decides before login", null, async () => {
     const pt = await newPage("en-US");
     await login(pt, C, "sync@example.com", "sync-pass-1");

@@ -457,7 +457,9 @@
     const desc = f.description && !opts.compact ? h("div", { class: "field-desc" }, __(f.description)) : null;
     if (ro) {
       const box = h("div", { class: "static-value", id });
+      let current = value;
       set = (v) => {
+        current = v;
         setChildren(box);
         if (v === null || v === undefined || v === "") { box.append(h("span", { class: "muted" }, "—")); return; }
         if (f.fieldtype === "Link" && f.options) box.append(h("a", { href: docUrl(f.options, v) }, String(v)));
@@ -467,7 +469,7 @@
         else if (f.fieldtype === "Datetime") box.append(h("span", { title: ago(v) }, String(v).slice(0, 19)));
         else box.append(formatValue(f, v));
       };
-      get = () => value;
+      get = () => current;
       set(value);
       const checkLabel = opts.compact ? null : [" ", label(f)];
       append(wrap, [f.fieldtype === "Check" || opts.compact ? null : lab, f.fieldtype === "Check" ? h("div", { class: "check-ro" }, formatValue(f, value), checkLabel) : box, desc]);
@@ -626,10 +628,10 @@
     const extra = opts.rowActions || null;
     let state = (rows || []).map((r) => ({ doc: Object.assign({}, r), controls: {}, open: false, selected: false }));
     const body = h("tbody");
-    const delBtn = button(__("Delete"), "delete-rows", () => { state = state.filter((r) => !r.selected); changed(); draw(); }, "btn-danger btn-sm");
+    const delBtn = button(__("Delete"), "delete-rows", () => { state = state.filter((r) => !r.selected); changed(); draw(); if (opts.onRowChange) opts.onRowChange(f, null, null); }, "btn-danger btn-sm");
     const addBtn = button("+ " + __("Add Row"), "add-row", () => {
       const doc = {};
-      for (const x of dataFields) if (x.default !== null && x.default !== undefined && x.default !== "") doc[x.fieldname] = x.fieldtype === "Check" ? Number(x.default) : x.default;
+      for (const x of dataFields) if (x.default !== null && x.default !== undefined && x.default !== "") doc[x.fieldname] = defaultValue(x);
       state.push({ doc, controls: {}, open: false, selected: false, isNew: true });
       changed(); draw();
       const last = state[state.length - 1];
@@ -645,7 +647,8 @@
       setChildren(body);
       state.forEach((r, i) => {
         r.controls = {};
-        const rowOpts = { readOnly: opts.readOnly, compact: true, prefix: f.fieldname + "-" + i + "-", valueOf: (fn) => (r.controls[fn] ? r.controls[fn].get() : r.doc[fn]), onChange: changed };
+        const rowOpts = { readOnly: opts.readOnly, compact: true, prefix: f.fieldname + "-" + i + "-", valueOf: (fn) => (r.controls[fn] ? r.controls[fn].get() : r.doc[fn]),
+          onChange: (cf) => { changed(); if (opts.onRowChange && cf) opts.onRowChange(f, r, cf); } };
         const cells = cols.map((c) => {
           const ctl = control(c, r.doc[c.fieldname], Object.assign({}, rowOpts, { readOnly: opts.readOnly || c.read_only }));
           r.controls[c.fieldname] = ctl;
@@ -687,10 +690,94 @@
       el: wrap, field: f, isTable: true,
       get() { collect(); return state.map((r) => r.doc); },
       set(v) { state = (v || []).map((r) => ({ doc: Object.assign({}, r), controls: {}, open: false, selected: false })); draw(); },
+      /** Each row as {doc, controls}, for form scripts. */
+      rows() { collect(); return state; },
       error(msg) { err.hidden = !msg; err.textContent = msg || ""; wrap.classList.toggle("has-error", !!msg); },
       focus() {},
     };
   }
+
+  // ---------- form behaviour ----------
+
+  /** Field types a form may compute and show before the first save. */
+  const COMPUTED = ["Currency", "Float", "Int", "Percent"];
+
+  /** A field's default as a new document gets it: `Today`, `Now` and `__user` resolved. */
+  function defaultValue(f) {
+    const d = String(f.default);
+    const now = new Date(Date.now() - CLOCK_SKEW);
+    const pad = (n) => String(n).padStart(2, "0");
+    const day = now.getFullYear() + "-" + pad(now.getMonth() + 1) + "-" + pad(now.getDate());
+    switch (d.toLowerCase()) {
+      case "today": return day;
+      case "now": return day + " " + pad(now.getHours()) + ":" + pad(now.getMinutes()) + ":" + pad(now.getSeconds());
+      case "__user": return boot.user;
+      default: return f.fieldtype === "Check" ? Number(d) : d;
+    }
+  }
+
+  const rowValue = (row, fn) => (row.controls[fn] ? row.controls[fn].get() : row.doc[fn]);
+  function setRowValue(row, fn, v) {
+    row.doc[fn] = v;
+    if (row.controls[fn]) row.controls[fn].set(v);
+  }
+  const num = (v) => { const n = Number(v); return isNaN(n) ? 0 : n; };
+  const money = (x) => Math.round(x * 100) / 100;
+
+  /** `depends_on`: a fieldname (true when set) or `eval:` with `doc.field`, `!doc.field` and
+   * comparisons with a quoted string or a number, joined by `&&` or `||`. (The page may not
+   * evaluate code: the Content-Security-Policy forbids it.) An expression outside that shows
+   * the field. */
+  function dependsOn(expr, get) {
+    const truthy = (v) => v !== null && v !== undefined && v !== "" && v !== 0 && v !== "0";
+    const e = String(expr).trim();
+    if (!e.startsWith("eval:")) return truthy(get(e));
+    const term = (t) => {
+      t = t.trim();
+      let m = t.match(/^(!)?\s*doc\.(\w+)$/);
+      if (m) return m[1] ? !truthy(get(m[2])) : truthy(get(m[2]));
+      m = t.match(/^doc\.(\w+)\s*(===|!==|==|!=|>=|<=|>|<)\s*(?:'([^']*)'|"([^"]*)"|(-?\d+(?:\.\d+)?))$/);
+      if (!m) { console.warn("depends_on not understood, field shown:", expr); return true; }
+      const v = get(m[1]);
+      const lit = m[5] !== undefined ? Number(m[5]) : (m[3] !== undefined ? m[3] : m[4]);
+      const a = typeof lit === "number" ? num(v) : (v === null || v === undefined ? "" : String(v));
+      switch (m[2]) {
+        case "==": case "===": return a === lit;
+        case "!=": case "!==": return a !== lit;
+        case ">": return a > lit;
+        case "<": return a < lit;
+        case ">=": return a >= lit;
+        default: return a <= lit;
+      }
+    };
+    return e.slice(5).split("||").some((any) => any.split("&&").every(term));
+  }
+
+  /** What forms of some types do as the user types (their server controllers stay the
+   * authority: a save recomputes). */
+  const FORM_SCRIPTS = {
+    "Sales Invoice": {
+      async rowChange(form, tf, row, cf) {
+        if (tf.fieldname !== "items" || !row || !cf || cf.fieldname !== "item_code") return;
+        const code = rowValue(row, "item_code");
+        if (!code || num(rowValue(row, "rate"))) return;
+        const item = await api.callGet("frappe.client.get_value", { doctype: "Item", fieldname: JSON.stringify(["standard_rate"]), filters: code });
+        if (item && item.standard_rate) setRowValue(row, "rate", item.standard_rate);
+      },
+      change(form) {
+        const items = form.controls.items;
+        if (!items || !items.rows) return;
+        let total = 0;
+        for (const r of items.rows()) {
+          const amount = money(num(rowValue(r, "qty")) * num(rowValue(r, "rate")));
+          setRowValue(r, "amount", amount);
+          total += amount;
+        }
+        form.setValue("total", money(total));
+        form.setValue("grand_total", money(total));
+      },
+    },
+  };
 
   // ---------- form ----------
 
@@ -701,7 +788,7 @@
     if (isNew) {
       doc = { docstatus: 0 };
       for (const f of dt.fields) {
-        if (f.default !== null && f.default !== undefined && f.default !== "" && !NO_VALUE.includes(f.fieldtype)) doc[f.fieldname] = f.fieldtype === "Check" ? Number(f.default) : f.default;
+        if (f.default !== null && f.default !== undefined && f.default !== "" && !NO_VALUE.includes(f.fieldtype)) doc[f.fieldname] = defaultValue(f);
       }
       const params = new URLSearchParams(location.search);
       for (const [k, v] of params) if (dt.fields.some((f) => f.fieldname === k)) doc[k] = v;
@@ -760,6 +847,64 @@
       // Redraw the head only when its state changes: replacing the buttons under a pending
       // click (a field's change event fires on blur, between mousedown and click) eats it.
       if (wasClean && !this.isNew) this.drawHead();
+      if (f.fieldtype === "Link") this.fetchFrom(this.dt, f, (fn) => this.valueOf(fn), (fn, v) => this.setValue(fn, v)).then(() => this.afterChange(f));
+      else this.afterChange(f);
+    }
+
+    /** A child row's field changed (`row` null: rows were removed). */
+    onRowChange(tf, row, cf) {
+      const child = this.meta.children[tf.options];
+      const done = row && cf && cf.fieldtype === "Link" && child
+        ? this.fetchFrom(child, cf, (fn) => rowValue(row, fn), (fn, v) => setRowValue(row, fn, v))
+        : Promise.resolve();
+      done.then(() => {
+        const script = FORM_SCRIPTS[this.dt.name];
+        if (script && script.rowChange) return script.rowChange(this, tf, row, cf);
+      }).then(() => this.afterChange(tf)).catch((e) => toast(e.message, "error"));
+    }
+
+    afterChange(f) {
+      const script = FORM_SCRIPTS[this.dt.name];
+      if (script && script.change) script.change(this, f);
+      this.applyDependsOn();
+    }
+
+    /** Sets a field's value on the form (and its control). */
+    setValue(fieldname, v) {
+      this.doc[fieldname] = v;
+      if (this.controls[fieldname]) this.controls[fieldname].set(v);
+    }
+
+    /** Copies `fetch_from` values of `dt`'s fields that read `link` from the linked document,
+     * as the server does on save (the server stays the authority). */
+    async fetchFrom(dt, link, get, set) {
+      const wanted = dt.fields.filter((x) => x.fetch_from && x.fetch_from.split(".")[0] === link.fieldname);
+      const target = get(link.fieldname);
+      if (!wanted.length || !target || !link.options) return;
+      const sources = [...new Set(wanted.map((x) => x.fetch_from.split(".")[1]))];
+      let got;
+      try {
+        got = await api.callGet("frappe.client.get_value", { doctype: link.options, fieldname: JSON.stringify(sources), filters: target });
+      } catch (e) {
+        return;
+      }
+      for (const x of wanted) {
+        const v = got ? got[x.fetch_from.split(".")[1]] : undefined;
+        if (v === undefined) continue;
+        const current = get(x.fieldname);
+        if (x.fetch_if_empty && current !== null && current !== undefined && current !== "") continue;
+        set(x.fieldname, v);
+      }
+    }
+
+    /** Shows fields whose `depends_on` holds, marks those whose `mandatory_depends_on` holds. */
+    applyDependsOn() {
+      for (const [fn, c] of Object.entries(this.controls)) {
+        const f = c.field;
+        if (!f) continue;
+        if (f.depends_on) c.el.hidden = !dependsOn(f.depends_on, (x) => this.valueOf(x));
+        if (f.mandatory_depends_on) c.el.classList.toggle("reqd", !!f.reqd || dependsOn(f.mandatory_depends_on, (x) => this.valueOf(x)));
+      }
     }
 
     draw() {
@@ -769,6 +914,7 @@
       const layout = this.layout();
       this.drawHead();
       setChildren(main, this.head, this.alert, this.extras() || "", layout, this.footer());
+      this.applyDependsOn();
     }
 
     /** Builds tabs > sections > columns > fields from the field order, as Frappe does. */
@@ -785,12 +931,13 @@
         if (f.fieldtype === "Tab Break") { tab = { label: f.label, sections: [] }; tabs.push(tab); newSection(null); continue; }
         if (f.fieldtype === "Section Break") { newSection(f.label); continue; }
         if (f.fieldtype === "Column Break") { column = []; section.columns.push(column); continue; }
-        if (this.isNew && f.read_only && !f.default && f.fieldtype !== "Table") continue;
+        // Read-only fields have nothing to show on a new form, unless the form fills them in.
+        if (this.isNew && f.read_only && !f.default && f.fieldtype !== "Table" && !f.fetch_from && !COMPUTED.includes(f.fieldtype)) continue;
         // Shown above the form as "Received by".
         if (this.dt.name === "Event Update Log" && f.fieldname === "consumers") continue;
         column.push(f);
       }
-      const opts = { valueOf: (fn) => this.valueOf(fn), onChange: (f) => this.onChange(f) };
+      const opts = { valueOf: (fn) => this.valueOf(fn), onChange: (f) => this.onChange(f), onRowChange: (tf, row, cf) => this.onRowChange(tf, row, cf) };
       const drawSection = (s) => {
         const cols = s.columns.filter((c) => c.length);
         if (!cols.length) return null;
