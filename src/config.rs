@@ -22,6 +22,8 @@ pub struct SiteConfig {
     pub update_log_retention_days: f64,
     pub time_zone: String,
     pub max_body_bytes: usize,
+    /// Largest file `upload_file` takes.
+    pub max_file_bytes: u64,
     pub login_max_failures: i64,
     pub login_window_seconds: i64,
     pub session_expiry_hours: i64,
@@ -43,6 +45,7 @@ impl Default for SiteConfig {
             update_log_retention_days: 0.0,
             time_zone: "UTC".into(),
             max_body_bytes: 10 * 1024 * 1024,
+            max_file_bytes: 10 * 1024 * 1024,
             login_max_failures: 10,
             login_window_seconds: 300,
             session_expiry_hours: 168,

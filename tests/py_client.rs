@@ -7,7 +7,7 @@
 //! one of the pinned versions, with `python3 -m venv` (`$DOCSTREAM_PYTHON` instead of `python3`
 //! when set) and pip from PyPI. Skipped, loudly, when there is no Python 3.
 //!
-//! `DOCSTREAM_TEST_UPLOAD=1` in the environment is passed on: the script then also checks
+//! `DOCSTREAM_TEST_UPLOAD=0` in the environment is passed on: the script then leaves out
 //! `/api/method/upload_file`.
 
 mod common;

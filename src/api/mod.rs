@@ -5,6 +5,7 @@
 
 mod args;
 pub mod envelope;
+mod files;
 mod method;
 pub mod metrics;
 mod openapi;
@@ -124,6 +125,27 @@ fn is_open_method(m: &str) -> bool {
     matches!(m, "login" | "frappe.ping" | "logout")
 }
 
+/// A desk session (one that was given a CSRF token) must send it with every request that
+/// may change state.
+fn check_csrf(method: &Method, headers: &HeaderMap, auth: &Authenticated) -> Result<(), Error> {
+    let Some(expected) = &auth.csrf_token else {
+        return Ok(());
+    };
+    if matches!(*method, Method::GET | Method::HEAD) {
+        return Ok(());
+    }
+    let sent = headers
+        .get("x-frappe-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !crate::crypto::secrets_equal(sent, expected) {
+        return Err(Error::CsrfToken(
+            "Invalid Request: missing or wrong X-Frappe-CSRF-Token header".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// True when a query string carries `cmd` (Frappe's `GET /?cmd=...`).
 fn has_cmd(query: Option<&str>) -> bool {
     query
@@ -223,6 +245,29 @@ async fn handle(
     {
         return page;
     }
+    // Files stream: their bodies are not read whole like the others.
+    if parts.method == Method::GET
+        && (path.starts_with("/files/") || path.starts_with("/private/files/"))
+    {
+        let caller = if path.starts_with("/files/") {
+            crate::service::permissions::Caller::guest()
+        } else {
+            site.authenticate(&credentials(&parts.headers)?)
+                .await?
+                .caller
+        };
+        return files::serve(site.clone(), &decode(&path), &caller).await;
+    }
+    if parts.method == Method::POST
+        && matches!(
+            path.as_str(),
+            "/api/method/upload_file" | "/api/method/frappe.handler.upload_file"
+        )
+    {
+        let auth = site.authenticate(&credentials(&parts.headers)?).await?;
+        check_csrf(&parts.method, &parts.headers, &auth)?;
+        return files::upload(&site, &parts.headers, body, &auth.caller).await;
+    }
     let limit = site.config.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         Error::TooLarge(format!(
@@ -270,21 +315,7 @@ async fn handle(
         ))
         .into());
     }
-    if let Some(expected) = &auth.csrf_token {
-        if parts.method != Method::GET && parts.method != Method::HEAD {
-            let sent = parts
-                .headers
-                .get("x-frappe-csrf-token")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if !crate::crypto::secrets_equal(sent, expected) {
-                return Err(Error::CsrfToken(
-                    "Invalid Request: missing or wrong X-Frappe-CSRF-Token header".into(),
-                )
-                .into());
-            }
-        }
-    }
+    check_csrf(&parts.method, &parts.headers, &auth)?;
     let ctx = Ctx {
         site,
         method: parts.method,

@@ -7,6 +7,7 @@ mod document_type_mapping;
 mod event_consumer;
 mod event_producer;
 mod event_update_log;
+mod file;
 mod sales_invoice;
 mod server_script;
 mod user;
@@ -114,6 +115,7 @@ async fn run_before_delete(
         "Event Producer" => event_producer::before_delete(site, conn, doc, pending).await,
         "Event Consumer" => event_consumer::before_delete(conn, doc).await,
         "Event Update Log" => event_update_log::before_delete(conn).await,
+        "File" => file::before_delete(conn, doc).await,
         "DocType" => doctype::before_delete(conn, doc, pending).await,
         "Custom Field" => {
             pending.meta_changed = true;

@@ -1331,6 +1331,20 @@ impl Site {
         }
         let mut pending = Pending::default();
         doctypes::before_delete(self, conn, reg, dt, &doc, &mut pending).await?;
+        // Its attachments go with it.
+        let attached = crate::service::files::attached_files(conn, &dt.name, name).await?;
+        if !attached.is_empty() {
+            let file_dt = reg.get("File")?;
+            let admin = Caller::administrator();
+            let all = WriteFlags {
+                ignore_permissions: true,
+                ..Default::default()
+            };
+            for f in attached {
+                let p = Box::pin(self.delete_in(conn, reg, &admin, &file_dt, &f, &all)).await?;
+                pending.logs_written |= p.logs_written;
+            }
+        }
         check_not_linked(conn, reg, dt, name).await?;
         for tf in dt.table_fields() {
             let child = reg.get(&tf.options)?;

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod documents;
+pub mod files;
 pub mod naming;
 pub mod permissions;
 pub mod provisioning;

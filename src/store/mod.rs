@@ -6,6 +6,7 @@
 //! differences in [`Dialect`].
 
 mod fields;
+pub mod files;
 mod postgres;
 mod raw_sql;
 mod rows;

@@ -176,6 +176,7 @@ pub async fn create_internal_tables(conn: &mut Conn) -> Result<()> {
         r#"CREATE TABLE IF NOT EXISTS "__consumer_type_state" (consumer TEXT NOT NULL, ref_doctype TEXT NOT NULL, approved_after_seq BIGINT NOT NULL, PRIMARY KEY (consumer, ref_doctype))"#,
         r#"CREATE TABLE IF NOT EXISTS "__consumer_sent_docs" (consumer TEXT NOT NULL, ref_doctype TEXT NOT NULL, docname TEXT NOT NULL, PRIMARY KEY (consumer, ref_doctype, docname))"#,
         r#"CREATE TABLE IF NOT EXISTS "__condition_deliveries" (consumer TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (consumer, seq))"#,
+        r#"CREATE TABLE IF NOT EXISTS "__file_chunks" (content_hash TEXT NOT NULL, n BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (content_hash, n))"#,
     ];
     for s in stmts {
         execute_batch(conn, s).await?;

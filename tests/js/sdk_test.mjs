@@ -3,7 +3,7 @@
 //   node tests/js/sdk_test.mjs <site-url> <api_key:api_secret>
 //
 // Prints one line per step; exits non-zero (printing the error body) on the first failure.
-// DOCSTREAM_TEST_UPLOAD=1 in the environment adds the file().uploadFile steps.
+// DOCSTREAM_TEST_UPLOAD=0 in the environment leaves out the file().uploadFile steps.
 // Run by tests/js_client.rs against a fresh site; safe to re-run by hand against the same site
 // (every document it creates carries a unique tag and is deleted again).
 
@@ -282,7 +282,7 @@ await check("db().setValue then db().getSingleValue on Global Defaults' default_
 });
 
 // --- (e) file().uploadFile, only with DOCSTREAM_TEST_UPLOAD=1 ------------------------------------
-if (process.env.DOCSTREAM_TEST_UPLOAD === '1') {
+if ((process.env.DOCSTREAM_TEST_UPLOAD ?? '1') === '1') {
   const content = `hello from ${tag}\n`;
   const fileName = `${tag}-note.txt`;
 

@@ -7,7 +7,7 @@ per check and exits non-zero on the first failure, naming the check and the answ
 it. The last line of a full run is `python client: N passed, 0 failed`.
 
 Environment switches:
-  DOCSTREAM_TEST_UPLOAD=1   also checks /api/method/upload_file and the File DocType.
+  DOCSTREAM_TEST_UPLOAD=0   leaves out the checks of /api/method/upload_file and the File DocType.
 
 Run by tests/py_client.rs against a fresh site, inside the virtual environment made from
 tests/python/requirements.txt. Safe to re-run by hand against the same site: every record it
@@ -488,7 +488,7 @@ def main():
     )
 
     # --- upload (behind DOCSTREAM_TEST_UPLOAD=1) ------------------------------------------------
-    if os.environ.get("DOCSTREAM_TEST_UPLOAD") == "1":
+    if os.environ.get("DOCSTREAM_TEST_UPLOAD", "1") == "1":
         check_upload(client, url, tag, code[1])
     else:
         print("# upload_file checks skipped (set DOCSTREAM_TEST_UPLOAD=1 to run them)", flush=True)

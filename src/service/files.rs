@@ -1,0 +1,244 @@
+//! Files: an upload becomes a `File` document, its content kept in the site's database (so
+//! every process serving the site has it); private files are served only to users who may read
+//! the document they are attached to; content goes when no File refers to it any more.
+
+use super::documents::{name_text, WriteFlags};
+use super::permissions::Caller;
+use crate::error::{Error, Result};
+use crate::meta::{FieldType, PermType};
+use crate::site::Site;
+use crate::store::{self, files, Conn, Doc, Param};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// A file received whole into a spool file, with what the client said about it.
+#[derive(Debug)]
+pub struct Upload {
+    pub file_name: String,
+    /// Where the bytes wait on disk (removed by the caller).
+    pub spool: PathBuf,
+    pub size: u64,
+    /// Hex SHA-256 of the bytes.
+    pub content_hash: String,
+    pub is_private: bool,
+    pub folder: Option<String>,
+    /// `(doctype, name)` of the document the file is attached to.
+    pub attached_to: Option<(String, String)>,
+    /// The Attach field of that document that takes the file's URL.
+    pub attached_to_field: Option<String>,
+}
+
+/// A file's name as given, made safe to be the last part of a URL: no folders, no control
+/// characters, not `.` or `..`.
+pub fn clean_file_name(given: &str) -> Result<String> {
+    let last = given.rsplit(['/', '\\']).next().unwrap_or("").trim();
+    if last.is_empty() || last == "." || last == ".." || last.chars().any(char::is_control) {
+        return Err(Error::Validation(format!(
+            "File name {given:?} is not allowed: give a plain file name"
+        )));
+    }
+    Ok(last.chars().take(140).collect())
+}
+
+fn text(v: Option<&Value>) -> String {
+    v.map(name_text).unwrap_or_default()
+}
+
+/// The File rows whose `file_url` is this.
+async fn files_at(conn: &mut Conn, url: &str) -> Result<Vec<Doc>> {
+    store::fetch_docs(
+        conn,
+        r#"SELECT name, file_name, file_url, is_private, attached_to_doctype, attached_to_name, content_hash, file_size, owner FROM "tabFile" WHERE file_url = $1"#,
+        &[Param::text(url)],
+    )
+    .await
+}
+
+impl Site {
+    /// Saves an upload as a File (and, when asked, sets the attached document's Attach field
+    /// to its URL), all in one transaction.
+    pub async fn save_upload(&self, caller: &Caller, up: &Upload) -> Result<Doc> {
+        if caller.is_guest() {
+            return Err(Error::Permission("Log in to upload files".into()));
+        }
+        let reg = self.meta();
+        let file_name = clean_file_name(&up.file_name)?;
+        if let Some((doctype, name)) = &up.attached_to {
+            let dt = reg.get(doctype)?;
+            caller.require(&dt, PermType::Write)?;
+            let mut conn = self.store.conn().await?;
+            if store::load_row(&mut conn, &dt, &super::documents::name_value(&dt, name))
+                .await?
+                .is_none()
+            {
+                return Err(Error::DoesNotExist(format!("{doctype} {name} not found")));
+            }
+            if let Some(field) = &up.attached_to_field {
+                let ok = dt
+                    .field(field)
+                    .is_some_and(|f| f.fieldtype == FieldType::Attach);
+                if !ok {
+                    return Err(Error::Validation(format!(
+                        "{doctype} has no Attach field {field:?}"
+                    )));
+                }
+            }
+        } else if up.attached_to_field.is_some() {
+            return Err(Error::Validation(
+                "fieldname needs the doctype and docname the file is attached to".into(),
+            ));
+        }
+        let base = if up.is_private {
+            "/private/files/"
+        } else {
+            "/files/"
+        };
+        let mut tx = self.store.begin().await?;
+        // A URL names one content: another file of that name gets a name of its own.
+        let mut url = format!("{base}{file_name}");
+        let taken = files_at(&mut tx, &url).await?;
+        if taken
+            .iter()
+            .any(|f| text(f.get("content_hash")) != up.content_hash)
+        {
+            let (stem, ext) = match file_name.rsplit_once('.') {
+                Some((s, e)) if !s.is_empty() => (s.to_string(), format!(".{e}")),
+                _ => (file_name.clone(), String::new()),
+            };
+            url = format!("{base}{stem}-{}{ext}", &up.content_hash[..8]);
+        }
+        if !files::content_exists(&mut tx, &up.content_hash).await? {
+            use std::io::Read;
+            let mut f = std::fs::File::open(&up.spool)
+                .map_err(|e| Error::Internal(format!("upload spool lost: {e}")))?;
+            let mut buf = vec![0u8; files::CHUNK_BYTES];
+            let mut n = 0;
+            loop {
+                let mut filled = 0;
+                while filled < buf.len() {
+                    let got = f
+                        .read(&mut buf[filled..])
+                        .map_err(|e| Error::Internal(format!("upload spool unreadable: {e}")))?;
+                    if got == 0 {
+                        break;
+                    }
+                    filled += got;
+                }
+                if filled == 0 && n > 0 {
+                    break;
+                }
+                files::write_chunk(&mut tx, &up.content_hash, n, &buf[..filled]).await?;
+                n += 1;
+                if filled < buf.len() {
+                    break;
+                }
+            }
+        }
+        let (doctype, docname) = up.attached_to.clone().unzip();
+        let doc = store::doc_from(json!({
+            "file_name": file_name,
+            "file_url": url,
+            "is_private": up.is_private as i64,
+            "folder": up.folder.clone().unwrap_or_else(|| "Home".into()),
+            "attached_to_doctype": doctype,
+            "attached_to_name": docname,
+            "attached_to_field": up.attached_to_field,
+            "file_size": up.size,
+            "content_hash": up.content_hash,
+        }));
+        let flags = WriteFlags {
+            ignore_permissions: true,
+            set_read_only: true,
+            ..Default::default()
+        };
+        let file_dt = reg.get("File")?;
+        let (saved, mut pending) = self
+            .insert_in(&mut tx, &reg, caller, &file_dt, doc, &flags)
+            .await?;
+        if let (Some((doctype, name)), Some(field)) = (&up.attached_to, &up.attached_to_field) {
+            let dt = reg.get(doctype)?;
+            let mut patch = Doc::new();
+            patch.insert(field.clone(), Value::String(url.clone()));
+            let (_, p) = self
+                .update_in(
+                    &mut tx,
+                    &reg,
+                    caller,
+                    &dt,
+                    name,
+                    patch,
+                    &WriteFlags::default(),
+                )
+                .await?;
+            pending.logs_written |= p.logs_written;
+            pending.after_commit.extend(p.after_commit);
+        }
+        tx.commit().await?;
+        self.after_commit(pending).await?;
+        Ok(saved)
+    }
+
+    /// The File at a `/files/...` or `/private/files/...` URL, if `caller` may read it.
+    pub async fn file_for(&self, caller: &Caller, url: &str) -> Result<Doc> {
+        let mut conn = self.store.conn().await?;
+        let found = files_at(&mut conn, url).await?;
+        drop(conn);
+        let missing = || Error::DoesNotExist(format!("File {url} not found"));
+        let file = found.into_iter().next().ok_or_else(missing)?;
+        if text(file.get("is_private")) != "1" {
+            return Ok(file);
+        }
+        if caller.is_guest() {
+            // Guests are not told whether a private file exists.
+            return Err(missing());
+        }
+        if caller.is_system_manager() {
+            return Ok(file);
+        }
+        let doctype = text(file.get("attached_to_doctype"));
+        if doctype.is_empty() {
+            return if text(file.get("owner")) == caller.user {
+                Ok(file)
+            } else {
+                Err(Error::Permission(format!("{url} is private")))
+            };
+        }
+        let dt = self.meta().get(&doctype)?;
+        caller.require(&dt, PermType::Read)?;
+        Ok(file)
+    }
+
+    /// Chunk `n` of a file's content.
+    pub async fn file_chunk(&self, content_hash: &str, n: i64) -> Result<Option<Vec<u8>>> {
+        let mut conn = self.store.conn().await?;
+        files::read_chunk(&mut conn, content_hash, n).await
+    }
+}
+
+/// The Files attached to a document (deleted with it).
+pub async fn attached_files(conn: &mut Conn, doctype: &str, name: &str) -> Result<Vec<String>> {
+    if doctype == "File" {
+        return Ok(vec![]);
+    }
+    let rows = store::fetch_docs(
+        conn,
+        r#"SELECT name FROM "tabFile" WHERE attached_to_doctype = $1 AND attached_to_name = $2"#,
+        &[Param::text(doctype), Param::text(name)],
+    )
+    .await?;
+    Ok(rows.iter().map(|r| text(r.get("name"))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_file_name;
+
+    #[test]
+    fn file_names_lose_their_folders() {
+        assert_eq!(clean_file_name("../../etc/passwd").unwrap(), "passwd");
+        assert_eq!(clean_file_name("C:\\x\\photo.png").unwrap(), "photo.png");
+        for bad in ["", "..", "a/..", "x/", "bad\u{7}name", "nul\u{0}"] {
+            assert!(clean_file_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
