@@ -257,3 +257,75 @@ async fn a_second_process_serves_what_the_first_stored() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+async fn streamed_items_bring_their_images(backend: Backend) {
+    let Some((p, c)) = start_pair_on(backend).await else {
+        return;
+    };
+    for site in [&p, &c] {
+        site.insert("UOM", json!({"uom_name": "Nos"})).await;
+        site.insert("Item Group", json!({"item_group_name": "All"}))
+            .await;
+    }
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "Item", "use_same_name": 1, "sync_existing": 0}]),
+    )
+    .await;
+    p.insert("Item", json!({"item_code": "PIC-1", "item_group": "All"}))
+        .await;
+    let image = payload(400_000);
+    let (s, b) = upload(
+        &p,
+        &p.admin_auth.clone(),
+        "pic-1.png",
+        image.clone(),
+        &[
+            ("doctype", "Item"),
+            ("docname", "PIC-1"),
+            ("fieldname", "image"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    // The Update that set the image brings the file: same URL, same bytes, on the consumer.
+    let item = eventually(15, "the image on the consumer's Item", || async {
+        get_opt(&c, "/api/resource/Item/PIC-1")
+            .await
+            .filter(|d| d["image"] == "/files/pic-1.png")
+    })
+    .await;
+    assert_eq!(item["image"], "/files/pic-1.png");
+    let (s, got, _) = fetch(&c, "", "/files/pic-1.png").await;
+    assert_eq!((s, got == image), (200, true));
+    let (_, files) = c.get(r#"/api/resource/File?fields=["attached_to_doctype","attached_to_name","content_hash"]"#).await;
+    assert_eq!(files["data"][0]["attached_to_name"], "PIC-1", "{files}");
+    // An Item created with an image it already has brings it as well (a Create).
+    let (s, b) = upload(&p, &p.admin_auth.clone(), "loose.png", payload(1234), &[]).await;
+    assert_eq!(s, 200, "{b}");
+    p.insert(
+        "Item",
+        json!({"item_code": "PIC-2", "item_group": "All", "image": "/files/loose.png"}),
+    )
+    .await;
+    eventually(15, "the second image on the consumer", || async {
+        let (s, got, _) = fetch(&c, "", "/files/loose.png").await;
+        (s == 200 && got == payload(1234)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count_of(&c, "Event Sync Log", json!({"status": "Failed"})).await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_items_bring_their_images_sqlite() {
+    streamed_items_bring_their_images(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_items_bring_their_images_postgres() {
+    streamed_items_bring_their_images(Backend::Postgres).await;
+}

@@ -107,7 +107,44 @@ impl Site {
             };
             url = format!("{base}{stem}-{}{ext}", &up.content_hash[..8]);
         }
-        if !files::content_exists(&mut tx, &up.content_hash).await? {
+        let (saved, mut pending) = self
+            .save_file_in(&mut tx, &reg, caller, &file_name, &url, up)
+            .await?;
+        if let (Some((doctype, name)), Some(field)) = (&up.attached_to, &up.attached_to_field) {
+            let dt = reg.get(doctype)?;
+            let mut patch = Doc::new();
+            patch.insert(field.clone(), Value::String(url.clone()));
+            let (_, p) = self
+                .update_in(
+                    &mut tx,
+                    &reg,
+                    caller,
+                    &dt,
+                    name,
+                    patch,
+                    &WriteFlags::default(),
+                )
+                .await?;
+            pending.logs_written |= p.logs_written;
+            pending.after_commit.extend(p.after_commit);
+        }
+        tx.commit().await?;
+        self.after_commit(pending).await?;
+        Ok(saved)
+    }
+
+    /// Stores a file's content (unless the same content is there) and its File document,
+    /// inside the caller's transaction.
+    pub async fn save_file_in(
+        &self,
+        tx: &mut Conn,
+        reg: &crate::meta::Registry,
+        caller: &Caller,
+        file_name: &str,
+        url: &str,
+        up: &Upload,
+    ) -> Result<(Doc, super::documents::Pending)> {
+        if !files::content_exists(tx, &up.content_hash).await? {
             use std::io::Read;
             let mut f = std::fs::File::open(&up.spool)
                 .map_err(|e| Error::Internal(format!("upload spool lost: {e}")))?;
@@ -127,7 +164,7 @@ impl Site {
                 if filled == 0 && n > 0 {
                     break;
                 }
-                files::write_chunk(&mut tx, &up.content_hash, n, &buf[..filled]).await?;
+                files::write_chunk(tx, &up.content_hash, n, &buf[..filled]).await?;
                 n += 1;
                 if filled < buf.len() {
                     break;
@@ -152,30 +189,7 @@ impl Site {
             ..Default::default()
         };
         let file_dt = reg.get("File")?;
-        let (saved, mut pending) = self
-            .insert_in(&mut tx, &reg, caller, &file_dt, doc, &flags)
-            .await?;
-        if let (Some((doctype, name)), Some(field)) = (&up.attached_to, &up.attached_to_field) {
-            let dt = reg.get(doctype)?;
-            let mut patch = Doc::new();
-            patch.insert(field.clone(), Value::String(url.clone()));
-            let (_, p) = self
-                .update_in(
-                    &mut tx,
-                    &reg,
-                    caller,
-                    &dt,
-                    name,
-                    patch,
-                    &WriteFlags::default(),
-                )
-                .await?;
-            pending.logs_written |= p.logs_written;
-            pending.after_commit.extend(p.after_commit);
-        }
-        tx.commit().await?;
-        self.after_commit(pending).await?;
-        Ok(saved)
+        self.insert_in(tx, reg, caller, &file_dt, doc, &flags).await
     }
 
     /// The File at a `/files/...` or `/private/files/...` URL, if `caller` may read it.

@@ -206,6 +206,55 @@ impl RemoteSite {
             .collect())
     }
 
+    /// Downloads a file of the site (`/files/...` or `/private/files/...`) into `to`, at most
+    /// `limit` bytes; returns its size and hex SHA-256.
+    pub async fn download(
+        &self,
+        path: &str,
+        to: &std::path::Path,
+        limit: u64,
+    ) -> Result<(u64, String)> {
+        use sha2::{Digest, Sha256};
+        use tokio::io::AsyncWriteExt;
+        let mut r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header("authorization", &self.auth)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !r.status().is_success() {
+            return Err(Error::Validation(format!(
+                "{} answered HTTP {} for the file {path}",
+                self.url,
+                r.status()
+            )));
+        }
+        let mut out = tokio::fs::File::create(to)
+            .await
+            .map_err(|e| Error::Internal(format!("cannot spool {path}: {e}")))?;
+        let (mut size, mut hash) = (0u64, Sha256::new());
+        while let Some(chunk) = r.chunk().await.map_err(|e| self.unreachable(e))? {
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(Error::TooLarge(format!(
+                    "the file {path} is larger than this site's max_file_bytes ({limit})"
+                )));
+            }
+            hash.update(&chunk);
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| Error::Internal(format!("cannot spool {path}: {e}")))?;
+        }
+        out.flush()
+            .await
+            .map_err(|e| Error::Internal(format!("cannot spool {path}: {e}")))?;
+        Ok((
+            size,
+            hash.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        ))
+    }
+
     /// The field names of a remote type (from its DocType), or None if it cannot be read.
     pub async fn field_names(&self, doctype: &str) -> Option<std::collections::HashSet<String>> {
         let dt = self.get_doc("DocType", doctype).await.ok()?;

@@ -11,6 +11,7 @@ use crate::store::{self, Conn, Doc, Param};
 use serde_json::{json, Value};
 
 mod dependencies;
+mod files;
 mod local_names;
 mod mapped;
 mod resync;
@@ -162,18 +163,38 @@ pub async fn apply_batch(
     // Missing dependencies are fetched before the write transaction opens, in parallel.
     let reg = site.meta();
     let fetched = prefetch_dependencies(site, &reg, info, remote, logs).await;
-    if let Some(n) = apply_page(site, info, remote, logs, cursor, fetched, false).await? {
-        return Ok(n);
-    }
-    // An update failed: apply the page again, isolating each update in a savepoint.
-    Ok(
-        apply_page(site, info, remote, logs, cursor, Default::default(), true)
-            .await?
-            .unwrap_or(0),
+    let mut attached = files::prefetch_files(site, &reg, info, remote, logs).await;
+    match apply_page(
+        site,
+        info,
+        remote,
+        logs,
+        cursor,
+        fetched,
+        &mut attached,
+        false,
     )
+    .await?
+    {
+        Some(n) => Ok(n),
+        // An update failed: apply the page again, isolating each update in a savepoint.
+        None => Ok(apply_page(
+            site,
+            info,
+            remote,
+            logs,
+            cursor,
+            Default::default(),
+            &mut attached,
+            true,
+        )
+        .await?
+        .unwrap_or(0)),
+    }
 }
 
 /// One attempt at a page; None when an optimistic attempt hit a failure and rolled back.
+#[allow(clippy::too_many_arguments)]
 async fn apply_page(
     site: &Site,
     info: &ProducerInfo,
@@ -181,6 +202,7 @@ async fn apply_page(
     logs: &[Incoming],
     cursor: Option<i64>,
     fetched: std::collections::HashMap<(String, String), Value>,
+    attached: &mut std::collections::HashMap<String, Result<files::Fetched>>,
     careful: bool,
 ) -> Result<Option<usize>> {
     let reg = site.meta();
@@ -204,6 +226,7 @@ async fn apply_page(
     };
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
     batch.known.fetched = fetched;
+    batch.known.files = std::mem::take(attached);
     batch.careful = careful;
     batch.known.absent = absent_at_start(&mut tx, &reg, info, logs).await?;
     let mut applied = 0;
@@ -229,6 +252,8 @@ async fn apply_page(
         .await?;
         if batch.dirty {
             tx.rollback().await?;
+            // The careful attempt needs the downloaded files again.
+            *attached = std::mem::take(&mut batch.known.files);
             return Ok(None);
         }
     }
@@ -296,7 +321,10 @@ async fn apply_and_log(
         None => {
             let known = &mut batch.known;
             let mut attempt = async |conn: &mut Conn| {
-                apply_one(site, conn, reg, info, sub, caller, remote, inc, known).await
+                let local =
+                    apply_one(site, conn, reg, info, sub, caller, remote, inc, known).await?;
+                files::store_files(site, conn, reg, sub, caller, inc, &local, known).await?;
+                Ok(local)
             };
             if batch.careful {
                 store::in_savepoint(tx, attempt).await?
@@ -371,6 +399,8 @@ pub struct Known {
     sync_logs: Vec<Vec<Param>>,
     /// (local type, producer name) of documents synced in this batch.
     synced: std::collections::HashSet<(String, String)>,
+    /// Files the page's documents attach, downloaded before the transaction, by URL.
+    files: std::collections::HashMap<String, Result<files::Fetched>>,
 }
 
 impl BatchState {

@@ -67,9 +67,13 @@ pub(super) async fn retry_entry(
         "data": raw, "seq": entry.get("seq"), "origin": info.url,
     }));
     let caller = site.caller_for(&info.user).await?;
+    // Downloads happen before the transaction, which must not wait on the network.
+    let files =
+        super::files::prefetch_files(site, reg, info, remote, std::slice::from_ref(&inc)).await;
     let mut tx = site.store.begin().await?;
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
     batch.careful = true;
+    batch.known.files = files;
     let wrote = apply_and_log(
         site,
         &mut tx,
