@@ -7,18 +7,23 @@ cargo fmt --check
 # The desk's browser test drives Debian's Chromium headless (tests/desk.rs); install it if missing.
 if ! command -v chromium >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
+  echo "test.sh: installing Debian's chromium (for the desk's browser test)" >&2
   apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }
 fi
 if command -v npm >/dev/null && [ -f tests/js/package-lock.json ] && { [ ! -d tests/js/node_modules ] || [ ! -d tests/js/node_modules/playwright-core ]; }; then
+  echo "test.sh: installing the npm packages of tests/js (npm ci)" >&2
   npm ci --prefix tests/js --no-audit --no-fund
 fi
 # The documentation's shell examples (scripts/check-docs.sh) need curl, jq and sqlite3.
 for tool in curl jq sqlite3; do
   if ! command -v "$tool" >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
+    echo "test.sh: installing $tool with apt-get (for scripts/check-docs.sh)" >&2
     apt-get install -y "$tool" || { apt-get update && apt-get install -y "$tool"; }
   fi
 done
+# tests/py_client.rs makes the Python virtual environment tests/python/.venv (pip, pinned
+# versions) the first time, and says so.
 # The release profile, in the same target folder as `cargo run --release -- demo`: the tests
 # reuse the demo's build (and the other way round) instead of compiling everything twice.
 cargo test --release --no-fail-fast "$@"

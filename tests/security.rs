@@ -381,3 +381,34 @@ both_backends!(
         assert_eq!(todo_count(&site).await, before);
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_user_costs_a_login_as_much_as_a_wrong_password() {
+    // A security property, not a speed goal: the answer must not tell which users exist.
+    let site = TestSite::start_with(Backend::Sqlite, &[("login_max_failures", json!(100))])
+        .await
+        .unwrap();
+    let time = |usr: &'static str| {
+        let site = &site;
+        async move {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..6 {
+                let started = std::time::Instant::now();
+                let (s, _) = site
+                    .post_form("", "/api/method/login", &[("usr", usr), ("pwd", "wrong")])
+                    .await;
+                total += started.elapsed();
+                assert_eq!(s, 401);
+            }
+            total
+        }
+    };
+    let (known, unknown) = (
+        time("Administrator").await,
+        time("nobody@example.com").await,
+    );
+    assert!(
+        unknown * 2 > known && known * 2 > unknown,
+        "wrong password {known:?} against unknown user {unknown:?} (6 tries each)"
+    );
+}
