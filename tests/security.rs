@@ -111,6 +111,15 @@ async fn cmd_on_root_and_logout_by_get_end_the_session() {
     )
     .await;
     assert_eq!(s, 403, "the session must not survive logout");
+    // The OpenAPI document offers GET only for methods that read.
+    let (_, api) = site
+        .request("", Method::GET, "/api/openapi.json", None)
+        .await;
+    let paths = &api["paths"];
+    assert!(paths["/api/method/frappe.client.delete"]["get"].is_null());
+    assert!(paths["/api/method/frappe.client.delete"]["post"].is_object());
+    assert!(paths["/api/method/frappe.client.get_list"]["get"].is_object());
+    assert!(paths["/api/method/upload_file"]["post"].is_object());
     // POST / with cmd in the query, and an unknown cmd is 404.
     let (sid, _) = site.login_session(false).await;
     let (s, b) = with_cookie(

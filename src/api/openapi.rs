@@ -67,11 +67,21 @@ pub fn document(site: &Site) -> Response {
         "delete": {"summary": "Delete a document", "parameters": name_params, "responses": {"202": {"description": "Deleted"}}}
     }));
     for m in METHODS {
-        paths.insert(format!("/api/method/{m}"), json!({
-            "post": {"summary": m, "responses": with_errors(json!({"description": "{\"message\": result}"}))},
-            "get": {"summary": m, "responses": with_errors(json!({"description": "{\"message\": result}"}))}
-        }));
+        // Methods that change state are POST: a cookie session calling them with GET is
+        // refused (403); token and Basic clients may still use GET, as in Frappe.
+        let mut item = json!({
+            "post": {"summary": m, "responses": with_errors(json!({"description": "{\"message\": result}"}))}
+        });
+        if super::method::reads_only(m) {
+            item["get"] = json!({"summary": m, "responses": with_errors(json!({"description": "{\"message\": result}"}))});
+        }
+        paths.insert(format!("/api/method/{m}"), item);
     }
+    paths.insert("/api/method/upload_file".into(), json!({
+        "post": {"summary": "Upload a file (multipart/form-data: file, is_private, folder, doctype, docname, fieldname)",
+                 "requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object"}}}},
+                 "responses": with_errors(json!({"description": "{\"message\": <File>}"}))}
+    }));
     for p in ["/health", "/metrics"] {
         paths.insert(p.into(), json!({"get": {"summary": p, "security": [], "responses": {"200": {"description": "OK"}}}}));
     }
