@@ -8,7 +8,6 @@ use crate::service::provisioning;
 use crate::site::Site;
 use crate::store::{self, Doc};
 use serde_json::{json, Value};
-use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,16 +56,6 @@ const RAW_INSERT_PASSES: usize = 3;
 
 /// Documents written to one producer before the next takes its turn (producer_write).
 const PRODUCER_WRITE_TURN: usize = 250;
-
-fn progress(msg: &str) {
-    let mut err = std::io::stderr();
-    if err.is_terminal() {
-        let _ = write!(err, "\r\x1b[2K{msg}");
-    } else if msg.ends_with("done") || msg.starts_with("==") {
-        let _ = writeln!(err, "{msg}");
-    }
-    let _ = err.flush();
-}
 
 fn free_port() -> Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -199,7 +188,7 @@ async fn raw_insert(site: &Site, n: usize) -> Result<f64> {
         }
         tx.commit().await?;
         i += 1000;
-        progress(&format!("raw_insert: {}/{n}", i.min(n)));
+        crate::progress::report("raw_insert", i.min(n) as u64, Some(n as u64));
     }
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
@@ -302,10 +291,10 @@ async fn rest_gets(client: &reqwest::Client, s: &Served, names: &[String]) -> Re
         }
         let _ = r.bytes().await;
         if i % 500 == 0 {
-            progress(&format!("rest_get: {i}/{}", names.len()));
+            crate::progress::report("rest_get", i as u64, Some(names.len() as u64));
         }
     }
-    progress("rest_get: done");
+    crate::progress::finish("rest_get", "done");
     Ok(names.len() as f64 / started.elapsed().as_secs_f64())
 }
 
@@ -367,7 +356,7 @@ async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
         sqlite_synchronous: "NORMAL".into(),
         ..Default::default()
     };
-    progress("== raw_insert");
+    eprintln!("== raw_insert");
     // One pass lasts under a second at 10,000 documents, where this VM's speed swings by a
     // quarter: the floor is the median of three passes, each into a fresh site.
     let mut passes = Vec::new();
@@ -383,7 +372,7 @@ async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
         .insert("raw_insert_passes_per_s".into(), json!(passes));
     passes.sort_by(f64::total_cmp);
     report.raw_insert_per_s = passes[passes.len() / 2];
-    progress("raw_insert: done");
+    crate::progress::finish("raw_insert", "done");
 
     // One producer per setting, written in turns of PRODUCER_WRITE_TURN documents each, so the
     // three rates see the same moments of the machine (its speed drifts) and the same table
@@ -419,9 +408,9 @@ async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
             p.names.append(&mut n);
         }
         from = to;
-        progress(&format!("producer_write: {from}/{docs}"));
+        crate::progress::report("producer_write", from as u64, Some(docs as u64));
     }
-    progress("producer_write: done");
+    crate::progress::finish("producer_write", "done");
     // The server's CPU per document is steadier than its rate: it leaves out the client and
     // the machine's other work.
     let mut cpu_us = serde_json::Map::new();
@@ -491,7 +480,7 @@ async fn write_backlog(site: &Site, prefix: &str, n: usize) -> Result<()> {
         }
         tx.commit().await?;
         i += 1000;
-        progress(&format!("backlog: {}/{n}", i.min(n)));
+        crate::progress::report("backlog", i.min(n) as u64, Some(n as u64));
     }
     Ok(())
 }
@@ -523,7 +512,7 @@ async fn write_update_backlog(site: &Site, prefix: &str, items: usize, n: usize)
         }
         tx.commit().await?;
         i += 1000;
-        progress(&format!("update backlog: {}/{n}", i.min(n)));
+        crate::progress::report("update backlog", i.min(n) as u64, Some(n as u64));
     }
     Ok(())
 }
@@ -577,9 +566,9 @@ async fn wait_caught_up(
     let started = Instant::now();
     loop {
         let at = consumer_checkpoint(consumer, producer_url).await?;
-        progress(&format!("{label}: {at}/{target}"));
+        crate::progress::report(label, at.max(0) as u64, Some(target.max(0) as u64));
         if at >= target {
-            progress(&format!("{label}: done"));
+            crate::progress::finish(label, "done");
             return Ok(started.elapsed().as_secs_f64());
         }
         if started.elapsed() > Duration::from_secs(3600) {
@@ -695,7 +684,7 @@ async fn stream_measures(
             tokio::time::sleep(rest).await;
         }
         if k % 50 == 0 {
-            progress(&format!("latency: {k}/{updates}"));
+            crate::progress::report("latency", k as u64, Some(updates as u64));
         }
     }
     let last_seq = current_seq(&producer).await?;
@@ -789,7 +778,11 @@ async fn stream_measures(
         }
         tx.commit().await?;
         i += 1000;
-        progress(&format!("invoice backlog: {}/{invoices}", i.min(invoices)));
+        crate::progress::report(
+            "invoice backlog",
+            i.min(invoices) as u64,
+            Some(invoices as u64),
+        );
     }
     let target = current_seq(&producer).await?;
     let bare_dir = bare.dir.parent().map(Path::to_path_buf).unwrap_or_default();

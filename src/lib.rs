@@ -10,6 +10,7 @@ pub mod desk;
 pub mod doctypes;
 pub mod error;
 pub mod meta;
+pub mod progress;
 #[cfg(test)]
 mod properties;
 pub mod sandbox;

@@ -444,6 +444,7 @@ async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {
     };
     let mut page = joined(fetch(last_seq, last_seq).await)?;
     let mut applied = 0;
+    let mut pages = 0;
     loop {
         let cursor = match (last_seq, page.last_seq) {
             (Some(_), Some(s)) => Some(s),
@@ -464,6 +465,15 @@ async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {
             tokio::task::yield_now().await;
         }
         applied += apply_batch(site, &info, &remote, &page.logs, cursor).await?;
+        // A backlog of several pages shows its progress (a bar on a terminal).
+        let label = || format!("{} catching up from {producer_url}", site.name);
+        if more || pages > 0 {
+            pages += 1;
+            crate::progress::report(&label(), applied as u64, None);
+            if !more {
+                crate::progress::finish(&label(), &format!("{applied} updates in {pages} pages"));
+            }
+        }
         match next {
             Some(next) => {
                 let applied_page = std::mem::replace(&mut page, joined(next.await)?);
