@@ -119,10 +119,19 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
 /// SHA-256 hex digest, to store session ids without keeping them in clear.
 pub fn digest(s: &str) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(s.as_bytes()))
+}
+
+/// Bytes as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stable 64-bit key for a PostgreSQL advisory lock on `key` within `scope`.
+pub fn lock_key(scope: &str, key: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("docstream-{scope}:{key}").as_bytes());
+    i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use super::envelope::{message, ApiError};
 use crate::error::Error;
-use crate::service::files::Upload;
+use crate::service::files::{Spool, Upload};
 use crate::service::permissions::Caller;
 use crate::site::Site;
 use axum::body::Body;
@@ -14,15 +14,6 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-
-/// The spool file of one upload, removed when dropped.
-struct Spool(std::path::PathBuf);
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn bad(e: multer::Error) -> Error {
     Error::BadRequest(format!("The multipart body cannot be read: {e}"))
@@ -47,10 +38,6 @@ pub async fn upload(
     })?;
     let mut parts = multer::Multipart::new(body.into_data_stream(), boundary);
     let limit = site.config.max_file_bytes;
-    let dir = site.dir.join(".uploads");
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| Error::Internal(format!("cannot make {}: {e}", dir.display())))?;
     let mut fields: HashMap<String, String> = HashMap::new();
     let mut file: Option<(Spool, String, u64, String)> = None;
     while let Some(mut part) = parts.next_field().await.map_err(bad)? {
@@ -71,7 +58,7 @@ pub async fn upload(
             continue;
         }
         let file_name = part.file_name().unwrap_or("").to_string();
-        let spool = Spool(dir.join(crate::crypto::random_token(24)));
+        let spool = site.new_spool().await?;
         let mut out = tokio::fs::File::create(&spool.0)
             .await
             .map_err(|e| Error::Internal(format!("cannot spool the upload: {e}")))?;
@@ -92,7 +79,7 @@ pub async fn upload(
         out.flush()
             .await
             .map_err(|e| Error::Internal(format!("cannot spool the upload: {e}")))?;
-        let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::crypto::hex(&hash.finalize());
         file = Some((spool, file_name, size, hex));
     }
     let Some((spool, given_name, size, content_hash)) = file else {

@@ -207,7 +207,7 @@ impl Site {
                 store::fetch_values(
                     &mut tx,
                     "SELECT pg_advisory_xact_lock($1)",
-                    &[Param::Int(Some(lock_key(&key)))],
+                    &[Param::Int(Some(crate::crypto::lock_key("login", &key)))],
                 )
                 .await?;
             }
@@ -416,11 +416,4 @@ pub async fn end_sessions(conn: &mut store::Conn, user: &str, keep: Option<&str>
     )
     .await?;
     Ok(())
-}
-
-/// A stable 64-bit advisory lock key for a login key.
-fn lock_key(key: &str) -> i64 {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(format!("docstream-login:{key}").as_bytes());
-    i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }

@@ -28,6 +28,21 @@ pub struct Upload {
     pub attached_to_field: Option<String>,
 }
 
+/// A spool file on disk (an upload or a download on its way), removed when dropped.
+#[derive(Debug)]
+pub struct Spool(pub PathBuf);
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// True when a File has this URL.
+pub async fn file_exists(conn: &mut Conn, url: &str) -> Result<bool> {
+    Ok(!files_at(conn, url).await?.is_empty())
+}
+
 /// A file's name as given, made safe to be the last part of a URL: no folders, no control
 /// characters, not `.` or `..`.
 pub fn clean_file_name(given: &str) -> Result<String> {
@@ -55,6 +70,15 @@ async fn files_at(conn: &mut Conn, url: &str) -> Result<Vec<Doc>> {
 }
 
 impl Site {
+    /// A new spool file's path in the site's `.uploads` folder (made when missing).
+    pub async fn new_spool(&self) -> Result<Spool> {
+        let dir = self.dir.join(".uploads");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::Internal(format!("cannot make {}: {e}", dir.display())))?;
+        Ok(Spool(dir.join(crate::crypto::random_token(24))))
+    }
+
     /// Saves an upload as a File (and, when asked, sets the attached document's Attach field
     /// to its URL), all in one transaction.
     pub async fn save_upload(&self, caller: &Caller, up: &Upload) -> Result<Doc> {

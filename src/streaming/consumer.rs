@@ -388,7 +388,7 @@ pub async fn pull(site: &Site, producer_url: &str) -> Result<usize> {
     }
     // Several processes may serve one PostgreSQL site: a session advisory lock keeps one pull
     // per producer at a time across all of them (the others wait, then pull what is left).
-    let key = advisory_key(producer_url);
+    let key = crate::crypto::lock_key("pull", producer_url);
     let mut conn = site.store.conn().await?;
     let key = [store::Param::Int(Some(key))];
     store::fetch_values(&mut conn, "SELECT pg_advisory_lock($1)", &key).await?;
@@ -401,13 +401,6 @@ pub async fn pull(site: &Site, producer_url: &str) -> Result<usize> {
         conn.detach();
     }
     result
-}
-
-/// A stable 64-bit lock key for a producer URL.
-fn advisory_key(producer_url: &str) -> i64 {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(format!("docstream-pull:{producer_url}").as_bytes());
-    i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {

@@ -26,7 +26,7 @@ fn digest(last_seq: i64, count: usize, message: &str) -> String {
     let mut h = Sha256::new();
     h.update(format!("{last_seq}\n{count}\n").as_bytes());
     h.update(message.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::crypto::hex(&h.finalize())
 }
 
 /// The body of a docstream pull answer.

@@ -249,10 +249,7 @@ impl RemoteSite {
         out.flush()
             .await
             .map_err(|e| Error::Internal(format!("cannot spool {path}: {e}")))?;
-        Ok((
-            size,
-            hash.finalize().iter().map(|b| format!("{b:02x}")).collect(),
-        ))
+        Ok((size, crate::crypto::hex(&hash.finalize())))
     }
 
     /// The field names of a remote type (from its DocType), or None if it cannot be read.

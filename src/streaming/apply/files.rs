@@ -6,25 +6,19 @@
 use super::{Incoming, Known, ProducerInfo, SubscribedType};
 use crate::error::{Error, Result};
 use crate::meta::{FieldType, Registry};
-use crate::service::files::Upload;
+use crate::service::files::{file_exists, Spool, Upload};
 use crate::service::permissions::Caller;
 use crate::site::Site;
-use crate::store::{self, Conn, Param};
+use crate::store::Conn;
 use crate::streaming::remote::RemoteSite;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
-/// A file downloaded from the producer, waiting in a spool file (removed when dropped).
+/// A file downloaded from the producer, waiting in its spool file (removed with it).
 #[derive(Debug)]
 pub struct Fetched {
-    pub file_name: String,
     pub upload: Upload,
-}
-
-impl Drop for Fetched {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.upload.spool);
-    }
+    _spool: Spool,
 }
 
 fn is_file_url(v: &str) -> bool {
@@ -57,13 +51,7 @@ async fn present_here(site: &Site, urls: &HashSet<String>) -> Result<HashSet<Str
     let mut conn = site.store.conn().await?;
     let mut here = HashSet::new();
     for u in urls {
-        let found = store::fetch_scalar(
-            &mut conn,
-            r#"SELECT 1 FROM "tabFile" WHERE file_url = $1"#,
-            &[Param::text(u)],
-        )
-        .await?;
-        if found.is_some() {
+        if file_exists(&mut conn, u).await? {
             here.insert(u.clone());
         }
     }
@@ -122,26 +110,9 @@ async fn fetch_one(site: &Site, remote: &RemoteSite, url: &str) -> Result<Fetche
             .unwrap_or("")
             .to_string()
     };
-    let dir = site.dir.join(".uploads");
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| Error::Internal(format!("cannot make {}: {e}", dir.display())))?;
-    let spool = dir.join(crate::crypto::random_token(24));
-    let fetched = Fetched {
-        file_name: text("file_name"),
-        upload: Upload {
-            file_name: text("file_name"),
-            spool: spool.clone(),
-            size: 0,
-            content_hash: String::new(),
-            is_private: url.starts_with("/private/"),
-            folder: None,
-            attached_to: None,
-            attached_to_field: None,
-        },
-    };
+    let spool = site.new_spool().await?;
     let (size, hash) = remote
-        .download(url, &spool, site.config.max_file_bytes)
+        .download(url, &spool.0, site.config.max_file_bytes)
         .await?;
     let claimed = text("content_hash");
     if !claimed.is_empty() && claimed != hash {
@@ -150,10 +121,19 @@ async fn fetch_one(site: &Site, remote: &RemoteSite, url: &str) -> Result<Fetche
             remote.url
         )));
     }
-    let mut fetched = fetched;
-    fetched.upload.size = size;
-    fetched.upload.content_hash = hash;
-    Ok(fetched)
+    Ok(Fetched {
+        upload: Upload {
+            file_name: text("file_name"),
+            spool: spool.0.clone(),
+            size,
+            content_hash: hash,
+            is_private: url.starts_with("/private/"),
+            folder: None,
+            attached_to: None,
+            attached_to_field: None,
+        },
+        _spool: spool,
+    })
 }
 
 /// Stores, inside the update's transaction, the files the applied document `local` attaches
@@ -170,14 +150,7 @@ pub async fn store_files(
     known: &mut Known,
 ) -> Result<()> {
     for url in urls(reg, sub, inc) {
-        let exists = store::fetch_scalar(
-            conn,
-            r#"SELECT 1 FROM "tabFile" WHERE file_url = $1"#,
-            &[Param::text(url)],
-        )
-        .await?
-        .is_some();
-        if exists {
+        if file_exists(conn, url).await? {
             continue;
         }
         let fetched = match known.files.get_mut(url) {
@@ -195,7 +168,7 @@ pub async fn store_files(
             }
         };
         fetched.upload.attached_to = Some((sub.local_type.clone(), local.to_string()));
-        let name = fetched.file_name.clone();
+        let name = fetched.upload.file_name.clone();
         site.save_file_in(conn, reg, caller, &name, url, &fetched.upload)
             .await?;
     }
