@@ -104,7 +104,8 @@ async fn three_sites_with_their_own_series(backend: Backend) {
     let rows = json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 0}]);
     subscribe(&b1, &ho, rows.clone()).await;
     // The head office's Event Subscriber exists now; the second subscription reuses it.
-    subscribe_again(&b2, &ho, rows).await;
+    let (key, secret) = subscriber(&b2).await;
+    subscribe_with_keys(&b2, &ho, rows, &key, &secret).await;
     let invoice = json!({"customer": "Both", "items": [{"item_code": "I1", "qty": 1, "rate": 5}]});
     let mut names = Vec::new();
     for _ in 0..5 {
@@ -161,27 +162,6 @@ async fn three_sites_with_their_own_series(backend: Backend) {
         .unwrap()
         .clone();
     assert_eq!(field["default"], "HO-SINV-.YYYY.-");
-}
-
-/// Subscribes `c` to `p` when `c` already has its Event Subscriber.
-async fn subscribe_again(p: &TestSite, c: &TestSite, rows: Value) {
-    let (pkey, psecret) = subscriber(p).await;
-    let (s, ep) = c.post("/api/resource/Event Producer", json!({"producer_url": p.public_url, "producer_doctypes": rows, "user": "sync@example.com", "api_key": pkey, "api_secret": psecret})).await;
-    assert_eq!(s, 200, "{ep}");
-    let (_, ec) = p
-        .get(&format!("/api/resource/Event Consumer/{}", c.public_url))
-        .await;
-    let mut crow = ec["data"]["consumer_doctypes"].as_array().unwrap().clone();
-    for r in crow.iter_mut() {
-        r["status"] = json!("Approved");
-    }
-    let (s, b) = p
-        .put(
-            &format!("/api/resource/Event Consumer/{}", c.public_url),
-            json!({"consumer_doctypes": crow}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

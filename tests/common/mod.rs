@@ -477,6 +477,19 @@ pub async fn start_pair_on(backend: Backend) -> Option<(TestSite, TestSite)> {
 pub async fn subscribe(p: &TestSite, c: &TestSite, rows: Value) -> String {
     let (pkey, psecret) = subscriber(p).await;
     subscriber(c).await;
+    subscribe_with_keys(p, c, rows, &pkey, &psecret).await;
+    pkey
+}
+
+/// Subscribes `consumer` (whose Event Subscriber exists) to `rows` of `producer` with the
+/// producer's Event Subscriber keys, and approves them all.
+pub async fn subscribe_with_keys(
+    p: &TestSite,
+    c: &TestSite,
+    rows: Value,
+    pkey: &str,
+    psecret: &str,
+) {
     let (s, ep) = c.post("/api/resource/Event Producer", json!({"producer_url": p.public_url, "producer_doctypes": rows, "user": "sync@example.com", "api_key": pkey, "api_secret": psecret})).await;
     assert_eq!(
         s,
@@ -515,7 +528,6 @@ pub async fn subscribe(p: &TestSite, c: &TestSite, rows: Value) -> String {
             .then_some(())
     })
     .await;
-    pkey
 }
 
 pub async fn get_opt(site: &TestSite, path: impl Into<String>) -> Option<Value> {
