@@ -15,6 +15,11 @@ pub struct SiteConfig {
     /// Base64 AES-256 key for Password fields.
     pub encryption_key: String,
     pub pull_interval: f64,
+    /// As a consumer of docstream producers: seconds a pull may wait at the producer for new
+    /// logs (long poll; 0 turns it off and relies on notifications and the interval).
+    pub pull_wait_seconds: f64,
+    /// As a producer: the longest wait a consumer's pull is granted.
+    pub max_pull_wait_seconds: f64,
     pub retry_base_seconds: f64,
     pub retry_max_seconds: f64,
     pub retry_max_tries: i64,
@@ -39,6 +44,8 @@ impl Default for SiteConfig {
             url: String::new(),
             encryption_key: String::new(),
             pull_interval: 60.0,
+            pull_wait_seconds: 25.0,
+            max_pull_wait_seconds: 30.0,
             retry_base_seconds: 60.0,
             retry_max_seconds: 3600.0,
             retry_max_tries: 10,

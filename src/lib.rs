@@ -16,6 +16,7 @@ mod properties;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod shop_link;
 pub mod site;
 pub mod store;
 pub mod streaming;

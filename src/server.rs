@@ -134,6 +134,11 @@ pub async fn serve(
         .iter()
         .map(|s| tokio::spawn(crate::streaming::consumer::run_worker(s.clone())))
         .collect();
+    let links: Vec<_> = sites
+        .all()
+        .iter()
+        .map(|s| tokio::spawn(crate::shop_link::run(state.clone(), s.clone())))
+        .collect();
     let app = api::router(state);
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, sites = sites.all().len(), "serving");
@@ -141,10 +146,20 @@ pub async fn serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown({
+        let sites = sites.clone();
+        async move {
+            shutdown.await;
+            // Held pulls and polls would keep the server waiting for them to end.
+            for s in sites.all() {
+                s.log_watch.close();
+                s.tunnels.close();
+            }
+        }
+    })
     .await
     .map_err(|e| Error::Internal(format!("server failed: {e}")))?;
-    for w in workers {
+    for w in workers.into_iter().chain(links) {
         w.abort();
     }
     for s in sites.all() {

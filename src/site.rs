@@ -32,8 +32,14 @@ pub struct Site {
     pub key_cache: crate::service::auth::KeyCache,
     /// Coalesces push notifications to this site's consumers.
     pub notifier: crate::streaming::notifier::Notifier,
+    /// Wakes long-poll pulls waiting for new update logs.
+    pub log_watch: crate::streaming::log_watch::LogWatch,
     /// Wakes the pull worker (a producer notified us, or a pull was asked for).
     pub pull_wakeup: tokio::sync::Notify,
+    /// Requests waiting for producers that connect to this site (shops behind NAT).
+    pub tunnels: Arc<crate::streaming::tunnel::TunnelHub>,
+    /// Producers this site keeps a long-poll pull open to.
+    pub long_polls: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The `meta_version` counter the registry was built from, and when it was last compared.
     meta_seen: std::sync::Mutex<(i64, std::time::Instant)>,
     pull_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -88,8 +94,11 @@ impl Site {
             meta: RwLock::new(Arc::new(Registry::builtin())),
             http: crate::streaming::remote::RemoteSite::http_client(),
             notifier: Default::default(),
+            log_watch: Default::default(),
             key_cache: Default::default(),
             pull_wakeup: tokio::sync::Notify::new(),
+            long_polls: Default::default(),
+            tunnels: Default::default(),
             pull_locks: Default::default(),
             meta_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
             me: std::sync::OnceLock::new(),

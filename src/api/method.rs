@@ -323,6 +323,7 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
                     last_update: args.str("last_update").as_deref(),
                     limit: args.uint("limit")?,
                     acked_seq: args.uint("acked_seq")?,
+                    wait: args.str("wait").as_deref(),
                 },
             )
             .await?;
@@ -341,6 +342,24 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
                 h.insert("x-docstream-has-more", HeaderValue::from_static("1"));
             }
             return Ok(r);
+        }
+        "docstream.tunnel.poll" => {
+            let wait = args.str("wait").and_then(|w| w.trim().parse::<f64>().ok());
+            let received = args.uint("received")?;
+            crate::streaming::tunnel::poll(
+                site,
+                caller,
+                &args.required("producer_url")?,
+                wait,
+                received,
+            )
+            .await?
+        }
+        "docstream.tunnel.reply" => {
+            let replies = args.json("replies")?.unwrap_or(Value::Null);
+            crate::streaming::tunnel::reply(site, caller, &args.required("producer_url")?, replies)
+                .await?;
+            json!({})
         }
         "frappe.event_streaming.doctype.event_producer.event_producer.new_event_notification" => {
             site.pull_wakeup.notify_one();

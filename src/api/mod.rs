@@ -63,6 +63,13 @@ async fn dispatch(
     response
 }
 
+/// Answers a request that did not come over this server's listener (one the hosted site
+/// handed a shop through its connection, see `shop_link`), exactly as if it had.
+pub async fn serve_in_process(app: &AppState, req: Request<Body>) -> Response {
+    let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+    dispatch(State(app.clone()), ConnectInfo(peer), req).await
+}
+
 fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()

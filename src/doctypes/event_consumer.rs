@@ -107,7 +107,7 @@ pub async fn before_delete(conn: &mut Conn, doc: &Doc) -> Result<()> {
     for table in [
         "__consumer_type_state",
         "__consumer_progress",
-        "__consumer_sent_docs",
+        "__consumer_sent",
         "__condition_deliveries",
     ] {
         store::execute(

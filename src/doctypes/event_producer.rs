@@ -63,6 +63,20 @@ pub async fn validate(
                     .into(),
             ));
         }
+        let connection = |d: &Doc| {
+            let c = text(d, "connection");
+            if c.is_empty() {
+                "Direct".to_string()
+            } else {
+                c
+            }
+        };
+        if connection(o) != connection(doc) {
+            return Err(Error::Validation(
+                "The Connection cannot change: delete this Event Producer and create a new one with the other Connection"
+                    .into(),
+            ));
+        }
     }
     let mut seen = std::collections::HashSet::new();
     for (t, _, condition, ..) in subscription_of(doc) {

@@ -6,6 +6,7 @@ mod doctype;
 mod document_type_mapping;
 mod event_consumer;
 mod event_producer;
+mod event_subscriber;
 mod event_update_log;
 mod file;
 mod sales_invoice;
@@ -38,6 +39,7 @@ pub async fn validate(
     match dt.name.as_str() {
         "Event Producer" => event_producer::validate(conn, doc, old, pending).await,
         "Event Consumer" => event_consumer::validate(doc, old, caller, pending),
+        "Event Subscriber" => event_subscriber::validate(doc, old),
         "User" => user::validate(doc, old),
         "DocType" => doctype::validate(reg, doc, old),
         "Custom Field" => custom_field::validate(reg, doc, old),
@@ -147,6 +149,12 @@ pub async fn prepare_insert(
     }
     if !flags.ignore_permissions {
         caller.require(dt, crate::meta::PermType::Create)?;
+    }
+    if crate::streaming::tunnel::producer_connects(input) {
+        // The producer cannot be called: the handshake waits for its first connection.
+        crate::streaming::consumer::defer_registration(site, input).await?;
+        flags.set_read_only = true;
+        return Ok(None);
     }
     let registration = crate::streaming::consumer::register(site, input).await?;
     // The row statuses come from the producer's reply.

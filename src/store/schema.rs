@@ -174,7 +174,12 @@ pub async fn create_internal_tables(conn: &mut Conn) -> Result<()> {
         r#"CREATE TABLE IF NOT EXISTS "__settings" (key TEXT PRIMARY KEY, value TEXT NOT NULL)"#,
         r#"CREATE TABLE IF NOT EXISTS "__consumer_progress" (consumer TEXT PRIMARY KEY, acked_seq BIGINT NOT NULL)"#,
         r#"CREATE TABLE IF NOT EXISTS "__consumer_type_state" (consumer TEXT NOT NULL, ref_doctype TEXT NOT NULL, approved_after_seq BIGINT NOT NULL, PRIMARY KEY (consumer, ref_doctype))"#,
+        r#"CREATE TABLE IF NOT EXISTS "__consumer_sent" (consumer TEXT NOT NULL, ref_doctype TEXT NOT NULL, docname TEXT NOT NULL, sent_seq BIGINT NOT NULL, unsent_seq BIGINT, PRIMARY KEY (consumer, ref_doctype, docname))"#,
+        // Sites made before sends were recorded with their seq: what they sent counts as
+        // sent before every log.
         r#"CREATE TABLE IF NOT EXISTS "__consumer_sent_docs" (consumer TEXT NOT NULL, ref_doctype TEXT NOT NULL, docname TEXT NOT NULL, PRIMARY KEY (consumer, ref_doctype, docname))"#,
+        r#"INSERT INTO "__consumer_sent" (consumer, ref_doctype, docname, sent_seq) SELECT consumer, ref_doctype, docname, 0 FROM "__consumer_sent_docs" WHERE 1 = 1 ON CONFLICT DO NOTHING"#,
+        r#"DROP TABLE "__consumer_sent_docs""#,
         r#"CREATE TABLE IF NOT EXISTS "__condition_deliveries" (consumer TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (consumer, seq))"#,
         r#"CREATE TABLE IF NOT EXISTS "__file_chunks" (content_hash TEXT NOT NULL, n BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (content_hash, n))"#,
     ];

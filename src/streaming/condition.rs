@@ -4,8 +4,10 @@
 //! A document that passes and that this consumer has not received before goes out as one
 //! Create of its current state (its other logs in the pull are folded into it); one that no
 //! longer passes gets nothing; a Delete reaches only consumers that received the document.
-//! What was sent is recorded per consumer (`__consumer_sent_docs`), and every log delivered
-//! under a condition in `__condition_deliveries`, so update logs can show who received them.
+//! What was sent is recorded per consumer with the seq it changed at (`__consumer_sent`), so
+//! that judging the same logs again (a page lost on the way, or fetched twice) decides the
+//! same; every log delivered under a condition is in `__condition_deliveries`, so update logs
+//! can show who received them.
 
 use crate::error::Result;
 use crate::sandbox::{self, Limits, Var};
@@ -61,9 +63,19 @@ pub struct Judge<'a> {
 /// Changes to the consumer's records that a pull makes.
 #[derive(Default)]
 struct Records {
-    sent: Vec<(String, String)>,
-    unsent: Vec<(String, String)>,
+    /// In log order: (type, name, seq, sent from then on (true) or no longer (false)).
+    changes: Vec<(String, String, i64, bool)>,
     delivered: Vec<i64>,
+}
+
+impl Records {
+    fn sent(&mut self, (t, n): (String, String), seq: i64) {
+        self.changes.push((t, n, seq, true));
+    }
+
+    fn unsent(&mut self, (t, n): (String, String), seq: i64) {
+        self.changes.push((t, n, seq, false));
+    }
 }
 
 impl<'a> Judge<'a> {
@@ -119,10 +131,10 @@ impl<'a> Judge<'a> {
                 .map(|v| text(Some(v)))
                 .filter(|s| !s.is_empty());
             let known_as = old_name.clone().unwrap_or_else(|| name.clone());
-            let was_sent = self.was_sent(&doctype, &known_as).await?;
+            let was_sent = self.was_sent(&doctype, &known_as, seq).await?;
             if text(log.get("update_type")) == "Delete" {
                 if was_sent {
-                    rec.unsent.push(key.clone());
+                    rec.unsent(key.clone(), seq);
                     self.sent.insert(key, false);
                     rec.delivered.push(seq);
                     out.push(log);
@@ -139,9 +151,9 @@ impl<'a> Judge<'a> {
             }
             if was_sent {
                 if let Some(old) = old_name {
-                    rec.unsent.push((doctype.clone(), old.clone()));
+                    rec.unsent((doctype.clone(), old.clone()), seq);
                     self.sent.insert((doctype.clone(), old), false);
-                    rec.sent.push(key.clone());
+                    rec.sent(key.clone(), seq);
                     self.sent.insert(key, true);
                 }
                 rec.delivered.push(seq);
@@ -156,7 +168,7 @@ impl<'a> Judge<'a> {
             );
             out.push(create);
             rec.delivered.push(seq);
-            rec.sent.push(key.clone());
+            rec.sent(key.clone(), seq);
             self.sent.insert(key.clone(), true);
             created_now.insert(key);
         }
@@ -164,7 +176,9 @@ impl<'a> Judge<'a> {
         Ok(out)
     }
 
-    async fn was_sent(&mut self, doctype: &str, name: &str) -> Result<bool> {
+    /// Whether the consumer had the document before the log `seq` (as first asked in a pull;
+    /// later logs of the pull see what earlier ones changed).
+    async fn was_sent(&mut self, doctype: &str, name: &str, seq: i64) -> Result<bool> {
         let key = (doctype.to_string(), name.to_string());
         if let Some(s) = self.sent.get(&key) {
             return Ok(*s);
@@ -172,11 +186,13 @@ impl<'a> Judge<'a> {
         let mut conn = self.site.store.conn().await?;
         let hit = !store::fetch_docs(
             &mut conn,
-            r#"SELECT 1 AS hit FROM "__consumer_sent_docs" WHERE consumer = $1 AND ref_doctype = $2 AND docname = $3"#,
+            r#"SELECT 1 AS hit FROM "__consumer_sent" WHERE consumer = $1 AND ref_doctype = $2 AND docname = $3
+               AND sent_seq < $4 AND (unsent_seq IS NULL OR unsent_seq >= $4)"#,
             &[
                 Param::Text(Some(self.consumer_url.into())),
                 Param::Text(Some(doctype.into())),
                 Param::Text(Some(name.into())),
+                Param::Int(Some(seq)),
             ],
         )
         .await?
@@ -325,24 +341,27 @@ impl<'a> Judge<'a> {
     }
 
     async fn record(&self, rec: Records) -> Result<()> {
-        if rec.sent.is_empty() && rec.unsent.is_empty() && rec.delivered.is_empty() {
+        if rec.changes.is_empty() && rec.delivered.is_empty() {
             return Ok(());
         }
         let consumer = || Param::Text(Some(self.consumer_url.to_string()));
         let mut tx = self.site.store.begin().await?;
-        for (t, n) in &rec.unsent {
+        for (t, n, seq, sent) in &rec.changes {
+            let sql = if *sent {
+                r#"INSERT INTO "__consumer_sent" (consumer, ref_doctype, docname, sent_seq, unsent_seq) VALUES ($1, $2, $3, $4, NULL)
+                   ON CONFLICT (consumer, ref_doctype, docname) DO UPDATE SET sent_seq = excluded.sent_seq, unsent_seq = NULL"#
+            } else {
+                r#"UPDATE "__consumer_sent" SET unsent_seq = $4 WHERE consumer = $1 AND ref_doctype = $2 AND docname = $3"#
+            };
             store::execute(
                 &mut tx,
-                r#"DELETE FROM "__consumer_sent_docs" WHERE consumer = $1 AND ref_doctype = $2 AND docname = $3"#,
-                &[consumer(), Param::Text(Some(t.clone())), Param::Text(Some(n.clone()))],
-            )
-            .await?;
-        }
-        for (t, n) in &rec.sent {
-            store::execute(
-                &mut tx,
-                r#"INSERT INTO "__consumer_sent_docs" (consumer, ref_doctype, docname) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"#,
-                &[consumer(), Param::Text(Some(t.clone())), Param::Text(Some(n.clone()))],
+                sql,
+                &[
+                    consumer(),
+                    Param::text(t),
+                    Param::text(n),
+                    Param::Int(Some(*seq)),
+                ],
             )
             .await?;
         }

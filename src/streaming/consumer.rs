@@ -1,7 +1,7 @@
 //! The consumer side: the Event Producer handshake, sending later edits, and pulling.
 
 use super::apply::{apply_batch, Incoming, ProducerInfo};
-use super::remote::RemoteSite;
+use super::remote::{PullAsk, RemoteSite};
 use crate::error::{Error, Result};
 use crate::service::documents::load_doc;
 use crate::service::permissions::Caller;
@@ -100,6 +100,84 @@ fn consumer_doctypes(doc: &Doc, remote: &[String]) -> Vec<Value> {
 /// Before an Event Producer is stored: checks the producer and the keys, and registers there.
 /// Fills the row statuses from the producer's reply into `doc`.
 pub async fn register(site: &Site, doc: &mut Doc) -> Result<Registration> {
+    let (url, remote) = check_new(site, doc).await?;
+    register_with(site, doc, &url, remote).await
+}
+
+/// Before an Event Producer whose producer connects is stored: the same checks, without
+/// calling the producer; its rows wait as Pending.
+pub async fn defer_registration(site: &Site, doc: &mut Doc) -> Result<()> {
+    check_new(site, doc).await?;
+    let user = text(doc.get("user"));
+    {
+        let mut conn = site.store.conn().await?;
+        let taken = store::fetch_values(
+            &mut conn,
+            r#"SELECT name FROM "tabEvent Producer" WHERE "user" = $1 AND connection = $2"#,
+            &[
+                Param::text(&user),
+                Param::text(super::tunnel::PRODUCER_CONNECTS),
+            ],
+        )
+        .await?;
+        if let Some(other) = taken.first().and_then(|r| r.first()) {
+            // A connecting producer is known by the user whose keys it holds: two sharing one
+            // could each take the other's place.
+            return Err(Error::Validation(format!(
+                "{user} is already the Event Subscriber of the producer {} that connects: give each such producer a user of its own",
+                text(Some(other))
+            )));
+        }
+    }
+    own_keys(site, &user).await?;
+    if let Some(rows) = doc
+        .get_mut("producer_doctypes")
+        .and_then(Value::as_array_mut)
+    {
+        for r in rows.iter_mut() {
+            r["status"] = json!("Pending");
+        }
+    }
+    doc.insert(
+        "connection_status".into(),
+        json!("Waiting for the producer to connect"),
+    );
+    Ok(())
+}
+
+/// The handshake of a stored Event Producer whose producer connects, over its connection:
+/// registers there, then stores the checkpoint and the row statuses in one transaction.
+pub async fn register_stored(site: &Site, url: &str) -> Result<()> {
+    let reg = site.meta();
+    let dt = reg.get("Event Producer")?;
+    let mut doc = {
+        let mut conn = site.store.conn().await?;
+        load_doc(&mut conn, &reg, &dt, url)
+            .await?
+            .ok_or_else(|| Error::DoesNotExist(format!("Event Producer {url} not found")))?
+    };
+    let remote = remote_for(site, url).await?;
+    let registration = register_with(site, &mut doc, url, remote).await?;
+    let mut tx = site.store.begin().await?;
+    for r in producer_rows(&doc) {
+        store::execute(
+            &mut tx,
+            r#"UPDATE "tabEvent Producer Document Type" SET status = $1 WHERE name = $2 AND parent = $3"#,
+            &[Param::text(&text(r.get("status"))), Param::text(&text(r.get("name"))), Param::text(url)],
+        )
+        .await?;
+    }
+    let meta_changed = store_registration(site, &mut tx, &doc, &registration).await?;
+    tx.commit().await?;
+    if meta_changed {
+        site.reload_meta().await?;
+    }
+    Ok(())
+}
+
+/// The checks of a new Event Producer that need no call to the producer; returns its URL and
+/// a client for it.
+async fn check_new(site: &Site, doc: &mut Doc) -> Result<(String, RemoteSite)> {
     let url = text(doc.get("producer_url"))
         .trim_end_matches('/')
         .to_string();
@@ -120,7 +198,7 @@ pub async fn register(site: &Site, doc: &mut Doc) -> Result<Registration> {
     }
     doc.insert("producer_url".into(), Value::String(url.clone()));
     doc.insert("name".into(), Value::String(url.clone()));
-    let remote_types = {
+    {
         let mut conn = site.store.conn().await?;
         if !store::fetch_docs(
             &mut conn,
@@ -134,15 +212,34 @@ pub async fn register(site: &Site, doc: &mut Doc) -> Result<Registration> {
                 "Event Producer {url} already exists"
             )));
         }
-        remote_types(&mut conn, &producer_rows(doc)).await?
-    };
+        // Checks the mappings.
+        remote_types(&mut conn, &producer_rows(doc)).await?;
+    }
     let user = text(doc.get("user"));
     let key = text(doc.get("api_key"));
     let secret = text(doc.get("api_secret"));
     if user.is_empty() || key.is_empty() || secret.is_empty() || secret.chars().all(|c| c == '*') {
         return Err(Error::Mandatory("[Event Producer]: Value missing for Event Subscriber (user), API Key (api_key) or API Secret (api_secret)".into()));
     }
-    let remote = RemoteSite::new(site.http.clone(), &url, &key, &secret);
+    Ok((
+        url.clone(),
+        RemoteSite::new(site.http.clone(), &url, &key, &secret),
+    ))
+}
+
+/// The handshake: checks the producer and the keys, and registers there; fills the row
+/// statuses from the producer's reply into `doc`.
+async fn register_with(
+    site: &Site,
+    doc: &mut Doc,
+    url: &str,
+    remote: RemoteSite,
+) -> Result<Registration> {
+    let user = text(doc.get("user"));
+    let remote_types = {
+        let mut conn = site.store.conn().await?;
+        remote_types(&mut conn, &producer_rows(doc)).await?
+    };
     remote.ping(3).await?;
     let who = remote
         .call("frappe.auth.get_logged_user", &[])
@@ -198,7 +295,7 @@ pub async fn register(site: &Site, doc: &mut Doc) -> Result<Registration> {
         }
     }
     Ok(Registration {
-        producer_url: url,
+        producer_url: url.to_string(),
         last_update: text(reply.get("last_update")),
         last_seq: reply.get("last_seq").and_then(Value::as_i64),
         remote,
@@ -381,10 +478,26 @@ pub async fn unsent_updates(site: &Site) -> Result<Vec<String>> {
 
 /// Pulls every page the producer has and applies it; returns the number of logs applied.
 pub async fn pull(site: &Site, producer_url: &str) -> Result<usize> {
+    pull_with(site, producer_url, None).await
+}
+
+/// A page a long poll brought, and the checkpoint it was asked after.
+pub(super) struct Prefetched {
+    pub after: i64,
+    pub page: ParsedPage,
+}
+
+/// Same as [`pull`], beginning with a page already fetched when the checkpoint is still the
+/// one it was asked after (else it is dropped: another pull applied it meanwhile).
+pub(super) async fn pull_with(
+    site: &Site,
+    producer_url: &str,
+    prefetched: Option<Prefetched>,
+) -> Result<usize> {
     let lock = site.pull_lock(producer_url);
     let _guard = lock.lock().await;
     if site.store.dialect() != store::Dialect::Postgres {
-        return pull_locked(site, producer_url).await;
+        return pull_locked(site, producer_url, prefetched).await;
     }
     // Several processes may serve one PostgreSQL site: a session advisory lock keeps one pull
     // per producer at a time across all of them (the others wait, then pull what is left).
@@ -392,7 +505,7 @@ pub async fn pull(site: &Site, producer_url: &str) -> Result<usize> {
     let mut conn = site.store.conn().await?;
     let key = [store::Param::Int(Some(key))];
     store::fetch_values(&mut conn, "SELECT pg_advisory_lock($1)", &key).await?;
-    let result = pull_locked(site, producer_url).await;
+    let result = pull_locked(site, producer_url, prefetched).await;
     if store::fetch_values(&mut conn, "SELECT pg_advisory_unlock($1)", &key)
         .await
         .is_err()
@@ -403,7 +516,11 @@ pub async fn pull(site: &Site, producer_url: &str) -> Result<usize> {
     result
 }
 
-async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {
+async fn pull_locked(
+    site: &Site,
+    producer_url: &str,
+    prefetched: Option<Prefetched>,
+) -> Result<usize> {
     let info = ProducerInfo::load(site, producer_url).await?;
     let remote = remote_for(site, producer_url).await?;
     let types = info.remote_types();
@@ -422,20 +539,25 @@ async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {
             last_update.clone(),
         );
         tokio::spawn(async move {
-            let page = remote
-                .pull(&me, &types, after, &last_update, 500, acked)
-                .await?;
-            Ok::<_, Error>(ParsedPage {
-                logs: page.logs.into_iter().map(Incoming::from_log).collect(),
-                last_seq: page.last_seq,
-                has_more: page.has_more,
-            })
+            let ask = PullAsk {
+                consumer_url: &me,
+                doctypes: &types,
+                after_seq: after,
+                last_update: &last_update,
+                limit: PAGE_SIZE,
+                acked_seq: acked,
+                wait: None,
+            };
+            Ok::<_, Error>(ParsedPage::from(remote.pull(&ask).await?))
         })
     };
     let joined = |r: std::result::Result<Result<ParsedPage>, tokio::task::JoinError>| {
         r.map_err(|e| Error::Internal(format!("page fetch stopped: {e}")))?
     };
-    let mut page = joined(fetch(last_seq, last_seq).await)?;
+    let mut page = match prefetched {
+        Some(p) if Some(p.after) == last_seq => p.page,
+        _ => joined(fetch(last_seq, last_seq).await)?,
+    };
     let mut applied = 0;
     let mut pages = 0;
     loop {
@@ -480,11 +602,24 @@ async fn pull_locked(site: &Site, producer_url: &str) -> Result<usize> {
     }
 }
 
+/// Logs asked for in one pull.
+pub(super) const PAGE_SIZE: usize = 500;
+
 /// A page of logs, parsed.
-struct ParsedPage {
+pub(super) struct ParsedPage {
     logs: Vec<Incoming>,
     last_seq: Option<i64>,
     has_more: bool,
+}
+
+impl From<super::remote::LogPage> for ParsedPage {
+    fn from(page: super::remote::LogPage) -> ParsedPage {
+        ParsedPage {
+            logs: page.logs.into_iter().map(Incoming::from_log).collect(),
+            last_seq: page.last_seq,
+            has_more: page.has_more,
+        }
+    }
 }
 
 /// The stored checkpoint: (`last_seq` for docstream producers, `last_update`).
@@ -515,13 +650,27 @@ pub async fn run_worker(site: std::sync::Arc<Site>) {
             }
         }
         let producers = producer_urls(&site).await.unwrap_or_default();
+        for p in &producers {
+            super::long_poll::keep_open(&site, p);
+        }
         for p in producers {
+            // A producer that connects and is away now is pulled when it comes back.
+            if super::tunnel::is_producer_connects(&site, &p)
+                .await
+                .unwrap_or(false)
+                && !site.tunnels.is_connected(&p)
+            {
+                continue;
+            }
             if let Err(e) = pull(&site, &p).await {
                 tracing::warn!(producer = %p, "pull failed: {e}");
             }
         }
         if let Err(e) = super::apply::retry_due(&site).await {
             tracing::warn!("retrying failed syncs: {e}");
+        }
+        if let Err(e) = super::tunnel::mark_away(&site).await {
+            tracing::warn!("marking producers away: {e}");
         }
         if let Err(e) = super::update_log::prune(&site).await {
             tracing::warn!("pruning update logs: {e}");

@@ -13,6 +13,7 @@ fn text(v: Option<&serde_json::Value>) -> String {
 
 /// Sends `new_event_notification` to every consumer with approved rows, at most one in flight each.
 pub fn notify_consumers(site: std::sync::Arc<Site>) {
+    super::log_watch::LogWatch::committed(&site);
     if let Some(consumers) = site.notifier.cached_consumers() {
         for c in consumers {
             site.notifier.poke(&site, c);
@@ -115,6 +116,10 @@ impl Notifier {
         // Checked before any task is woken: an idle consumer would otherwise cost a wake-up
         // every MIN_NOTIFY_GAP while writes keep coming, and each write would pay for all of them.
         if self.told_and_waiting(&consumer) {
+            return;
+        }
+        // A consumer with a long-poll pull open here hears of the change through it.
+        if site.log_watch.is_waiting(&consumer) {
             return;
         }
         {

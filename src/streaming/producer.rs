@@ -253,6 +253,26 @@ pub struct PullArgs<'a> {
     pub limit: Option<u64>,
     /// What the consumer has committed, when it pipelines pulls (else `after_seq`).
     pub acked_seq: Option<u64>,
+    /// Long poll: seconds to wait for a log after `after_seq` before answering empty.
+    pub wait: Option<&'a str>,
+}
+
+/// The `wait` of a pull, bounded by the site's `max_pull_wait_seconds`.
+fn wait_of(site: &Site, wait: Option<&str>) -> Result<Option<std::time::Duration>> {
+    let Some(w) = wait.map(str::trim).filter(|w| !w.is_empty()) else {
+        return Ok(None);
+    };
+    let secs = w
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| {
+            Error::BadRequest(format!(
+                "wait must be a number of seconds (0 or more), not {w:?}"
+            ))
+        })?;
+    let secs = secs.min(site.config.max_pull_wait_seconds.max(0.0));
+    Ok((secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs)))
 }
 
 /// Handles `get_update_logs_for_consumer`.
@@ -268,7 +288,9 @@ pub async fn get_update_logs(
         last_update,
         limit,
         acked_seq,
+        wait,
     } = args;
+    let wait = wait_of(site, wait)?;
     let wanted: HashSet<String> = match parse_json_arg(doctypes, "doctypes")? {
         Value::Array(a) => a.iter().map(|d| text(Some(d))).collect(),
         _ => {
@@ -302,30 +324,56 @@ pub async fn get_update_logs(
             }
         };
     let mut conn = site.store.conn().await?;
-    let sub = subscription(&mut conn, site, caller, consumer_url).await?;
+    // Checks the caller may pull for this consumer; the approvals that judge a page are read
+    // again after the page's logs (see below).
+    subscription(&mut conn, site, caller, consumer_url).await?;
     site.notifier.pulled(consumer_url);
     match after_seq {
         Some(after) => {
-            let limit = limit.unwrap_or(500).clamp(1, MAX_PULL_LIMIT) as i64;
-            let high = current_seq(&mut conn).await?;
-            let upto = (after + limit).min(high).max(after);
-            let rows = store::fetch_docs(
-                &mut conn,
-                &format!(r#"SELECT {LOG_COLUMNS} FROM "tabEvent Update Log" WHERE name > $1 AND name <= $2 ORDER BY name"#),
-                &[Param::Int(Some(after)), Param::Int(Some(upto))],
-            )
-            .await?;
             drop(conn);
+            let limit = limit.unwrap_or(500).clamp(1, MAX_PULL_LIMIT) as i64;
+            let until = wait.map(|w| tokio::time::Instant::now() + w);
             // A consumer that pipelines its pulls says what it has committed (`acked_seq`).
             let acked = acked_seq.map_or(after, |a| (a as i64).min(after));
             acknowledge(site, consumer_url, acked).await?;
-            let logs = judged(site, &sub, &wanted, rows).await?;
-            Ok(Pulled {
-                logs,
-                last_seq: upto,
-                has_more: upto < high,
-                paged: true,
-            })
+            let mut from = after;
+            loop {
+                // The wait comes before the page is read, holding no connection.
+                if let Some(until) = until {
+                    site.log_watch
+                        .wait_past(site, consumer_url, from, until)
+                        .await?;
+                }
+                let mut conn = site.store.conn().await?;
+                let high = current_seq(&mut conn).await?;
+                // Read after `high`: an approval whose logs the page holds has committed
+                // before, so they are judged under it (read before, they would be judged
+                // unapproved, left out, and passed over for good).
+                let sub = load_subscription(&mut conn, consumer_url).await?;
+                let upto = (from + limit).min(high).max(from);
+                let rows = store::fetch_docs(
+                    &mut conn,
+                    &format!(r#"SELECT {LOG_COLUMNS} FROM "tabEvent Update Log" WHERE name > $1 AND name <= $2 ORDER BY name"#),
+                    &[Param::Int(Some(from)), Param::Int(Some(upto))],
+                )
+                .await?;
+                drop(conn);
+                let logs = judged(site, &sub, &wanted, rows).await?;
+                let has_more = upto < high;
+                // Logs this consumer does not get (its own, other types, failed conditions)
+                // do not end a long poll: it waits on past them, and the page says so.
+                let time_left = until.is_some_and(|u| tokio::time::Instant::now() < u);
+                if logs.is_empty() && !has_more && upto > from && time_left {
+                    from = upto;
+                    continue;
+                }
+                return Ok(Pulled {
+                    logs,
+                    last_seq: upto,
+                    has_more,
+                    paged: true,
+                });
+            }
         }
         None => {
             let since = last_update.map(str::to_string).unwrap_or_default();
@@ -347,6 +395,8 @@ pub async fn get_update_logs(
                 .and_then(|r| r.get("seq"))
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
+            // After the logs, for the reason given above.
+            let sub = load_subscription(&mut conn, consumer_url).await?;
             drop(conn);
             let logs = judged(site, &sub, &wanted, rows).await?;
             Ok(Pulled {

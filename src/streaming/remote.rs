@@ -11,6 +11,8 @@ pub struct RemoteSite {
     /// The site's URL without a trailing slash.
     pub url: String,
     auth: String,
+    /// Set for a producer that connects: requests wait for its poll instead of going out.
+    tunnel: Option<std::sync::Arc<super::tunnel::TunnelHub>>,
 }
 
 impl std::fmt::Debug for RemoteSite {
@@ -20,6 +22,21 @@ impl std::fmt::Debug for RemoteSite {
 }
 
 pub use super::page::LogPage;
+
+/// What one pull asks of a producer.
+#[derive(Debug, Clone)]
+pub struct PullAsk<'a> {
+    pub consumer_url: &'a str,
+    pub doctypes: &'a [String],
+    /// docstream's checkpoint; `None` for a Frappe producer (then `last_update`).
+    pub after_seq: Option<i64>,
+    pub last_update: &'a str,
+    pub limit: usize,
+    /// What this consumer has committed, when it pipelines pulls.
+    pub acked_seq: Option<i64>,
+    /// Long poll: how long the producer may hold the pull for a new log.
+    pub wait: Option<Duration>,
+}
 
 fn percent(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -32,7 +49,33 @@ impl RemoteSite {
             http,
             url: url.trim_end_matches('/').to_string(),
             auth: format!("token {key}:{secret}"),
+            tunnel: None,
         }
+    }
+
+    /// The same site, reached through the connection it opens to us (see `tunnel`).
+    pub fn through(mut self, hub: std::sync::Arc<super::tunnel::TunnelHub>) -> RemoteSite {
+        self.tunnel = Some(hub);
+        self
+    }
+
+    /// Sends a request, over the network or through the producer's own connection; the error
+    /// is a short reason.
+    async fn transmit(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> std::result::Result<reqwest::Response, String> {
+        let Some(hub) = &self.tunnel else {
+            return req.send().await.map_err(|e| short_reqwest(&e));
+        };
+        let req = req.build().map_err(|e| e.to_string())?;
+        hub.forward(&self.url, req).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        self.transmit(req)
+            .await
+            .map_err(|e| Error::Validation(format!("{} did not answer: {e}", self.url)))
     }
 
     /// The shared HTTP client settings for calls between sites.
@@ -91,14 +134,15 @@ impl RemoteSite {
         let mut last = None;
         for i in 0..tries.max(1) {
             match self
-                .http
-                .get(format!("{}/api/method/frappe.ping", self.url))
-                .send()
+                .transmit(
+                    self.http
+                        .get(format!("{}/api/method/frappe.ping", self.url)),
+                )
                 .await
             {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) => last = Some(format!("HTTP {}", r.status())),
-                Err(e) => last = Some(short_reqwest(&e)),
+                Err(e) => last = Some(e),
             }
             if i + 1 < tries {
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -118,19 +162,19 @@ impl RemoteSite {
         Ok(body.get("message").cloned().unwrap_or(Value::Null))
     }
 
+    fn method_request(&self, method: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/api/method/{method}", self.url))
+            .header("authorization", &self.auth)
+            .header("accept", "application/json")
+    }
+
     async fn post_method(
         &self,
         method: &str,
         args: &[(&str, String)],
     ) -> Result<reqwest::Response> {
-        self.http
-            .post(format!("{}/api/method/{method}", self.url))
-            .header("authorization", &self.auth)
-            .header("accept", "application/json")
-            .form(args)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))
+        self.send(self.method_request(method).form(args)).await
     }
 
     /// Sends one request to `/api/resource/{doctype}/{name}` and returns the answer's `data`.
@@ -155,7 +199,7 @@ impl RemoteSite {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let r = req.send().await.map_err(|e| self.unreachable(e))?;
+        let r = self.send(req).await?;
         Ok(self
             .read(what, r)
             .await?
@@ -217,12 +261,12 @@ impl RemoteSite {
         use sha2::{Digest, Sha256};
         use tokio::io::AsyncWriteExt;
         let mut r = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .header("authorization", &self.auth)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+            .send(
+                self.http
+                    .get(format!("{}{path}", self.url))
+                    .header("authorization", &self.auth),
+            )
+            .await?;
         if !r.status().is_success() {
             return Err(Error::Validation(format!(
                 "{} answered HTTP {} for the file {path}",
@@ -289,33 +333,32 @@ impl RemoteSite {
         .map(|_| ())
     }
 
-    /// Pulls a page of update logs after `after_seq` (docstream) or `last_update` (Frappe).
-    pub async fn pull(
-        &self,
-        consumer_url: &str,
-        doctypes: &[String],
-        after_seq: Option<i64>,
-        last_update: &str,
-        limit: usize,
-        acked_seq: Option<i64>,
-    ) -> Result<LogPage> {
+    /// Pulls a page of update logs after `after_seq` (docstream) or `last_update` (Frappe);
+    /// with `wait`, a docstream producer holds the pull until a log comes or the time is up.
+    pub async fn pull(&self, ask: &PullAsk<'_>) -> Result<LogPage> {
         let mut args = vec![
-            ("event_consumer", consumer_url.to_string()),
-            ("doctypes", serde_json::to_string(doctypes)?),
-            ("limit", limit.to_string()),
+            ("event_consumer", ask.consumer_url.to_string()),
+            ("doctypes", serde_json::to_string(ask.doctypes)?),
+            ("limit", ask.limit.to_string()),
         ];
-        if let Some(a) = acked_seq {
+        if let Some(a) = ask.acked_seq {
             args.push(("acked_seq", a.to_string()));
         }
-        match after_seq {
+        match ask.after_seq {
             Some(s) => args.push(("after_seq", s.to_string())),
-            None => args.push(("last_update", last_update.to_string())),
+            None => args.push(("last_update", ask.last_update.to_string())),
         }
         const METHOD: &str = "frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer";
-        let r = self.post_method(METHOD, &args).await?;
+        let mut req = self.method_request(METHOD);
+        if let Some(w) = ask.wait {
+            args.push(("wait", format!("{:.3}", w.as_secs_f64())));
+            // The usual timeout would cut a long poll: it gets its wait and as long again.
+            req = req.timeout(w * 2 + Duration::from_secs(10));
+        }
+        let r = self.send(req.form(&args)).await?;
         let body = self.read_text("a pull", r).await?;
         // A docstream page is checked whole before anything of it is used.
-        match after_seq {
+        match ask.after_seq {
             Some(after) => super::page::decode(&self.url, &body, after),
             None => super::page::decode_frappe(&self.url, &body),
         }

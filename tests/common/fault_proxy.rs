@@ -33,6 +33,9 @@ pub struct Injected {
 pub struct FaultProxy {
     pub port: u16,
     faults: Arc<Mutex<Faults>>,
+    /// The line is down: new connections are closed at once, open ones were cut.
+    down: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     pub injected: Arc<Injected>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -44,21 +47,33 @@ impl FaultProxy {
         let faults = Arc::new(Mutex::new(Faults::default()));
         let injected = Arc::new(Injected::default());
         let (f, inj) = (faults.clone(), injected.clone());
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let (is_down, open) = (down.clone(), links.clone());
         let task = tokio::spawn(async move {
             let mut seed = 7u64;
             while let Ok((client, _)) = listener.accept().await {
+                if is_down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 seed += 1;
                 let (f, inj) = (f.clone(), inj.clone());
-                tokio::spawn(async move {
+                let link = tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await {
                         relay(client, server, f, inj, seed).await;
                     }
                 });
+                let mut open = open.lock().unwrap();
+                open.retain(|l| !l.is_finished());
+                open.push(link.abort_handle());
             }
         });
         FaultProxy {
             port,
             faults,
+            down,
+            links,
             injected,
             task,
         }
@@ -67,6 +82,19 @@ impl FaultProxy {
     /// Sets the faults applied from now on.
     pub fn set(&self, faults: Faults) {
         *self.faults.lock().unwrap() = faults;
+    }
+
+    /// Takes the line down: open connections are cut and new ones closed at once.
+    pub fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for l in self.links.lock().unwrap().drain(..) {
+            l.abort();
+        }
+    }
+
+    /// Brings the line back up after [`FaultProxy::cut`].
+    pub fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
     }
 
     /// Lets everything through again.
@@ -98,10 +126,10 @@ async fn relay(
 ) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
-    let upstream = tokio::spawn(async move {
+    let upstream = AbortOnDrop(tokio::spawn(async move {
         let _ = tokio::io::copy(&mut cr, &mut sw).await;
         let _ = sw.shutdown().await;
-    });
+    }));
     let mut rng = StdRng::seed_from_u64(seed);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -138,5 +166,14 @@ async fn relay(
         }
     }
     let _ = cw.shutdown().await;
-    upstream.abort();
+    drop(upstream);
+}
+
+/// The client-to-server half of a relay, stopped with it (also when the relay is aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -12,6 +12,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod long_poll;
+
 const ITEM_GROUPS: usize = 100;
 const ROWS_PER_INVOICE: usize = 5;
 
@@ -439,6 +441,8 @@ async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
         p.site.store.close().await;
     }
     stream_measures(tmp, docs, &client, &mut report).await?;
+    eprintln!("== waiting_pulls");
+    long_poll::waiting_pulls(tmp, &mut report).await?;
     Ok(report)
 }
 
@@ -592,6 +596,9 @@ async fn stream_measures(
     let consumer = make_site(&tmp.join("sc"), "sc", cport).await?.into_arc();
     seed_masters(&producer).await?;
     seed_masters(&consumer).await?;
+    // The phases below measure push and backlogs as before long polls; latency_longpoll
+    // turns them on for its own run.
+    set_setting(&consumer, "pull_wait_seconds", json!(0))?;
     let p = start_served(&producer, pport, client).await?;
     let mut c = start_served(&consumer, cport, client).await?;
     let keys = p
@@ -666,48 +673,28 @@ async fn stream_measures(
         "latency warm-up",
     )
     .await?;
-    let first_seq = current_seq(&producer).await? + 1;
-    let updates = 1000;
-    let tick = Duration::from_millis(20);
-    let t0 = Instant::now();
-    for k in 0..updates {
-        let r = client
-            .put(format!("{}/api/resource/ToDo/{todo_name}", p.url))
-            .header("authorization", &p.auth)
-            .json(&json!({"description": format!("update {k}")}))
-            .send()
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let _ = r.bytes().await;
-        let next = tick * (k + 1);
-        if let Some(rest) = next.checked_sub(t0.elapsed()) {
-            tokio::time::sleep(rest).await;
-        }
-        if k % 50 == 0 {
-            crate::progress::report("latency", k as u64, Some(updates as u64));
-        }
-    }
-    let last_seq = current_seq(&producer).await?;
-    wait_caught_up(&consumer, &p.url, last_seq, "latency drain").await?;
-    let mut lat = latencies(&producer, &consumer, first_seq, last_seq).await?;
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let pct = |q: f64| {
-        lat.get(
-            ((lat.len() as f64 * q).ceil() as usize)
-                .saturating_sub(1)
-                .min(lat.len().saturating_sub(1)),
-        )
-        .copied()
-        .unwrap_or(f64::NAN)
+    let run = LatencyRun {
+        client,
+        p: &p,
+        producer: &producer,
+        consumer: &consumer,
+        todo: &todo_name,
     };
-    report.latency_ms.insert("p50".into(), json!(pct(0.50)));
-    report.latency_ms.insert("p99".into(), json!(pct(0.99)));
+    let lat = run.measure("latency").await?;
+    report.latency_ms.insert("p50".into(), json!(lat.p50));
+    report.latency_ms.insert("p99".into(), json!(lat.p99));
     report
         .extra
-        .insert("latency_samples".into(), json!(lat.len()));
+        .insert("latency_samples".into(), json!(lat.samples));
+
+    // latency_longpoll: the same, with the consumer where the producer cannot reach it.
+    drop(c);
+    let lat = long_poll::latency(&run, &data_dir).await?;
+    report
+        .extra
+        .insert("latency_longpoll_ms".into(), json!(lat));
 
     // catch_up_memory: 10 x N pending updates, consumer stopped, then measured while it catches up.
-    drop(c);
     write_update_backlog(&producer, "S-", docs / 2, docs * 10).await?;
     let target = current_seq(&producer).await?;
     let child = serve(&data_dir, cport)?;
@@ -835,6 +822,82 @@ async fn stream_measures(
     Ok(())
 }
 
+/// Writes one `site_config.json` setting of a site (read when its `serve` starts).
+fn set_setting(site: &Site, key: &str, value: Value) -> Result<()> {
+    let path = site.dir.join("site_config.json");
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .map_err(|e| Error::Internal(format!("cannot read {}: {e}", path.display())))?,
+    )?;
+    config[key] = value;
+    std::fs::write(&path, serde_json::to_string_pretty(&config)?)
+        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Percentiles of a latency run, in milliseconds.
+#[derive(Debug, serde::Serialize)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    samples: usize,
+}
+
+/// Single updates of one ToDo at 50/s for 20 s, each timed from producer commit to consumer
+/// commit.
+struct LatencyRun<'a> {
+    client: &'a reqwest::Client,
+    p: &'a Served,
+    producer: &'a Site,
+    consumer: &'a Site,
+    todo: &'a str,
+}
+
+impl LatencyRun<'_> {
+    async fn measure(&self, label: &str) -> Result<Latency> {
+        let (p, producer, consumer) = (self.p, self.producer, self.consumer);
+        let first_seq = current_seq(producer).await? + 1;
+        let updates = 1000;
+        let tick = Duration::from_millis(20);
+        let t0 = Instant::now();
+        for k in 0..updates {
+            let r = self
+                .client
+                .put(format!("{}/api/resource/ToDo/{}", p.url, self.todo))
+                .header("authorization", &p.auth)
+                .json(&json!({"description": format!("{label} update {k}")}))
+                .send()
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let _ = r.bytes().await;
+            let next = tick * (k + 1);
+            if let Some(rest) = next.checked_sub(t0.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+            if k % 50 == 0 {
+                crate::progress::report(label, k as u64, Some(updates as u64));
+            }
+        }
+        let last_seq = current_seq(producer).await?;
+        wait_caught_up(consumer, &p.url, last_seq, &format!("{label} drain")).await?;
+        let mut lat = latencies(producer, consumer, first_seq, last_seq).await?;
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let pct = |q: f64| {
+            lat.get(
+                ((lat.len() as f64 * q).ceil() as usize)
+                    .saturating_sub(1)
+                    .min(lat.len().saturating_sub(1)),
+            )
+            .copied()
+            .unwrap_or(f64::NAN)
+        };
+        Ok(Latency {
+            p50: pct(0.50),
+            p99: pct(0.99),
+            samples: lat.len(),
+        })
+    }
+}
+
 /// Milliseconds from each producer log's creation to the consumer's sync log of that seq.
 async fn latencies(producer: &Site, consumer: &Site, from: i64, to: i64) -> Result<Vec<f64>> {
     let parse =
@@ -921,6 +984,31 @@ fn print_table(r: &Report) {
         ms("p50")
     ));
     out.push_str(&format!("{:<40}{:>10.1} ms\n", "latency p99", ms("p99")));
+    let sub = |k: &str, f: &str| {
+        extra(k)
+            .and_then(|m| m.get(f))
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
+    for q in ["p50", "p99"] {
+        let label = format!("latency_longpoll {q} (no push)");
+        let v = sub("latency_longpoll_ms", q);
+        out.push_str(&format!("{label:<40}{v:>10.1} ms\n"));
+    }
+    if extra("waiting_pulls").is_some() {
+        for (label, f, unit) in [
+            ("waiting_pulls: extra RSS, 1000 pulls", "extra_rss_mb", "MB"),
+            ("waiting_pulls: CPU while idle", "idle_cpu_ms_per_s", "ms/s"),
+            (
+                "waiting_pulls: one write answers all",
+                "all_answered_ms",
+                "ms",
+            ),
+        ] {
+            let v = sub("waiting_pulls", f);
+            out.push_str(&format!("{label:<40}{v:>10.1} {unit}\n"));
+        }
+    }
     out.push_str(&format!(
         "{:<40}{:>10.1} MB\n",
         "catch_up_memory (consumer VmHWM)", r.catch_up_peak_rss_mb

@@ -1,0 +1,200 @@
+//! Long-poll pulls: a pull that asked to `wait` sleeps here, before its page is read, until a
+//! log past its checkpoint commits or its time runs out. A waiting pull holds no database
+//! connection and no lock: one watch channel of the highest committed seq wakes them all, and
+//! that seq is read once per burst of commits, only while someone waits.
+
+use crate::error::Result;
+use crate::site::Site;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How often a waiting pull re-reads the seq on PostgreSQL, where another process serving the
+/// same site may have written the log (its commits do not reach this process's channel).
+const SHARED_STORE_RECHECK: Duration = Duration::from_millis(250);
+
+/// The highest committed seq, watched by waiting pulls, and who is waiting.
+#[derive(Debug)]
+pub struct LogWatch {
+    seq: watch::Sender<i64>,
+    /// A refresh runs (true) and another was asked for meanwhile (the bool inside).
+    refresh: Mutex<Option<bool>>,
+    /// Consumers with a pull waiting here, and how many.
+    waiting: Mutex<HashMap<String, usize>>,
+    /// The PostgreSQL re-check task runs.
+    rechecking: std::sync::atomic::AtomicBool,
+}
+
+impl Default for LogWatch {
+    fn default() -> Self {
+        LogWatch {
+            seq: watch::channel(0).0,
+            refresh: Mutex::new(None),
+            waiting: Mutex::new(HashMap::new()),
+            rechecking: Default::default(),
+        }
+    }
+}
+
+/// Marks a consumer as waiting while it lives (a pull dropped when its client goes away
+/// unmarks it too).
+struct Waiting<'a> {
+    watch: &'a LogWatch,
+    consumer: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut w = self.watch.waiting.lock().expect("log watch lock");
+        if let Some(n) = w.get_mut(&self.consumer) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.consumer);
+            }
+        }
+    }
+}
+
+impl LogWatch {
+    /// True while the consumer has a pull waiting here: it needs no push notification.
+    pub fn is_waiting(&self, consumer: &str) -> bool {
+        self.waiting
+            .lock()
+            .expect("log watch lock")
+            .contains_key(consumer)
+    }
+
+    /// Ends every wait now and lets none begin (the server is stopping: it waits for the
+    /// requests in flight, which waiting pulls would hold up).
+    pub fn close(&self) {
+        self.seq.send_replace(i64::MAX);
+    }
+
+    /// Number of pulls waiting now.
+    pub fn waiting_pulls(&self) -> usize {
+        self.waiting.lock().expect("log watch lock").values().sum()
+    }
+
+    /// After a commit that wrote logs: wakes the pulls waiting for them (nothing to do, and no
+    /// query, when none waits).
+    pub fn committed(site: &Arc<Site>) {
+        let watch = &site.log_watch;
+        if watch.seq.receiver_count() == 0 {
+            return;
+        }
+        {
+            let mut r = watch.refresh.lock().expect("log watch lock");
+            if let Some(again) = r.as_mut() {
+                *again = true;
+                return;
+            }
+            *r = Some(false);
+        }
+        let site = site.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = site.log_watch.publish(&site).await {
+                    tracing::warn!("cannot read the newest update log seq: {e}");
+                }
+                let mut r = site.log_watch.refresh.lock().expect("log watch lock");
+                match r.as_mut() {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        *r = None;
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn publish(&self, site: &Site) -> Result<i64> {
+        let seq = {
+            let mut conn = site.store.conn().await?;
+            super::update_log::current_seq(&mut conn).await?
+        };
+        self.seq.send_if_modified(|s| {
+            let rose = seq > *s;
+            *s = (*s).max(seq);
+            rose
+        });
+        Ok(seq)
+    }
+
+    /// Waits until a log after `after` has committed or `until` comes; true if one has.
+    pub async fn wait_past(
+        &self,
+        site: &Site,
+        consumer: &str,
+        after: i64,
+        until: Instant,
+    ) -> Result<bool> {
+        let mut rx = self.seq.subscribe();
+        // Subscribed before the seq is read, so a commit between the two still wakes us.
+        if self.publish(site).await? > after {
+            return Ok(true);
+        }
+        *self
+            .waiting
+            .lock()
+            .expect("log watch lock")
+            .entry(consumer.to_string())
+            .or_default() += 1;
+        let _waiting = Waiting {
+            watch: self,
+            consumer: consumer.to_string(),
+        };
+        if site.store.dialect() == crate::store::Dialect::Postgres {
+            self.start_rechecks(site);
+        }
+        loop {
+            if *rx.borrow_and_update() > after {
+                return Ok(true);
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return Ok(false) },
+                _ = tokio::time::sleep_until(until) => return Ok(false),
+            }
+        }
+    }
+
+    /// On PostgreSQL another process serving the site may write the log, and its commits do
+    /// not reach this channel: one task re-reads the seq for all waiting pulls while any waits.
+    fn start_rechecks(&self, site: &Site) {
+        if self
+            .rechecking
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let Some(site) = site.arc() else {
+            self.rechecking
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            return;
+        };
+        tokio::spawn(async move {
+            let watch = &site.log_watch;
+            loop {
+                while watch.seq.receiver_count() > 0 {
+                    tokio::time::sleep(SHARED_STORE_RECHECK).await;
+                    if let Err(e) = watch.publish(&site).await {
+                        tracing::warn!("cannot read the newest update log seq: {e}");
+                    }
+                }
+                watch
+                    .rechecking
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                // A pull that began waiting just now saw the flag still set: carry on for it.
+                if watch.seq.receiver_count() == 0
+                    || watch
+                        .rechecking
+                        .swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    break;
+                }
+            }
+        });
+    }
+}

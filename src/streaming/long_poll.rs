@@ -1,0 +1,97 @@
+//! The consumer's long poll: one pull kept open to each docstream producer, which the producer
+//! answers as soon as a log for this site commits. Its latency is that of a push notification
+//! without the producer having to reach this site (a shop behind NAT), and the page it brings
+//! is applied through the usual pull (its lock, its checks, its checkpoint).
+
+use super::apply::ProducerInfo;
+use super::consumer::{checkpoint, pull_with, ParsedPage, Prefetched, PAGE_SIZE};
+use super::remote::PullAsk;
+use crate::error::{Error, Result};
+use crate::site::Site;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What one long poll came to.
+enum Polled {
+    /// Poll again.
+    Again,
+    /// Answered at once with nothing: the producer does not hold pulls (or holds them briefly).
+    Quick,
+    /// No longer a docstream producer of this site: stop.
+    Stop,
+}
+
+/// Starts the long poll to `producer_url` unless it runs or the site turned long polls off.
+pub fn keep_open(site: &Arc<Site>, producer_url: &str) {
+    if site.config.pull_wait_seconds <= 0.0 {
+        return;
+    }
+    if !site
+        .long_polls
+        .lock()
+        .expect("long poll set")
+        .insert(producer_url.to_string())
+    {
+        return;
+    }
+    let (site, url) = (site.clone(), producer_url.to_string());
+    tokio::spawn(async move {
+        run(&site, &url).await;
+        site.long_polls.lock().expect("long poll set").remove(&url);
+    });
+}
+
+async fn run(site: &Site, url: &str) {
+    let wait = Duration::from_secs_f64(site.config.pull_wait_seconds);
+    let mut failures = 0u32;
+    loop {
+        match poll_once(site, url, wait).await {
+            Ok(Polled::Again) => failures = 0,
+            Ok(Polled::Quick) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Ok(Polled::Stop) | Err(Error::DoesNotExist(_)) => return,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                // Retried soon, then less often, never slower than every 10 s: a shop's line
+                // that comes back should be used at once.
+                let pause = Duration::from_millis(250) * 2u32.saturating_pow(failures.min(6));
+                tracing::debug!(producer = %url, "long poll failed (retried in {pause:?}): {e}");
+                tokio::time::sleep(pause.min(Duration::from_secs(10))).await;
+            }
+        }
+    }
+}
+
+async fn poll_once(site: &Site, url: &str, wait: Duration) -> Result<Polled> {
+    let (Some(after), _) = checkpoint(site, url).await? else {
+        // A Frappe producer (it pages by time) has no long poll.
+        return Ok(Polled::Stop);
+    };
+    let info = ProducerInfo::load(site, url).await?;
+    let types = info.remote_types();
+    if types.is_empty() {
+        return Ok(Polled::Stop);
+    }
+    let remote = super::consumer::remote_for(site, url).await?;
+    let started = Instant::now();
+    let page = remote
+        .pull(&PullAsk {
+            consumer_url: &site.config.url,
+            doctypes: &types,
+            after_seq: Some(after),
+            last_update: "",
+            limit: PAGE_SIZE,
+            acked_seq: Some(after),
+            wait: Some(wait),
+        })
+        .await?;
+    if page.logs.is_empty() && !page.has_more && page.last_seq.unwrap_or(after) == after {
+        return Ok(if started.elapsed() < Duration::from_millis(500) {
+            Polled::Quick
+        } else {
+            Polled::Again
+        });
+    }
+    let page = ParsedPage::from(page);
+    pull_with(site, url, Some(Prefetched { after, page })).await?;
+    Ok(Polled::Again)
+}
