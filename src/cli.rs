@@ -62,6 +62,10 @@ enum Command {
         docs: usize,
         #[arg(long)]
         json: Option<PathBuf>,
+        /// A PostgreSQL server (a database URL) for the PostgreSQL figures; the run makes
+        /// and drops databases of its own there.
+        #[arg(long)]
+        db: Option<String>,
     },
 }
 
@@ -174,7 +178,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo { data_dir, port } => crate::demo::run(&data_dir, port).await?,
-        Command::Bench { docs, json } => crate::bench::run(docs, json.as_deref()).await?,
+        Command::Bench { docs, json, db } => {
+            crate::bench::run(docs, json.as_deref(), db.as_deref()).await?
+        }
     }
     Ok(())
 }

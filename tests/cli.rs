@@ -253,9 +253,16 @@ fn bench_prints_and_writes_every_measure() {
         "latency p99",
         "catch_up_memory",
         "update log cost, 10 consumer(s)",
+        "latency_longpoll p99",
+        "waiting_pulls: extra RSS",
+        "concurrent_write sqlite, streaming off",
     ] {
         assert!(stdout.contains(row), "table lacks {row}:\n{stdout}");
     }
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("concurrent_write: PostgreSQL skipped"),
+        "without --db the PostgreSQL figures are skipped with a notice"
+    );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let positive = |p: &str| {
@@ -271,9 +278,14 @@ fn bench_prints_and_writes_every_measure() {
         "/latency_ms/p50",
         "/latency_ms/p99",
         "/catch_up_peak_rss_mb",
+        "/extra/latency_longpoll_ms/p99",
+        "/extra/waiting_pulls/extra_rss_mb",
+        "/extra/concurrent_write/sqlite/off/16",
+        "/extra/concurrent_write/sqlite/1_consumer/1",
     ] {
         positive(p);
     }
     assert_eq!(v["docs"], 40);
     assert_eq!(v["extra"]["stream_apply_missing_deps_failed"], 0);
+    assert_eq!(v["extra"]["waiting_pulls"]["woken_with_the_write"], 1000);
 }

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod concurrent_write;
 mod long_poll;
 
 const ITEM_GROUPS: usize = 100;
@@ -334,10 +335,10 @@ async fn add_consumers(site: &Site, sink: &str, from: usize, count: usize) -> Re
 }
 
 /// Runs the benchmark and prints a table (and JSON to `json`).
-pub async fn run(docs: usize, json_out: Option<&Path>) -> Result<()> {
+pub async fn run(docs: usize, json_out: Option<&Path>, db: Option<&str>) -> Result<()> {
     let docs = docs.max(2);
     let tmp = std::env::temp_dir().join(format!("docstream-bench-{}", std::process::id()));
-    let result = run_in(&tmp, docs).await;
+    let result = run_in(&tmp, docs, db).await;
     let _ = std::fs::remove_dir_all(&tmp);
     let report = result?;
     print_table(&report);
@@ -348,7 +349,7 @@ pub async fn run(docs: usize, json_out: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
+async fn run_in(tmp: &Path, docs: usize, db: Option<&str>) -> Result<Report> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(4)
         .build()
@@ -443,6 +444,8 @@ async fn run_in(tmp: &Path, docs: usize) -> Result<Report> {
     stream_measures(tmp, docs, &client, &mut report).await?;
     eprintln!("== waiting_pulls");
     long_poll::waiting_pulls(tmp, &mut report).await?;
+    eprintln!("== concurrent_write");
+    concurrent_write::run(tmp, db, &mut report).await?;
     Ok(report)
 }
 
@@ -994,6 +997,34 @@ fn print_table(r: &Report) {
         let label = format!("latency_longpoll {q} (no push)");
         let v = sub("latency_longpoll_ms", q);
         out.push_str(&format!("{label:<40}{v:>10.1} ms\n"));
+    }
+    if let Some(cw) = extra("concurrent_write") {
+        let rate = |path: &[&str]| {
+            path.iter()
+                .try_fold(cw, |v, k| v.get(*k))
+                .and_then(Value::as_f64)
+                .map(|x| format!("{x:.0}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        for backend in ["sqlite", "postgres"] {
+            for (mode, label) in [
+                ("off", "streaming off"),
+                ("1_consumer", "1 consumer"),
+                ("raw_one_row_commit_per_s", "raw 1 row/commit"),
+            ] {
+                if cw.get(backend).and_then(|b| b.get(mode)).is_none() {
+                    continue;
+                }
+                let short = if backend == "postgres" { "pg" } else { backend };
+                let label = format!("concurrent_write {short}, {label}");
+                out.push_str(&format!(
+                    "{label:<40}{:>8} {:>8} {:>8}  (1/4/16 clients)\n",
+                    rate(&[backend, mode, "1"]),
+                    rate(&[backend, mode, "4"]),
+                    rate(&[backend, mode, "16"])
+                ));
+            }
+        }
     }
     if extra("waiting_pulls").is_some() {
         for (label, f, unit) in [

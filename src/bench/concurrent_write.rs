@@ -1,0 +1,218 @@
+//! `concurrent_write`: REST inserts from 1, 4 and 16 clients at once, on SQLite and (with
+//! `--db`) PostgreSQL, streaming off and with one consumer, next to the store's raw limit.
+
+use super::{add_consumers, free_port, idle_consumer_sink, item, seed_masters, start_served};
+use crate::error::{Error, Result};
+use crate::service::provisioning;
+use serde_json::{json, Map, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long each client count writes.
+const RUN: Duration = Duration::from_secs(4);
+const CLIENTS: [usize; 3] = [1, 4, 16];
+
+fn pg_error(e: sqlx::Error) -> Error {
+    Error::Internal(format!("PostgreSQL: {e}"))
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
+    if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    }
+}
+
+/// Databases made for the run, dropped at its end.
+struct Databases {
+    admin: String,
+    made: Vec<String>,
+}
+
+impl Databases {
+    async fn make(&mut self) -> Result<String> {
+        use sqlx::{Connection, Executor};
+        let name = format!("docstream_bench_{}_{}", std::process::id(), self.made.len());
+        let mut conn = sqlx::PgConnection::connect(&self.admin)
+            .await
+            .map_err(pg_error)?;
+        conn.execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+            .await
+            .map_err(pg_error)?;
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .map_err(pg_error)?;
+        self.made.push(name.clone());
+        Ok(with_database(&self.admin, &name))
+    }
+
+    async fn drop_all(&self) {
+        use sqlx::{Connection, Executor};
+        let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await else {
+            return;
+        };
+        for name in &self.made {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await;
+        }
+    }
+}
+
+/// Runs the measure; PostgreSQL only with `db`.
+pub(super) async fn run(tmp: &Path, db: Option<&str>, report: &mut super::Report) -> Result<()> {
+    let mut out = Map::new();
+    out.insert("sqlite".into(), backend(tmp, None).await?);
+    out.insert(
+        "sqlite_raw_insert_per_s".into(),
+        json!(report.raw_insert_per_s),
+    );
+    match db {
+        Some(url) => {
+            let mut dbs = Databases {
+                admin: url.to_string(),
+                made: Vec::new(),
+            };
+            let result = async {
+                let mut pg = backend(tmp, Some(&mut dbs)).await?;
+                pg["raw_one_row_commit_per_s"] = raw_one_row(&mut dbs).await?;
+                Ok::<_, Error>(pg)
+            }
+            .await;
+            dbs.drop_all().await;
+            out.insert("postgres".into(), result?);
+        }
+        None => eprintln!(
+            "concurrent_write: PostgreSQL skipped (give --db postgres://user@host/db to run it)"
+        ),
+    }
+    report
+        .extra
+        .insert("concurrent_write".into(), Value::Object(out));
+    Ok(())
+}
+
+/// Docs/s by client count, streaming off and with one consumer.
+async fn backend(tmp: &Path, mut dbs: Option<&mut Databases>) -> Result<Value> {
+    let sink = idle_consumer_sink().await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(32)
+        .build()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut out = Map::new();
+    for (label, consumers) in [("off", 0), ("1_consumer", 1)] {
+        let db = match dbs.as_deref_mut() {
+            Some(d) => Some(d.make().await?),
+            None => None,
+        };
+        let port = free_port()?;
+        let name = format!("cw-{}-{label}", if db.is_some() { "pg" } else { "sqlite" });
+        let url = format!("http://127.0.0.1:{port}");
+        let site =
+            provisioning::new_site(&tmp.join(&name), &name, "bench", Some(&url), db.as_deref())
+                .await?;
+        seed_masters(&site).await?;
+        add_consumers(&site, &sink, 0, consumers).await?;
+        let served = start_served(&site, port, &client).await?;
+        let mut rates = Map::new();
+        for clients in CLIENTS {
+            let deadline = Instant::now() + RUN;
+            let started = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for c in 0..clients {
+                let (client, url, auth) = (client.clone(), served.url.clone(), served.auth.clone());
+                let prefix = format!("CW{clients}-{c}-");
+                tasks.spawn(async move {
+                    let mut done = 0u64;
+                    while Instant::now() < deadline {
+                        let r = client
+                            .post(format!("{url}/api/resource/Item"))
+                            .header("authorization", &auth)
+                            .json(&item(&prefix, done as usize))
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) if r.status().is_success() => done += 1,
+                            Ok(r) => {
+                                return Err(format!(
+                                    "insert failed: {}",
+                                    r.text().await.unwrap_or_default()
+                                ))
+                            }
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                    Ok(done)
+                });
+            }
+            let mut total = 0;
+            while let Some(t) = tasks.join_next().await {
+                total += t
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .map_err(Error::Internal)?;
+            }
+            let rate = total as f64 / started.elapsed().as_secs_f64();
+            crate::progress::finish(
+                &format!("concurrent_write {name} {clients} clients"),
+                &format!("{rate:.0}/s"),
+            );
+            rates.insert(clients.to_string(), json!(rate));
+        }
+        drop(served);
+        site.store.close().await;
+        out.insert(label.into(), Value::Object(rates));
+    }
+    Ok(Value::Object(out))
+}
+
+/// PostgreSQL's limit for this workload's shape: one-row inserts, one commit each, through
+/// the same driver, by 1, 4 and 16 connections at once.
+async fn raw_one_row(dbs: &mut Databases) -> Result<Value> {
+    let url = dbs.make().await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .connect(&url)
+        .await
+        .map_err(pg_error)?;
+    sqlx::query("CREATE TABLE raw_rows (name TEXT PRIMARY KEY, data TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .map_err(pg_error)?;
+    let mut rates = Map::new();
+    for clients in CLIENTS {
+        let deadline = Instant::now() + RUN;
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..clients {
+            let pool = pool.clone();
+            tasks.spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < deadline {
+                    sqlx::query("INSERT INTO raw_rows (name, data) VALUES ($1, $2)")
+                        .bind(format!("{clients}-{c}-{done}"))
+                        .bind(item("RAW-", done as usize).to_string())
+                        .execute(&pool)
+                        .await?;
+                    done += 1;
+                }
+                Ok::<_, sqlx::Error>(done)
+            });
+        }
+        let mut total = 0;
+        while let Some(t) = tasks.join_next().await {
+            total += t
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(pg_error)?;
+        }
+        rates.insert(
+            clients.to_string(),
+            json!(total as f64 / started.elapsed().as_secs_f64()),
+        );
+    }
+    pool.close().await;
+    Ok(Value::Object(rates))
+}
