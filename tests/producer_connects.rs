@@ -144,6 +144,19 @@ async fn connected_shop(backend: Backend) -> Option<Setup> {
             .is_some_and(|s| !s.is_empty()),
         "{ep}"
     );
+    // The streaming dashboard says it is connected now, and since when.
+    let (_, dash) = hosted
+        .get("/api/method/docstream.desk.streaming_dashboard")
+        .await;
+    let card = dash["message"]["producers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["url"] == shop.public_url.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(card["connection"]["connected"], true, "{card}");
+    assert_eq!(card["connection"]["since"], ep["connected_since"], "{card}");
     let (_, sub) = shop
         .get(&format!("/api/resource/Event Subscriber/{hosted_url}"))
         .await;

@@ -275,7 +275,12 @@ async fn handle(
         check_csrf(&parts.method, &parts.headers, &auth)?;
         return files::upload(&site, &parts.headers, body, &auth.caller).await;
     }
-    let limit = site.config.max_body_bytes;
+    let mut limit = site.config.max_body_bytes;
+    if path == "/api/method/docstream.tunnel.reply" {
+        // A shop's answer may carry a whole attached file, base64 in a form field.
+        let file = usize::try_from(site.config.max_file_bytes).unwrap_or(usize::MAX);
+        limit = limit.max(file.saturating_mul(3) / 2 + (1 << 20));
+    }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         Error::TooLarge(format!(
             "Request body is larger than the limit of {limit} bytes (max_body_bytes)"

@@ -116,6 +116,18 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
     .await?;
     let mut status = subscription_status(&types).to_string();
     let mut error = Value::Null;
+    // A producer that connects: whether it is connected now (this process's link) and since.
+    let connection = if super::tunnel::is_producer_connects(site, &url).await? {
+        let since = scalar(
+            site,
+            r#"SELECT connected_since AS m FROM "tabEvent Producer" WHERE name = $1"#,
+            &[Param::Text(Some(url.clone()))],
+        )
+        .await?;
+        json!({"connected": site.tunnels.is_connected(&url), "since": since})
+    } else {
+        Value::Null
+    };
     // Lag: logs of our types the producer holds after our checkpoint (an upper bound: logs our
     // subscription filters out, such as our own changes coming back, are counted too).
     let lag = match last_seq {
@@ -143,6 +155,7 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
         "last_sync": last_sync,
         "failed": failed,
         "unsent": unsent,
+        "connection": connection,
         "failures_link": format!(
             "/app/event-sync-log?status=Failed&event_producer={}",
             percent_encoding::utf8_percent_encode(&url, percent_encoding::NON_ALPHANUMERIC)

@@ -1235,6 +1235,8 @@
       h("tbody", null, rows.map((r) => h("tr", { dataset: { url: r.url } },
         h("td", null, h("a", { href: docUrl(kind === "producer" ? "Event Producer" : "Event Consumer", r.url) }, r.url),
           r.unsent ? h("div", { class: "small text-warn" }, __("Last edit not yet sent")) : null,
+          r.connection ? h("div", { class: "small " + (r.connection.connected ? "muted" : "text-warn"), dataset: { role: "connection" } },
+            r.connection.connected ? __("Connects to this site: connected since {0}", r.connection.since || "") : __("Connects to this site: not connected now")) : null,
           r.error ? h("div", { class: "small text-error" }, r.error) : null),
         h("td", null, pill(r.status)),
         h("td", null, typeChips(r.types)),
