@@ -256,6 +256,7 @@ fn bench_prints_and_writes_every_measure() {
         "latency_longpoll p99",
         "waiting_pulls: extra RSS",
         "concurrent_write sqlite, streaming off",
+        "fanout p99, last of 2 consumers",
     ] {
         assert!(stdout.contains(row), "table lacks {row}:\n{stdout}");
     }
@@ -282,6 +283,8 @@ fn bench_prints_and_writes_every_measure() {
         "/extra/waiting_pulls/extra_rss_mb",
         "/extra/concurrent_write/sqlite/off/16",
         "/extra/concurrent_write/sqlite/1_consumer/1",
+        "/extra/fanout/p99_ms_to_last_consumer",
+        "/extra/fanout/producer_cpu_us_per_write",
     ] {
         positive(p);
     }

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod concurrent_write;
+mod fanout;
 mod long_poll;
 
 const ITEM_GROUPS: usize = 100;
@@ -446,6 +447,8 @@ async fn run_in(tmp: &Path, docs: usize, db: Option<&str>) -> Result<Report> {
     long_poll::waiting_pulls(tmp, &mut report).await?;
     eprintln!("== concurrent_write");
     concurrent_write::run(tmp, db, &mut report).await?;
+    eprintln!("== fanout");
+    fanout::run(tmp, docs, &mut report).await?;
     Ok(report)
 }
 
@@ -997,6 +1000,44 @@ fn print_table(r: &Report) {
         let label = format!("latency_longpoll {q} (no push)");
         let v = sub("latency_longpoll_ms", q);
         out.push_str(&format!("{label:<40}{v:>10.1} ms\n"));
+    }
+    if let Some(fo) = extra("fanout") {
+        let n = fo.get("consumers").and_then(Value::as_u64).unwrap_or(0);
+        let g = |k: &str| fo.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        for (label, v, unit) in [
+            (
+                format!("fanout p50, last of {n} consumers"),
+                g("p50_ms_to_last_consumer"),
+                "ms",
+            ),
+            (
+                format!("fanout p99, last of {n} consumers"),
+                g("p99_ms_to_last_consumer"),
+                "ms",
+            ),
+            (
+                "fanout p99, 1 consumer".to_string(),
+                g("p99_ms_one_consumer"),
+                "ms",
+            ),
+            (
+                format!("fanout producer CPU/write, {n}"),
+                g("producer_cpu_us_per_write"),
+                "us",
+            ),
+            (
+                "fanout producer CPU/write, 1".to_string(),
+                g("producer_cpu_us_per_write_one_consumer"),
+                "us",
+            ),
+            (
+                "fanout producer CPU/delivered log".to_string(),
+                g("producer_cpu_us_per_delivered_log"),
+                "us",
+            ),
+        ] {
+            out.push_str(&format!("{label:<40}{v:>10.1} {unit}\n"));
+        }
     }
     if let Some(cw) = extra("concurrent_write") {
         let rate = |path: &[&str]| {
