@@ -322,7 +322,7 @@ pub async fn poll(
         links.entry(producer.to_string()).or_default().last_seen = Some(Instant::now());
     }
     if came_back {
-        note_contact(site, producer, true).await?;
+        note_contact(site, producer).await?;
     }
     if !registered && site.tunnels.start_handshake(producer) {
         let (site, producer) = (site.clone(), producer.to_string());
@@ -366,17 +366,15 @@ async fn set_status(site: &Site, producer: &str, status: &str) -> Result<()> {
 }
 
 /// Records a shop's (re)connection: when it came, shown in the desk.
-async fn note_contact(site: &Site, producer: &str, came_back: bool) -> Result<()> {
+async fn note_contact(site: &Site, producer: &str) -> Result<()> {
     let now = site.clock.now();
     let mut tx = site.store.begin().await?;
-    if came_back {
-        store::execute(
-            &mut tx,
-            r#"UPDATE "tabEvent Producer" SET connected_since = $1, connection_status = CASE WHEN connection_status LIKE 'Waiting%' OR connection_status LIKE 'Handshake%' THEN connection_status ELSE 'Connected' END WHERE name = $2"#,
-            &[Param::text(&now), Param::text(producer)],
-        )
-        .await?;
-    }
+    store::execute(
+        &mut tx,
+        r#"UPDATE "tabEvent Producer" SET connected_since = $1, connection_status = CASE WHEN connection_status LIKE 'Waiting%' OR connection_status LIKE 'Handshake%' THEN connection_status ELSE 'Connected' END WHERE name = $2"#,
+        &[Param::text(&now), Param::text(producer)],
+    )
+    .await?;
     tx.commit().await
 }
 
