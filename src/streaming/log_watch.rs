@@ -14,6 +14,10 @@ use tokio::time::Instant;
 /// How often a waiting pull re-reads the seq on PostgreSQL, where another process serving the
 /// same site may have written the log (its commits do not reach this process's channel).
 const SHARED_STORE_RECHECK: Duration = Duration::from_millis(250);
+/// Wake-up delay per waiting pull when several wait ...
+const CROWD_DELAY_PER_PULL: Duration = Duration::from_micros(500);
+/// ... and the most it comes to (1,000 waiting pulls and more).
+const MAX_CROWD_DELAY: Duration = Duration::from_millis(100);
 
 /// The highest committed seq, watched by waiting pulls, and who is waiting.
 #[derive(Debug)]
@@ -95,6 +99,13 @@ impl LogWatch {
         let site = site.clone();
         tokio::spawn(async move {
             loop {
+                // Many waiting pulls (a producer of many consumers) are woken a little later,
+                // together: each then takes the commits of that moment in one page, instead of
+                // every consumer pulling once per commit.
+                let crowd = site.log_watch.waiting_pulls() as u32;
+                if crowd > 1 {
+                    tokio::time::sleep((CROWD_DELAY_PER_PULL * crowd).min(MAX_CROWD_DELAY)).await;
+                }
                 if let Err(e) = site.log_watch.publish(&site).await {
                     tracing::warn!("cannot read the newest update log seq: {e}");
                 }
@@ -133,7 +144,12 @@ impl LogWatch {
     ) -> Result<bool> {
         let mut rx = self.seq.subscribe();
         // Subscribed before the seq is read, so a commit between the two still wakes us.
-        if self.publish(site).await? > after {
+        // (Read, not published: publishing would wake the others before their delay.)
+        let now = {
+            let mut conn = site.store.conn().await?;
+            super::update_log::current_seq(&mut conn).await?
+        };
+        if now > after {
             return Ok(true);
         }
         *self
