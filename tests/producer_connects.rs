@@ -347,6 +347,42 @@ async fn damaged_line_and_kills(backend: Backend) {
         shop.insert("ToDo", json!({"description": format!("after {i}")}))
             .await;
     }
+    // A cut longer than the hosted site waits before it counts the shop as away (40 s).
+    let ep_path = format!("/api/resource/Event Producer/{}", shop.public_url);
+    eventually(
+        30,
+        "the shop connected to the restarted hosted site",
+        || async {
+            let ep = get_opt(&hosted, ep_path.clone()).await?;
+            (ep["connection_status"] == "Connected").then_some(())
+        },
+    )
+    .await;
+    let cut_at = std::time::Instant::now();
+    line.cut();
+    for i in 0..5 {
+        shop.insert("ToDo", json!({"description": format!("long cut {i}")}))
+            .await;
+    }
+    eventually(90, "the hosted site shows the shop away", || async {
+        let ep = get_opt(&hosted, ep_path.clone()).await?;
+        ep["connection_status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Away"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        cut_at.elapsed() > Duration::from_secs(15),
+        "away only after a while without polls ({:?})",
+        cut_at.elapsed()
+    );
+    line.restore();
+    eventually(30, "the shop connected again", || async {
+        let ep = get_opt(&hosted, ep_path.clone()).await?;
+        (ep["connection_status"] == "Connected").then_some(())
+    })
+    .await;
     shop.kill();
     shop.serve().await;
     for i in 0..5 {
@@ -354,13 +390,13 @@ async fn damaged_line_and_kills(backend: Backend) {
             .await;
     }
     let want = todos(&shop).await;
-    assert_eq!(want.len(), 45);
+    assert_eq!(want.len(), 50);
     eventually(60, "the hosted site holds the shop's documents", || async {
         (todos(&hosted).await == want).then_some(())
     })
     .await;
     let synced = count_of(&hosted, "Event Sync Log", json!({"status": "Synced"})).await;
-    assert_eq!(synced, 45, "each document applied exactly once");
+    assert_eq!(synced, 50, "each document applied exactly once");
     assert_eq!(
         count_of(&hosted, "Event Sync Log", json!({"status": "Failed"})).await,
         0

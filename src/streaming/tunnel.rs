@@ -205,8 +205,6 @@ impl TunnelHub {
                     link.queue.push_front(r);
                 }
             }
-            link.polls_open += 1;
-            link.last_seen = Some(Instant::now());
             link.wake.clone()
         };
         let out = loop {
@@ -227,11 +225,6 @@ impl TunnelHub {
                 _ = tokio::time::sleep_until(until) => break Vec::new(),
             }
         };
-        let mut links = self.links.lock().expect("tunnel lock");
-        if let Some(link) = links.get_mut(producer) {
-            link.polls_open = link.polls_open.saturating_sub(1);
-            link.last_seen = Some(Instant::now());
-        }
         out
     }
 
@@ -335,8 +328,55 @@ pub async fn poll(
         });
     }
     let wait = Duration::from_secs_f64(wait.unwrap_or(25.0).clamp(0.0, 30.0));
+    let _open = OpenPoll::new(site, producer);
     let requests = site.tunnels.take(producer, wait, received).await;
     Ok(json!({ "requests": requests }))
+}
+
+/// A poll being held, counted while it lives: also when it is dropped because the shop's
+/// connection went away mid-poll (the server drops the request then).
+struct OpenPoll {
+    site: Arc<Site>,
+    producer: String,
+}
+
+impl OpenPoll {
+    fn new(site: &Arc<Site>, producer: &str) -> OpenPoll {
+        let mut links = site.tunnels.links.lock().expect("tunnel lock");
+        let link = links.entry(producer.to_string()).or_default();
+        link.polls_open += 1;
+        link.last_seen = Some(Instant::now());
+        OpenPoll {
+            site: site.clone(),
+            producer: producer.to_string(),
+        }
+    }
+}
+
+impl Drop for OpenPoll {
+    fn drop(&mut self) {
+        if let Some(link) = self
+            .site
+            .tunnels
+            .links
+            .lock()
+            .expect("tunnel lock")
+            .get_mut(&self.producer)
+        {
+            link.polls_open = link.polls_open.saturating_sub(1);
+            link.last_seen = Some(Instant::now());
+        }
+        // If no poll follows this one, the desk shows the shop away once it counts as away.
+        let (site, name) = (self.site.clone(), std::mem::take(&mut self.producer));
+        tokio::spawn(async move {
+            tokio::time::sleep(AWAY_AFTER + Duration::from_secs(1)).await;
+            if !site.tunnels.is_connected(&name) {
+                if let Err(e) = mark_away_one(&site, &name).await {
+                    tracing::warn!(producer = %name, "cannot mark the producer away: {e}");
+                }
+            }
+        });
+    }
 }
 
 /// `docstream.tunnel.reply`: the shop's answers to requests it was given.
@@ -423,8 +463,23 @@ pub async fn mark_away(site: &Site) -> Result<()> {
     for r in rows {
         let name = super::producer::value_text(r.first());
         if !site.tunnels.is_connected(&name) {
-            set_status(site, &name, "Away: the producer has not connected lately").await?;
+            mark_away_one(site, &name).await?;
         }
     }
     Ok(())
+}
+
+/// Shows a connected producer as away.
+async fn mark_away_one(site: &Site, producer: &str) -> Result<()> {
+    let mut tx = site.store.begin().await?;
+    store::execute(
+        &mut tx,
+        r#"UPDATE "tabEvent Producer" SET connection_status = $1 WHERE name = $2 AND connection_status = 'Connected'"#,
+        &[
+            Param::text("Away: the producer has not connected lately"),
+            Param::text(producer),
+        ],
+    )
+    .await?;
+    tx.commit().await
 }
