@@ -104,27 +104,7 @@ async fn wire(
     consumer
         .insert_doc(&admin, "Event Producer", doc_from(json!({"producer_url": producer.config.url, "producer_doctypes": rows, "user": SUBSCRIBER, "api_key": keys_on_producer.0, "api_secret": keys_on_producer.1})), &WriteFlags::default())
         .await?;
-    let ec = producer
-        .get_doc(&admin, "Event Consumer", &consumer.config.url)
-        .await?;
-    let mut rows = ec
-        .get("consumer_doctypes")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for r in rows.iter_mut() {
-        r["status"] = json!("Approved");
-    }
-    producer
-        .update_doc(
-            &admin,
-            "Event Consumer",
-            &consumer.config.url,
-            doc_from(json!({"consumer_doctypes": rows})),
-            &WriteFlags::default(),
-        )
-        .await?;
-    Ok(())
+    crate::streaming::producer::approve_all(producer, &consumer.config.url).await
 }
 
 /// Runs the demo until Ctrl-C.

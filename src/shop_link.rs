@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::site::Site;
 use crate::store::{self, Param};
 use crate::streaming::remote::RemoteSite;
-use crate::streaming::tunnel::{TunnelReply, TunnelRequest};
+use crate::streaming::tunnel::{b64, TunnelReply, TunnelRequest};
 use base64::Engine;
 use serde_json::Value;
 use std::sync::Arc;
@@ -19,10 +19,6 @@ use std::time::Duration;
 const POLL_WAIT: &str = "25";
 /// Tries to deliver one answer.
 const REPLY_TRIES: u32 = 5;
-
-fn b64() -> base64::engine::GeneralPurpose {
-    base64::engine::general_purpose::STANDARD
-}
 
 /// Keeps one link open to each enabled Event Subscriber of the site, for as long as it runs.
 pub async fn run(app: AppState, site: Arc<Site>) {

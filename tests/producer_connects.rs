@@ -6,7 +6,6 @@ mod common;
 use common::fault_proxy::{FaultProxy, Faults};
 use common::*;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,37 +16,6 @@ async fn shop_behind_nat_streams_to_the_hosted_site_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shop_behind_nat_streams_to_the_hosted_site_postgres() {
     shop_behind_nat(Backend::Postgres).await;
-}
-
-async fn notes(site: &TestSite) -> BTreeMap<String, String> {
-    let (s, b) = site
-        .get(r#"/api/resource/Note?fields=["name","title"]&limit_page_length=0"#)
-        .await;
-    assert_eq!(s, 200, "{b}");
-    b["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["name"].to_string(), r["title"].to_string()))
-        .collect()
-}
-
-async fn todos(site: &TestSite) -> BTreeMap<String, String> {
-    let (s, b) = site
-        .get(r#"/api/resource/ToDo?fields=["name","description"]&limit_page_length=0"#)
-        .await;
-    assert_eq!(s, 200, "{b}");
-    b["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap().to_string(),
-                r["description"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
 }
 
 /// A hosted consumer and a shop behind NAT producing ToDos for it, connected through a line
@@ -269,18 +237,18 @@ async fn shop_behind_nat(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     line.restore();
-    let want = todos(&shop).await;
+    let want = field_by_name(&shop, "ToDo", "description").await;
     assert_eq!(want.len(), 1227);
     eventually(60, "the hosted site holds the shop's documents", || async {
-        (todos(&hosted).await == want).then_some(())
+        (field_by_name(&hosted, "ToDo", "description").await == want).then_some(())
     })
     .await;
     let synced = count_of(&hosted, "Event Sync Log", json!({"status": "Synced"})).await;
     assert_eq!(synced, 1227, "each document applied exactly once");
-    let want = notes(&hosted).await;
+    let want = field_by_name(&hosted, "Note", "title").await;
     assert_eq!(want.len(), 16);
     eventually(60, "the shop holds the hosted site's Notes", || async {
-        (notes(&shop).await == want).then_some(())
+        (field_by_name(&shop, "Note", "title").await == want).then_some(())
     })
     .await;
     let synced = count_of(&shop, "Event Sync Log", json!({"status": "Synced"})).await;
@@ -389,10 +357,10 @@ async fn damaged_line_and_kills(backend: Backend) {
         shop.insert("ToDo", json!({"description": format!("shop back {i}")}))
             .await;
     }
-    let want = todos(&shop).await;
+    let want = field_by_name(&shop, "ToDo", "description").await;
     assert_eq!(want.len(), 50);
     eventually(60, "the hosted site holds the shop's documents", || async {
-        (todos(&hosted).await == want).then_some(())
+        (field_by_name(&hosted, "ToDo", "description").await == want).then_some(())
     })
     .await;
     let synced = count_of(&hosted, "Event Sync Log", json!({"status": "Synced"})).await;

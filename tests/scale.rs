@@ -5,26 +5,7 @@
 mod common;
 use common::*;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::time::Duration;
-
-async fn todo_map(site: &TestSite) -> BTreeMap<String, String> {
-    let (s, b) = site
-        .get(r#"/api/resource/ToDo?fields=["name","description"]&limit_page_length=0"#)
-        .await;
-    assert_eq!(s, 200, "{b}");
-    b["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap().to_string(),
-                r["description"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_consumers_of_one_producer_converge() {
@@ -73,11 +54,11 @@ async fn twenty_consumers_of_one_producer_converge() {
         let (s, b) = p.delete(&format!("/api/resource/ToDo/{n}")).await;
         assert_eq!(s, 202, "{b}");
     }
-    let want = todo_map(&p).await;
+    let want = field_by_name(&p, "ToDo", "description").await;
     assert_eq!(want.len(), 50);
     for (i, c) in consumers.iter().enumerate() {
         eventually(30, &format!("consumer {i} converged"), || async {
-            (todo_map(c).await == want).then_some(())
+            (field_by_name(c, "ToDo", "description").await == want).then_some(())
         })
         .await;
         let synced = count_of(c, "Event Sync Log", json!({"status": "Synced"})).await;
@@ -160,7 +141,7 @@ async fn three_processes_on_one_postgres_producer_lose_nothing() {
         w.await.unwrap();
     }
     // What committed is what the producer holds (a write cut by the kill may or may not have).
-    let want = todo_map(&p).await;
+    let want = field_by_name(&p, "ToDo", "description").await;
     assert!(want.len() >= 200, "most writes landed: {}", want.len());
     // Seqs are unique and gap-free across the processes.
     let (s, logs) = p
@@ -182,7 +163,7 @@ async fn three_processes_on_one_postgres_producer_lose_nothing() {
     eventually(
         60,
         "the consumer holds exactly the producer's documents",
-        || async { (todo_map(&c).await == want).then_some(()) },
+        || async { (field_by_name(&c, "ToDo", "description").await == want).then_some(()) },
     )
     .await;
     let synced = count_of(&c, "Event Sync Log", json!({"status": "Synced"})).await;

@@ -11,6 +11,7 @@ use crate::service::documents::WriteFlags;
 use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store;
+use crate::streaming::producer::approve_all;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,31 +27,6 @@ struct Phase {
     p99_ms: f64,
     writes: u64,
     cpu_s: f64,
-}
-
-async fn approve(producer: &Site, consumer_url: &str) -> Result<()> {
-    let admin = Caller::administrator();
-    let ec = producer
-        .get_doc(&admin, "Event Consumer", consumer_url)
-        .await?;
-    let mut rows = ec
-        .get("consumer_doctypes")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for r in rows.iter_mut() {
-        r["status"] = json!("Approved");
-    }
-    producer
-        .update_doc(
-            &admin,
-            "Event Consumer",
-            consumer_url,
-            store::doc_from(json!({ "consumer_doctypes": rows })),
-            &WriteFlags::default(),
-        )
-        .await?;
-    Ok(())
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -205,7 +181,7 @@ pub(super) async fn run(tmp: &Path, docs: usize, report: &mut Report) -> Result<
         sites.push(site);
         crate::progress::report("fanout sites", i as u64 + 1, Some(consumers as u64));
     }
-    approve(&producer, &sites[0].config.url).await?;
+    approve_all(&producer, &sites[0].config.url).await?;
     let start = |k: usize| -> Result<Served> {
         let child = serve(&tmp.join(format!("fan-c{k}")), free_port()?)?;
         Ok(Served {
@@ -226,7 +202,7 @@ pub(super) async fn run(tmp: &Path, docs: usize, report: &mut Report) -> Result<
     tokio::time::sleep(Duration::from_secs(1)).await;
     let one = phase(&client, &p, &producer, &sites[..1], &todo, secs).await?;
     for s in &sites[1..] {
-        approve(&producer, &s.config.url).await?;
+        approve_all(&producer, &s.config.url).await?;
     }
     for k in 1..=PROCESSES.min(consumers - 1) {
         servers.push(start(k)?);

@@ -36,16 +36,7 @@ pub(super) async fn latency(run: &LatencyRun<'_>, data_dir: &Path) -> Result<Lat
 
 /// Resident memory of a process now (VmRSS), in MB.
 fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|k| k.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
+    super::status_mb(pid, "VmRSS")
 }
 
 /// The soft open-file limit of this process (inherited by the producer it starts).

@@ -7,6 +7,7 @@ use crate::service::permissions::Caller;
 use crate::service::provisioning;
 use crate::site::Site;
 use crate::store::{self, Doc};
+use crate::streaming::producer::approve_all;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -552,18 +553,23 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Peak resident memory (VmHWM) of a process in MB.
-fn peak_rss_mb(pid: u32) -> f64 {
+/// A memory figure of a process's `/proc/PID/status` (`VmHWM`, `VmRSS`) in MB.
+fn status_mb(pid: u32, key: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|k| k.parse::<f64>().ok())
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// Peak resident memory (VmHWM) of a process in MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmHWM")
 }
 
 /// Waits until the consumer's checkpoint reaches `target`; returns the seconds it took.
@@ -621,24 +627,7 @@ async fn stream_measures(
     consumer
         .insert_doc(&admin, "Event Producer", store::doc_from(json!({"producer_url": p.url, "producer_doctypes": rows, "user": "Administrator", "api_key": keys.0, "api_secret": keys.1})), &WriteFlags::default())
         .await?;
-    let ec = producer.get_doc(&admin, "Event Consumer", &c.url).await?;
-    let mut crow = ec
-        .get("consumer_doctypes")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for r in crow.iter_mut() {
-        r["status"] = json!("Approved");
-    }
-    producer
-        .update_doc(
-            &admin,
-            "Event Consumer",
-            &c.url,
-            store::doc_from(json!({"consumer_doctypes": crow})),
-            &WriteFlags::default(),
-        )
-        .await?;
+    approve_all(&producer, &c.url).await?;
 
     // stream_apply: N documents written while the consumer is stopped.
     drop(c);
@@ -728,24 +717,7 @@ async fn stream_measures(
     let rows = json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 0}]);
     bare.insert_doc(&admin, "Event Producer", store::doc_from(json!({"producer_url": p.url, "producer_doctypes": rows, "user": "Administrator", "api_key": keys.0, "api_secret": keys.1})), &WriteFlags::default())
         .await?;
-    let ec = producer.get_doc(&admin, "Event Consumer", &d.url).await?;
-    let mut drow = ec
-        .get("consumer_doctypes")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for r in drow.iter_mut() {
-        r["status"] = json!("Approved");
-    }
-    producer
-        .update_doc(
-            &admin,
-            "Event Consumer",
-            &d.url,
-            store::doc_from(json!({"consumer_doctypes": drow})),
-            &WriteFlags::default(),
-        )
-        .await?;
+    approve_all(&producer, &d.url).await?;
     drop(d);
     let invoices = (docs / 2).max(1);
     let inv_dt = producer.meta().get("Sales Invoice")?;

@@ -61,6 +61,12 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// The newest committed seq, read on a connection given back at once.
+async fn newest_seq(site: &Site) -> Result<i64> {
+    let mut conn = site.store.conn().await?;
+    super::update_log::current_seq(&mut conn).await
+}
+
 impl LogWatch {
     /// True while the consumer has a pull waiting here: it needs no push notification.
     pub fn is_waiting(&self, consumer: &str) -> bool {
@@ -122,10 +128,7 @@ impl LogWatch {
     }
 
     async fn publish(&self, site: &Site) -> Result<i64> {
-        let seq = {
-            let mut conn = site.store.conn().await?;
-            super::update_log::current_seq(&mut conn).await?
-        };
+        let seq = newest_seq(site).await?;
         self.seq.send_if_modified(|s| {
             let rose = seq > *s;
             *s = (*s).max(seq);
@@ -145,11 +148,7 @@ impl LogWatch {
         let mut rx = self.seq.subscribe();
         // Subscribed before the seq is read, so a commit between the two still wakes us.
         // (Read, not published: publishing would wake the others before their delay.)
-        let now = {
-            let mut conn = site.store.conn().await?;
-            super::update_log::current_seq(&mut conn).await?
-        };
-        if now > after {
+        if newest_seq(site).await? > after {
             return Ok(true);
         }
         *self

@@ -587,6 +587,30 @@ async fn write_snapshot(
     Ok(())
 }
 
+/// Approves every row of a consumer's subscription, as a System Manager would in the desk
+/// (the demo and the benchmark wire sites with it).
+pub async fn approve_all(site: &Site, consumer_url: &str) -> Result<()> {
+    let admin = Caller::administrator();
+    let ec = site.get_doc(&admin, "Event Consumer", consumer_url).await?;
+    let mut rows = ec
+        .get("consumer_doctypes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for r in rows.iter_mut() {
+        r["status"] = json!("Approved");
+    }
+    site.update_doc(
+        &admin,
+        "Event Consumer",
+        consumer_url,
+        store::doc_from(json!({ "consumer_doctypes": rows })),
+        &WriteFlags::default(),
+    )
+    .await?;
+    Ok(())
+}
+
 /// After an approval commit: sets the row statuses on the consumer's Event Producer.
 pub async fn tell_consumer_statuses(site: &Site, consumer_url: &str) -> Result<()> {
     let reg = site.meta();

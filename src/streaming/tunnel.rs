@@ -96,7 +96,8 @@ impl std::fmt::Debug for TunnelHub {
     }
 }
 
-fn b64() -> base64::engine::GeneralPurpose {
+/// The encoding of bodies in tunnelled requests and answers.
+pub fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 

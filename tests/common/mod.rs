@@ -530,6 +530,32 @@ pub async fn subscribe_with_keys(
     .await;
 }
 
+/// Every document of `doctype` on a site, by name, with the text of one `field`: for
+/// comparing what two sites hold.
+pub async fn field_by_name(
+    site: &TestSite,
+    doctype: &str,
+    field: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let (s, b) = site
+        .get(&format!(
+            r#"/api/resource/{doctype}?fields=["name","{field}"]&limit_page_length=0"#
+        ))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r[field].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
 pub async fn get_opt(site: &TestSite, path: impl Into<String>) -> Option<Value> {
     let (s, b) = site.get(&path.into()).await;
     (s == 200).then(|| b["data"].clone())
