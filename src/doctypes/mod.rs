@@ -150,16 +150,10 @@ pub async fn prepare_insert(
     if !flags.ignore_permissions {
         caller.require(dt, crate::meta::PermType::Create)?;
     }
-    if crate::streaming::tunnel::producer_connects(input) {
-        // The producer cannot be called: the handshake waits for its first connection.
-        crate::streaming::consumer::defer_registration(site, input).await?;
-        flags.set_read_only = true;
-        return Ok(None);
-    }
     let registration = crate::streaming::consumer::register(site, input).await?;
-    // The row statuses come from the producer's reply.
+    // The row statuses come from the producer's reply (Pending for a producer that connects).
     flags.set_read_only = true;
-    Ok(Some(registration))
+    Ok(registration)
 }
 
 /// Inside the insert's transaction, after the row: stores what `prepare_insert` learned.

@@ -98,15 +98,21 @@ fn consumer_doctypes(doc: &Doc, remote: &[String]) -> Vec<Value> {
 }
 
 /// Before an Event Producer is stored: checks the producer and the keys, and registers there.
-/// Fills the row statuses from the producer's reply into `doc`.
-pub async fn register(site: &Site, doc: &mut Doc) -> Result<Registration> {
+/// Fills the row statuses from the producer's reply into `doc`. A producer that connects
+/// cannot be called: the same checks are made, and the handshake waits for its first
+/// connection (`None`).
+pub async fn register(site: &Site, doc: &mut Doc) -> Result<Option<Registration>> {
+    if super::tunnel::producer_connects(doc) {
+        defer_registration(site, doc).await?;
+        return Ok(None);
+    }
     let (url, remote) = check_new(site, doc).await?;
-    register_with(site, doc, &url, remote).await
+    register_with(site, doc, &url, remote).await.map(Some)
 }
 
 /// Before an Event Producer whose producer connects is stored: the same checks, without
 /// calling the producer; its rows wait as Pending.
-pub async fn defer_registration(site: &Site, doc: &mut Doc) -> Result<()> {
+async fn defer_registration(site: &Site, doc: &mut Doc) -> Result<()> {
     check_new(site, doc).await?;
     let user = text(doc.get("user"));
     {
