@@ -66,6 +66,10 @@ enum Command {
         /// and drops databases of its own there.
         #[arg(long)]
         db: Option<String>,
+        /// Only these groups of measures, comma-separated: stream, waiting_pulls,
+        /// concurrent_write, fanout, fanin, multi_process.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -178,9 +182,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo { data_dir, port } => crate::demo::run(&data_dir, port).await?,
-        Command::Bench { docs, json, db } => {
-            crate::bench::run(docs, json.as_deref(), db.as_deref()).await?
-        }
+        Command::Bench {
+            docs,
+            json,
+            db,
+            only,
+        } => crate::bench::run(docs, json.as_deref(), db.as_deref(), only.as_deref()).await?,
     }
     Ok(())
 }

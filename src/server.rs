@@ -134,6 +134,11 @@ pub async fn serve(
         .iter()
         .map(|s| tokio::spawn(crate::streaming::consumer::run_worker(s.clone())))
         .collect();
+    let flushers: Vec<_> = sites
+        .all()
+        .iter()
+        .map(|s| tokio::spawn(crate::streaming::acks::run_flusher(s.clone())))
+        .collect();
     let links: Vec<_> = sites
         .all()
         .iter()
@@ -159,10 +164,13 @@ pub async fn serve(
     })
     .await
     .map_err(|e| Error::Internal(format!("server failed: {e}")))?;
-    for w in workers.into_iter().chain(links) {
+    for w in workers.into_iter().chain(links).chain(flushers) {
         w.abort();
     }
     for s in sites.all() {
+        if let Err(e) = s.acks.flush(s).await {
+            tracing::warn!(site = %s.name, "cannot write consumer acknowledgements: {e}");
+        }
         s.store.close().await;
     }
     Ok(())

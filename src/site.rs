@@ -32,6 +32,10 @@ pub struct Site {
     pub key_cache: crate::service::auth::KeyCache,
     /// Coalesces push notifications to this site's consumers.
     pub notifier: crate::streaming::notifier::Notifier,
+    /// Pull pages shared between consumers asking for the same logs.
+    pub pages: crate::streaming::page_cache::PageCache,
+    /// Consumers' acknowledgements not yet written.
+    pub acks: crate::streaming::acks::Acks,
     /// Wakes long-poll pulls waiting for new update logs.
     pub log_watch: crate::streaming::log_watch::LogWatch,
     /// Wakes the pull worker (a producer notified us, or a pull was asked for).
@@ -95,6 +99,8 @@ impl Site {
             http: crate::streaming::remote::RemoteSite::http_client(),
             notifier: Default::default(),
             log_watch: Default::default(),
+            acks: Default::default(),
+            pages: Default::default(),
             key_cache: Default::default(),
             pull_wakeup: tokio::sync::Notify::new(),
             long_polls: Default::default(),

@@ -327,14 +327,9 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
                 },
             )
             .await?;
-            let mut r = if pulled.paged {
-                super::envelope::raw_json(crate::streaming::page::encode(
-                    &pulled.logs,
-                    pulled.last_seq,
-                    pulled.has_more,
-                ))
-            } else {
-                message(Value::Array(pulled.logs))
+            let mut r = match pulled.page {
+                Some(body) => super::envelope::raw_json(body.to_string()),
+                None => message(Value::Array(pulled.logs)),
             };
             let h = r.headers_mut();
             h.insert("x-docstream-last-seq", HeaderValue::from(pulled.last_seq));

@@ -8,6 +8,55 @@ use std::time::Duration;
 
 const BUCKETS_MS: [u64; 8] = [1, 5, 10, 25, 50, 100, 500, 2500];
 
+/// What a request is, for the CPU it costs.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// POST, PUT or DELETE on `/api/resource`.
+    Write,
+    /// `get_update_logs_for_consumer`, long polls included.
+    Pull,
+    /// Everything else.
+    Other,
+}
+
+impl Kind {
+    const ALL: [(Kind, &'static str); 3] = [
+        (Kind::Write, "write"),
+        (Kind::Pull, "pull"),
+        (Kind::Other, "other"),
+    ];
+
+    /// Tells a request's kind from its method and URL.
+    pub fn of(method: &axum::http::Method, uri: &axum::http::Uri) -> Kind {
+        use axum::http::Method;
+        let path = uri.path();
+        let pull = "get_update_logs_for_consumer";
+        if path.ends_with(pull) || (path == "/" && uri.query().is_some_and(|q| q.contains(pull))) {
+            Kind::Pull
+        } else if path.starts_with("/api/resource/")
+            && matches!(*method, Method::POST | Method::PUT | Method::DELETE)
+        {
+            Kind::Write
+        } else {
+            Kind::Other
+        }
+    }
+}
+
+/// CPU time of the calling thread, in microseconds.
+fn thread_cpu_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the call only writes into it.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
 /// Process-wide request counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -15,6 +64,9 @@ pub struct Metrics {
     buckets: [AtomicU64; 8],
     count: AtomicU64,
     sum_us: AtomicU64,
+    /// CPU spent polling requests, and how many, by [`Kind`].
+    cpu_us: [AtomicU64; 3],
+    by_kind: [AtomicU64; 3],
 }
 
 impl Metrics {
@@ -35,6 +87,21 @@ impl Metrics {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Runs a request's future, adding the CPU its polls take to its kind's total (the store
+    /// runs statements on the polling thread, so that is the request's whole cost).
+    pub async fn on_cpu<F: std::future::Future>(&self, kind: Kind, f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let total = &self.cpu_us[kind as usize];
+        self.by_kind[kind as usize].fetch_add(1, Ordering::Relaxed);
+        std::future::poll_fn(|cx| {
+            let before = thread_cpu_us();
+            let r = std::future::Future::poll(f.as_mut(), cx);
+            total.fetch_add(thread_cpu_us().saturating_sub(before), Ordering::Relaxed);
+            r
+        })
+        .await
     }
 
     /// The text exposition, with the site's streaming figures read from its database.
@@ -64,6 +131,22 @@ impl Metrics {
             self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "docstream_http_request_duration_seconds_count {count}");
+        out.push_str("# HELP docstream_request_cpu_seconds_total CPU spent handling requests, by kind (write: POST/PUT/DELETE on /api/resource; pull: get_update_logs_for_consumer).\n# TYPE docstream_request_cpu_seconds_total counter\n");
+        for (kind, label) in Kind::ALL {
+            let _ = writeln!(
+                out,
+                "docstream_request_cpu_seconds_total{{kind=\"{label}\"}} {}",
+                self.cpu_us[kind as usize].load(Ordering::Relaxed) as f64 / 1e6
+            );
+        }
+        out.push_str("# HELP docstream_requests_by_kind_total Requests by kind.\n# TYPE docstream_requests_by_kind_total counter\n");
+        for (kind, label) in Kind::ALL {
+            let _ = writeln!(
+                out,
+                "docstream_requests_by_kind_total{{kind=\"{label}\"}} {}",
+                self.by_kind[kind as usize].load(Ordering::Relaxed)
+            );
+        }
         if let Ok(mut conn) = site.store.conn().await {
             if let Ok(n) = crate::streaming::update_log::current_seq(&mut conn).await {
                 out.push_str("# HELP docstream_update_logs_written_total Event Update Logs written by this site.\n# TYPE docstream_update_logs_written_total counter\n");

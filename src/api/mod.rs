@@ -54,7 +54,8 @@ async fn dispatch(
     req: Request<Body>,
 ) -> Response {
     let started = Instant::now();
-    let response = match handle(&app, peer, req).await {
+    let kind = metrics::Kind::of(req.method(), req.uri());
+    let response = match app.metrics.on_cpu(kind, handle(&app, peer, req)).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };

@@ -28,13 +28,22 @@ fn with_database(url: &str, name: &str) -> String {
 }
 
 /// Databases made for the run, dropped at its end.
-struct Databases {
+pub(super) struct Databases {
     admin: String,
     made: Vec<String>,
 }
 
 impl Databases {
-    async fn make(&mut self) -> Result<String> {
+    /// None made yet, on the server of `admin` (a database URL).
+    pub(super) fn new(admin: &str) -> Databases {
+        Databases {
+            admin: admin.to_string(),
+            made: Vec::new(),
+        }
+    }
+
+    /// A new empty database; its URL.
+    pub(super) async fn make(&mut self) -> Result<String> {
         use sqlx::{Connection, Executor};
         let name = format!("docstream_bench_{}_{}", std::process::id(), self.made.len());
         let mut conn = sqlx::PgConnection::connect(&self.admin)
@@ -50,7 +59,8 @@ impl Databases {
         Ok(with_database(&self.admin, &name))
     }
 
-    async fn drop_all(&self) {
+    /// Drops every database made.
+    pub(super) async fn drop_all(&self) {
         use sqlx::{Connection, Executor};
         let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await else {
             return;
@@ -73,10 +83,7 @@ pub(super) async fn run(tmp: &Path, db: Option<&str>, report: &mut super::Report
     );
     match db {
         Some(url) => {
-            let mut dbs = Databases {
-                admin: url.to_string(),
-                made: Vec::new(),
-            };
+            let mut dbs = Databases::new(url);
             let result = async {
                 let mut pg = backend(tmp, Some(&mut dbs)).await?;
                 pg["raw_one_row_commit_per_s"] = raw_one_row(&mut dbs).await?;

@@ -26,7 +26,27 @@ struct Phase {
     p50_ms: f64,
     p99_ms: f64,
     writes: u64,
+    /// All the producer process's CPU, serving pulls included.
     cpu_s: f64,
+    /// The CPU of the write requests alone (the producer's own accounting, `/metrics`).
+    write_cpu_s: f64,
+}
+
+/// The producer's `docstream_request_cpu_seconds_total{kind="write"}`.
+async fn write_cpu_seconds(client: &reqwest::Client, url: &str) -> Result<f64> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| Error::Internal(format!("cannot read {url}/metrics: {e}")))?
+        .text()
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"docstream_request_cpu_seconds_total{kind="write"} "#))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::Internal(format!("{url}/metrics has no write CPU figure")))
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -53,6 +73,7 @@ async fn phase(
     let first = current_seq(producer).await? + 1;
     let pid = p.child.id();
     let cpu_before = cpu_seconds(pid);
+    let write_cpu_before = write_cpu_seconds(client, &p.url).await?;
     let writes = WRITES_PER_S * secs;
     let tick = Duration::from_micros(1_000_000 / WRITES_PER_S);
     let started = Instant::now();
@@ -77,6 +98,7 @@ async fn phase(
         wait_caught_up(c, &p.url, last, "fanout drain").await?;
     }
     let cpu_s = cpu_seconds(pid) - cpu_before;
+    let write_cpu_s = write_cpu_seconds(client, &p.url).await? - write_cpu_before;
     let parse =
         |s: &str| chrono::NaiveDateTime::parse_from_str(s, crate::time::DATETIME_FORMAT).ok();
     let range = [
@@ -124,6 +146,7 @@ async fn phase(
         p99_ms: percentile(&lat, 0.99),
         writes,
         cpu_s,
+        write_cpu_s,
     })
 }
 
@@ -213,7 +236,8 @@ pub(super) async fn run(tmp: &Path, docs: usize, report: &mut Report) -> Result<
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let many = phase(&client, &p, &producer, &sites, &todo, secs).await?;
-    let per_write = |ph: &Phase| ph.cpu_s * 1e6 / ph.writes as f64;
+    let per_write = |ph: &Phase| ph.write_cpu_s * 1e6 / ph.writes as f64;
+    let process_per_write = |ph: &Phase| ph.cpu_s * 1e6 / ph.writes as f64;
     report.extra.insert(
         "fanout".into(),
         json!({
@@ -227,6 +251,8 @@ pub(super) async fn run(tmp: &Path, docs: usize, report: &mut Report) -> Result<
             "p99_ms_one_consumer": one.p99_ms,
             "producer_cpu_us_per_write": per_write(&many),
             "producer_cpu_us_per_write_one_consumer": per_write(&one),
+            "producer_process_cpu_us_per_write": process_per_write(&many),
+            "producer_process_cpu_us_per_write_one_consumer": process_per_write(&one),
             "producer_cpu_us_per_delivered_log": many.cpu_s * 1e6 / (many.writes as f64 * consumers as f64),
         }),
     );

@@ -14,8 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod concurrent_write;
+mod fanin;
 mod fanout;
 mod long_poll;
+mod multi_process;
 
 const ITEM_GROUPS: usize = 100;
 const ROWS_PER_INVOICE: usize = 5;
@@ -337,10 +339,16 @@ async fn add_consumers(site: &Site, sink: &str, from: usize, count: usize) -> Re
 }
 
 /// Runs the benchmark and prints a table (and JSON to `json`).
-pub async fn run(docs: usize, json_out: Option<&Path>, db: Option<&str>) -> Result<()> {
+pub async fn run(
+    docs: usize,
+    json_out: Option<&Path>,
+    db: Option<&str>,
+    only: Option<&str>,
+) -> Result<()> {
     let docs = docs.max(2);
+    let only = Only::parse(only)?;
     let tmp = std::env::temp_dir().join(format!("docstream-bench-{}", std::process::id()));
-    let result = run_in(&tmp, docs, db).await;
+    let result = run_in(&tmp, docs, db, &only).await;
     let _ = std::fs::remove_dir_all(&tmp);
     let report = result?;
     print_table(&report);
@@ -351,7 +359,40 @@ pub async fn run(docs: usize, json_out: Option<&Path>, db: Option<&str>) -> Resu
     Ok(())
 }
 
-async fn run_in(tmp: &Path, docs: usize, db: Option<&str>) -> Result<Report> {
+/// The groups of measures `--only` may name, in the order they run.
+const GROUPS: [&str; 6] = [
+    "stream",
+    "waiting_pulls",
+    "concurrent_write",
+    "fanout",
+    "fanin",
+    "multi_process",
+];
+
+/// The groups a run takes (`--only`, else all).
+struct Only(Vec<String>);
+
+impl Only {
+    fn parse(only: Option<&str>) -> Result<Only> {
+        let Some(list) = only else {
+            return Ok(Only(GROUPS.iter().map(|g| g.to_string()).collect()));
+        };
+        let picked: Vec<String> = list.split(',').map(|g| g.trim().to_string()).collect();
+        if let Some(bad) = picked.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+            return Err(Error::Validation(format!(
+                "--only: unknown measure group {bad:?}; the groups are {}",
+                GROUPS.join(", ")
+            )));
+        }
+        Ok(Only(picked))
+    }
+
+    fn has(&self, group: &str) -> bool {
+        self.0.iter().any(|g| g == group)
+    }
+}
+
+async fn run_in(tmp: &Path, docs: usize, db: Option<&str>, only: &Only) -> Result<Report> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(4)
         .build()
@@ -361,6 +402,44 @@ async fn run_in(tmp: &Path, docs: usize, db: Option<&str>) -> Result<Report> {
         sqlite_synchronous: "NORMAL".into(),
         ..Default::default()
     };
+    if only.has("stream") {
+        core_measures(tmp, docs, &client, &mut report).await?;
+    }
+    if only.has("waiting_pulls") {
+        eprintln!("== waiting_pulls");
+        long_poll::waiting_pulls(tmp, &mut report).await?;
+    }
+    if only.has("concurrent_write") {
+        eprintln!("== concurrent_write");
+        concurrent_write::run(tmp, db, &mut report).await?;
+    }
+    if only.has("fanout") {
+        eprintln!("== fanout");
+        fanout::run(tmp, docs, &mut report).await?;
+    }
+    if only.has("fanin") {
+        eprintln!("== fanin");
+        fanin::run(tmp, docs, &mut report).await?;
+    }
+    if only.has("multi_process") {
+        eprintln!("== multi_process");
+        match db {
+            Some(url) => multi_process::run(tmp, url, &mut report).await?,
+            None => {
+                eprintln!("multi_process: skipped (give --db postgres://user@host/db to run it)")
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// raw_insert, producer_write, rest_get and the stream measures.
+async fn core_measures(
+    tmp: &Path,
+    docs: usize,
+    client: &reqwest::Client,
+    report: &mut Report,
+) -> Result<()> {
     eprintln!("== raw_insert");
     // One pass lasts under a second at 10,000 documents, where this VM's speed swings by a
     // quarter: the floor is the median of three passes, each into a fresh site.
@@ -390,7 +469,7 @@ async fn run_in(tmp: &Path, docs: usize, db: Option<&str>) -> Result<Report> {
         let site = make_site(&tmp.join(&name), &name, port).await?;
         seed_masters(&site).await?;
         add_consumers(&site, &sink, 0, consumers).await?;
-        let served = start_served(&site, port, &client).await?;
+        let served = start_served(&site, port, client).await?;
         producers.push(ProducerRun {
             label,
             site,
@@ -407,7 +486,7 @@ async fn run_in(tmp: &Path, docs: usize, db: Option<&str>) -> Result<Report> {
             let pid = p.served.child.id();
             let cpu_before = cpu_seconds(pid);
             let prefix = format!("W{}-", p.label);
-            let (t, mut n) = rest_inserts(&client, &p.served, &prefix, docs, from..to).await?;
+            let (t, mut n) = rest_inserts(client, &p.served, &prefix, docs, from..to).await?;
             p.cpu_s += cpu_seconds(pid) - cpu_before;
             p.took += t;
             p.names.append(&mut n);
@@ -429,7 +508,7 @@ async fn run_in(tmp: &Path, docs: usize, db: Option<&str>) -> Result<Report> {
     report
         .extra
         .insert("producer_cpu_us_per_doc".into(), Value::Object(cpu_us));
-    let gets = rest_gets(&client, &producers[0].served, &producers[0].names).await?;
+    let gets = rest_gets(client, &producers[0].served, &producers[0].names).await?;
     report.extra.insert("rest_get_per_s".into(), json!(gets));
     let off = report.producer_write_per_s["off"].as_f64().unwrap_or(1.0);
     for k in ["1", "10"] {
@@ -443,14 +522,7 @@ async fn run_in(tmp: &Path, docs: usize, db: Option<&str>) -> Result<Report> {
         drop(p.served);
         p.site.store.close().await;
     }
-    stream_measures(tmp, docs, &client, &mut report).await?;
-    eprintln!("== waiting_pulls");
-    long_poll::waiting_pulls(tmp, &mut report).await?;
-    eprintln!("== concurrent_write");
-    concurrent_write::run(tmp, db, &mut report).await?;
-    eprintln!("== fanout");
-    fanout::run(tmp, docs, &mut report).await?;
-    Ok(report)
+    stream_measures(tmp, docs, client, report).await
 }
 
 /// Writes documents in-process, 1,000 per transaction (fast set-up of a backlog).
@@ -993,13 +1065,23 @@ fn print_table(r: &Report) {
                 "ms",
             ),
             (
-                format!("fanout producer CPU/write, {n}"),
+                format!("fanout write request CPU, {n}"),
                 g("producer_cpu_us_per_write"),
                 "us",
             ),
             (
-                "fanout producer CPU/write, 1".to_string(),
+                "fanout write request CPU, 1".to_string(),
                 g("producer_cpu_us_per_write_one_consumer"),
+                "us",
+            ),
+            (
+                format!("fanout producer process CPU/write, {n}"),
+                g("producer_process_cpu_us_per_write"),
+                "us",
+            ),
+            (
+                "fanout producer process CPU/write, 1".to_string(),
+                g("producer_process_cpu_us_per_write_one_consumer"),
                 "us",
             ),
             (
@@ -1010,6 +1092,18 @@ fn print_table(r: &Report) {
         ] {
             out.push_str(&format!("{label:<40}{v:>10.1} {unit}\n"));
         }
+    }
+    if let Some(fi) = extra("fanin") {
+        let g = |k: &str| fi.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let label = format!("fanin, {} producers (invoices/s)", g("producers"));
+        out.push_str(&format!("{label:<40}{:>10.0}\n", g("invoices_per_s")));
+        let label = "fanin / stream_apply";
+        out.push_str(&format!("{label:<40}{:>10.1}%\n", g("pct_of_stream_apply")));
+    }
+    if let Some(mp) = extra("multi_process") {
+        let g = |k: &str| mp.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let label = "multi_process, 3 pg processes (docs/s)";
+        out.push_str(&format!("{label:<40}{:>10.0}\n", g("docs_per_s")));
     }
     if let Some(cw) = extra("concurrent_write") {
         let rate = |path: &[&str]| {

@@ -793,6 +793,7 @@ impl Site {
             .await?
             .ok_or_else(|| not_found(&dt, name))?;
         if dt.name == "Event Update Log" {
+            self.acks.flush(self).await?;
             let consumers = crate::streaming::producer::consumers_of(&mut conn, &doc).await?;
             doc.insert("consumers".into(), Value::Array(consumers));
         }

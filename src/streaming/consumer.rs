@@ -7,6 +7,7 @@ use crate::service::documents::load_doc;
 use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store::{self, Conn, Doc, Param};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -646,6 +647,9 @@ pub async fn checkpoint(site: &Site, producer_url: &str) -> Result<(Option<i64>,
     ))
 }
 
+/// Producers the worker pulls at once.
+const PARALLEL_PULLS: usize = 8;
+
 /// Background work of a site: pulls on start, on notification and on the interval; retries.
 pub async fn run_worker(site: std::sync::Arc<Site>) {
     let interval = Duration::from_secs_f64(site.config.pull_interval.max(0.05));
@@ -659,19 +663,26 @@ pub async fn run_worker(site: std::sync::Arc<Site>) {
         for p in &producers {
             super::long_poll::keep_open(&site, p);
         }
-        for p in producers {
-            // A producer that connects and is away now is pulled when it comes back.
-            if super::tunnel::is_producer_connects(&site, &p)
-                .await
-                .unwrap_or(false)
-                && !site.tunnels.is_connected(&p)
-            {
-                continue;
-            }
-            if let Err(e) = pull(&site, &p).await {
-                tracing::warn!(producer = %p, "pull failed: {e}");
-            }
-        }
+        // Producers are pulled side by side (each by one pull at a time): a head office
+        // with many branches fetches the next pages while it applies one.
+        futures_util::stream::iter(producers)
+            .for_each_concurrent(PARALLEL_PULLS, |p| {
+                let site = &site;
+                async move {
+                    // A producer that connects and is away now is pulled when it comes back.
+                    if super::tunnel::is_producer_connects(site, &p)
+                        .await
+                        .unwrap_or(false)
+                        && !site.tunnels.is_connected(&p)
+                    {
+                        return;
+                    }
+                    if let Err(e) = pull(site, &p).await {
+                        tracing::warn!(producer = %p, "pull failed: {e}");
+                    }
+                }
+            })
+            .await;
         if let Err(e) = super::apply::retry_due(&site).await {
             tracing::warn!("retrying failed syncs: {e}");
         }

@@ -285,6 +285,7 @@ async fn remote_sync_facts(site: &Site, url: &str) -> Result<(i64, Value)> {
 
 /// The whole dashboard: `{"site", "producers": [...], "consumers": [...]}`.
 pub async fn build(site: &Site) -> Result<Value> {
+    site.acks.flush(site).await?;
     let unsent = unsent_updates(site).await?;
     let producers = names(site, "tabEvent Producer").await?;
     let consumers = names(site, "tabEvent Consumer").await?;

@@ -1,6 +1,7 @@
 //! Event streaming: the producer's update log and pull method, the consumer's handshake, pull
 //! and apply, and the HTTP client between sites.
 
+pub mod acks;
 pub mod apply;
 pub mod condition;
 pub mod consumer;
@@ -11,6 +12,7 @@ pub mod long_poll;
 pub mod mapping;
 pub mod notifier;
 pub mod page;
+pub mod page_cache;
 pub mod producer;
 pub mod remote;
 pub mod tunnel;

@@ -9,6 +9,7 @@ use crate::site::Site;
 use crate::store::{self, Conn, Doc, Param};
 use serde_json::{json, Value};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// Most logs one pull examines.
 pub const MAX_PULL_LIMIT: u64 = 5000;
@@ -139,8 +140,9 @@ pub struct Pulled {
     pub logs: Vec<Value>,
     pub last_seq: i64,
     pub has_more: bool,
-    /// Asked with `after_seq`: answered as a self-checking page (`streaming::page`).
-    pub paged: bool,
+    /// Asked with `after_seq`: the self-checking page body (`streaming::page`), which holds
+    /// the logs instead of `logs`.
+    pub page: Option<Arc<str>>,
 }
 
 /// Per-consumer view of its subscription: approved types and where each approval began.
@@ -335,7 +337,7 @@ pub async fn get_update_logs(
             let until = wait.map(|w| tokio::time::Instant::now() + w);
             // A consumer that pipelines its pulls says what it has committed (`acked_seq`).
             let acked = acked_seq.map_or(after, |a| (a as i64).min(after));
-            acknowledge(site, consumer_url, acked).await?;
+            site.acks.note(consumer_url, acked);
             let mut from = after;
             loop {
                 // The wait comes before the page is read, holding no connection.
@@ -351,27 +353,69 @@ pub async fn get_update_logs(
                 // unapproved, left out, and passed over for good).
                 let sub = load_subscription(&mut conn, consumer_url).await?;
                 let upto = (from + limit).min(high).max(from);
-                let rows = store::fetch_docs(
-                    &mut conn,
-                    &format!(r#"SELECT {LOG_COLUMNS} FROM "tabEvent Update Log" WHERE name > $1 AND name <= $2 ORDER BY name"#),
-                    &[Param::Int(Some(from)), Param::Int(Some(upto))],
-                )
-                .await?;
+                let rows = match site.pages.rows(from, upto) {
+                    Some(rows) => rows,
+                    None => {
+                        let rows = Arc::new(store::fetch_docs(
+                            &mut conn,
+                            &format!(r#"SELECT {LOG_COLUMNS} FROM "tabEvent Update Log" WHERE name > $1 AND name <= $2 ORDER BY name"#),
+                            &[Param::Int(Some(from)), Param::Int(Some(upto))],
+                        )
+                        .await?);
+                        site.pages.keep_rows(from, upto, rows.clone());
+                        rows
+                    }
+                };
                 drop(conn);
-                let logs = judged(site, &sub, &wanted, rows).await?;
                 let has_more = upto < high;
+                let rewrites = rows.iter().any(|l| {
+                    passes(&sub, &wanted, l)
+                        && sub.conditions.contains_key(&text(l.get("ref_doctype")))
+                });
+                let (count, body): (usize, Arc<str>) = if rewrites {
+                    // A condition may leave a log out or stand a Create in for it: this
+                    // consumer's page is its own.
+                    let passing = rows
+                        .iter()
+                        .filter(|l| passes(&sub, &wanted, l))
+                        .cloned()
+                        .collect();
+                    let logs: Vec<Value> =
+                        super::condition::Judge::new(site, &sub.url, &sub.conditions)
+                            .filter(passing)
+                            .await?
+                            .iter()
+                            .map(wire)
+                            .collect();
+                    (
+                        logs.len(),
+                        Arc::from(super::page::encode(&logs, upto, has_more)),
+                    )
+                } else {
+                    let passing: Vec<&Doc> =
+                        rows.iter().filter(|l| passes(&sub, &wanted, l)).collect();
+                    let seqs = passing
+                        .iter()
+                        .map(|l| l.get("seq").and_then(Value::as_i64).unwrap_or(0))
+                        .collect();
+                    let body = site.pages.body(upto, has_more, seqs, || {
+                        let logs: Vec<Value> = passing.iter().map(|l| wire(l)).collect();
+                        super::page::encode(&logs, upto, has_more)
+                    });
+                    (passing.len(), body)
+                };
                 // Logs this consumer does not get (its own, other types, failed conditions)
                 // do not end a long poll: it waits on past them, and the page says so.
                 let time_left = until.is_some_and(|u| tokio::time::Instant::now() < u);
-                if logs.is_empty() && !has_more && upto > from && time_left {
+                if count == 0 && !has_more && upto > from && time_left {
                     from = upto;
                     continue;
                 }
                 return Ok(Pulled {
-                    logs,
+                    logs: Vec::new(),
+                    page: Some(body),
                     last_seq: upto,
                     has_more,
-                    paged: true,
                 });
             }
         }
@@ -401,9 +445,9 @@ pub async fn get_update_logs(
             let logs = judged(site, &sub, &wanted, rows).await?;
             Ok(Pulled {
                 logs,
+                page: None,
                 last_seq,
                 has_more: false,
-                paged: false,
             })
         }
     }
@@ -459,19 +503,6 @@ async fn delivered_under_condition(conn: &mut Conn, consumer: &str, seq: i64) ->
     )
     .await?
     .is_empty())
-}
-
-/// Records that a consumer has received every log up to `seq`.
-async fn acknowledge(site: &Site, consumer: &str, seq: i64) -> Result<()> {
-    let mut tx = site.store.begin().await?;
-    store::execute(
-        &mut tx,
-        r#"INSERT INTO "__consumer_progress" (consumer, acked_seq) VALUES ($1, $2)
-           ON CONFLICT (consumer) DO UPDATE SET acked_seq = CASE WHEN excluded.acked_seq > "__consumer_progress".acked_seq THEN excluded.acked_seq ELSE "__consumer_progress".acked_seq END"#,
-        &[Param::Text(Some(consumer.into())), Param::Int(Some(seq))],
-    )
-    .await?;
-    tx.commit().await
 }
 
 /// In the approving transaction: records where each newly approved type starts and writes the

@@ -286,6 +286,7 @@ pub async fn prune(site: &Site) -> Result<u64> {
         - chrono::Duration::milliseconds((days * 86_400_000.0) as i64))
     .format(crate::time::DATETIME_FORMAT)
     .to_string();
+    site.acks.flush(site).await?;
     let mut tx = site.store.begin().await?;
     let acked = store::fetch_docs(
         &mut tx,
