@@ -127,41 +127,16 @@ async fn backend(tmp: &Path, mut dbs: Option<&mut Databases>) -> Result<Value> {
         let served = start_served(&site, port, &client).await?;
         let mut rates = Map::new();
         for clients in CLIENTS {
-            let deadline = Instant::now() + RUN;
             let started = Instant::now();
-            let mut tasks = tokio::task::JoinSet::new();
-            for c in 0..clients {
-                let (client, url, auth) = (client.clone(), served.url.clone(), served.auth.clone());
-                let prefix = format!("CW{clients}-{c}-");
-                tasks.spawn(async move {
-                    let mut done = 0u64;
-                    while Instant::now() < deadline {
-                        let r = client
-                            .post(format!("{url}/api/resource/Item"))
-                            .header("authorization", &auth)
-                            .json(&item(&prefix, done as usize))
-                            .send()
-                            .await;
-                        match r {
-                            Ok(r) if r.status().is_success() => done += 1,
-                            Ok(r) => {
-                                return Err(format!(
-                                    "insert failed: {}",
-                                    r.text().await.unwrap_or_default()
-                                ))
-                            }
-                            Err(e) => return Err(e.to_string()),
-                        }
-                    }
-                    Ok(done)
-                });
-            }
-            let mut total = 0;
-            while let Some(t) = tasks.join_next().await {
-                total += t
-                    .map_err(|e| Error::Internal(e.to_string()))?
-                    .map_err(Error::Internal)?;
-            }
+            let total = insert_items(
+                &client,
+                std::slice::from_ref(&served.url),
+                &served.auth,
+                clients,
+                &format!("CW{clients}-"),
+                RUN,
+            )
+            .await?;
             let rate = total as f64 / started.elapsed().as_secs_f64();
             crate::progress::finish(
                 &format!("concurrent_write {name} {clients} clients"),
@@ -174,6 +149,57 @@ async fn backend(tmp: &Path, mut dbs: Option<&mut Databases>) -> Result<Value> {
         out.insert(label.into(), Value::Object(rates));
     }
     Ok(Value::Object(out))
+}
+
+/// `clients` REST clients inserting Items for `run`, client `c` on `urls[c % len]` with names
+/// `{prefix}{c}-...`; how many were inserted. A failed insert ends the run with its error.
+pub(super) async fn insert_items(
+    client: &reqwest::Client,
+    urls: &[String],
+    auth: &str,
+    clients: usize,
+    prefix: &str,
+    run: Duration,
+) -> Result<u64> {
+    let deadline = Instant::now() + run;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (client, url, auth) = (
+            client.clone(),
+            urls[c % urls.len()].clone(),
+            auth.to_string(),
+        );
+        let prefix = format!("{prefix}{c}-");
+        tasks.spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                let r = client
+                    .post(format!("{url}/api/resource/Item"))
+                    .header("authorization", &auth)
+                    .json(&item(&prefix, done as usize))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => done += 1,
+                    Ok(r) => {
+                        return Err(format!(
+                            "insert failed: {}",
+                            r.text().await.unwrap_or_default()
+                        ))
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(done)
+        });
+    }
+    let mut total = 0;
+    while let Some(t) = tasks.join_next().await {
+        total += t
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(Error::Internal)?;
+    }
+    Ok(total)
 }
 
 /// PostgreSQL's limit for this workload's shape: one-row inserts, one commit each, through

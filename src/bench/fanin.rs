@@ -3,7 +3,7 @@
 
 use super::{
     consumer_checkpoint, current_seq, free_port, invoice, item, make_site, seed_masters, serve,
-    set_setting, start_served, Report, Served,
+    set_setting, start_served, subscribe, Report, Served,
 };
 use crate::error::{Error, Result};
 use crate::service::documents::WriteFlags;
@@ -19,47 +19,37 @@ const INVOICES: usize = 200;
 /// Items the invoices name.
 const ITEMS: usize = 50;
 
-/// Writes the masters and the Items every invoice names (no dependency fetch is measured).
-async fn stock(site: &Site) -> Result<()> {
-    seed_masters(site).await?;
+/// Inserts `docs` of `doctype` in one transaction.
+async fn insert_all(
+    site: &Site,
+    doctype: &str,
+    docs: impl Iterator<Item = serde_json::Value>,
+) -> Result<()> {
     let admin = Caller::administrator();
     let flags = WriteFlags {
         ignore_permissions: true,
         ..Default::default()
     };
     let reg = site.meta();
-    let item_dt = reg.get("Item")?;
+    let dt = reg.get(doctype)?;
     let mut tx = site.store.begin().await?;
-    for i in 0..ITEMS {
-        let doc = store::doc_from(item("F-", i));
-        site.insert_in(&mut tx, &reg, &admin, &item_dt, doc, &flags)
+    for doc in docs {
+        site.insert_in(&mut tx, &reg, &admin, &dt, store::doc_from(doc), &flags)
             .await?;
     }
     tx.commit().await
+}
+
+/// Writes the masters and the Items every invoice names (no dependency fetch is measured).
+async fn stock(site: &Site) -> Result<()> {
+    seed_masters(site).await?;
+    insert_all(site, "Item", (0..ITEMS).map(|i| item("F-", i))).await
 }
 
 /// The site opened again, to read its changed `site_config.json`.
 async fn reopen(site: Site) -> Result<Site> {
     site.store.close().await;
     Site::open(&site.dir).await
-}
-
-/// Writes `n` invoices in one transaction.
-async fn write_invoices(site: &Site, n: usize) -> Result<()> {
-    let admin = Caller::administrator();
-    let flags = WriteFlags {
-        ignore_permissions: true,
-        ..Default::default()
-    };
-    let reg = site.meta();
-    let inv_dt = reg.get("Sales Invoice")?;
-    let mut tx = site.store.begin().await?;
-    for i in 0..n {
-        let doc = store::doc_from(invoice("F-", i, ITEMS));
-        site.insert_in(&mut tx, &reg, &admin, &inv_dt, doc, &flags)
-            .await?;
-    }
-    tx.commit().await
 }
 
 /// Runs the measure: 50 branches at `--docs` 10,000 and more (one per 200 documents below,
@@ -98,21 +88,7 @@ pub(super) async fn run(tmp: &Path, docs: usize, report: &mut Report) -> Result<
         let site = reopen(site).await?;
         stock(&site).await?;
         let b = start_served(&site, port, &client).await?;
-        let (key, secret) = b
-            .auth
-            .trim_start_matches("token ")
-            .split_once(':')
-            .map(|(k, s)| (k.to_string(), s.to_string()))
-            .unwrap_or_default();
-        head.insert_doc(
-            &admin,
-            "Event Producer",
-            store::doc_from(json!({"producer_url": b.url,
-                "producer_doctypes": [{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 0}],
-                "user": "Administrator", "api_key": key, "api_secret": secret})),
-            &WriteFlags::default(),
-        )
-        .await?;
+        subscribe(&head, &b, &["Sales Invoice"]).await?;
         approve_all(&site, &head.config.url).await?;
         served.push(b);
         sites.push(site);
@@ -120,7 +96,8 @@ pub(super) async fn run(tmp: &Path, docs: usize, report: &mut Report) -> Result<
     }
     let mut targets = Vec::with_capacity(branches);
     for (i, site) in sites.iter().enumerate() {
-        write_invoices(site, INVOICES).await?;
+        let invoices = (0..INVOICES).map(|i| invoice("F-", i, ITEMS));
+        insert_all(site, "Sales Invoice", invoices).await?;
         targets.push((served[i].url.clone(), current_seq(site).await?));
         crate::progress::report("fanin backlog", i as u64 + 1, Some(branches as u64));
     }

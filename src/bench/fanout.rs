@@ -3,7 +3,7 @@
 //! CPU, against the same run with one consumer.
 
 use super::{
-    cpu_seconds, current_seq, free_port, make_site, serve, set_setting, start_served,
+    cpu_seconds, current_seq, free_port, make_site, serve, set_setting, start_served, subscribe,
     wait_caught_up, Report, Served,
 };
 use crate::error::{Error, Result};
@@ -163,12 +163,6 @@ pub(super) async fn run(tmp: &Path, docs: usize, report: &mut Report) -> Result<
     let pport = free_port()?;
     let producer = make_site(&tmp.join("fan-p"), "fan-p", pport).await?;
     let p = start_served(&producer, pport, &client).await?;
-    let (key, secret) = p
-        .auth
-        .trim_start_matches("token ")
-        .split_once(':')
-        .map(|(k, s)| (k.to_string(), s.to_string()))
-        .unwrap_or_default();
     let todo = producer
         .insert_doc(
             &admin,
@@ -192,15 +186,7 @@ pub(super) async fn run(tmp: &Path, docs: usize, report: &mut Report) -> Result<
         let site = make_site(&folder_of(i), &name, free_port()?).await?;
         set_setting(&site, "pull_interval", json!(3600))?;
         site.generate_keys(&admin, "Administrator").await?;
-        site.insert_doc(
-            &admin,
-            "Event Producer",
-            store::doc_from(json!({"producer_url": p.url,
-            "producer_doctypes": [{"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 0}],
-            "user": "Administrator", "api_key": key, "api_secret": secret})),
-            &WriteFlags::default(),
-        )
-        .await?;
+        subscribe(&site, &p, &["ToDo"]).await?;
         sites.push(site);
         crate::progress::report("fanout sites", i as u64 + 1, Some(consumers as u64));
     }

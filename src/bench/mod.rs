@@ -41,6 +41,32 @@ struct Served {
     auth: String,
 }
 
+/// Subscribes `consumer` to `producer`'s `doctypes` (same names, no existing documents) as
+/// the Administrator whose keys `producer.auth` holds.
+async fn subscribe(consumer: &Site, producer: &Served, doctypes: &[&str]) -> Result<()> {
+    let (key, secret) = producer
+        .auth
+        .trim_start_matches("token ")
+        .split_once(':')
+        .unwrap_or_default();
+    let rows: Vec<Value> = doctypes
+        .iter()
+        .map(|t| json!({"ref_doctype": t, "use_same_name": 1, "sync_existing": 0}))
+        .collect();
+    consumer
+        .insert_doc(
+            &Caller::administrator(),
+            "Event Producer",
+            store::doc_from(
+                json!({"producer_url": producer.url, "producer_doctypes": rows,
+                "user": "Administrator", "api_key": key, "api_secret": secret}),
+            ),
+            &WriteFlags::default(),
+        )
+        .await?;
+    Ok(())
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -685,20 +711,8 @@ async fn stream_measures(
     set_setting(&consumer, "pull_wait_seconds", json!(0))?;
     let p = start_served(&producer, pport, client).await?;
     let mut c = start_served(&consumer, cport, client).await?;
-    let keys = p
-        .auth
-        .trim_start_matches("token ")
-        .split_once(':')
-        .map(|(k, s)| (k.to_string(), s.to_string()))
-        .unwrap_or_default();
     let admin = Caller::administrator();
-    let rows: Vec<Value> = ["Item", "Sales Invoice", "ToDo"]
-        .iter()
-        .map(|t| json!({"ref_doctype": t, "use_same_name": 1, "sync_existing": 0}))
-        .collect();
-    consumer
-        .insert_doc(&admin, "Event Producer", store::doc_from(json!({"producer_url": p.url, "producer_doctypes": rows, "user": "Administrator", "api_key": keys.0, "api_secret": keys.1})), &WriteFlags::default())
-        .await?;
+    subscribe(&consumer, &p, &["Item", "Sales Invoice", "ToDo"]).await?;
     approve_all(&producer, &c.url).await?;
 
     // stream_apply: N documents written while the consumer is stopped.
@@ -786,9 +800,7 @@ async fn stream_measures(
     let dport = free_port()?;
     let bare = make_site(&tmp.join("sd"), "sd", dport).await?.into_arc();
     let d = start_served(&bare, dport, client).await?;
-    let rows = json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 0}]);
-    bare.insert_doc(&admin, "Event Producer", store::doc_from(json!({"producer_url": p.url, "producer_doctypes": rows, "user": "Administrator", "api_key": keys.0, "api_secret": keys.1})), &WriteFlags::default())
-        .await?;
+    subscribe(&bare, &p, &["Sales Invoice"]).await?;
     approve_all(&producer, &d.url).await?;
     drop(d);
     let invoices = (docs / 2).max(1);

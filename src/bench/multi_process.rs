@@ -2,13 +2,12 @@
 //! them, and a consumer: docs/s, and whether the consumer ends with exactly the producer's
 //! documents.
 
-use super::concurrent_write::Databases;
+use super::concurrent_write::{insert_items, Databases};
 use super::{
-    current_seq, free_port, item, make_site, seed_masters, serve, start_served, wait_caught_up,
-    wait_ready, Report, Served,
+    current_seq, free_port, make_site, seed_masters, serve, start_served, subscribe,
+    wait_caught_up, wait_ready, Report, Served,
 };
 use crate::error::{Error, Result};
-use crate::service::documents::WriteFlags;
 use crate::service::permissions::Caller;
 use crate::service::provisioning;
 use crate::site::Site;
@@ -81,63 +80,14 @@ async fn measure(tmp: &Path, dbs: &mut Databases) -> Result<Value> {
     seed_masters(&consumer).await?;
     // The user the producer calls back as (approval statuses).
     consumer.generate_keys(&admin, "Administrator").await?;
-    let (key, secret) = first
-        .auth
-        .trim_start_matches("token ")
-        .split_once(':')
-        .map(|(k, s)| (k.to_string(), s.to_string()))
-        .unwrap_or_default();
-    consumer
-        .insert_doc(
-            &admin,
-            "Event Producer",
-            store::doc_from(json!({"producer_url": first.url,
-                "producer_doctypes": [{"ref_doctype": "Item", "use_same_name": 1, "sync_existing": 0}],
-                "user": "Administrator", "api_key": key, "api_secret": secret})),
-            &WriteFlags::default(),
-        )
-        .await?;
+    subscribe(&consumer, &first, &["Item"]).await?;
     approve_all(&producer, &consumer.config.url).await?;
     let consumer_served = start_served(&consumer, cport, &client).await?;
     let urls: Vec<String> = std::iter::once(first.url.clone())
         .chain(servers.iter().map(|s| s.url.clone()))
         .collect();
-    let deadline = Instant::now() + RUN;
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..CLIENTS {
-        let (client, url, auth) = (
-            client.clone(),
-            urls[c % urls.len()].clone(),
-            first.auth.clone(),
-        );
-        tasks.spawn(async move {
-            let mut done = 0u64;
-            while Instant::now() < deadline {
-                let r = client
-                    .post(format!("{url}/api/resource/Item"))
-                    .header("authorization", &auth)
-                    .json(&item(&format!("MP{c}-"), done as usize))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if !r.status().is_success() {
-                    return Err(format!(
-                        "insert failed: {}",
-                        r.text().await.unwrap_or_default()
-                    ));
-                }
-                done += 1;
-            }
-            Ok(done)
-        });
-    }
-    let mut total = 0u64;
-    while let Some(t) = tasks.join_next().await {
-        total += t
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .map_err(Error::Internal)?;
-    }
+    let total = insert_items(&client, &urls, &first.auth, CLIENTS, "MP", RUN).await?;
     let rate = total as f64 / started.elapsed().as_secs_f64();
     crate::progress::finish("multi_process writes", &format!("{rate:.0}/s"));
     let high = current_seq(&producer).await?;

@@ -375,18 +375,7 @@ pub async fn get_update_logs(
                 let (count, body): (usize, Arc<str>) = if rewrites {
                     // A condition may leave a log out or stand a Create in for it: this
                     // consumer's page is its own.
-                    let passing = rows
-                        .iter()
-                        .filter(|l| passes(&sub, &wanted, l))
-                        .cloned()
-                        .collect();
-                    let logs: Vec<Value> =
-                        super::condition::Judge::new(site, &sub.url, &sub.conditions)
-                            .filter(passing)
-                            .await?
-                            .iter()
-                            .map(wire)
-                            .collect();
+                    let logs = judged(site, &sub, &wanted, &rows).await?;
                     (
                         logs.len(),
                         Arc::from(super::page::encode(&logs, upto, has_more)),
@@ -442,7 +431,7 @@ pub async fn get_update_logs(
             // After the logs, for the reason given above.
             let sub = load_subscription(&mut conn, consumer_url).await?;
             drop(conn);
-            let logs = judged(site, &sub, &wanted, rows).await?;
+            let logs = judged(site, &sub, &wanted, &rows).await?;
             Ok(Pulled {
                 logs,
                 page: None,
@@ -458,11 +447,12 @@ async fn judged(
     site: &Site,
     sub: &Subscription,
     wanted: &HashSet<String>,
-    rows: Vec<Doc>,
+    rows: &[Doc],
 ) -> Result<Vec<Value>> {
     let rows: Vec<Doc> = rows
-        .into_iter()
+        .iter()
         .filter(|l| passes(sub, wanted, l))
+        .cloned()
         .collect();
     let rows = super::condition::Judge::new(site, &sub.url, &sub.conditions)
         .filter(rows)
