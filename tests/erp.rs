@@ -328,7 +328,11 @@ async fn frappe_shaped_answers_for_streaming_calls() {
         .request(&site.admin_auth, Method::POST, "/api/method/frappe.event_streaming.doctype.event_producer.event_producer.new_event_notification", Some(json!({"producer_url": "http://127.0.0.1:1"})))
         .await;
     assert_eq!(s, 200);
-    assert_eq!(b["message"], json!({}));
+    assert_eq!(
+        b,
+        json!({}),
+        "Frappe's answer to a method that returns None"
+    );
     let (_, dt) = site.get("/api/resource/DocType/ToDo").await;
     let priority = dt["data"]["fields"]
         .as_array()

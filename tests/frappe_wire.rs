@@ -177,3 +177,315 @@ async fn a_frappe_14_producer_as_captured_on_the_wire() {
         "each captured log applied once"
     );
 }
+
+/// What a fake Frappe 14 consumer site received from a docstream producer.
+#[derive(Default)]
+struct Consumer {
+    /// The producer's notifications: their `producer_url`.
+    notified: Vec<String>,
+    /// Bodies of the PUTs on the consumer's Event Producer (the approval mirrored).
+    producer_updates: Vec<Value>,
+    /// Requests it does not know, as "METHOD path".
+    unknown: Vec<String>,
+    producer_url: String,
+}
+
+/// Answers a docstream producer's calls as a Frappe 14 consumer does: its Event Producer
+/// (one plain row, one through a mapping whose remote type is ToDo), that mapping, and
+/// `new_event_notification` (which returns None, so `{}`).
+async fn frappe14_consumer(State(st): State<Arc<Mutex<Consumer>>>, req: Request<Body>) -> Response {
+    let method = req.method().clone();
+    let path = percent_encoding::percent_decode_str(req.uri().path())
+        .decode_utf8_lossy()
+        .into_owned();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let mut st = st.lock().unwrap();
+    let url = st.producer_url.clone();
+    let producer_doc = || {
+        json!({"name": url, "doctype": "Event Producer", "producer_url": url, "user": "sync@example.com",
+               "producer_doctypes": [
+                   {"name": "row-note", "doctype": "Event Producer Document Type", "parent": url, "parentfield": "producer_doctypes", "parenttype": "Event Producer", "idx": 1,
+                    "ref_doctype": "Note", "status": "Pending", "has_mapping": 0, "use_same_name": 1, "unsubscribe": 0},
+                   {"name": "row-task", "doctype": "Event Producer Document Type", "parent": url, "parentfield": "producer_doctypes", "parenttype": "Event Producer", "idx": 2,
+                    "ref_doctype": "Task", "status": "Pending", "has_mapping": 1, "mapping": "Task from ToDo", "use_same_name": 0, "unsubscribe": 0}]})
+    };
+    let event_producer = format!("/api/resource/Event Producer/{url}");
+    let answer = match (method.as_str(), path.as_str()) {
+        ("GET", p) if p == event_producer => json!({"data": producer_doc()}),
+        ("PUT", p) if p == event_producer => {
+            let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            st.producer_updates.push(patch.clone());
+            let mut doc = producer_doc();
+            for (k, v) in patch.as_object().into_iter().flatten() {
+                doc[k] = v.clone();
+            }
+            json!({"data": doc})
+        }
+        ("GET", "/api/resource/Document Type Mapping/Task from ToDo") => {
+            json!({"data": {"name": "Task from ToDo", "doctype": "Document Type Mapping", "local_doctype": "Task", "remote_doctype": "ToDo", "field_mapping": []}})
+        }
+        ("POST", "/api/method/frappe.event_streaming.doctype.event_producer.event_producer.new_event_notification") => {
+            let args: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+            st.notified.push(arg(&args, "producer_url").unwrap_or_default());
+            json!({})
+        }
+        (m, p) => {
+            st.unknown.push(format!("{m} {p}"));
+            return (
+                axum::http::StatusCode::NOT_FOUND,
+                axum::Json(json!({"exc_type": "DoesNotExistError"})),
+            )
+                .into_response();
+        }
+    };
+    axum::Json(answer).into_response()
+}
+
+/// A Frappe consumer's pull: a POST to `/` with `cmd`, as FrappeClient.post_request sends it.
+async fn frappe_pull(p: &TestSite, auth: &str, consumer: &str, since: &str) -> Vec<Value> {
+    let (s, b) = p
+        .post_form(auth, "/", &[
+            ("cmd", "frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer"),
+            ("event_consumer", consumer),
+            ("doctypes", "[\"Note\", \"ToDo\"]"),
+            ("last_update", since),
+        ])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let logs = b["message"].as_array().cloned().expect("a list of logs");
+    for l in &logs {
+        // What Frappe's consumer reads of each log.
+        for k in ["update_type", "ref_doctype", "docname", "creation", "name"] {
+            assert!(!l[k].is_null(), "{k} missing from {l}");
+        }
+        match l["update_type"].as_str().unwrap() {
+            "Delete" => assert!(l["data"].is_null(), "{l}"),
+            _ => assert!(l["data"].is_string(), "data is a JSON string: {l}"),
+        }
+    }
+    logs
+}
+
+fn data_of(log: &Value) -> Value {
+    serde_json::from_str(log["data"].as_str().unwrap()).unwrap()
+}
+
+/// A Frappe 14 consumer against a docstream producer, in the requests Frappe's code sends
+/// (register_consumer with its arguments in the query string, pulls by `last_update` through
+/// `cmd`) and checked against the fields Frappe's consumer reads in what docstream sends back
+/// and calls (its Event Producer mirrored with the mapped row's status, notifications).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frappe_14_consumer_as_frappe_speaks_it() {
+    let p = TestSite::start_with(Backend::Sqlite, &[]).await.unwrap();
+    let (pkey, psecret) = subscriber(&p).await;
+    let auth = format!("token {pkey}:{psecret}");
+    let state = Arc::new(Mutex::new(Consumer {
+        producer_url: p.public_url.clone(),
+        ..Default::default()
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let consumer = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .fallback(frappe14_consumer)
+        .with_state(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // Event Producer.create_event_consumer: FrappeClient.post_api puts `data` in the query.
+    let data = json!({"event_consumer": consumer,
+                      "consumer_doctypes": json!([{"doctype": "Note", "condition": null}, {"doctype": "ToDo", "condition": null}]).to_string(),
+                      "user": "sync@example.com", "api_key": "consumer-key", "api_secret": "consumer-secret"});
+    let query = serde_urlencoded::to_string([("data", data.to_string())]).unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/method/frappe.event_streaming.doctype.event_consumer.event_consumer.register_consumer?{query}", p.url))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    let reply: Value =
+        serde_json::from_str(b["message"].as_str().expect("message is a JSON string")).unwrap();
+    let mut since = reply["last_update"]
+        .as_str()
+        .expect("last_update")
+        .to_string();
+
+    // Approval is mirrored as Frappe's Event Consumer.update_consumer_status does: the mapped
+    // row (local Task, remote ToDo) takes the ToDo row's status.
+    let (_, ec) = p
+        .get(&format!("/api/resource/Event Consumer/{consumer}"))
+        .await;
+    let mut rows = ec["data"]["consumer_doctypes"].as_array().unwrap().clone();
+    for r in rows.iter_mut() {
+        r["status"] = json!(if r["ref_doctype"] == "ToDo" {
+            "Approved"
+        } else {
+            "Rejected"
+        });
+    }
+    let (s, b) = p
+        .put(
+            &format!("/api/resource/Event Consumer/{consumer}"),
+            json!({"consumer_doctypes": rows}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let update = eventually(10, "the approval mirrored on the consumer", || async {
+        state.lock().unwrap().producer_updates.last().cloned()
+    })
+    .await;
+    assert_eq!(update["incoming_change"], 1, "{update}");
+    let statuses: Vec<(&str, &str)> = update["producer_doctypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [("row-note", "Rejected"), ("row-task", "Approved")]
+    );
+    for r in rows.iter_mut() {
+        r["status"] = json!("Approved");
+    }
+    let (s, b) = p
+        .put(
+            &format!("/api/resource/Event Consumer/{consumer}"),
+            json!({"consumer_doctypes": rows}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    // Create, then an Update that adds, changes and removes child rows.
+    p.insert(
+        "User",
+        json!({"email": "seen1@example.com", "first_name": "S1"}),
+    )
+    .await;
+    p.insert(
+        "User",
+        json!({"email": "seen2@example.com", "first_name": "S2"}),
+    )
+    .await;
+    let note = p
+        .insert(
+            "Note",
+            json!({"title": "wire", "seen_by": [{"user": "seen1@example.com"}]}),
+        )
+        .await;
+    let note_name = note["name"].as_str().unwrap().to_string();
+    let first_row = note["seen_by"][0]["name"].as_str().unwrap().to_string();
+    let (s, b) = p
+        .put(
+            &format!("/api/resource/Note/{note_name}"),
+            json!({"seen_by": [{"user": "seen2@example.com"}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    eventually(10, "a notification", || async {
+        state.lock().unwrap().notified.first().cloned()
+    })
+    .await;
+    assert_eq!(state.lock().unwrap().notified[0], p.public_url);
+
+    let logs = frappe_pull(&p, &auth, &consumer, &since).await;
+    let kinds: Vec<&str> = logs
+        .iter()
+        .map(|l| l["update_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["Create", "Update"], "{logs:?}");
+    let created = data_of(&logs[0]);
+    assert_eq!(
+        (created["doctype"].as_str(), created["name"].as_str()),
+        (Some("Note"), Some(note_name.as_str()))
+    );
+    assert_eq!(created["seen_by"][0]["parentfield"], "seen_by");
+    let diff = data_of(&logs[1]);
+    let added = &diff["added"]["seen_by"][0];
+    for key in [
+        "doctype",
+        "name",
+        "parent",
+        "parentfield",
+        "parenttype",
+        "idx",
+    ] {
+        assert!(
+            !added[key].is_null(),
+            "{key} missing from the added row {added}"
+        );
+    }
+    assert_eq!(added["parent"], note_name.as_str());
+    assert_eq!(added["parenttype"], "Note");
+    assert_eq!(added["user"], "seen2@example.com");
+    assert_eq!(diff["removed"]["seen_by"], json!([first_row]));
+    since = logs.last().unwrap()["creation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A rename reaches a Frappe consumer as a Delete of the old name, then a Create of the
+    // whole document under the new one (Frappe would lose an Update of a name it lacks).
+    let todo = p
+        .insert(
+            "ToDo",
+            json!({"description": "to be renamed", "priority": "High"}),
+        )
+        .await;
+    let old = todo["name"].as_str().unwrap().to_string();
+    since = frappe_pull(&p, &auth, &consumer, &since)
+        .await
+        .last()
+        .unwrap()["creation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, b) = p
+        .post(
+            "/api/method/frappe.client.rename_doc",
+            json!({"doctype": "ToDo", "old_name": old, "new_name": "renamed-todo"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let logs = frappe_pull(&p, &auth, &consumer, &since).await;
+    let seen: Vec<(&str, &str)> = logs
+        .iter()
+        .map(|l| {
+            (
+                l["update_type"].as_str().unwrap(),
+                l["docname"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("Delete", old.as_str()), ("Create", "renamed-todo")]);
+    let created = data_of(&logs[1]);
+    assert_eq!(created["name"], "renamed-todo");
+    assert_eq!(created["doctype"], "ToDo");
+    assert_eq!(created["description"], "to be renamed");
+    assert_eq!(created["priority"], "High");
+    assert_eq!(
+        logs[0]["creation"], logs[1]["creation"],
+        "one cursor for both"
+    );
+    // A docstream consumer still gets the rename itself.
+    let (_, page) = p
+        .post_form(&auth, "/api/method/frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer", &[
+            ("event_consumer", consumer.as_str()), ("doctypes", "[\"ToDo\"]"), ("after_seq", "0"),
+        ])
+        .await;
+    let renames: Vec<&Value> = page["message"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["docname"] == "renamed-todo")
+        .collect();
+    assert_eq!(renames.len(), 1, "{page}");
+    assert_eq!(data_of(renames[0])["old_name"], old.as_str());
+    assert!(
+        state.lock().unwrap().unknown.is_empty(),
+        "{:?}",
+        state.lock().unwrap().unknown
+    );
+}

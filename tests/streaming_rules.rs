@@ -623,3 +623,128 @@ async fn a_dependency_the_producer_refuses_fails_that_sync_only() {
     .await
     .is_none());
 }
+
+/// Two rows may make the same local type when they ask the producer for different types (one
+/// through a mapping), as in Frappe; a failed entry is retried through the row it came by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rows_make_one_local_type_through_a_mapping() {
+    let (p, c) = start_pair().await;
+    let (s, b) = c
+        .post(
+            "/api/resource/Document Type Mapping",
+            json!({"mapping_name": "ToDo from Note", "local_doctype": "ToDo", "remote_doctype": "Note",
+                   "field_mapping": [{"local_fieldname": "description", "remote_fieldname": "content"}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (pkey, psecret) = subscriber(&p).await;
+    subscriber(&c).await;
+    // The same remote type twice is refused, mapped or not.
+    let twice = c
+        .post(
+            "/api/resource/Event Producer",
+            json!({"producer_url": p.public_url, "user": "sync@example.com", "api_key": pkey, "api_secret": psecret,
+                   "producer_doctypes": [{"ref_doctype": "Note", "use_same_name": 1},
+                                         {"ref_doctype": "ToDo", "has_mapping": 1, "mapping": "ToDo from Note"}]}),
+        )
+        .await;
+    assert_error(&twice, 417, "ValidationError");
+    assert!(
+        twice.1.to_string().contains("asks the producer for Note"),
+        "{}",
+        twice.1
+    );
+    subscribe_with_keys(
+        &p,
+        &c,
+        json!([{"ref_doctype": "ToDo", "use_same_name": 1},
+               {"ref_doctype": "ToDo", "has_mapping": 1, "mapping": "ToDo from Note", "use_same_name": 0}]),
+        &pkey,
+        &psecret,
+    )
+    .await;
+    let (_, ec) = p
+        .get(&format!("/api/resource/Event Consumer/{}", c.public_url))
+        .await;
+    let asked: Vec<&str> = ec["data"]["consumer_doctypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ref_doctype"].as_str().unwrap())
+        .collect();
+    assert_eq!(asked, ["ToDo", "Note"]);
+
+    let todo = p.insert("ToDo", json!({"description": "direct"})).await;
+    let note = p
+        .insert("Note", json!({"title": "n1", "content": "from a note"}))
+        .await;
+    let note_name = note["name"].as_str().unwrap().to_string();
+    let find = |name: String| {
+        let c = &c;
+        async move {
+            let filters = enc(&json!({"remote_docname": name}));
+            let (_, b) = c
+                .get(&format!(
+                    "/api/resource/ToDo?filters={filters}&fields=[\"*\"]"
+                ))
+                .await;
+            b["data"].as_array().and_then(|a| a.first().cloned())
+        }
+    };
+    let mapped = eventually(15, "the ToDo made from the Note", || {
+        find(note_name.clone())
+    })
+    .await;
+    assert_eq!(mapped["description"], "from a note");
+    eventually(15, "the direct ToDo", || {
+        get_opt(
+            &c,
+            format!("/api/resource/ToDo/{}", todo["name"].as_str().unwrap()),
+        )
+    })
+    .await;
+
+    // A Note without content makes a ToDo without its mandatory description: Failed, and the
+    // entry names the mapping it came through.
+    let empty = p.insert("Note", json!({"title": "n2"})).await;
+    let empty_name = empty["name"].as_str().unwrap().to_string();
+    let failed = eventually(15, "the failed mapped entry", || async {
+        let filters = enc(&json!({"status": "Failed", "producer_doc": empty_name}));
+        let (_, b) = c
+            .get(&format!(
+                "/api/resource/Event Sync Log?filters={filters}&fields=[\"name\",\"mapping\",\"ref_doctype\"]"
+            ))
+            .await;
+        b["data"].as_array().and_then(|a| a.first().cloned())
+    })
+    .await;
+    assert_eq!(failed["mapping"], "ToDo from Note");
+    assert_eq!(failed["ref_doctype"], "ToDo");
+    // Once the mapping gives a default, the retry goes through the mapping again (not the
+    // direct ToDo row, which would read the Note's fields as a ToDo's).
+    let (_, m) = c
+        .get("/api/resource/Document Type Mapping/ToDo from Note")
+        .await;
+    let mut rows = m["data"]["field_mapping"].as_array().unwrap().clone();
+    rows[0]["default_value"] = json!("(no content)");
+    let (s, b) = c
+        .put(
+            "/api/resource/Document Type Mapping/ToDo from Note",
+            json!({"field_mapping": rows}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = c
+        .post(
+            "/api/method/frappe.event_streaming.doctype.event_producer.event_producer.resync",
+            json!({"update": failed["name"]}),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["message"].as_str()),
+        (200, Some("Synced")),
+        "{b}"
+    );
+    let retried = find(empty_name.clone()).await.expect("the retried ToDo");
+    assert_eq!(retried["description"], "(no content)");
+}

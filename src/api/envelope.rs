@@ -59,7 +59,11 @@ pub fn data(v: Value) -> Response {
     json_response(StatusCode::OK, &json!({ "data": v }))
 }
 
-/// `{"message": value}` with 200.
+/// `{"message": value}` with 200; a method that returns nothing answers `{}`, as Frappe's
+/// response builder leaves `message` out when it is None.
 pub fn message(v: Value) -> Response {
+    if v.is_null() {
+        return json_response(StatusCode::OK, &json!({}));
+    }
     json_response(StatusCode::OK, &json!({ "message": v }))
 }

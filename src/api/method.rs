@@ -358,8 +358,7 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
         }
         "frappe.event_streaming.doctype.event_producer.event_producer.new_event_notification" => {
             site.pull_wakeup.notify_one();
-            // Frappe answers an empty object.
-            json!({})
+            Value::Null
         }
         "frappe.event_streaming.doctype.event_producer.event_producer.pull_from_node" => {
             json!(crate::streaming::consumer::pull_from_node(site, caller, &args.required("event_producer")?).await?)

@@ -78,23 +78,30 @@ pub async fn validate(
             ));
         }
     }
-    let mut seen = std::collections::HashSet::new();
     for (t, _, condition, ..) in subscription_of(doc) {
-        if !seen.insert(t.clone()) {
-            return Err(Error::Validation(format!(
-                "{t} appears twice in the Event Producer Document Types"
-            )));
-        }
         crate::streaming::condition::check(&condition)
             .map_err(|e| Error::Validation(format!("{t}: {e}")))?;
     }
-    for r in doc
+    // The producer keeps one Event Consumer row per type it sends, so the types asked of it
+    // must differ; two rows may make the same local type (one through a mapping), as in Frappe.
+    let rows: Vec<Value> = doc
         .get("producer_doctypes")
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        consumer::mapping_of(conn, r).await?;
+        .cloned()
+        .unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    for (r, remote) in rows.iter().zip(consumer::remote_types(conn, &rows).await?) {
+        if !seen.insert(remote.clone()) {
+            let local = r
+                .get("ref_doctype")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Err(Error::Validation(if local == remote {
+                format!("{remote} appears twice in the Event Producer Document Types")
+            } else {
+                format!("{local}: its mapping asks the producer for {remote}, which another row of the Event Producer Document Types already asks for")
+            }));
+        }
     }
     Ok(())
 }

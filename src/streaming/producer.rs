@@ -431,7 +431,9 @@ pub async fn get_update_logs(
             // After the logs, for the reason given above.
             let sub = load_subscription(&mut conn, consumer_url).await?;
             drop(conn);
-            let logs = judged(site, &sub, &wanted, &rows).await?;
+            let logs =
+                renames_as_delete_and_create(site, judged(site, &sub, &wanted, &rows).await?)
+                    .await?;
             Ok(Pulled {
                 logs,
                 page: None,
@@ -440,6 +442,59 @@ pub async fn get_update_logs(
             })
         }
     }
+}
+
+/// Rewrites each rename for a consumer that pulls by `last_update` (Frappe's form) as a
+/// Delete of the old name and then a Create of the document as renamed. Frappe does not stream
+/// renames: its consumer would look for the new name, find nothing, and log the sync Synced
+/// with the document lost. Delete first, so that a Create refused (say by a unique field) never
+/// leaves the consumer without the document under either name.
+async fn renames_as_delete_and_create(site: &Site, logs: Vec<Value>) -> Result<Vec<Value>> {
+    let mut out = Vec::with_capacity(logs.len());
+    for log in logs {
+        let data: Option<Value> = match (&log["update_type"], &log["data"]) {
+            (Value::String(t), Value::String(d)) if t == "Update" && d.contains("\"old_name\"") => {
+                serde_json::from_str(d).ok()
+            }
+            _ => None,
+        };
+        let Some(old) = data
+            .as_ref()
+            .and_then(|d| d.get("old_name"))
+            .and_then(Value::as_str)
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+        else {
+            out.push(log);
+            continue;
+        };
+        let doc = match data
+            .as_ref()
+            .and_then(|d| d.get("doc"))
+            .and_then(Value::as_object)
+        {
+            Some(d) => Some(d.clone()),
+            // Logs written before renames carried their document: its state now.
+            None => {
+                let reg = site.meta();
+                let dt = reg.get(&text(log.get("ref_doctype")))?;
+                let mut conn = site.store.conn().await?;
+                load_doc(&mut conn, &reg, &dt, &text(log.get("docname"))).await?
+            }
+        };
+        let mut delete = log.clone();
+        delete["update_type"] = json!("Delete");
+        delete["docname"] = json!(old);
+        delete["data"] = Value::Null;
+        out.push(delete);
+        if let Some(doc) = doc {
+            let mut create = log;
+            create["update_type"] = json!("Create");
+            create["data"] = json!(super::diff::create_payload_json(&doc));
+            out.push(create);
+        }
+    }
+    Ok(out)
 }
 
 /// The logs a consumer may have, with its conditions applied, as sent on the wire.
@@ -665,10 +720,14 @@ pub async fn tell_consumer_statuses(site: &Site, consumer_url: &str) -> Result<(
             } else {
                 local_type.clone()
             };
-            if let Some(r) = rows.iter().find(|r| {
-                text(r.get("ref_doctype")) == remote_type
-                    || text(r.get("ref_doctype")) == local_type
-            }) {
+            // Two rows may make one local type (one through a mapping): match on the type
+            // sent, and on the local type only when the mapping could not be read.
+            let sent = if remote_type.is_empty() {
+                &local_type
+            } else {
+                &remote_type
+            };
+            if let Some(r) = rows.iter().find(|r| text(r.get("ref_doctype")) == *sent) {
                 p["status"] = r.get("status").cloned().unwrap_or(Value::Null);
             }
         }

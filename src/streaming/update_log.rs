@@ -253,7 +253,8 @@ pub async fn record_delete(
     log(site, conn, "Delete", dt, &name, || None, flags).await
 }
 
-/// Logs a rename as an Update of `name` carrying `old_name`.
+/// Logs a rename as an Update of `name` carrying `old_name`, and `doc`, the document as renamed
+/// (what a Frappe consumer, which cannot rename, is sent as a Create after a Delete).
 pub async fn record_rename(
     site: &Site,
     conn: &mut Conn,
@@ -268,7 +269,9 @@ pub async fn record_rename(
     let data = || {
         let mut changed = Map::new();
         changed.insert("name".into(), Value::String(new.clone()));
-        let data = serde_json::json!({"changed": changed, "added": {}, "removed": {}, "row_changed": {}, "old_name": old});
+        let doc: Value = serde_json::from_str(&create_payload_json(after))
+            .expect("a serialized document parses");
+        let data = serde_json::json!({"changed": changed, "added": {}, "removed": {}, "row_changed": {}, "old_name": old, "doc": doc});
         Some(frappe_json(&data))
     };
     log(site, conn, "Update", dt, &new, data, flags).await

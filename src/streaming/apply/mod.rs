@@ -106,10 +106,18 @@ impl ProducerInfo {
             .find(|t| t.local_type == local_type && !t.use_same_name && !t.unsubscribed)
     }
 
-    fn for_local(&self, local_type: &str) -> Option<&SubscribedType> {
-        self.types
-            .iter()
-            .find(|t| t.local_type == local_type && !t.unsubscribed)
+    /// The subscription a sync log entry came through: two rows may make the same local type,
+    /// told apart by the mapping the entry recorded (entries written before docstream recorded
+    /// it name none, and take the type's first row).
+    fn for_entry(&self, local_type: &str, mapping: &str) -> Option<&SubscribedType> {
+        let live = || {
+            self.types
+                .iter()
+                .filter(move |t| t.local_type == local_type && !t.unsubscribed)
+        };
+        live()
+            .find(|t| t.mapping.as_ref().map_or("", |m| m.name.as_str()) == mapping)
+            .or_else(|| live().find(|_| mapping.is_empty()))
     }
 }
 

@@ -55,12 +55,15 @@ pub(super) async fn retry_entry(
     entry: &Doc,
 ) -> Result<String> {
     let local_type = text(entry.get("ref_doctype"));
-    let sub = info.for_local(&local_type).cloned().ok_or_else(|| {
-        Error::Validation(format!(
-            "{local_type} is no longer subscribed from {}",
-            info.url
-        ))
-    })?;
+    let sub = info
+        .for_entry(&local_type, &text(entry.get("mapping")))
+        .cloned()
+        .ok_or_else(|| {
+            Error::Validation(format!(
+                "{local_type} is no longer subscribed from {}",
+                info.url
+            ))
+        })?;
     let raw = entry.get("data").cloned().unwrap_or(Value::Null);
     let inc = Incoming::from_log(json!({
         "update_type": entry.get("update_type"), "ref_doctype": sub.remote_type, "docname": entry.get("producer_doc"),

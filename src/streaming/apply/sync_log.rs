@@ -5,7 +5,7 @@ use super::*;
 
 /// The fields of a new Event Sync Log row after the standard columns, in the order
 /// `write_sync_log` buffers them.
-const SYNC_LOG_FIELDS: [&str; 12] = [
+const SYNC_LOG_FIELDS: [&str; 13] = [
     "update_type",
     "ref_doctype",
     "status",
@@ -13,6 +13,7 @@ const SYNC_LOG_FIELDS: [&str; 12] = [
     "producer_doc",
     "docname",
     "use_same_name",
+    "mapping",
     "data",
     "error",
     "seq",
@@ -111,6 +112,7 @@ pub(super) async fn write_sync_log(
         Param::Text(Some(inc.docname.clone())),
         Param::Text(Some(local).filter(|l| !l.is_empty())),
         Param::Int(Some(sub.use_same_name as i64)),
+        Param::Text(sub.mapping.as_ref().map(|m| m.name.clone())),
         Param::Text(data),
         Param::Text(error),
         Param::Int(inc.seq),
