@@ -408,6 +408,64 @@ both_backends!(naming_submit_links_rename, |site: TestSite| async move {
         (s.as_u16(), c["message"]["docstatus"].clone()),
         (200, json!(2))
     );
+    // Amending: a copy naming the cancelled invoice is `name-1`, its amendment `name-2`; only
+    // a cancelled invoice may be amended.
+    let copy = |from: &str| {
+        let mut d = c["message"].clone();
+        for k in [
+            "name",
+            "docstatus",
+            "creation",
+            "modified",
+            "owner",
+            "modified_by",
+        ] {
+            d.as_object_mut().unwrap().remove(k);
+        }
+        for r in d["items"].as_array_mut().unwrap() {
+            r.as_object_mut().unwrap().remove("name");
+        }
+        d["amended_from"] = json!(from);
+        d
+    };
+    let (s, a1) = site.post("/api/resource/Sales Invoice", copy(name)).await;
+    assert_eq!(s, 200, "{a1}");
+    assert_eq!(a1["data"]["name"], format!("{name}-1"));
+    assert_eq!(a1["data"]["amended_from"], *name);
+    assert_eq!(a1["data"]["docstatus"], 0);
+    let not_cancelled = site
+        .post("/api/resource/Sales Invoice", copy(&format!("{name}-1")))
+        .await;
+    assert_error(&not_cancelled, 417, "ValidationError");
+    assert!(
+        not_cancelled
+            .1
+            .to_string()
+            .contains("only a cancelled document"),
+        "{}",
+        not_cancelled.1
+    );
+    for m in ["frappe.client.submit", "frappe.client.cancel"] {
+        let args = if m.ends_with("submit") {
+            json!({"doc": {"doctype": "Sales Invoice", "name": format!("{name}-1")}})
+        } else {
+            json!({"doctype": "Sales Invoice", "name": format!("{name}-1")})
+        };
+        let (s, b) = site
+            .request(
+                &site.admin_auth,
+                Method::POST,
+                &format!("/api/method/{m}"),
+                Some(args),
+            )
+            .await;
+        assert_eq!(s, 200, "{m}: {b}");
+    }
+    let (s, a2) = site
+        .post("/api/resource/Sales Invoice", copy(&format!("{name}-1")))
+        .await;
+    assert_eq!(s, 200, "{a2}");
+    assert_eq!(a2["data"]["name"], format!("{name}-2"));
     // Delete refused while linked; rename rewrites links.
     let linked = site.delete("/api/resource/Item Group/Products").await;
     assert_error(&linked, 417, "LinkExistsError");

@@ -36,6 +36,9 @@ struct Producer {
     /// `last_update` of every pull, in order.
     pulls: Vec<String>,
     deleted: bool,
+    /// Answer as a Frappe v15 site with the `event_streaming` app: Frappe 14's module names
+    /// fail as v15 fails them.
+    v15: bool,
 }
 
 fn arg(args: &[(String, String)], k: &str) -> Option<String> {
@@ -54,6 +57,19 @@ async fn frappe14(State(st): State<Arc<Mutex<Producer>>>, req: Request<Body>) ->
     let method = match path.strip_prefix("/api/method/") {
         Some(m) => m.to_string(),
         None => arg(&args, "cmd").unwrap_or_default(),
+    };
+    let v15 = st.lock().unwrap().v15;
+    let method = match method.strip_prefix("event_streaming.event_streaming.") {
+        Some(rest) if v15 => format!("frappe.event_streaming.{rest}"),
+        _ if v15 && method.starts_with("frappe.event_streaming.") => {
+            return (
+                axum::http::StatusCode::EXPECTATION_FAILED,
+                axum::Json(json!({"exc_type": "ValidationError", "exception": format!(
+                    "frappe.exceptions.ValidationError: Failed to get method for command {method} with No module named 'frappe.event_streaming'")})),
+            )
+                .into_response();
+        }
+        _ => method,
     };
     let message = match method.as_str() {
         "frappe.ping" => json!("pong"),
@@ -88,7 +104,21 @@ async fn frappe14(State(st): State<Arc<Mutex<Producer>>>, req: Request<Body>) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frappe_14_producer_as_captured_on_the_wire() {
-    let state = Arc::new(Mutex::new(Producer::default()));
+    replay_producer(false).await;
+}
+
+/// The same exchanges with a Frappe v15 producer, whose methods are the `event_streaming`
+/// app's: docstream finds them after Frappe 14's names fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frappe_15_event_streaming_app_producer() {
+    replay_producer(true).await;
+}
+
+async fn replay_producer(v15: bool) {
+    let state = Arc::new(Mutex::new(Producer {
+        v15,
+        ..Default::default()
+    }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let producer_url = format!("http://{}", listener.local_addr().unwrap());
     let app = axum::Router::new()
@@ -483,6 +513,33 @@ async fn a_frappe_14_consumer_as_frappe_speaks_it() {
         .collect();
     assert_eq!(renames.len(), 1, "{page}");
     assert_eq!(data_of(renames[0])["old_name"], old.as_str());
+
+    // Frappe's consumer drops a notification that comes while its pull job runs, and pulls on
+    // nothing else: a notification no pull followed is sent again, until one does.
+    since = frappe_pull(&p, &auth, &consumer, &since)
+        .await
+        .last()
+        .unwrap()["creation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let told = state.lock().unwrap().notified.len();
+    p.insert("ToDo", json!({"description": "told twice"})).await;
+    eventually(
+        10,
+        "the notification, and another with no pull after it",
+        || async { (state.lock().unwrap().notified.len() >= told + 2).then_some(()) },
+    )
+    .await;
+    let logs = frappe_pull(&p, &auth, &consumer, &since).await;
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let told = state.lock().unwrap().notified.len();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        state.lock().unwrap().notified.len(),
+        told,
+        "once it pulled, it is not told again"
+    );
     assert!(
         state.lock().unwrap().unknown.is_empty(),
         "{:?}",

@@ -93,6 +93,40 @@ fn not_found(dt: &DocType, name: &str) -> Error {
     Error::DoesNotExist(format!("{} {} not found", dt.name, name))
 }
 
+/// The name of an amendment of `from`, as Frappe names it: `from-1`, and `root-(n+1)` when
+/// `from` is itself the amendment `root-n`. Only a cancelled document may be amended.
+async fn amended_name(conn: &mut Conn, reg: &Registry, dt: &DocType, from: &str) -> Result<String> {
+    if !dt.is_submittable || dt.field("amended_from").is_none() {
+        return Err(Error::Validation(format!(
+            "{} cannot be amended: only a submittable type with an amended_from field can",
+            dt.name
+        )));
+    }
+    let source = load_doc(conn, reg, dt, from).await?.ok_or_else(|| {
+        Error::Validation(format!(
+            "Cannot amend {} {from}: it does not exist",
+            dt.name
+        ))
+    })?;
+    if source.get("docstatus").and_then(Value::as_i64) != Some(2) {
+        return Err(Error::Validation(format!(
+            "Cannot amend {} {from}: only a cancelled document can be amended",
+            dt.name
+        )));
+    }
+    let amended = source
+        .get("amended_from")
+        .map(name_text)
+        .is_some_and(|a| !a.is_empty());
+    Ok(match from.rsplit_once('-') {
+        Some((root, n)) if amended => match n.parse::<u64>() {
+            Ok(n) => format!("{root}-{}", n + 1),
+            Err(_) => format!("{from}-1"),
+        },
+        _ => format!("{from}-1"),
+    })
+}
+
 /// Reads a whole document (child rows included) inside a connection or transaction.
 pub async fn load_doc(
     conn: &mut Conn,
@@ -991,6 +1025,19 @@ impl Site {
         if let Some(g) = &given {
             if flags.keep_name || dt.is_prompt_named() {
                 doc.insert("name".into(), Value::String(g.clone()));
+            }
+        }
+        if !pending.applied {
+            if let Some(from) = input
+                .get("amended_from")
+                .map(name_text)
+                .filter(|n| !n.is_empty())
+            {
+                let name = amended_name(conn, reg, dt, &from).await?;
+                if doc.get("name").map(name_text).is_none_or(|n| n.is_empty()) {
+                    doc.insert("name".into(), Value::String(name));
+                }
+                doc.insert("amended_from".into(), Value::String(from));
             }
         }
         // Type rules see the docstatus the document is saved with (a submit on insert).

@@ -43,7 +43,9 @@ pub(super) async fn open(url: &str) -> Result<AnyPool> {
         conn.close().await.ok();
     }
     AnyPoolOptions::new()
-        .max_connections(10)
+        // As many as the 16 concurrent writers the bench drives, and a few for pulls; three
+        // processes on one server stay well under PostgreSQL's default of 100.
+        .max_connections(20)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(opts)

@@ -49,6 +49,16 @@ const MIN_NOTIFY_GAP: std::time::Duration = std::time::Duration::from_millis(10)
 
 /// A consumer told of changes that has not pulled since is told again only after this long.
 const RENOTIFY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// How many times a notification no pull followed is sent again (after 1, 2, 4 ... seconds,
+/// at most [`MAX_RENOTIFY_DELAY`] apart): Frappe's consumer drops a notification that comes
+/// while its pull job runs, and a Frappe consumer pulls on nothing else, so the changes of a
+/// burst after that pull began would wait for the next write.
+const RENOTIFY_TRIES: u32 = 10;
+const MAX_RENOTIFY_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When a consumer was last told, whether it pulled since, and how many notifications in a
+/// row had no pull after them.
+type Told = (std::time::Instant, bool, u32);
 
 /// Coalesces notifications: one in flight per consumer, and one more if changes came
 /// meanwhile; a consumer that has not pulled since it was last told is not told again (its
@@ -57,8 +67,9 @@ const RENOTIFY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct Notifier {
     state: std::sync::Mutex<std::collections::HashMap<String, bool>>,
-    /// Per consumer: when it was last told, and whether it has pulled since.
-    told: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, bool)>>,
+    /// Per consumer: when it was last told, whether it has pulled since, and how many times in
+    /// a row it was told without pulling.
+    told: std::sync::Mutex<std::collections::HashMap<String, Told>>,
     consumers: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
     targets: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, RemoteSite)>>,
 }
@@ -88,20 +99,46 @@ impl Notifier {
         }
     }
 
-    fn worth_telling(&self, consumer: &str) -> bool {
+    /// Marks the consumer told now, unless it need not be: the entry it is told under.
+    fn worth_telling(&self, consumer: &str) -> Option<Told> {
         let mut told = self.told.lock().expect("notifier lock");
         let now = std::time::Instant::now();
         match told.get_mut(consumer) {
-            Some((at, pulled)) if waiting(at, *pulled) => false,
+            Some((at, pulled, _)) if waiting(at, *pulled) => None,
             Some(t) => {
-                *t = (now, false);
-                true
+                *t = (now, false, if t.1 { 0 } else { t.2 + 1 });
+                Some(*t)
             }
             None => {
-                told.insert(consumer.to_string(), (now, false));
-                true
+                let t = (now, false, 0);
+                told.insert(consumer.to_string(), t);
+                Some(t)
             }
         }
+    }
+
+    /// Tells the consumer again later if no pull follows the notification sent as `sent`.
+    fn follow_up(site: &std::sync::Arc<Site>, consumer: &str, sent: Told) {
+        if sent.2 >= RENOTIFY_TRIES {
+            return;
+        }
+        let delay = RENOTIFY_AFTER
+            .saturating_mul(1 << sent.2.min(16))
+            .min(MAX_RENOTIFY_DELAY);
+        let (site, consumer) = (site.clone(), consumer.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let unanswered = site
+                .notifier
+                .told
+                .lock()
+                .expect("notifier lock")
+                .get(&consumer)
+                .is_some_and(|t| t.0 == sent.0 && !t.1);
+            if unanswered {
+                site.notifier.poke(&site, consumer);
+            }
+        });
     }
 
     /// True when the consumer was told less than [`RENOTIFY_AFTER`] ago and has not pulled
@@ -109,7 +146,7 @@ impl Notifier {
     fn told_and_waiting(&self, consumer: &str) -> bool {
         let told = self.told.lock().expect("notifier lock");
         told.get(consumer)
-            .is_some_and(|(at, pulled)| waiting(at, *pulled))
+            .is_some_and(|(at, pulled, _)| waiting(at, *pulled))
     }
 
     fn poke(&self, site: &std::sync::Arc<Site>, consumer: String) {
@@ -134,9 +171,12 @@ impl Notifier {
         tokio::spawn(async move {
             loop {
                 let started = std::time::Instant::now();
-                if site.notifier.worth_telling(&consumer) {
-                    if let Err(e) = send_notification(&site, &consumer).await {
-                        tracing::debug!(consumer = %consumer, "notification not delivered (the consumer will pull on its interval): {e}");
+                if let Some(sent) = site.notifier.worth_telling(&consumer) {
+                    match send_notification(&site, &consumer).await {
+                        Ok(()) => Notifier::follow_up(&site, &consumer, sent),
+                        Err(e) => {
+                            tracing::debug!(consumer = %consumer, "notification not delivered (the consumer will pull on its interval): {e}")
+                        }
                     }
                 }
                 {

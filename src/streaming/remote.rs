@@ -163,10 +163,46 @@ impl RemoteSite {
     }
 
     fn method_request(&self, method: &str) -> reqwest::RequestBuilder {
+        let method = match method.strip_prefix(FRAPPE_14_MODULE) {
+            Some(rest) if is_v15(&self.url) => format!("{FRAPPE_15_APP}{rest}"),
+            _ => method.to_string(),
+        };
         self.http
             .post(format!("{}/api/method/{method}", self.url))
             .header("authorization", &self.auth)
             .header("accept", "application/json")
+    }
+
+    /// Sends an event-streaming method: a site that lacks Frappe 14's module (Frappe v15,
+    /// where event streaming is the `event_streaming` app) is asked again under the app's name,
+    /// and remembered.
+    async fn send_method(
+        &self,
+        method: &str,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let r = self.send(build(self.method_request(method))).await?;
+        if r.status() != reqwest::StatusCode::EXPECTATION_FAILED
+            || !method.starts_with(FRAPPE_14_MODULE)
+            || is_v15(&self.url)
+        {
+            return Ok(r);
+        }
+        let status = r.status();
+        let text = r.text().await.map_err(|e| self.unreachable(e))?;
+        if !text.contains("Failed to get method for command") {
+            let back = axum::http::Response::builder()
+                .status(status)
+                .body(text)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            return Ok(reqwest::Response::from(back));
+        }
+        tracing::info!(site = %self.url, "no frappe.event_streaming module there: calling the event_streaming app (Frappe v15)");
+        v15_sites()
+            .lock()
+            .expect("v15 sites lock")
+            .insert(self.url.clone());
+        self.send(build(self.method_request(method))).await
     }
 
     async fn post_method(
@@ -174,7 +210,7 @@ impl RemoteSite {
         method: &str,
         args: &[(&str, String)],
     ) -> Result<reqwest::Response> {
-        self.send(self.method_request(method).form(args)).await
+        self.send_method(method, |r| r.form(args)).await
     }
 
     /// Sends one request to `/api/resource/{doctype}/{name}` and returns the answer's `data`.
@@ -349,13 +385,19 @@ impl RemoteSite {
             None => args.push(("last_update", ask.last_update.to_string())),
         }
         const METHOD: &str = "frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer";
-        let mut req = self.method_request(METHOD);
         if let Some(w) = ask.wait {
             args.push(("wait", format!("{:.3}", w.as_secs_f64())));
-            // The usual timeout would cut a long poll: it gets its wait and as long again.
-            req = req.timeout(w * 2 + Duration::from_secs(10));
         }
-        let r = self.send(req.form(&args)).await?;
+        let r = self
+            .send_method(METHOD, |req| {
+                let req = match ask.wait {
+                    // The usual timeout would cut a long poll: it gets its wait and as long again.
+                    Some(w) => req.timeout(w * 2 + Duration::from_secs(10)),
+                    None => req,
+                };
+                req.form(&args)
+            })
+            .await?;
         let body = self.read_text("a pull", r).await?;
         // A docstream page is checked whole before anything of it is used.
         match ask.after_seq {
@@ -363,6 +405,21 @@ impl RemoteSite {
             None => super::page::decode_frappe(&self.url, &body),
         }
     }
+}
+
+/// Where Frappe 14 keeps event streaming's methods, and where Frappe v15's app does.
+const FRAPPE_14_MODULE: &str = "frappe.event_streaming.";
+const FRAPPE_15_APP: &str = "event_streaming.event_streaming.";
+
+/// The sites found to serve event streaming as Frappe v15's app, for this process's life.
+fn v15_sites() -> &'static std::sync::Mutex<std::collections::HashSet<String>> {
+    static SITES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    SITES.get_or_init(Default::default)
+}
+
+fn is_v15(url: &str) -> bool {
+    v15_sites().lock().expect("v15 sites lock").contains(url)
 }
 
 fn short_reqwest(e: &reqwest::Error) -> String {

@@ -37,15 +37,6 @@ pub async fn current_seq(conn: &mut Conn) -> Result<i64> {
     Ok(newest(conn).await?.0)
 }
 
-/// The new log's `creation` after `previous`: never before it, because `first_seq_after`
-/// relies on creation growing with seq (the clock may step back).
-fn creation_after(now: String, previous: Option<String>) -> String {
-    match previous {
-        Some(p) if p > now => p,
-        _ => now,
-    }
-}
-
 /// Raises the counter to the highest `seq` before logs are deleted, so that no seq a consumer
 /// may have seen is ever given out again.
 pub async fn keep_seq_floor(conn: &mut Conn) -> Result<()> {
@@ -62,7 +53,8 @@ pub async fn keep_seq_floor(conn: &mut Conn) -> Result<()> {
 }
 
 /// The seq of the first log created after `since`, by bisecting seqs with primary-key look-ups
-/// (creation grows with seq, see `creation_after`), so the log needs no index on `creation`.
+/// (creation grows with seq: each insert takes the newest log's when the clock is behind it),
+/// so the log needs no index on `creation`.
 pub async fn first_seq_after(conn: &mut Conn, since: &str) -> Result<Option<i64>> {
     let bounds = store::fetch_docs(
         conn,
@@ -149,10 +141,19 @@ const SQLITE_INSERT: &str = r#"INSERT INTO "tabEvent Update Log" (name, seq, cre
     MAX($2, COALESCE((SELECT creation FROM "tabEvent Update Log" ORDER BY name DESC LIMIT 1), '')),
     'Administrator', 'Administrator', 0, 0, $3, $4, $5, $6, $7, $8)"#;
 
-/// PostgreSQL's insert of a log, whose seq comes from the counter ($1 the seq, $2 creation).
+/// PostgreSQL's step of the counter, which locks its row until commit (so logs commit in seq
+/// order) and answers the new value in the same round trip.
+const POSTGRES_NEXT_SEQ: &str = r#"INSERT INTO "tabSeries" (name, current) VALUES ($1, 1)
+    ON CONFLICT (name) DO UPDATE SET current = "tabSeries".current + 1 RETURNING current"#;
+
+/// PostgreSQL's insert of a log, whose seq comes from the counter ($1 the seq, $2 the clock).
+/// Its creation is never before the newest log's: read by this statement, whose snapshot is
+/// taken after the counter's lock was granted, so it sees the log committed before it.
 const POSTGRES_INSERT: &str = r#"INSERT INTO "tabEvent Update Log" (name, seq, creation, modified,
     owner, modified_by, docstatus, idx, update_type, ref_doctype, docname, data, origin, for_consumer)
-    VALUES ($1, $1, $2, $2, 'Administrator', 'Administrator', 0, 0, $3, $4, $5, $6, $7, $8)"#;
+    SELECT $1, $1, t.at, t.at, 'Administrator', 'Administrator', 0, 0, $3, $4, $5, $6, $7, $8
+    FROM (SELECT GREATEST($2, COALESCE((SELECT creation FROM "tabEvent Update Log"
+        ORDER BY name DESC LIMIT 1), '')) AS at) t"#;
 
 /// Writes one log with the next seq (gap-free in commit order); returns the seq.
 pub async fn insert(site: &Site, conn: &mut Conn, log: NewLog<'_>) -> Result<i64> {
@@ -173,11 +174,14 @@ pub async fn insert(site: &Site, conn: &mut Conn, log: NewLog<'_>) -> Result<i64
             conn.last_insert_rowid()
                 .ok_or_else(|| crate::Error::Internal("SQLite gave no row id".into()))
         }
-        // Concurrent writers: the counter's row lock orders them until commit.
+        // Concurrent writers: the counter's row lock orders them until commit, so the two
+        // statements under it are all a streamed write adds to the time the lock is held.
         Dialect::Postgres => {
-            let seq = store::next_counter(conn, SEQ_COUNTER).await?;
+            let seq = store::fetch_scalar(conn, POSTGRES_NEXT_SEQ, &[Param::text(SEQ_COUNTER)])
+                .await?
+                .and_then(|v| v.as_i64())
+                .ok_or_else(|| crate::Error::Internal("the seq counter gave no value".into()))?;
             params[0] = Param::Int(Some(seq));
-            params[1] = Param::Text(Some(creation_after(now, newest(conn).await?.1)));
             store::execute(conn, POSTGRES_INSERT, &params).await?;
             Ok(seq)
         }
