@@ -1110,7 +1110,10 @@ fn print_table(r: &Report) {
         let label = format!("fanin, {} producers (invoices/s)", g("producers"));
         out.push_str(&format!("{label:<40}{:>10.0}\n", g("invoices_per_s")));
         let label = "fanin / stream_apply";
-        out.push_str(&format!("{label:<40}{:>10.1}%\n", g("pct_of_stream_apply")));
+        match g("pct_of_stream_apply") {
+            p if p.is_nan() => out.push_str(&format!("{label:<40}{:>10}  (stream not run)\n", "-")),
+            p => out.push_str(&format!("{label:<40}{p:>10.1}%\n")),
+        }
     }
     if let Some(mp) = extra("multi_process") {
         let g = |k: &str| mp.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
