@@ -286,16 +286,7 @@ async fn added_child_rows_are_sent_whole_as_frappe_reads_them() {
     let log = logs["data"].as_array().unwrap().last().cloned().unwrap();
     let data: Value = serde_json::from_str(log["data"].as_str().unwrap()).unwrap();
     let row = &data["added"]["seen_by"][0];
-    for key in [
-        "doctype",
-        "name",
-        "parent",
-        "parentfield",
-        "parenttype",
-        "idx",
-    ] {
-        assert!(!row[key].is_null(), "{key} missing from {row}");
-    }
+    assert_whole_child_row(row);
     assert_eq!(row["doctype"], "Note Seen By");
     assert_eq!(row["parent"], name.as_str());
     assert_eq!(row["parentfield"], "seen_by");

@@ -41,6 +41,14 @@ struct Producer {
     v15: bool,
 }
 
+/// Serves a fake Frappe site on a free loopback port; its URL.
+async fn serve_fake(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
 fn arg(args: &[(String, String)], k: &str) -> Option<String> {
     args.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
 }
@@ -119,12 +127,12 @@ async fn replay_producer(v15: bool) {
         v15,
         ..Default::default()
     }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let producer_url = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .fallback(frappe14)
-        .with_state(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let producer_url = serve_fake(
+        axum::Router::new()
+            .fallback(frappe14)
+            .with_state(state.clone()),
+    )
+    .await;
 
     let c = TestSite::start_with(Backend::Sqlite, &[("pull_interval", json!(1))])
         .await
@@ -315,12 +323,12 @@ async fn a_frappe_14_consumer_as_frappe_speaks_it() {
         producer_url: p.public_url.clone(),
         ..Default::default()
     }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let consumer = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .fallback(frappe14_consumer)
-        .with_state(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let consumer = serve_fake(
+        axum::Router::new()
+            .fallback(frappe14_consumer)
+            .with_state(state.clone()),
+    )
+    .await;
 
     // Event Producer.create_event_consumer: FrappeClient.post_api puts `data` in the query.
     let data = json!({"event_consumer": consumer,
@@ -434,19 +442,7 @@ async fn a_frappe_14_consumer_as_frappe_speaks_it() {
     assert_eq!(created["seen_by"][0]["parentfield"], "seen_by");
     let diff = data_of(&logs[1]);
     let added = &diff["added"]["seen_by"][0];
-    for key in [
-        "doctype",
-        "name",
-        "parent",
-        "parentfield",
-        "parenttype",
-        "idx",
-    ] {
-        assert!(
-            !added[key].is_null(),
-            "{key} missing from the added row {added}"
-        );
-    }
+    assert_whole_child_row(added);
     assert_eq!(added["parent"], note_name.as_str());
     assert_eq!(added["parenttype"], "Note");
     assert_eq!(added["user"], "seen2@example.com");

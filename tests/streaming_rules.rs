@@ -26,6 +26,17 @@ fn enc(v: &Value) -> String {
         .to_string()
 }
 
+/// The consumer's document of `doctype` kept for the producer's `remote` (its `remote_docname`).
+async fn by_remote_name(c: &TestSite, doctype: &str, remote: String) -> Option<Value> {
+    let filters = enc(&json!({ "remote_docname": remote }));
+    let (_, b) = c
+        .get(&format!(
+            "/api/resource/{doctype}?filters={filters}&fields=[\"*\"]"
+        ))
+        .await;
+    b["data"].as_array().and_then(|a| a.first().cloned())
+}
+
 async fn consumers_of_log(p: &TestSite, log: &str) -> Vec<String> {
     let (_, b) = p
         .get(&format!("/api/resource/Event Update Log/{log}"))
@@ -412,18 +423,7 @@ async fn document_type_mapping_makes_an_opportunity_and_its_lead() {
         )
         .await;
     let eo_name = eo["name"].as_str().unwrap().to_string();
-    let find = |name: String| {
-        let c = &c;
-        async move {
-            let filters = enc(&json!({"remote_docname": name}));
-            let (_, b) = c
-                .get(&format!(
-                    "/api/resource/Opportunity?filters={filters}&fields=[\"*\"]"
-                ))
-                .await;
-            b["data"].as_array().and_then(|a| a.first().cloned())
-        }
-    };
+    let find = |name: String| by_remote_name(&c, "Opportunity", name);
     let opp = eventually(15, "the mapped Opportunity", || find(eo_name.clone())).await;
     assert_eq!(opp["opportunity_from"], "Lead");
     assert_eq!(opp["status"], "Open", "default value used");
@@ -529,18 +529,7 @@ async fn links_to_documents_kept_under_local_names_are_rewritten() {
         )
         .await;
     let todo_name = todo["name"].as_str().unwrap().to_string();
-    let local_of = |remote: String| {
-        let c = &c;
-        async move {
-            let filters = enc(&json!({"remote_docname": remote}));
-            let (_, b) = c
-                .get(&format!(
-                    "/api/resource/Lead?filters={filters}&fields=[\"name\",\"lead_name\"]"
-                ))
-                .await;
-            b["data"].as_array().and_then(|a| a.first().cloned())
-        }
-    };
+    let local_of = |remote: String| by_remote_name(&c, "Lead", remote);
     let got = eventually(15, "the ToDo", || {
         get_opt(&c, format!("/api/resource/ToDo/{todo_name}"))
     })
@@ -679,18 +668,7 @@ async fn two_rows_make_one_local_type_through_a_mapping() {
         .insert("Note", json!({"title": "n1", "content": "from a note"}))
         .await;
     let note_name = note["name"].as_str().unwrap().to_string();
-    let find = |name: String| {
-        let c = &c;
-        async move {
-            let filters = enc(&json!({"remote_docname": name}));
-            let (_, b) = c
-                .get(&format!(
-                    "/api/resource/ToDo?filters={filters}&fields=[\"*\"]"
-                ))
-                .await;
-            b["data"].as_array().and_then(|a| a.first().cloned())
-        }
-    };
+    let find = |name: String| by_remote_name(&c, "ToDo", name);
     let mapped = eventually(15, "the ToDo made from the Note", || {
         find(note_name.clone())
     })

@@ -56,9 +56,15 @@ const RENOTIFY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 const RENOTIFY_TRIES: u32 = 10;
 const MAX_RENOTIFY_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// When a consumer was last told, whether it pulled since, and how many notifications in a
-/// row had no pull after them.
-type Told = (std::time::Instant, bool, u32);
+/// When a consumer was last told, and what followed.
+#[derive(Debug, Clone, Copy)]
+struct Told {
+    at: std::time::Instant,
+    /// It has pulled since.
+    pulled: bool,
+    /// Notifications in a row before this one that no pull followed.
+    unanswered: u32,
+}
 
 /// Coalesces notifications: one in flight per consumer, and one more if changes came
 /// meanwhile; a consumer that has not pulled since it was last told is not told again (its
@@ -95,7 +101,7 @@ impl Notifier {
     /// Records that a consumer pulled: the next change is worth telling it.
     pub fn pulled(&self, consumer: &str) {
         if let Some(t) = self.told.lock().expect("notifier lock").get_mut(consumer) {
-            t.1 = true;
+            t.pulled = true;
         }
     }
 
@@ -104,13 +110,21 @@ impl Notifier {
         let mut told = self.told.lock().expect("notifier lock");
         let now = std::time::Instant::now();
         match told.get_mut(consumer) {
-            Some((at, pulled, _)) if waiting(at, *pulled) => None,
+            Some(t) if waiting(&t.at, t.pulled) => None,
             Some(t) => {
-                *t = (now, false, if t.1 { 0 } else { t.2 + 1 });
+                *t = Told {
+                    at: now,
+                    pulled: false,
+                    unanswered: if t.pulled { 0 } else { t.unanswered + 1 },
+                };
                 Some(*t)
             }
             None => {
-                let t = (now, false, 0);
+                let t = Told {
+                    at: now,
+                    pulled: false,
+                    unanswered: 0,
+                };
                 told.insert(consumer.to_string(), t);
                 Some(t)
             }
@@ -119,11 +133,11 @@ impl Notifier {
 
     /// Tells the consumer again later if no pull follows the notification sent as `sent`.
     fn follow_up(site: &std::sync::Arc<Site>, consumer: &str, sent: Told) {
-        if sent.2 >= RENOTIFY_TRIES {
+        if sent.unanswered >= RENOTIFY_TRIES {
             return;
         }
         let delay = RENOTIFY_AFTER
-            .saturating_mul(1 << sent.2.min(16))
+            .saturating_mul(1 << sent.unanswered.min(16))
             .min(MAX_RENOTIFY_DELAY);
         let (site, consumer) = (site.clone(), consumer.to_string());
         tokio::spawn(async move {
@@ -134,7 +148,7 @@ impl Notifier {
                 .lock()
                 .expect("notifier lock")
                 .get(&consumer)
-                .is_some_and(|t| t.0 == sent.0 && !t.1);
+                .is_some_and(|t| t.at == sent.at && !t.pulled);
             if unanswered {
                 site.notifier.poke(&site, consumer);
             }
@@ -145,8 +159,7 @@ impl Notifier {
     /// since: its coming pull sees this change too.
     fn told_and_waiting(&self, consumer: &str) -> bool {
         let told = self.told.lock().expect("notifier lock");
-        told.get(consumer)
-            .is_some_and(|(at, pulled, _)| waiting(at, *pulled))
+        told.get(consumer).is_some_and(|t| waiting(&t.at, t.pulled))
     }
 
     fn poke(&self, site: &std::sync::Arc<Site>, consumer: String) {

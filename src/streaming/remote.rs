@@ -100,6 +100,11 @@ impl RemoteSite {
     async fn read_text(&self, what: &str, r: reqwest::Response) -> Result<String> {
         let status = r.status();
         let text = r.text().await.map_err(|e| self.unreachable(e))?;
+        self.answer(what, status, text)
+    }
+
+    /// An answer's text when its status is a success; the error it says otherwise.
+    fn answer(&self, what: &str, status: reqwest::StatusCode, text: String) -> Result<String> {
         if status.is_success() {
             return Ok(text);
         }
@@ -121,7 +126,11 @@ impl RemoteSite {
     /// way) is an error, never taken for an empty answer.
     async fn read(&self, what: &str, r: reqwest::Response) -> Result<Value> {
         let text = self.read_text(what, r).await?;
-        serde_json::from_str(&text).map_err(|e| {
+        self.parse(what, &text)
+    }
+
+    fn parse(&self, what: &str, text: &str) -> Result<Value> {
+        serde_json::from_str(text).map_err(|e| {
             Error::Validation(format!(
                 "{} answered {what} with a body that is not JSON ({e}): damaged or cut on the way",
                 self.url
@@ -157,8 +166,8 @@ impl RemoteSite {
 
     /// Calls a whitelisted method with form arguments; returns `message`.
     pub async fn call(&self, method: &str, args: &[(&str, String)]) -> Result<Value> {
-        let r = self.post_method(method, args).await?;
-        let body = self.read(method, r).await?;
+        let text = self.send_method(method, method, |r| r.form(args)).await?;
+        let body = self.parse(method, &text)?;
         Ok(body.get("message").cloned().unwrap_or(Value::Null))
     }
 
@@ -173,44 +182,32 @@ impl RemoteSite {
             .header("accept", "application/json")
     }
 
-    /// Sends an event-streaming method: a site that lacks Frappe 14's module (Frappe v15,
-    /// where event streaming is the `event_streaming` app) is asked again under the app's name,
-    /// and remembered.
+    /// Sends a method and reads its answer's text (see [`RemoteSite::answer`]). A site that
+    /// lacks Frappe 14's event-streaming module (Frappe v15, where event streaming is the
+    /// `event_streaming` app) is asked again under the app's name, and remembered.
     async fn send_method(
         &self,
         method: &str,
+        what: &str,
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response> {
+    ) -> Result<String> {
         let r = self.send(build(self.method_request(method))).await?;
-        if r.status() != reqwest::StatusCode::EXPECTATION_FAILED
-            || !method.starts_with(FRAPPE_14_MODULE)
-            || is_v15(&self.url)
-        {
-            return Ok(r);
-        }
         let status = r.status();
         let text = r.text().await.map_err(|e| self.unreachable(e))?;
-        if !text.contains("Failed to get method for command") {
-            let back = axum::http::Response::builder()
-                .status(status)
-                .body(text)
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            return Ok(reqwest::Response::from(back));
+        let missing = status == reqwest::StatusCode::EXPECTATION_FAILED
+            && method.starts_with(FRAPPE_14_MODULE)
+            && !is_v15(&self.url)
+            && text.contains("Failed to get method for command");
+        if !missing {
+            return self.answer(what, status, text);
         }
         tracing::info!(site = %self.url, "no frappe.event_streaming module there: calling the event_streaming app (Frappe v15)");
         v15_sites()
             .lock()
             .expect("v15 sites lock")
             .insert(self.url.clone());
-        self.send(build(self.method_request(method))).await
-    }
-
-    async fn post_method(
-        &self,
-        method: &str,
-        args: &[(&str, String)],
-    ) -> Result<reqwest::Response> {
-        self.send_method(method, |r| r.form(args)).await
+        let r = self.send(build(self.method_request(method))).await?;
+        self.read_text(what, r).await
     }
 
     /// Sends one request to `/api/resource/{doctype}/{name}` and returns the answer's `data`.
@@ -388,8 +385,8 @@ impl RemoteSite {
         if let Some(w) = ask.wait {
             args.push(("wait", format!("{:.3}", w.as_secs_f64())));
         }
-        let r = self
-            .send_method(METHOD, |req| {
+        let body = self
+            .send_method(METHOD, "a pull", |req| {
                 let req = match ask.wait {
                     // The usual timeout would cut a long poll: it gets its wait and as long again.
                     Some(w) => req.timeout(w * 2 + Duration::from_secs(10)),
@@ -398,7 +395,6 @@ impl RemoteSite {
                 req.form(&args)
             })
             .await?;
-        let body = self.read_text("a pull", r).await?;
         // A docstream page is checked whole before anything of it is used.
         match ask.after_seq {
             Some(after) => super::page::decode(&self.url, &body, after),

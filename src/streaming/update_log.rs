@@ -141,11 +141,6 @@ const SQLITE_INSERT: &str = r#"INSERT INTO "tabEvent Update Log" (name, seq, cre
     MAX($2, COALESCE((SELECT creation FROM "tabEvent Update Log" ORDER BY name DESC LIMIT 1), '')),
     'Administrator', 'Administrator', 0, 0, $3, $4, $5, $6, $7, $8)"#;
 
-/// PostgreSQL's step of the counter, which locks its row until commit (so logs commit in seq
-/// order) and answers the new value in the same round trip.
-const POSTGRES_NEXT_SEQ: &str = r#"INSERT INTO "tabSeries" (name, current) VALUES ($1, 1)
-    ON CONFLICT (name) DO UPDATE SET current = "tabSeries".current + 1 RETURNING current"#;
-
 /// PostgreSQL's insert of a log, whose seq comes from the counter ($1 the seq, $2 the clock).
 /// Its creation is never before the newest log's: read by this statement, whose snapshot is
 /// taken after the counter's lock was granted, so it sees the log committed before it.
@@ -177,10 +172,7 @@ pub async fn insert(site: &Site, conn: &mut Conn, log: NewLog<'_>) -> Result<i64
         // Concurrent writers: the counter's row lock orders them until commit, so the two
         // statements under it are all a streamed write adds to the time the lock is held.
         Dialect::Postgres => {
-            let seq = store::fetch_scalar(conn, POSTGRES_NEXT_SEQ, &[Param::text(SEQ_COUNTER)])
-                .await?
-                .and_then(|v| v.as_i64())
-                .ok_or_else(|| crate::Error::Internal("the seq counter gave no value".into()))?;
+            let seq = store::next_counter(conn, SEQ_COUNTER).await?;
             params[0] = Param::Int(Some(seq));
             store::execute(conn, POSTGRES_INSERT, &params).await?;
             Ok(seq)

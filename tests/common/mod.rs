@@ -530,6 +530,21 @@ pub async fn subscribe_with_keys(
     .await;
 }
 
+/// Asserts a child row in an update log is whole, as Frappe's consumer reads it (it inserts
+/// the row as it comes).
+pub fn assert_whole_child_row(row: &Value) {
+    for key in [
+        "doctype",
+        "name",
+        "parent",
+        "parentfield",
+        "parenttype",
+        "idx",
+    ] {
+        assert!(!row[key].is_null(), "{key} missing from the row {row}");
+    }
+}
+
 /// Every document of `doctype` on a site, by name, with the text of one `field`: for
 /// comparing what two sites hold.
 pub async fn field_by_name(

@@ -115,9 +115,11 @@ impl ProducerInfo {
                 .iter()
                 .filter(move |t| t.local_type == local_type && !t.unsubscribed)
         };
-        live()
-            .find(|t| t.mapping.as_ref().map_or("", |m| m.name.as_str()) == mapping)
-            .or_else(|| live().find(|_| mapping.is_empty()))
+        let exact = live().find(|t| t.mapping.as_ref().map_or("", |m| m.name.as_str()) == mapping);
+        match exact {
+            None if mapping.is_empty() => live().next(),
+            found => found,
+        }
     }
 }
 
