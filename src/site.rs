@@ -34,6 +34,8 @@ pub struct Site {
     pub notifier: crate::streaming::notifier::Notifier,
     /// Pull pages shared between consumers asking for the same logs.
     pub pages: crate::streaming::page_cache::PageCache,
+    /// Producers as this site's pulls last read them.
+    pub producer_infos: crate::streaming::apply::ProducerInfos,
     /// Consumers' acknowledgements not yet written.
     pub acks: crate::streaming::acks::Acks,
     /// Wakes long-poll pulls waiting for new update logs.
@@ -101,6 +103,7 @@ impl Site {
             log_watch: Default::default(),
             acks: Default::default(),
             pages: Default::default(),
+            producer_infos: Default::default(),
             key_cache: Default::default(),
             pull_wakeup: tokio::sync::Notify::new(),
             long_polls: Default::default(),

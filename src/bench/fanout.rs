@@ -30,6 +30,8 @@ struct Phase {
     cpu_s: f64,
     /// The CPU of the write requests alone (the producer's own accounting, `/metrics`).
     write_cpu_s: f64,
+    /// All the consumer processes' CPU.
+    consumers_cpu_s: f64,
 }
 
 /// The producer's `docstream_request_cpu_seconds_total{kind="write"}`.
@@ -67,11 +69,14 @@ async fn phase(
     p: &Served,
     producer: &Site,
     consumers: &[Site],
+    consumer_pids: &[u32],
     todo: &str,
     secs: u64,
 ) -> Result<Phase> {
     let first = current_seq(producer).await? + 1;
     let pid = p.child.id();
+    let consumers_cpu = || consumer_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let consumers_cpu_before = consumers_cpu();
     let cpu_before = cpu_seconds(pid);
     let write_cpu_before = write_cpu_seconds(client, &p.url).await?;
     let writes = WRITES_PER_S * secs;
@@ -98,6 +103,7 @@ async fn phase(
         wait_caught_up(c, &p.url, last, "fanout drain").await?;
     }
     let cpu_s = cpu_seconds(pid) - cpu_before;
+    let consumers_cpu_s = consumers_cpu() - consumers_cpu_before;
     let write_cpu_s = write_cpu_seconds(client, &p.url).await? - write_cpu_before;
     let parse =
         |s: &str| chrono::NaiveDateTime::parse_from_str(s, crate::time::DATETIME_FORMAT).ok();
@@ -147,6 +153,7 @@ async fn phase(
         writes,
         cpu_s,
         write_cpu_s,
+        consumers_cpu_s,
     })
 }
 
@@ -209,7 +216,17 @@ pub(super) async fn run(tmp: &Path, docs: usize, report: &mut Report) -> Result<
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let one = phase(&client, &p, &producer, &sites[..1], &todo, secs).await?;
+    let pids = |servers: &[Served]| servers.iter().map(|s| s.child.id()).collect::<Vec<_>>();
+    let one = phase(
+        &client,
+        &p,
+        &producer,
+        &sites[..1],
+        &pids(&servers),
+        &todo,
+        secs,
+    )
+    .await?;
     for s in &sites[1..] {
         approve_all(&producer, &s.config.url).await?;
     }
@@ -221,7 +238,8 @@ pub(super) async fn run(tmp: &Path, docs: usize, report: &mut Report) -> Result<
         wait_caught_up(s, &p.url, high, "fanout start").await?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let many = phase(&client, &p, &producer, &sites, &todo, secs).await?;
+    let many = phase(&client, &p, &producer, &sites, &pids(&servers), &todo, secs).await?;
+    let delivered = |ph: &Phase, n: usize| ph.writes as f64 * n as f64;
     let per_write = |ph: &Phase| ph.write_cpu_s * 1e6 / ph.writes as f64;
     let process_per_write = |ph: &Phase| ph.cpu_s * 1e6 / ph.writes as f64;
     report.extra.insert(
@@ -239,7 +257,9 @@ pub(super) async fn run(tmp: &Path, docs: usize, report: &mut Report) -> Result<
             "producer_cpu_us_per_write_one_consumer": per_write(&one),
             "producer_process_cpu_us_per_write": process_per_write(&many),
             "producer_process_cpu_us_per_write_one_consumer": process_per_write(&one),
-            "producer_cpu_us_per_delivered_log": many.cpu_s * 1e6 / (many.writes as f64 * consumers as f64),
+            "producer_cpu_us_per_delivered_log": many.cpu_s * 1e6 / delivered(&many, consumers),
+            "consumer_cpu_us_per_delivered_log": many.consumers_cpu_s * 1e6 / delivered(&many, consumers),
+            "consumer_cpu_us_per_delivered_log_one_consumer": one.consumers_cpu_s * 1e6 / delivered(&one, 1),
         }),
     );
     drop(servers);

@@ -1101,6 +1101,16 @@ fn print_table(r: &Report) {
                 g("producer_cpu_us_per_delivered_log"),
                 "us",
             ),
+            (
+                format!("fanout consumers' CPU/delivered log, {n}"),
+                g("consumer_cpu_us_per_delivered_log"),
+                "us",
+            ),
+            (
+                "fanout consumer's CPU/delivered log, 1".to_string(),
+                g("consumer_cpu_us_per_delivered_log_one_consumer"),
+                "us",
+            ),
         ] {
             out.push_str(&format!("{label:<40}{v:>10.1} {unit}\n"));
         }

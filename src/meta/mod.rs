@@ -10,8 +10,9 @@ pub use fieldtype::{FieldType, Storage};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 include!(concat!(env!("OUT_DIR"), "/builtin_doctypes.rs"));
 
@@ -234,6 +235,37 @@ pub struct DocType {
     pub fields: Vec<DocField>,
     #[serde(default)]
     pub permissions: Vec<DocPerm>,
+    /// What another layer derives from the fields (the store's SQL text), made once.
+    #[serde(skip)]
+    pub derived: Derived,
+}
+
+/// Data another layer derives from a type's fields, made at first use and kept while the type
+/// is unchanged: a clone starts empty, and the registry empties it when it changes a type's
+/// fields in place. (This module stays ignorant of what is kept: one kind of value per type.)
+#[derive(Default)]
+pub struct Derived(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl Derived {
+    /// The kept value, made by `make` the first time.
+    pub fn get_or_init<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> &T {
+        self.0
+            .get_or_init(|| Box::new(make()))
+            .downcast_ref()
+            .expect("a type keeps one kind of derived data")
+    }
+}
+
+impl Clone for Derived {
+    fn clone(&self) -> Self {
+        Derived::default()
+    }
+}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Derived")
+    }
 }
 
 impl DocType {
@@ -347,6 +379,7 @@ impl Registry {
                 .map(|p| p + 1)
                 .unwrap_or(t.fields.len());
             t.fields.insert(pos, field);
+            t.derived = Derived::default();
         }
     }
 
@@ -378,6 +411,7 @@ impl Registry {
         }
         f.options = options.join("\n");
         f.default = Some(first.clone());
+        t.derived = Derived::default();
     }
 
     /// The type of that name or `DoesNotExistError`.

@@ -72,7 +72,20 @@ impl Dialect {
 
 /// Quotes an identifier for both dialects.
 pub fn q(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
+    let mut out = String::with_capacity(ident.len() + 2);
+    push_quoted(&mut out, ident);
+    out
+}
+
+/// Appends `ident` quoted, as [`q`] writes it.
+pub fn push_quoted(out: &mut String, ident: &str) {
+    out.push('"');
+    if ident.contains('"') {
+        out.push_str(&ident.replace('"', "\"\""));
+    } else {
+        out.push_str(ident);
+    }
+    out.push('"');
 }
 
 /// A site's database: SQLite (one writer, pooled readers) or a PostgreSQL pool.
