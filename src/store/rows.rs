@@ -80,13 +80,9 @@ pub async fn insert_rows(conn: &mut Conn, dt: &DocType, rows: &[Doc]) -> Result<
     if rows.is_empty() {
         return Ok(());
     }
-    let mut cols: Vec<&str> = crate::meta::STANDARD_COLUMNS.to_vec();
-    if dt.istable {
-        cols.extend(crate::meta::CHILD_COLUMNS);
-    }
-    cols.extend(dt.data_fields().map(|f| f.fieldname.as_str()));
+    // The same order as the quoted names made from it.
+    let cols: Vec<&str> = dt.columns().collect();
     let quoted = &sql(dt).columns;
-    debug_assert_eq!(quoted.len(), cols.len());
     let storage: Vec<_> = cols.iter().map(|c| dt.column_storage(c)).collect();
     let params: Vec<Vec<Param>> = rows
         .iter()

@@ -485,7 +485,7 @@ pub async fn unsent_updates(site: &Site) -> Result<Vec<String>> {
 
 /// Pulls every page the producer has and applies it; returns the number of logs applied.
 pub async fn pull(site: &Site, producer_url: &str) -> Result<usize> {
-    Ok(pull_with(site, producer_url, None).await?.applied)
+    pull_with(site, producer_url, None).await
 }
 
 /// A page a long poll brought, and the checkpoint it was asked after.
@@ -494,24 +494,13 @@ pub(super) struct Prefetched {
     pub page: ParsedPage,
 }
 
-/// What a pull came to, and what it read of the producer (which the long poll asks with next,
-/// instead of reading it again).
-pub(super) struct Pulled {
-    pub applied: usize,
-    /// The remote types asked for.
-    pub types: Vec<String>,
-    pub remote: RemoteSite,
-    /// The checkpoint the pull left.
-    pub last_seq: Option<i64>,
-}
-
 /// Same as [`pull`], beginning with a page already fetched when the checkpoint is still the
 /// one it was asked after (else it is dropped: another pull applied it meanwhile).
 pub(super) async fn pull_with(
     site: &Site,
     producer_url: &str,
     prefetched: Option<Prefetched>,
-) -> Result<Pulled> {
+) -> Result<usize> {
     let lock = site.pull_lock(producer_url);
     let _guard = lock.lock().await;
     if site.store.dialect() != store::Dialect::Postgres {
@@ -538,20 +527,14 @@ async fn pull_locked(
     site: &Site,
     producer_url: &str,
     prefetched: Option<Prefetched>,
-) -> Result<Pulled> {
+) -> Result<usize> {
     let info = ProducerInfo::current(site, producer_url).await?;
     let remote = remote_for(site, producer_url).await?;
     let types = info.remote_types();
-    let (mut last_seq, last_update) = checkpoint(site, producer_url).await?;
-    let pulled = |applied, last_seq| Pulled {
-        applied,
-        types: types.clone(),
-        remote: remote.clone(),
-        last_seq,
-    };
     if types.is_empty() {
-        return Ok(pulled(0, last_seq));
+        return Ok(0);
     }
+    let (mut last_seq, last_update) = checkpoint(site, producer_url).await?;
     // `acked` is what is committed here: the producer may forget logs up to it, never beyond.
     // A page is fetched and parsed in a task of its own, so that work runs on another core
     // while the previous page is applied.
@@ -591,7 +574,7 @@ async fn pull_locked(
             (None, _) => None,
         };
         if page.logs.is_empty() && cursor == last_seq {
-            return Ok(pulled(applied, last_seq));
+            return Ok(applied);
         }
         // Frappe's last_update form is one page per pull; docstream pages are pipelined: the
         // next page travels while this one is applied.
@@ -621,7 +604,7 @@ async fn pull_locked(
                 tokio::task::spawn_blocking(move || drop(applied_page));
                 last_seq = cursor;
             }
-            None => return Ok(pulled(applied, cursor)),
+            None => return Ok(applied),
         }
     }
 }

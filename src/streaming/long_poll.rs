@@ -4,8 +4,8 @@
 //! is applied through the usual pull (its lock, its checks, its checkpoint).
 
 use super::apply::ProducerInfo;
-use super::consumer::{checkpoint, pull_with, ParsedPage, Prefetched, Pulled, PAGE_SIZE};
-use super::remote::{PullAsk, RemoteSite};
+use super::consumer::{checkpoint, pull_with, ParsedPage, Prefetched, PAGE_SIZE};
+use super::remote::PullAsk;
 use crate::error::{Error, Result};
 use crate::site::Site;
 use std::sync::Arc;
@@ -44,9 +44,8 @@ pub fn keep_open(site: &Arc<Site>, producer_url: &str) {
 async fn run(site: &Site, url: &str) {
     let wait = Duration::from_secs_f64(site.config.pull_wait_seconds);
     let mut failures = 0u32;
-    let mut known = None;
     loop {
-        match poll_once(site, url, wait, &mut known).await {
+        match poll_once(site, url, wait).await {
             Ok(Polled::Again) => failures = 0,
             Ok(Polled::Quick) => tokio::time::sleep(Duration::from_secs(1)).await,
             Ok(Polled::Stop) | Err(Error::DoesNotExist(_)) => return,
@@ -62,42 +61,17 @@ async fn run(site: &Site, url: &str) {
     }
 }
 
-/// What the last pull read of the producer, for the next poll to ask with.
-struct Known {
-    types: Vec<String>,
-    remote: RemoteSite,
-    last_seq: i64,
-}
-
-/// One long poll, and the pull of what it brought. It asks with what the pull before it read
-/// (`known`), which the pull reads afresh; a poll that follows no pull reads it itself.
-async fn poll_once(
-    site: &Site,
-    url: &str,
-    wait: Duration,
-    known: &mut Option<Known>,
-) -> Result<Polled> {
-    let Known {
-        types,
-        remote,
-        last_seq: after,
-    } = match known.take() {
-        Some(k) => k,
-        None => {
-            let (Some(last_seq), _) = checkpoint(site, url).await? else {
-                // A Frappe producer (it pages by time) has no long poll.
-                return Ok(Polled::Stop);
-            };
-            Known {
-                types: ProducerInfo::current(site, url).await?.remote_types(),
-                remote: super::consumer::remote_for(site, url).await?,
-                last_seq,
-            }
-        }
+async fn poll_once(site: &Site, url: &str, wait: Duration) -> Result<Polled> {
+    let (Some(after), _) = checkpoint(site, url).await? else {
+        // A Frappe producer (it pages by time) has no long poll.
+        return Ok(Polled::Stop);
     };
+    let info = ProducerInfo::current(site, url).await?;
+    let types = info.remote_types();
     if types.is_empty() {
         return Ok(Polled::Stop);
     }
+    let remote = super::consumer::remote_for(site, url).await?;
     let started = Instant::now();
     let page = remote
         .pull(&PullAsk {
@@ -118,16 +92,6 @@ async fn poll_once(
         });
     }
     let page = ParsedPage::from(page);
-    let Pulled {
-        types,
-        remote,
-        last_seq,
-        ..
-    } = pull_with(site, url, Some(Prefetched { after, page })).await?;
-    *known = last_seq.map(|last_seq| Known {
-        types,
-        remote,
-        last_seq,
-    });
+    pull_with(site, url, Some(Prefetched { after, page })).await?;
     Ok(Polled::Again)
 }
