@@ -24,26 +24,30 @@ impl Clock {
 
     /// Now in Frappe's form.
     pub fn now(&self) -> String {
-        // Written out by hand: every write stamps several timestamps, and chrono's formatter
-        // parses its format string each time.
-        use chrono::{Datelike, Timelike};
-        let t = self.now_naive();
-        format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.nanosecond() % 1_000_000_000 / 1_000
-        )
+        format_datetime(self.now_naive())
     }
 
     /// Today as `YYYY-MM-DD`.
     pub fn today(&self) -> String {
         self.now_naive().format("%Y-%m-%d").to_string()
     }
+}
+
+/// `t` in Frappe's form.
+pub fn format_datetime(t: NaiveDateTime) -> String {
+    // Written out by hand: every write stamps several timestamps, and chrono's formatter
+    // parses its format string each time.
+    use chrono::{Datelike, Timelike};
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond() % 1_000_000_000 / 1_000
+    )
 }
 
 /// Accepts a date and returns it as `YYYY-MM-DD`.

@@ -143,9 +143,10 @@ async fn three_processes_on_one_postgres_producer_lose_nothing() {
     // What committed is what the producer holds (a write cut by the kill may or may not have).
     let want = field_by_name(&p, "ToDo", "description").await;
     assert!(want.len() >= 200, "most writes landed: {}", want.len());
-    // Seqs are unique and gap-free across the processes.
+    // Seqs are unique and gap-free across the processes, and creation never goes back as seq
+    // grows (writers take their clock before they queue for the seq).
     let (s, logs) = p
-        .get(r#"/api/resource/Event Update Log?fields=["seq","docname"]&limit_page_length=0&order_by=seq asc"#)
+        .get(r#"/api/resource/Event Update Log?fields=["seq","docname","creation"]&limit_page_length=0&order_by=seq asc"#)
         .await;
     assert_eq!(s, 200, "{logs}");
     let seqs: Vec<i64> = logs["data"]
@@ -160,6 +161,16 @@ async fn three_processes_on_one_postgres_producer_lose_nothing() {
         "seqs gap-free and unique"
     );
     assert_eq!(seqs.len(), want.len(), "one log per committed write");
+    let creations: Vec<&str> = logs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["creation"].as_str().unwrap())
+        .collect();
+    assert!(
+        creations.windows(2).all(|w| w[0] <= w[1]),
+        "creation grows with seq: {creations:?}"
+    );
     eventually(
         60,
         "the consumer holds exactly the producer's documents",

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::meta::{DocField, DocType, FieldType, PermType, Registry, Storage};
 use crate::site::Site;
 use crate::store::{self, Conn, Doc, ListQuery, Param};
+use crate::streaming::update_log;
 use serde_json::Value;
 
 /// Options of a write that server code (not API clients) may set.
@@ -511,91 +512,169 @@ pub fn links_of(reg: &Registry, dt: &DocType, doc: &Doc) -> Result<Vec<(String, 
     Ok(out)
 }
 
-async fn check_links(conn: &mut Conn, reg: &Registry, dt: &DocType, doc: &Doc) -> Result<()> {
-    // One query per target type, however many links point at it (an invoice's item rows).
-    let links = links_of(reg, dt, doc)?;
-    let mut by_target: Vec<(String, Vec<String>)> = Vec::new();
-    for (_, target, value) in &links {
-        match by_target.iter_mut().find(|(t, _)| t == target) {
-            Some((_, v)) if !v.contains(value) => v.push(value.clone()),
-            Some(_) => {}
-            None => by_target.push((target.clone(), vec![value.clone()])),
+/// The link look-ups of one document: what the registry answers by itself, and one statement
+/// for the rest (each part tagged with its place in `by_target`) that also asks whether the
+/// document's type is streamed, saving the write's log a round trip.
+struct LinkCheck {
+    links: Vec<(String, String, String)>,
+    by_target: Vec<(String, Vec<String>)>,
+    /// Links found missing without the statement.
+    missing: Vec<(String, String)>,
+    /// The places in `by_target` the statement looks up.
+    queried: Vec<usize>,
+    /// The statement (empty when nothing needs the database) and its parameters.
+    sql: String,
+    params: Vec<Param>,
+    /// Whether the type is streamed, when known without the statement.
+    streamed: Option<bool>,
+}
+
+/// The tag of the streamed probe's row, apart from the parts' (places from 0).
+const STREAMED_TAG: i64 = -1;
+
+impl LinkCheck {
+    fn new(reg: &Registry, dt: &DocType, doc: &Doc) -> Result<LinkCheck> {
+        // One query per target type, however many links point at it (an invoice's item rows).
+        let links = links_of(reg, dt, doc)?;
+        let mut by_target: Vec<(String, Vec<String>)> = Vec::new();
+        for (_, target, value) in &links {
+            match by_target.iter_mut().find(|(t, _)| t == target) {
+                Some((_, v)) if !v.contains(value) => v.push(value.clone()),
+                Some(_) => {}
+                None => by_target.push((target.clone(), vec![value.clone()])),
+            }
         }
-    }
-    // One statement for every table: each part tagged with its place in `by_target`.
-    let mut missing: Vec<(String, String)> = Vec::new();
-    let mut parts: Vec<String> = Vec::new();
-    let mut params: Vec<store::Param> = Vec::new();
-    let mut queried: Vec<usize> = Vec::new();
-    for (i, (target, values)) in by_target.iter().enumerate() {
-        if target == "DocType" {
-            missing.extend(
-                values
-                    .iter()
-                    .filter(|v| !reg.exists(v))
-                    .map(|v| (target.clone(), v.clone())),
-            );
-            continue;
-        }
-        let Ok(tdt) = reg.get(target) else {
-            missing.extend(values.iter().map(|v| (target.clone(), v.clone())));
-            continue;
-        };
-        if tdt.issingle {
-            missing.extend(
-                values
-                    .iter()
-                    .filter(|v| **v != tdt.name)
-                    .map(|v| (target.clone(), v.clone())),
-            );
-            continue;
-        }
-        let mut placeholders = Vec::with_capacity(values.len());
-        for v in values {
-            params.push(store::Param::from_value(
-                &name_value(&tdt, v),
-                tdt.column_storage("name"),
+        let mut missing: Vec<(String, String)> = Vec::new();
+        let mut parts: Vec<String> = Vec::new();
+        let mut params: Vec<Param> = Vec::new();
+        let mut queried: Vec<usize> = Vec::new();
+        for (i, (target, values)) in by_target.iter().enumerate() {
+            if target == "DocType" {
+                missing.extend(
+                    values
+                        .iter()
+                        .filter(|v| !reg.exists(v))
+                        .map(|v| (target.clone(), v.clone())),
+                );
+                continue;
+            }
+            let Ok(tdt) = reg.get(target) else {
+                missing.extend(values.iter().map(|v| (target.clone(), v.clone())));
+                continue;
+            };
+            if tdt.issingle {
+                missing.extend(
+                    values
+                        .iter()
+                        .filter(|v| **v != tdt.name)
+                        .map(|v| (target.clone(), v.clone())),
+                );
+                continue;
+            }
+            let mut placeholders = Vec::with_capacity(values.len());
+            for v in values {
+                params.push(Param::from_value(
+                    &name_value(&tdt, v),
+                    tdt.column_storage("name"),
+                ));
+                placeholders.push(format!("${}", params.len()));
+            }
+            parts.push(format!(
+                "SELECT {i} AS t, CAST(name AS TEXT) AS name FROM {} WHERE name IN ({})",
+                store::q(&tdt.table()),
+                placeholders.join(", ")
             ));
-            placeholders.push(format!("${}", params.len()));
+            queried.push(i);
         }
-        parts.push(format!(
-            "SELECT {i} AS t, CAST(name AS TEXT) AS name FROM {} WHERE name IN ({})",
-            store::q(&tdt.table()),
-            placeholders.join(", ")
-        ));
-        queried.push(i);
+        let streamed = update_log::never_streamed(dt).then_some(false);
+        if !parts.is_empty() && streamed.is_none() {
+            params.push(Param::text(&dt.name));
+            parts.push(update_log::streamed_probe(STREAMED_TAG, params.len()));
+        }
+        Ok(LinkCheck {
+            links,
+            by_target,
+            missing,
+            queried,
+            sql: parts.join(" UNION ALL "),
+            params,
+            streamed,
+        })
     }
-    if !parts.is_empty() {
-        let found: Vec<(i64, String)> =
-            store::fetch_docs(conn, &parts.join(" UNION ALL "), &params)
-                .await?
-                .iter()
-                .map(|r| {
-                    (
-                        r.get("t").and_then(Value::as_i64).unwrap_or(-1),
-                        name_text(r.get("name").unwrap_or(&Value::Null)),
-                    )
-                })
-                .collect();
-        for i in queried {
-            let (target, values) = &by_target[i];
-            missing.extend(
+
+    /// The statement as the guard of an insert, when there is one and no link is known to be
+    /// missing already.
+    fn take_guard(&mut self) -> Option<store::Guard> {
+        if self.sql.is_empty() || !self.missing.is_empty() {
+            return None;
+        }
+        let expect = self
+            .queried
+            .iter()
+            .map(|i| self.by_target[*i].1.len())
+            .sum();
+        Some(store::Guard {
+            sql: std::mem::take(&mut self.sql),
+            params: std::mem::take(&mut self.params),
+            expect,
+        })
+    }
+
+    /// Runs the statement, when there is one, and judges.
+    async fn run(self, conn: &mut Conn) -> Result<Option<bool>> {
+        let rows = match self.sql.is_empty() {
+            true => Vec::new(),
+            false => store::fetch_docs(conn, &self.sql, &self.params).await?,
+        };
+        self.verdict(&rows)
+    }
+
+    /// Fails on a link to a missing document, given the statement's rows; whether the type
+    /// is streamed, when known.
+    fn verdict(mut self, rows: &[Doc]) -> Result<Option<bool>> {
+        let found: Vec<(i64, String)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get("t").and_then(Value::as_i64).unwrap_or(i64::MIN),
+                    name_text(r.get("name").unwrap_or(&Value::Null)),
+                )
+            })
+            .collect();
+        // The probe went with the look-ups whenever they ran and the answer was not known.
+        if self.streamed.is_none() && !self.queried.is_empty() {
+            self.streamed = Some(found.iter().any(|(t, _)| *t == STREAMED_TAG));
+        }
+        for i in &self.queried {
+            let (target, values) = &self.by_target[*i];
+            self.missing.extend(
                 values
                     .iter()
-                    .filter(|v| !found.iter().any(|(t, n)| *t == i as i64 && n == *v))
+                    .filter(|v| !found.iter().any(|(t, n)| *t == *i as i64 && n == *v))
                     .map(|v| (target.clone(), v.clone())),
             );
         }
+        if let Some((label, target, value)) = self
+            .links
+            .iter()
+            .find(|(_, t, v)| self.missing.iter().any(|(mt, mv)| mt == t && mv == v))
+        {
+            return Err(Error::LinkValidation(format!(
+                "Could not find {label}: {target} {value}"
+            )));
+        }
+        Ok(self.streamed)
     }
-    if let Some((label, target, value)) = links
-        .iter()
-        .find(|(_, t, v)| missing.iter().any(|(mt, mv)| mt == t && mv == v))
-    {
-        return Err(Error::LinkValidation(format!(
-            "Could not find {label}: {target} {value}"
-        )));
-    }
-    Ok(())
+}
+
+/// Fails on a link to a missing document; whether `dt` is streamed, when the look-up learned it.
+async fn check_links(
+    conn: &mut Conn,
+    reg: &Registry,
+    dt: &DocType,
+    doc: &Doc,
+) -> Result<Option<bool>> {
+    LinkCheck::new(reg, dt, doc)?.run(conn).await
 }
 
 /// Writes the document's child rows (after removing the old ones when `replace`); returns
@@ -1075,18 +1154,34 @@ impl Site {
         doc.insert("docstatus".into(), Value::from(docstatus));
         doc.insert("idx".into(), Value::from(0));
         check_mandatory(reg, dt, &doc)?;
-        if !flags.ignore_links {
-            check_links(conn, reg, dt, &doc).await?;
-        }
-        store::insert_row(conn, dt, &doc)
-            .await
-            .map_err(|e| duplicate(dt, &doc, e))?;
+        // The link look-up and the insert go as one statement where the store can.
+        let mut check = (!flags.ignore_links)
+            .then(|| LinkCheck::new(reg, dt, &doc))
+            .transpose()?;
+        let streamed = match check.as_mut().and_then(LinkCheck::take_guard) {
+            Some(guard) => {
+                let rows = store::insert_row_guarded(conn, dt, &doc, guard)
+                    .await
+                    .map_err(|e| duplicate(dt, &doc, e))?;
+                check.map(|c| c.verdict(&rows)).transpose()?.flatten()
+            }
+            None => {
+                let streamed = match check {
+                    Some(c) => c.run(conn).await?,
+                    None => None,
+                };
+                store::insert_row(conn, dt, &doc)
+                    .await
+                    .map_err(|e| duplicate(dt, &doc, e))?;
+                streamed
+            }
+        };
         let children = write_children(conn, reg, dt, &doc, &now, &user, None).await?;
         store_secrets(self, conn, caller, dt, &name_str, &pending).await?;
         doctypes::after_write(self, conn, reg, dt, &doc, None, &mut pending).await?;
         let saved = assemble(dt, &doc, children);
         pending.logs_written |=
-            crate::streaming::update_log::record_insert(self, conn, reg, dt, &saved, flags).await?;
+            update_log::record_insert(self, conn, dt, &saved, flags, streamed).await?;
         Ok((saved, pending))
     }
 
@@ -1211,9 +1306,10 @@ impl Site {
         doc.insert("modified".into(), modified);
         doc.insert("modified_by".into(), Value::String(caller.user.clone()));
         check_mandatory(reg, dt, &doc)?;
-        if !flags.ignore_links {
-            check_links(conn, reg, dt, &doc).await?;
-        }
+        let streamed = match flags.ignore_links {
+            false => check_links(conn, reg, dt, &doc).await?,
+            true => None,
+        };
         let mut cols = Doc::new();
         for (k, v) in &doc {
             if k != "name" && dt.has_column(k) {
@@ -1251,8 +1347,7 @@ impl Site {
             }
         }
         pending.logs_written |=
-            crate::streaming::update_log::record_update(self, conn, dt, name, &changed, flags)
-                .await?;
+            update_log::record_update(self, conn, dt, name, &changed, flags, streamed).await?;
         Ok((saved, pending))
     }
 

@@ -16,8 +16,8 @@ mod sqlite;
 
 pub use raw_sql::translate_frappe_sql;
 pub use rows::{
-    delete_child_rows, delete_row, insert_row, insert_rows, load_children, load_row, lock_row,
-    row_exists, update_columns,
+    delete_child_rows, delete_row, insert_row, insert_row_guarded, insert_rows, load_children,
+    load_row, lock_row, row_exists, update_columns, Guard,
 };
 pub use schema::{
     add_column, create_internal_tables, create_streaming_indexes, create_table, sync_table,

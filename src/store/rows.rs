@@ -1,7 +1,7 @@
 //! Reading and writing single rows of document tables.
 
-use super::Conn;
 use super::{execute, fetch_docs, fetch_values, push_quoted, q, Doc, Param};
+use super::{Conn, Dialect};
 use crate::error::Result;
 use crate::meta::DocType;
 use serde_json::Value;
@@ -53,6 +53,15 @@ fn sql(dt: &DocType) -> &TableSql {
 
 /// Inserts one row; `row` holds standard columns and field values (extra keys are ignored).
 pub async fn insert_row(conn: &mut Conn, dt: &DocType, row: &Doc) -> Result<()> {
+    let (mut text, params) = insert_text(dt, row, "VALUES (", 0);
+    text.push(')');
+    execute(conn, &text, &params).await?;
+    Ok(())
+}
+
+/// `INSERT INTO table (columns) {values}` and the placeholders from `$offset+1`; the
+/// parameters.
+fn insert_text(dt: &DocType, row: &Doc, values: &str, offset: usize) -> (String, Vec<Param>) {
     let mut text = format!("INSERT INTO {} (", sql(dt).table);
     let mut params = Vec::new();
     for (k, v) in row {
@@ -64,14 +73,60 @@ pub async fn insert_row(conn: &mut Conn, dt: &DocType, row: &Doc) -> Result<()> 
             params.push(Param::from_value(v, dt.column_storage(k)));
         }
     }
-    text.push_str(") VALUES (");
+    text.push_str(") ");
+    text.push_str(values);
     for i in 1..=params.len() {
         let sep = if i > 1 { ", " } else { "" };
-        let _ = write!(text, "{sep}${i}");
+        let _ = write!(text, "{sep}${}", i + offset);
     }
-    text.push(')');
-    execute(conn, &text, &params).await?;
-    Ok(())
+    (text, params)
+}
+
+/// A read that decides whether [`insert_row_guarded`] inserts: it answers `(t, name)` rows,
+/// and the row goes in only when exactly `expect` of them have `t >= 0`.
+#[derive(Debug)]
+pub struct Guard {
+    pub sql: String,
+    pub params: Vec<Param>,
+    pub expect: usize,
+}
+
+/// Runs `guard` and inserts `row` when it holds; the guard's rows. One statement on
+/// PostgreSQL, a round trip fewer per write; SQLite, which cannot insert inside `WITH`, runs
+/// the two in turn.
+pub async fn insert_row_guarded(
+    conn: &mut Conn,
+    dt: &DocType,
+    row: &Doc,
+    guard: Guard,
+) -> Result<Vec<Doc>> {
+    match conn.dialect() {
+        Dialect::Sqlite => {
+            let rows = fetch_docs(conn, &guard.sql, &guard.params).await?;
+            let held = rows
+                .iter()
+                .filter(|r| r.get("t").and_then(Value::as_i64).is_some_and(|t| t >= 0))
+                .count();
+            if held == guard.expect {
+                insert_row(conn, dt, row).await?;
+            }
+            Ok(rows)
+        }
+        Dialect::Postgres => {
+            let Guard {
+                sql: g,
+                mut params,
+                expect,
+            } = guard;
+            // VALUES cannot carry a condition: the same row as a one-row SELECT.
+            let (insert, values) = insert_text(dt, row, "SELECT ", params.len());
+            params.extend(values);
+            let text = format!(
+                "WITH g AS ({g}), i AS ({insert} WHERE (SELECT COUNT(*) FROM g WHERE t >= 0) = {expect}) SELECT t, name FROM g"
+            );
+            fetch_docs(conn, &text, &params).await
+        }
+    }
 }
 
 /// Inserts several rows of one type in one statement per chunk; every row gets every column

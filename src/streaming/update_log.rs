@@ -98,11 +98,30 @@ pub async fn first_seq_after(conn: &mut Conn, since: &str) -> Result<Option<i64>
     Ok(found)
 }
 
-/// Whether `dt` is streamed: it has consumer rows (built-in streaming types and child tables
-/// never are).
-async fn streamed(conn: &mut Conn, dt: &DocType) -> Result<bool> {
-    if dt.istable || dt.module == "Event Streaming" {
+/// Whether `dt` can never be streamed (child tables and the streaming types themselves),
+/// known without asking the database.
+pub fn never_streamed(dt: &DocType) -> bool {
+    dt.istable || dt.module == "Event Streaming"
+}
+
+/// A query part, for a `UNION ALL` of `(t, name)` rows a write runs anyway, that answers one
+/// row tagged `tag` when the type named by parameter `$param` is streamed: the write then
+/// needs no statement of its own to learn it.
+pub fn streamed_probe(tag: i64, param: usize) -> String {
+    format!(
+        r#"SELECT {tag} AS t, CAST(p.ref_doctype AS TEXT) AS name FROM (SELECT ref_doctype FROM "tabEvent Consumer Document Type" WHERE ref_doctype = ${param} LIMIT 1) p"#
+    )
+}
+
+/// Whether `dt` is streamed: it has consumer rows. `known` is what the write already learned
+/// in this transaction (from a [`streamed_probe`]), which an answer read later would only
+/// repeat: no lock orders it against a consumer's approval either way.
+async fn streamed(conn: &mut Conn, dt: &DocType, known: Option<bool>) -> Result<bool> {
+    if never_streamed(dt) {
         return Ok(false);
+    }
+    if let Some(k) = known {
+        return Ok(k);
     }
     // A plain indexed look-up: most writes on most sites are of types nobody streams.
     Ok(store::fetch_scalar(
@@ -141,21 +160,38 @@ const SQLITE_INSERT: &str = r#"INSERT INTO "tabEvent Update Log" (name, seq, cre
     MAX($2, COALESCE((SELECT creation FROM "tabEvent Update Log" ORDER BY name DESC LIMIT 1), '')),
     'Administrator', 'Administrator', 0, 0, $3, $4, $5, $6, $7, $8)"#;
 
-/// PostgreSQL's insert of a log, whose seq comes from the counter ($1 the seq, $2 the clock).
-/// Its creation is never before the newest log's: read by this statement, whose snapshot is
-/// taken after the counter's lock was granted, so it sees the log committed before it.
-const POSTGRES_INSERT: &str = r#"INSERT INTO "tabEvent Update Log" (name, seq, creation, modified,
+/// The `tabSeries` row holding, on PostgreSQL, the newest log's `creation` in microseconds.
+const CLOCK_COUNTER: &str = "event_update_log_clock";
+
+/// PostgreSQL's insert of a log in one statement: it takes the next seq from the counter,
+/// whose row lock orders writers until commit, and raises the clock row to its own time ($1
+/// the counter, $2 the clock as text, $9 the clock row, $10 the clock in microseconds). Its
+/// creation is the clock row's value, never before the newest log's: the statement's snapshot
+/// is taken before the lock is granted and so may not show the log committed just before,
+/// but an update of a locked row always sees that row's newest version. The newest log this
+/// snapshot does show is a floor too, for logs written before the clock row existed.
+const POSTGRES_INSERT: &str = r#"WITH s AS (
+      INSERT INTO "tabSeries" (name, current) VALUES ($1, 1)
+      ON CONFLICT (name) DO UPDATE SET current = "tabSeries".current + 1 RETURNING current),
+    k AS (
+      INSERT INTO "tabSeries" (name, current) SELECT $9, $10 FROM s
+      ON CONFLICT (name) DO UPDATE SET current = GREATEST("tabSeries".current, excluded.current)
+      RETURNING current)
+    INSERT INTO "tabEvent Update Log" (name, seq, creation, modified,
     owner, modified_by, docstatus, idx, update_type, ref_doctype, docname, data, origin, for_consumer)
-    SELECT $1, $1, t.at, t.at, 'Administrator', 'Administrator', 0, 0, $3, $4, $5, $6, $7, $8
-    FROM (SELECT GREATEST($2, COALESCE((SELECT creation FROM "tabEvent Update Log"
-        ORDER BY name DESC LIMIT 1), '')) AS at) t"#;
+    SELECT s.current, s.current, t.at, t.at, 'Administrator', 'Administrator', 0, 0, $3, $4, $5, $6, $7, $8
+    FROM s, k, LATERAL (SELECT GREATEST(
+        CASE WHEN k.current = $10 THEN $2
+          ELSE to_char(TIMESTAMP '1970-01-01' + k.current * INTERVAL '1 microsecond', 'YYYY-MM-DD HH24:MI:SS.US') END,
+        COALESCE((SELECT creation FROM "tabEvent Update Log" ORDER BY name DESC LIMIT 1), '')) AS at) t
+    RETURNING name"#;
 
 /// Writes one log with the next seq (gap-free in commit order); returns the seq.
 pub async fn insert(site: &Site, conn: &mut Conn, log: NewLog<'_>) -> Result<i64> {
-    let now = site.clock.now();
+    let at = site.clock.now_naive();
     let mut params = vec![
         Param::text(SEQ_COUNTER),
-        Param::Text(Some(now.clone())),
+        Param::Text(Some(crate::time::format_datetime(at))),
         Param::text(log.update_type),
         Param::text(log.ref_doctype),
         Param::text(log.docname),
@@ -169,18 +205,21 @@ pub async fn insert(site: &Site, conn: &mut Conn, log: NewLog<'_>) -> Result<i64
             conn.last_insert_rowid()
                 .ok_or_else(|| crate::Error::Internal("SQLite gave no row id".into()))
         }
-        // Concurrent writers: the counter's row lock orders them until commit, so the two
-        // statements under it are all a streamed write adds to the time the lock is held.
+        // One round trip, the only one a streamed write adds to the time the counter's lock
+        // is held before commit.
         Dialect::Postgres => {
-            let seq = store::next_counter(conn, SEQ_COUNTER).await?;
-            params[0] = Param::Int(Some(seq));
-            store::execute(conn, POSTGRES_INSERT, &params).await?;
-            Ok(seq)
+            params.push(Param::text(CLOCK_COUNTER));
+            params.push(Param::Int(Some(at.and_utc().timestamp_micros())));
+            store::fetch_scalar(conn, POSTGRES_INSERT, &params)
+                .await?
+                .and_then(|v| v.as_i64())
+                .ok_or_else(|| crate::Error::Internal("the log insert returned no seq".into()))
         }
     }
 }
 
 /// Writes one log when `dt` is streamed; `data` is computed only then.
+#[allow(clippy::too_many_arguments)]
 async fn log(
     site: &Site,
     conn: &mut Conn,
@@ -189,8 +228,9 @@ async fn log(
     docname: &str,
     data: impl FnOnce() -> Option<String>,
     flags: &WriteFlags,
+    known: Option<bool>,
 ) -> Result<bool> {
-    if !streamed(conn, dt).await? {
+    if !streamed(conn, dt, known).await? {
         return Ok(false);
     }
     let log = NewLog {
@@ -205,21 +245,22 @@ async fn log(
     Ok(true)
 }
 
-/// Logs a Create.
+/// Logs a Create; `streamed` is what the write already learned of its type (see [`streamed_probe`]).
 pub async fn record_insert(
     site: &Site,
     conn: &mut Conn,
-    _reg: &Registry,
     dt: &DocType,
     doc: &Doc,
     flags: &WriteFlags,
+    streamed: Option<bool>,
 ) -> Result<bool> {
     let name = name_text(&doc["name"]);
     let data = || Some(create_payload_json(doc));
-    log(site, conn, "Create", dt, &name, data, flags).await
+    log(site, conn, "Create", dt, &name, data, flags, streamed).await
 }
 
-/// Logs an Update with the diff the writer computed (nothing when nothing changed).
+/// Logs an Update with the diff the writer computed (nothing when nothing changed);
+/// `streamed` as for [`record_insert`].
 pub async fn record_update(
     site: &Site,
     conn: &mut Conn,
@@ -227,13 +268,14 @@ pub async fn record_update(
     docname: &str,
     d: &Diff,
     flags: &WriteFlags,
+    streamed: Option<bool>,
 ) -> Result<bool> {
     // An empty diff must not take a seq (seqs are gap-free).
     if d.is_empty() {
         return Ok(false);
     }
     let data = || Some(frappe_json(&d.to_value()));
-    log(site, conn, "Update", dt, docname, data, flags).await
+    log(site, conn, "Update", dt, docname, data, flags, streamed).await
 }
 
 /// Logs a Delete (no data).
@@ -246,7 +288,7 @@ pub async fn record_delete(
     flags: &WriteFlags,
 ) -> Result<bool> {
     let name = name_text(&doc["name"]);
-    log(site, conn, "Delete", dt, &name, || None, flags).await
+    log(site, conn, "Delete", dt, &name, || None, flags, None).await
 }
 
 /// Logs a rename as an Update of `name` carrying `old_name`, and `doc`, the document as renamed
@@ -270,7 +312,7 @@ pub async fn record_rename(
         let data = serde_json::json!({"changed": changed, "added": {}, "removed": {}, "row_changed": {}, "old_name": old, "doc": doc});
         Some(frappe_json(&data))
     };
-    log(site, conn, "Update", dt, &new, data, flags).await
+    log(site, conn, "Update", dt, &new, data, flags, None).await
 }
 
 /// Deletes update logs older than the retention period that every consumer with approved rows
