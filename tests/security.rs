@@ -421,3 +421,64 @@ async fn an_unknown_user_costs_a_login_as_much_as_a_wrong_password() {
         "wrong password {known:?} against unknown user {unknown:?} (6 tries each)"
     );
 }
+
+both_backends!(
+    a_session_sees_roles_and_disabling_at_its_next_request,
+    |site: TestSite| async move {
+        site.insert("User", json!({"email": "r@example.com", "first_name": "R", "new_password": "first-Pass-1", "roles": [{"role": "System Manager"}]})).await;
+        let r = site
+            .client
+            .post(format!("{}/api/method/login", site.url))
+            .form(&[("usr", "r@example.com"), ("pwd", "first-Pass-1")])
+            .send()
+            .await
+            .unwrap();
+        let sid = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("sid=")))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let users = "/api/resource/User?fields=[\"name\"]&limit_page_length=0";
+        let (s, b) = with_cookie(&site, Method::GET, users, &sid).await;
+        assert_eq!(s, 200, "a System Manager lists users: {b}");
+        assert!(b["data"].as_array().unwrap().len() >= 2, "{b}");
+        // The role goes: the same session is refused at once.
+        let (s, b) = site
+            .put("/api/resource/User/r@example.com", json!({"roles": []}))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let r = with_cookie(&site, Method::GET, users, &sid).await;
+        assert_error(&r, 403, "PermissionError");
+        let (s, b) = with_cookie(
+            &site,
+            Method::GET,
+            "/api/method/frappe.auth.get_logged_user",
+            &sid,
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(
+            b["message"], "r@example.com",
+            "the session stays, with fewer roles"
+        );
+        // Disabled: the session no longer acts as the user.
+        let (s, b) = site
+            .put("/api/resource/User/r@example.com", json!({"enabled": 0}))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let (s, b) = with_cookie(
+            &site,
+            Method::GET,
+            "/api/method/frappe.auth.get_logged_user",
+            &sid,
+        )
+        .await;
+        assert!(s == 401 || s == 403, "{s} {b}");
+        assert_ne!(b["message"], "r@example.com", "{b}");
+    }
+);

@@ -5,7 +5,7 @@ use super::permissions::Caller;
 use crate::crypto::{digest, random_token, secrets_equal, verify_password};
 use crate::error::{Error, Result};
 use crate::site::Site;
-use crate::store::{self, Param};
+use crate::store::{self, Doc, Param};
 use serde_json::Value;
 
 /// What a request presented to prove who it is.
@@ -71,6 +71,45 @@ fn text(v: Option<&Value>) -> String {
     v.and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
+/// A user's `enabled` and roles, a row per role (one with a null role when it has none).
+const CALLER: &str = r#"SELECT u.name AS known, u.enabled, r.role FROM "tabUser" u
+    LEFT JOIN "tabHas Role" r ON r.parent = u.name AND r.parenttype = 'User'
+    WHERE u.name = $1"#;
+
+/// A session and its user as [`CALLER`] reads one: a request with a cookie is one statement.
+const SESSION_CALLER: &str = r#"SELECT s."user", s.csrf_token, s.expires_at, u.name AS known, u.enabled, r.role
+    FROM "__sessions" s
+    LEFT JOIN "tabUser" u ON u.name = s."user"
+    LEFT JOIN "tabHas Role" r ON r.parent = u.name AND r.parenttype = 'User'
+    WHERE s.sid_hash = $1"#;
+
+/// The caller `user` as [`CALLER`]'s rows show it: refused when missing or disabled.
+fn caller_from(user: &str, rows: &[Doc]) -> Result<Caller> {
+    let Some(u) = rows
+        .first()
+        .filter(|r| r.get("known").is_some_and(|k| !k.is_null()))
+    else {
+        return Err(Error::Authentication(format!("User {user} does not exist")));
+    };
+    if u.get("enabled").and_then(Value::as_i64) == Some(0) {
+        return Err(Error::Authentication(format!("User {user} is disabled")));
+    }
+    let mut roles: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.get("role").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect();
+    roles.push("All".into());
+    if user == "Administrator" {
+        roles.push("Administrator".into());
+    }
+    Ok(Caller {
+        user: user.into(),
+        roles,
+        session: None,
+    })
+}
+
 impl Site {
     /// The caller with the roles of `user` (from `Has Role`), refused when disabled or missing.
     pub async fn caller_for(&self, user: &str) -> Result<Caller> {
@@ -78,34 +117,8 @@ impl Site {
             return Ok(Caller::guest());
         }
         let mut conn = self.store.conn().await?;
-        let rows = store::fetch_docs(
-            &mut conn,
-            r#"SELECT enabled FROM "tabUser" WHERE name = $1"#,
-            &[Param::Text(Some(user.into()))],
-        )
-        .await?;
-        let Some(u) = rows.first() else {
-            return Err(Error::Authentication(format!("User {user} does not exist")));
-        };
-        if u.get("enabled").and_then(Value::as_i64) == Some(0) {
-            return Err(Error::Authentication(format!("User {user} is disabled")));
-        }
-        let roles = store::fetch_docs(
-            &mut conn,
-            r#"SELECT role FROM "tabHas Role" WHERE parent = $1 AND parenttype = 'User'"#,
-            &[Param::Text(Some(user.into()))],
-        )
-        .await?;
-        let mut roles: Vec<String> = roles.iter().map(|r| text(r.get("role"))).collect();
-        roles.push("All".into());
-        if user == "Administrator" {
-            roles.push("Administrator".into());
-        }
-        Ok(Caller {
-            user: user.into(),
-            roles,
-            session: None,
-        })
+        let rows = store::fetch_docs(&mut conn, CALLER, &[Param::text(user)]).await?;
+        caller_from(user, &rows)
     }
 
     /// Resolves credentials to a caller: Guest when none were sent.
@@ -157,12 +170,9 @@ impl Site {
             }
             Credentials::Session { sid } => {
                 let mut conn = self.store.conn().await?;
-                let rows = store::fetch_docs(
-                    &mut conn,
-                    r#"SELECT "user", csrf_token, expires_at FROM "__sessions" WHERE sid_hash = $1"#,
-                    &[Param::Text(Some(digest(sid)))],
-                )
-                .await?;
+                let rows =
+                    store::fetch_docs(&mut conn, SESSION_CALLER, &[Param::text(&digest(sid))])
+                        .await?;
                 drop(conn);
                 match rows.first() {
                     Some(r) if text(r.get("expires_at")) > self.clock.now() => {
@@ -170,7 +180,11 @@ impl Site {
                             .get("csrf_token")
                             .and_then(Value::as_str)
                             .map(str::to_string);
-                        let mut caller = self.caller_for(&text(r.get("user"))).await?;
+                        let user = text(r.get("user"));
+                        let mut caller = match user.as_str() {
+                            "Guest" => Caller::guest(),
+                            _ => caller_from(&user, &rows)?,
+                        };
                         caller.session = Some(digest(sid));
                         Ok(Authenticated {
                             caller,

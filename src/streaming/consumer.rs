@@ -529,7 +529,7 @@ async fn pull_locked(
     prefetched: Option<Prefetched>,
 ) -> Result<usize> {
     let info = ProducerInfo::current(site, producer_url).await?;
-    let remote = remote_for(site, producer_url).await?;
+    let remote = info.remote(site).await?;
     let types = info.remote_types();
     if types.is_empty() {
         return Ok(0);

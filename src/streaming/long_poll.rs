@@ -71,7 +71,7 @@ async fn poll_once(site: &Site, url: &str, wait: Duration) -> Result<Polled> {
     if types.is_empty() {
         return Ok(Polled::Stop);
     }
-    let remote = super::consumer::remote_for(site, url).await?;
+    let remote = info.remote(site).await?;
     let started = Instant::now();
     let page = remote
         .pull(&PullAsk {

@@ -45,6 +45,9 @@ pub struct ProducerInfo {
     pub url: String,
     pub user: String,
     pub types: Vec<SubscribedType>,
+    /// The client with the stored keys, made at the first pull that needs it: the keys and
+    /// the connection mode are the Event Producer's fields, so its stamp covers them.
+    remote: tokio::sync::OnceCell<RemoteSite>,
 }
 
 /// What [`ProducerInfo::current`] compares to know that a producer it read is unchanged: its
@@ -122,7 +125,16 @@ impl ProducerInfo {
             url: url.into(),
             user: text(doc.get("user")),
             types,
+            remote: Default::default(),
         })
+    }
+
+    /// The client for this producer (decrypting its keys costs a twentieth of a pull).
+    pub async fn remote(&self, site: &Site) -> Result<RemoteSite> {
+        self.remote
+            .get_or_try_init(|| super::consumer::remote_for(site, &self.url))
+            .await
+            .cloned()
     }
 
     /// The remote types to ask for.
