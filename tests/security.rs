@@ -28,6 +28,17 @@ async fn with_cookie(
     )
 }
 
+/// Who the session `sid` is, as `frappe.auth.get_logged_user` answers.
+async fn logged_user(site: &TestSite, sid: &str) -> (StatusCode, Value) {
+    with_cookie(
+        site,
+        Method::GET,
+        "/api/method/frappe.auth.get_logged_user",
+        sid,
+    )
+    .await
+}
+
 async fn todo_count(site: &TestSite) -> i64 {
     count_of(site, "ToDo", json!({})).await
 }
@@ -166,28 +177,7 @@ async fn cmd_on_root_and_logout_by_get_end_the_session() {
 async fn a_password_change_ends_the_other_sessions() {
     let site = TestSite::start(Backend::Sqlite).await.unwrap();
     site.insert("User", json!({"email": "u@example.com", "first_name": "U", "new_password": "first-Pass-1", "roles": [{"role": "System Manager"}]})).await;
-    let login = |pwd: &'static str| {
-        let site = &site;
-        async move {
-            let r = site
-                .client
-                .post(format!("{}/api/method/login", site.url))
-                .form(&[("usr", "u@example.com"), ("pwd", pwd)])
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.headers()
-                .get_all("set-cookie")
-                .iter()
-                .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("sid=")))
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .to_string()
-        }
-    };
+    let login = |pwd| site.login_as("u@example.com", pwd);
     let (a, b) = (login("first-Pass-1").await, login("first-Pass-1").await);
     // The user changes its own password in session a: b ends, a stays.
     let r = site
@@ -200,16 +190,7 @@ async fn a_password_change_ends_the_other_sessions() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let site = &site;
-    let who = |sid: String| async move {
-        with_cookie(
-            site,
-            Method::GET,
-            "/api/method/frappe.auth.get_logged_user",
-            &sid,
-        )
-        .await
-        .0
-    };
+    let who = |sid: String| async move { logged_user(site, &sid).await.0 };
     assert_eq!(who(a.clone()).await, 200);
     assert_eq!(who(b).await, 403);
     // An administrator's change ends them all.
@@ -426,23 +407,7 @@ both_backends!(
     a_session_sees_roles_and_disabling_at_its_next_request,
     |site: TestSite| async move {
         site.insert("User", json!({"email": "r@example.com", "first_name": "R", "new_password": "first-Pass-1", "roles": [{"role": "System Manager"}]})).await;
-        let r = site
-            .client
-            .post(format!("{}/api/method/login", site.url))
-            .form(&[("usr", "r@example.com"), ("pwd", "first-Pass-1")])
-            .send()
-            .await
-            .unwrap();
-        let sid = r
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("sid=")))
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let sid = site.login_as("r@example.com", "first-Pass-1").await;
         let users = "/api/resource/User?fields=[\"name\"]&limit_page_length=0";
         let (s, b) = with_cookie(&site, Method::GET, users, &sid).await;
         assert_eq!(s, 200, "a System Manager lists users: {b}");
@@ -454,13 +419,7 @@ both_backends!(
         assert_eq!(s, 200, "{b}");
         let r = with_cookie(&site, Method::GET, users, &sid).await;
         assert_error(&r, 403, "PermissionError");
-        let (s, b) = with_cookie(
-            &site,
-            Method::GET,
-            "/api/method/frappe.auth.get_logged_user",
-            &sid,
-        )
-        .await;
+        let (s, b) = logged_user(&site, &sid).await;
         assert_eq!(s, 200, "{b}");
         assert_eq!(
             b["message"], "r@example.com",
@@ -471,13 +430,7 @@ both_backends!(
             .put("/api/resource/User/r@example.com", json!({"enabled": 0}))
             .await;
         assert_eq!(s, 200, "{b}");
-        let (s, b) = with_cookie(
-            &site,
-            Method::GET,
-            "/api/method/frappe.auth.get_logged_user",
-            &sid,
-        )
-        .await;
+        let (s, b) = logged_user(&site, &sid).await;
         assert!(s == 401 || s == 403, "{s} {b}");
         assert_ne!(b["message"], "r@example.com", "{b}");
     }

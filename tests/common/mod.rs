@@ -257,6 +257,27 @@ impl TestSite {
         (sid, r.json().await.unwrap())
     }
 
+    /// Logs `usr` in by form, as a browser does; the `sid=...` cookie to send back.
+    pub async fn login_as(&self, usr: &str, pwd: &str) -> String {
+        let r = self
+            .client
+            .post(format!("{}/api/method/login", self.url))
+            .form(&[("usr", usr), ("pwd", pwd)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login of {usr}");
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("sid=")))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
     /// Logs in as Administrator with a session and calls a method with it.
     pub async fn call_session(&self, method: &str, args: Value) -> Value {
         let (sid, _) = self.login_session(false).await;
