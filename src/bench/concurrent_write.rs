@@ -206,8 +206,10 @@ pub(super) async fn insert_items(
 /// the same driver, by 1, 4 and 16 connections at once.
 async fn raw_one_row(dbs: &mut Databases) -> Result<Value> {
     let url = dbs.make().await?;
+    // No ping before each statement, as the store's pool (which pings only idle connections).
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(16)
+        .test_before_acquire(false)
         .connect(&url)
         .await
         .map_err(pg_error)?;

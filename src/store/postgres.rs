@@ -48,10 +48,26 @@ pub(super) async fn open(url: &str) -> Result<AnyPool> {
         .max_connections(20)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(30))
+        // sqlx pings every connection it hands out: a round trip before each request's
+        // first statement. Only one idle for a while may have been cut (a server restart, a
+        // firewall's idle timeout); one in steady use fails loudly, and is dropped, if it was.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_BEFORE_PING {
+                    use sqlx::Connection;
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(opts)
         .await
         .map_err(cannot_open)
 }
+
+/// How long a pooled connection may sit unused before it is checked when handed out.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 fn bind_all<'q>(
     mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
