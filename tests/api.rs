@@ -819,16 +819,7 @@ async fn login_is_rate_limited_and_sessions_work() {
         .send()
         .await
         .unwrap();
-    let sid = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("sid=")))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let sid = sid_cookie(&r);
     let token = r.json::<Value>().await.unwrap()["csrf_token"]
         .as_str()
         .unwrap()

@@ -15,15 +15,7 @@ async fn login(client: &reqwest::Client, url: &str) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("sid=")))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string()
+    sid_cookie(&r)
 }
 
 async fn get(client: &reqwest::Client, url: &str, sid: &str, path: &str) -> (u16, Value) {

@@ -243,17 +243,7 @@ impl TestSite {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let sid = r
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("sid="))
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let sid = sid_cookie(&r);
         (sid, r.json().await.unwrap())
     }
 
@@ -267,15 +257,7 @@ impl TestSite {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "login of {usr}");
-        r.headers()
-            .get_all("set-cookie")
-            .iter()
-            .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("sid=")))
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string()
+        sid_cookie(&r)
     }
 
     /// Logs in as Administrator with a session and calls a method with it.
@@ -421,6 +403,19 @@ pub fn assert_error(resp: &(StatusCode, Value), status: u16, exc_type: &str) {
         !resp.1.to_string().contains("Traceback"),
         "traceback leaked"
     );
+}
+
+/// The `sid=...` cookie a login answer sets, to send back as the `cookie` header.
+pub fn sid_cookie(r: &reqwest::Response) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("sid=")))
+        .expect("the login answer sets sid")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Runs an async test body for SQLite and, when reachable, PostgreSQL.
