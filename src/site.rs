@@ -53,7 +53,7 @@ pub struct Site {
 }
 
 /// Bumped when the internal (non-DocType) tables change.
-const INTERNAL_SCHEMA_VERSION: u32 = 4;
+const INTERNAL_SCHEMA_VERSION: u32 = 5;
 
 /// Version stamp of the built-in types; a change makes `open` sync their tables.
 fn builtin_version() -> String {

@@ -110,6 +110,15 @@ fn caller_from(user: &str, rows: &[Doc]) -> Result<Caller> {
     })
 }
 
+/// [`Site::caller_for`] on a connection already held (a write transaction's: its cache is warm).
+pub async fn caller_in(conn: &mut store::Conn, user: &str) -> Result<Caller> {
+    if user == "Guest" {
+        return Ok(Caller::guest());
+    }
+    let rows = store::fetch_docs(conn, CALLER, &[Param::text(user)]).await?;
+    caller_from(user, &rows)
+}
+
 impl Site {
     /// The caller with the roles of `user` (from `Has Role`), refused when disabled or missing.
     pub async fn caller_for(&self, user: &str) -> Result<Caller> {
@@ -117,8 +126,7 @@ impl Site {
             return Ok(Caller::guest());
         }
         let mut conn = self.store.conn().await?;
-        let rows = store::fetch_docs(&mut conn, CALLER, &[Param::text(user)]).await?;
-        caller_from(user, &rows)
+        caller_in(&mut conn, user).await
     }
 
     /// Resolves credentials to a caller: Guest when none were sent.

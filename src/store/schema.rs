@@ -153,7 +153,11 @@ pub async fn sync_table(conn: &mut Conn, dialect: Dialect, dt: &DocType) -> Resu
 pub async fn create_streaming_indexes(conn: &mut Conn) -> Result<()> {
     let stmts = [
         r#"CREATE INDEX IF NOT EXISTS "tabEvent Sync Log_doc" ON "tabEvent Sync Log" (event_producer, ref_doctype, producer_doc)"#,
-        r#"CREATE INDEX IF NOT EXISTS "tabEvent Sync Log_retry" ON "tabEvent Sync Log" (status, next_retry)"#,
+        // Only Failed entries are looked up by status (retries, a page's blocked documents,
+        // the dashboard): a partial index, which the Synced entry of every applied update
+        // does not touch (one page less in each consumer commit).
+        r#"DROP INDEX IF EXISTS "tabEvent Sync Log_retry""#,
+        r#"CREATE INDEX IF NOT EXISTS "tabEvent Sync Log_failed" ON "tabEvent Sync Log" (event_producer, next_retry) WHERE status = 'Failed'"#,
         r#"CREATE INDEX IF NOT EXISTS "tabEvent Consumer Document Type_ref" ON "tabEvent Consumer Document Type" (ref_doctype)"#,
     ];
     for s in stmts {

@@ -11,6 +11,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
@@ -50,12 +51,17 @@ pub(super) struct Db {
 #[derive(Debug)]
 struct Checkpoints {
     wake: SyncSender<()>,
+    /// A commit is waiting for the thread: later commits need not wake it (a wake-up per
+    /// commit was a context switch per commit).
+    pending: Arc<AtomicBool>,
 }
 
 impl Checkpoints {
     fn start(path: &Path) -> Result<Checkpoints> {
         let conn = open_conn(path, false, false)?;
         let (wake, rx) = sync_channel::<()>(1);
+        let pending = Arc::new(AtomicBool::new(false));
+        let seen = pending.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
@@ -76,6 +82,8 @@ impl Checkpoints {
                         }
                     }
                     last = Instant::now();
+                    // Cleared before the copy: a commit from now on wakes the thread again.
+                    seen.store(false, Ordering::SeqCst);
                     // PASSIVE never waits on readers or the writer; frames it cannot copy now
                     // are copied next time. Its second column is the number of WAL frames.
                     match conn
@@ -91,12 +99,14 @@ impl Checkpoints {
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Checkpoints { wake })
+        Ok(Checkpoints { wake, pending })
     }
 
     /// After a commit: the thread copies it soon (one wake-up stands for any number).
     fn committed(&self) {
-        let _ = self.wake.try_send(());
+        if !self.pending.swap(true, Ordering::SeqCst) {
+            let _ = self.wake.try_send(());
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The consumer side: the Event Producer handshake, sending later edits, and pulling.
 
-use super::apply::{apply_batch, Incoming, ProducerInfo};
+use super::apply::{apply_batch, stored_checkpoint, Incoming, ProducerInfo};
 use super::remote::{PullAsk, RemoteSite};
 use crate::error::{Error, Result};
 use crate::service::documents::load_doc;
@@ -528,13 +528,13 @@ async fn pull_locked(
     producer_url: &str,
     prefetched: Option<Prefetched>,
 ) -> Result<usize> {
-    let info = ProducerInfo::current(site, producer_url).await?;
+    let (info, checkpoint) = ProducerInfo::current(site, producer_url).await?;
     let remote = info.remote(site).await?;
     let types = info.remote_types();
     if types.is_empty() {
         return Ok(0);
     }
-    let (mut last_seq, last_update) = checkpoint(site, producer_url).await?;
+    let (mut last_seq, last_update) = stored_checkpoint(checkpoint, producer_url)?;
     // `acked` is what is committed here: the producer may forget logs up to it, never beyond.
     // A page is fetched and parsed in a task of its own, so that work runs on another core
     // while the previous page is applied.

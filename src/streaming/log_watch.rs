@@ -14,6 +14,10 @@ use tokio::time::Instant;
 /// How often a waiting pull re-reads the seq on PostgreSQL, where another process serving the
 /// same site may have written the log (its commits do not reach this process's channel).
 const SHARED_STORE_RECHECK: Duration = Duration::from_millis(250);
+/// How long after its last long poll a consumer is still taken to be long-polling (it applies
+/// the page its poll brought, then asks again). A consumer that long-polls is told nothing by
+/// push: a notification would only make it pull twice.
+const LONG_POLL_GRACE: Duration = Duration::from_secs(2);
 /// Wake-up delay per waiting pull when several wait ...
 const CROWD_DELAY_PER_PULL: Duration = Duration::from_micros(500);
 /// ... and the most it comes to (1,000 waiting pulls and more).
@@ -27,6 +31,8 @@ pub struct LogWatch {
     refresh: Mutex<Option<bool>>,
     /// Consumers with a pull waiting here, and how many.
     waiting: Mutex<HashMap<String, usize>>,
+    /// When each consumer's long poll last began or ended here.
+    long_polled: Mutex<HashMap<String, std::time::Instant>>,
     /// The PostgreSQL re-check task runs.
     rechecking: std::sync::atomic::AtomicBool,
 }
@@ -37,6 +43,7 @@ impl Default for LogWatch {
             seq: watch::channel(0).0,
             refresh: Mutex::new(None),
             waiting: Mutex::new(HashMap::new()),
+            long_polled: Mutex::new(HashMap::new()),
             rechecking: Default::default(),
         }
     }
@@ -51,6 +58,7 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
+        self.watch.long_polled_now(&self.consumer);
         let mut w = self.watch.waiting.lock().expect("log watch lock");
         if let Some(n) = w.get_mut(&self.consumer) {
             *n -= 1;
@@ -68,12 +76,30 @@ async fn newest_seq(site: &Site) -> Result<i64> {
 }
 
 impl LogWatch {
-    /// True while the consumer has a pull waiting here: it needs no push notification.
-    pub fn is_waiting(&self, consumer: &str) -> bool {
+    /// True while the consumer has a pull waiting here, or its long poll came and went less
+    /// than [`LONG_POLL_GRACE`] ago (it is applying what it brought and will ask again): it
+    /// needs no push notification. Once it stops long-polling, notifications resume.
+    pub fn hears_by_long_poll(&self, consumer: &str) -> bool {
         self.waiting
             .lock()
             .expect("log watch lock")
             .contains_key(consumer)
+            || self
+                .long_polled
+                .lock()
+                .expect("log watch lock")
+                .get(consumer)
+                .is_some_and(|at| at.elapsed() < LONG_POLL_GRACE)
+    }
+
+    fn long_polled_now(&self, consumer: &str) {
+        let mut l = self.long_polled.lock().expect("log watch lock");
+        match l.get_mut(consumer) {
+            Some(at) => *at = std::time::Instant::now(),
+            None => {
+                l.insert(consumer.to_string(), std::time::Instant::now());
+            }
+        }
     }
 
     /// Ends every wait now and lets none begin (the server is stopping: it waits for the
@@ -145,6 +171,12 @@ impl LogWatch {
         after: i64,
         until: Instant,
     ) -> Result<bool> {
+        self.long_polled_now(consumer);
+        // The channel only ever holds a seq that has committed: a consumer behind it has logs
+        // to read without asking the database (the usual case of a busy consumer).
+        if *self.seq.borrow() > after {
+            return Ok(true);
+        }
         let mut rx = self.seq.subscribe();
         // Subscribed before the seq is read, so a commit between the two still wakes us.
         // (Read, not published: publishing would wake the others before their delay.)

@@ -3,8 +3,8 @@
 //! without the producer having to reach this site (a shop behind NAT), and the page it brings
 //! is applied through the usual pull (its lock, its checks, its checkpoint).
 
-use super::apply::ProducerInfo;
-use super::consumer::{checkpoint, pull_with, ParsedPage, Prefetched, PAGE_SIZE};
+use super::apply::{stored_checkpoint, ProducerInfo};
+use super::consumer::{pull_with, ParsedPage, Prefetched, PAGE_SIZE};
 use super::remote::PullAsk;
 use crate::error::{Error, Result};
 use crate::site::Site;
@@ -62,11 +62,11 @@ async fn run(site: &Site, url: &str) {
 }
 
 async fn poll_once(site: &Site, url: &str, wait: Duration) -> Result<Polled> {
-    let (Some(after), _) = checkpoint(site, url).await? else {
+    let (info, checkpoint) = ProducerInfo::current(site, url).await?;
+    let (Some(after), _) = stored_checkpoint(checkpoint, url)? else {
         // A Frappe producer (it pages by time) has no long poll.
         return Ok(Polled::Stop);
     };
-    let info = ProducerInfo::current(site, url).await?;
     let types = info.remote_types();
     if types.is_empty() {
         return Ok(Polled::Stop);

@@ -168,8 +168,8 @@ impl Notifier {
         if self.told_and_waiting(&consumer) {
             return;
         }
-        // A consumer with a long-poll pull open here hears of the change through it.
-        if site.log_watch.is_waiting(&consumer) {
+        // A consumer that long-polls here hears of the change through its poll.
+        if site.log_watch.hears_by_long_poll(&consumer) {
             return;
         }
         {

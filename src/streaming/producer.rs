@@ -153,12 +153,14 @@ struct Subscription {
     conditions: std::collections::HashMap<String, String>,
 }
 
-async fn subscription(
+/// Refuses a pull for a consumer that does not exist here, or that the caller may not pull for
+/// (the approvals that judge a page are read after its logs).
+async fn check_consumer(
     conn: &mut Conn,
     site: &Site,
     caller: &Caller,
     consumer_url: &str,
-) -> Result<Subscription> {
+) -> Result<()> {
     let rows = store::fetch_docs(
         conn,
         r#"SELECT name, "user" FROM "tabEvent Consumer" WHERE name = $1"#,
@@ -177,7 +179,7 @@ async fn subscription(
             caller.user
         )));
     }
-    load_subscription(conn, consumer_url).await
+    Ok(())
 }
 
 /// A consumer's approved types and where each approval began.
@@ -326,9 +328,7 @@ pub async fn get_update_logs(
             }
         };
     let mut conn = site.store.conn().await?;
-    // Checks the caller may pull for this consumer; the approvals that judge a page are read
-    // again after the page's logs (see below).
-    subscription(&mut conn, site, caller, consumer_url).await?;
+    check_consumer(&mut conn, site, caller, consumer_url).await?;
     site.notifier.pulled(consumer_url);
     match after_seq {
         Some(after) => {

@@ -50,12 +50,26 @@ pub struct ProducerInfo {
     remote: tokio::sync::OnceCell<RemoteSite>,
 }
 
-/// What [`ProducerInfo::current`] compares to know that a producer it read is unchanged: its
-/// Event Producer's `modified`, and the newest `modified` and number of Document Type Mappings
-/// (every save, of the rows too, moves its parent's `modified`).
+/// What [`ProducerInfo::current`] compares to know that a producer it read is unchanged (the
+/// first three columns): its Event Producer's `modified`, and the newest `modified` and number
+/// of Document Type Mappings (every save, of the rows too, moves its parent's `modified`); then
+/// the checkpoint, which every pull needs too (one read where it was two).
 const PRODUCER_STAMP: &str = r#"SELECT (SELECT modified FROM "tabEvent Producer" WHERE name = $1),
     (SELECT MAX(modified) FROM "tabDocument Type Mapping"),
-    (SELECT COUNT(*) FROM "tabDocument Type Mapping")"#;
+    (SELECT COUNT(*) FROM "tabDocument Type Mapping"),
+    (SELECT COUNT(*) FROM "tabEvent Producer Last Update" WHERE name = $1),
+    (SELECT last_seq FROM "tabEvent Producer Last Update" WHERE name = $1),
+    (SELECT last_update FROM "tabEvent Producer Last Update" WHERE name = $1)"#;
+/// The columns of [`PRODUCER_STAMP`] that are the stamp.
+const STAMP_COLUMNS: usize = 3;
+
+/// A consumer's checkpoint with a producer: `last_seq` (docstream producers) and `last_update`.
+pub type Checkpoint = (Option<i64>, String);
+
+/// The checkpoint, or the error of a producer that has none.
+pub fn stored_checkpoint(checkpoint: Option<Checkpoint>, url: &str) -> Result<Checkpoint> {
+    checkpoint.ok_or_else(|| Error::DoesNotExist(format!("no checkpoint for producer {url}")))
+}
 
 /// A producer as a pull read it, and the stamp it was read at.
 type Stamped = (Vec<Value>, std::sync::Arc<ProducerInfo>);
@@ -66,20 +80,33 @@ pub struct ProducerInfos(std::sync::Mutex<std::collections::HashMap<String, Stam
 
 impl ProducerInfo {
     /// The Event Producer as [`ProducerInfo::load`] reads it, read again only when its stamp
-    /// moved: one statement where reading it is one per row and mapping, on every pull (a
-    /// sixth of a one-update pull's CPU).
-    pub async fn current(site: &Site, url: &str) -> Result<std::sync::Arc<ProducerInfo>> {
-        let stamp = {
+    /// moved (one statement where reading it is one per row and mapping, on every pull: a
+    /// sixth of a one-update pull's CPU), and the checkpoint, read by the same statement (None
+    /// when the producer has none).
+    pub async fn current(
+        site: &Site,
+        url: &str,
+    ) -> Result<(std::sync::Arc<ProducerInfo>, Option<Checkpoint>)> {
+        let mut stamp = {
             let mut conn = site.store.conn().await?;
             store::fetch_values(&mut conn, PRODUCER_STAMP, &[Param::text(url)])
                 .await?
                 .pop()
                 .unwrap_or_default()
         };
+        let found = stamp
+            .get(STAMP_COLUMNS)
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            > 0;
+        let last_update = stamp.pop().map(|v| text(Some(&v))).unwrap_or_default();
+        let last_seq = stamp.pop().and_then(|v| v.as_i64());
+        stamp.truncate(STAMP_COLUMNS);
+        let checkpoint = found.then_some((last_seq, last_update));
         let infos = &site.producer_infos.0;
         if let Some((seen, info)) = infos.lock().expect("producer infos").get(url) {
             if *seen == stamp {
-                return Ok(info.clone());
+                return Ok((info.clone(), checkpoint));
             }
         }
         // Read after the stamp: what it reads is at least as new, so a change between the two
@@ -89,7 +116,7 @@ impl ProducerInfo {
             .lock()
             .expect("producer infos")
             .insert(url.to_string(), (stamp, info.clone()));
-        Ok(info)
+        Ok((info, checkpoint))
     }
 
     /// Reads the Event Producer.
@@ -269,8 +296,8 @@ async fn apply_page(
     careful: bool,
 ) -> Result<Option<usize>> {
     let reg = site.meta();
-    let caller = site.caller_for(&info.user).await?;
     let mut tx = site.store.begin().await?;
+    let caller = crate::service::auth::caller_in(&mut tx, &info.user).await?;
     // Read the checkpoint under the write lock: another process may have applied this page.
     let (stored_seq, _) = {
         let rows = store::fetch_docs(
