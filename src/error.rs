@@ -99,20 +99,43 @@ impl Error {
     }
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            if db.is_unique_violation() {
+impl From<deadpool_postgres::tokio_postgres::Error> for Error {
+    fn from(e: deadpool_postgres::tokio_postgres::Error) -> Self {
+        use deadpool_postgres::tokio_postgres::error::SqlState;
+        if let Some(db) = e.as_db_error() {
+            if *db.code() == SqlState::UNIQUE_VIOLATION {
                 return Error::DuplicateEntry(format!("Duplicate entry: {}", db.message()));
             }
             // A NUL in text that reached PostgreSQL anyway (the API refuses it earlier).
-            if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
+            if [
+                SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+                SqlState::UNTRANSLATABLE_CHARACTER,
+            ]
+            .contains(db.code())
+            {
                 return Error::Validation(
                     "Text may not contain the NUL character (\\u0000)".into(),
                 );
             }
+            // The error's own text is only "db error": what the server said is here.
+            return database_error(format!(
+                "{} {}: {}{}",
+                db.severity(),
+                db.code().code(),
+                db.message(),
+                db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
+            ));
         }
-        database_error(e)
+        match std::error::Error::source(&e) {
+            Some(cause) => database_error(format!("{e}: {cause}")),
+            None => database_error(e),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        database_error(format!("no PostgreSQL connection: {e}"))
     }
 }
 

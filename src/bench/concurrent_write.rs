@@ -4,6 +4,7 @@
 use super::{add_consumers, free_port, idle_consumer_sink, item, seed_masters, start_served};
 use crate::error::{Error, Result};
 use crate::service::provisioning;
+use crate::store;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,10 +12,6 @@ use std::time::{Duration, Instant};
 /// How long each client count writes.
 const RUN: Duration = Duration::from_secs(4);
 const CLIENTS: [usize; 3] = [1, 4, 16];
-
-fn pg_error(e: sqlx::Error) -> Error {
-    Error::Internal(format!("PostgreSQL: {e}"))
-}
 
 /// `url` with its database name replaced by `name`.
 fn with_database(url: &str, name: &str) -> String {
@@ -44,31 +41,25 @@ impl Databases {
 
     /// A new empty database; its URL.
     pub(super) async fn make(&mut self) -> Result<String> {
-        use sqlx::{Connection, Executor};
         let name = format!("docstream_bench_{}_{}", std::process::id(), self.made.len());
-        let mut conn = sqlx::PgConnection::connect(&self.admin)
-            .await
-            .map_err(pg_error)?;
-        conn.execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
-            .await
-            .map_err(pg_error)?;
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .map_err(pg_error)?;
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            store::postgres_admin_execute(&self.admin, &sql).await?;
+        }
         self.made.push(name.clone());
         Ok(with_database(&self.admin, &name))
     }
 
     /// Drops every database made.
     pub(super) async fn drop_all(&self) {
-        use sqlx::{Connection, Executor};
-        let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await else {
-            return;
-        };
         for name in &self.made {
-            let _ = conn
-                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                .await;
+            let _ = store::postgres_admin_execute(
+                &self.admin,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            )
+            .await;
         }
     }
 }
@@ -203,51 +194,50 @@ pub(super) async fn insert_items(
 }
 
 /// PostgreSQL's limit for this workload's shape: one-row inserts, one commit each, through
-/// the same driver, by 1, 4 and 16 connections at once.
+/// the store's own driver and pool (a connection from the pool, one statement), by 1, 4 and 16
+/// clients at once.
 async fn raw_one_row(dbs: &mut Databases) -> Result<Value> {
     let url = dbs.make().await?;
-    // No ping before each statement, as the store's pool (which pings only idle connections).
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(16)
-        .test_before_acquire(false)
-        .connect(&url)
-        .await
-        .map_err(pg_error)?;
-    sqlx::query("CREATE TABLE raw_rows (name TEXT PRIMARY KEY, data TEXT NOT NULL)")
-        .execute(&pool)
-        .await
-        .map_err(pg_error)?;
+    let db = std::sync::Arc::new(store::Store::open(&url, false).await?);
+    store::execute_batch(
+        &mut db.conn().await?,
+        "CREATE TABLE raw_rows (name TEXT PRIMARY KEY, data TEXT NOT NULL)",
+    )
+    .await?;
     let mut rates = Map::new();
     for clients in CLIENTS {
         let deadline = Instant::now() + RUN;
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..clients {
-            let pool = pool.clone();
+            let db = db.clone();
             tasks.spawn(async move {
                 let mut done = 0u64;
                 while Instant::now() < deadline {
-                    sqlx::query("INSERT INTO raw_rows (name, data) VALUES ($1, $2)")
-                        .bind(format!("{clients}-{c}-{done}"))
-                        .bind(item("RAW-", done as usize).to_string())
-                        .execute(&pool)
-                        .await?;
+                    let params = [
+                        store::Param::Text(Some(format!("{clients}-{c}-{done}"))),
+                        store::Param::Text(Some(item("RAW-", done as usize).to_string())),
+                    ];
+                    store::execute(
+                        &mut db.conn().await?,
+                        "INSERT INTO raw_rows (name, data) VALUES ($1, $2)",
+                        &params,
+                    )
+                    .await?;
                     done += 1;
                 }
-                Ok::<_, sqlx::Error>(done)
+                Ok::<_, Error>(done)
             });
         }
         let mut total = 0;
         while let Some(t) = tasks.join_next().await {
-            total += t
-                .map_err(|e| Error::Internal(e.to_string()))?
-                .map_err(pg_error)?;
+            total += t.map_err(|e| Error::Internal(e.to_string()))??;
         }
         rates.insert(
             clients.to_string(),
             json!(total as f64 / started.elapsed().as_secs_f64()),
         );
     }
-    pool.close().await;
+    db.close().await;
     Ok(Value::Object(rates))
 }

@@ -2,7 +2,7 @@
 //!
 //! Everything here speaks SQL and plain JSON values; nothing here knows about HTTP, users or
 //! permissions. SQLite runs through rusqlite on the caller's thread (`sqlite.rs`), PostgreSQL
-//! through a sqlx pool (`postgres.rs`); callers see one [`Conn`] and [`Tx`], and the few dialect
+//! through tokio-postgres and a pool (`postgres.rs`); callers see one [`Conn`] and [`Tx`], and the few dialect
 //! differences in [`Dialect`].
 
 mod fields;
@@ -14,6 +14,7 @@ mod schema;
 mod select;
 mod sqlite;
 
+pub use postgres::admin_execute as postgres_admin_execute;
 pub use raw_sql::translate_frappe_sql;
 pub use rows::{
     delete_child_rows, delete_row, insert_row, insert_row_guarded, insert_rows, load_children,
@@ -27,7 +28,6 @@ pub use select::{Filter, ListQuery, Op};
 
 use crate::error::Result;
 use serde_json::{Map, Value};
-use sqlx::AnyPool;
 use std::sync::Arc;
 
 /// A document or row as JSON fields.
@@ -97,7 +97,7 @@ pub struct Store {
 #[derive(Debug, Clone)]
 enum Backend {
     Sqlite(Arc<sqlite::Db>),
-    Postgres(AnyPool),
+    Postgres(postgres::Pool),
 }
 
 /// A database connection: a reader from [`Store::conn`], or the inside of a [`Tx`].
@@ -145,7 +145,7 @@ impl Tx {
                     Err(e)
                 }
             },
-            Inner::Postgres(postgres::Handle::Tx(t)) => Ok(t.commit().await?),
+            Inner::Postgres(postgres::Handle::Tx(t)) => t.commit().await,
             _ => Ok(()),
         }
     }
@@ -154,7 +154,7 @@ impl Tx {
     pub async fn rollback(mut self) -> Result<()> {
         match std::mem::replace(&mut self.conn.0, Inner::Done) {
             Inner::Sqlite(h) => sqlite::execute_batch(h.conn(), "ROLLBACK"),
-            Inner::Postgres(postgres::Handle::Tx(t)) => Ok(t.rollback().await?),
+            Inner::Postgres(postgres::Handle::Tx(t)) => t.rollback().await,
             _ => Ok(()),
         }
     }
@@ -162,8 +162,8 @@ impl Tx {
 
 impl Drop for Tx {
     fn drop(&mut self) {
-        // PostgreSQL's transaction rolls itself back when dropped; SQLite's is ended here,
-        // before the writer goes back to the next task.
+        // PostgreSQL's transaction rolls itself back when dropped (`postgres::Txn`); SQLite's
+        // is ended here, before the writer goes back to the next task.
         if let Inner::Sqlite(h) = &self.conn.0 {
             h.roll_back_if_open();
         }
@@ -198,7 +198,10 @@ impl Store {
                 sqlite::execute_batch(h.conn(), "BEGIN IMMEDIATE")?;
                 Inner::Sqlite(h)
             }
-            Backend::Postgres(pool) => Inner::Postgres(postgres::Handle::Tx(pool.begin().await?)),
+            Backend::Postgres(pool) => Inner::Postgres(postgres::Handle::Tx(postgres::Txn::new(
+                postgres::get(pool).await?,
+                "BEGIN",
+            ))),
         };
         Ok(Tx { conn: Conn(inner) })
     }
@@ -208,7 +211,7 @@ impl Store {
         Ok(Conn(match &self.backend {
             Backend::Sqlite(db) => Inner::Sqlite(db.reader().await?),
             Backend::Postgres(pool) => {
-                Inner::Postgres(postgres::Handle::Pool(pool.acquire().await?))
+                Inner::Postgres(postgres::Handle::Pool(postgres::get(pool).await?))
             }
         }))
     }
@@ -219,9 +222,12 @@ impl Store {
             // Readers are opened query-only.
             Backend::Sqlite(_) => fetch_values(&mut self.conn().await?, sql, params).await,
             Backend::Postgres(pool) => {
-                let mut tx = pool.begin_with("BEGIN READ ONLY").await?;
-                let rows = postgres::fetch_values(&mut tx, sql, params).await;
-                tx.rollback().await?;
+                let tx = postgres::Txn::new(postgres::get(pool).await?, "BEGIN READ ONLY");
+                let mut h = postgres::Handle::Tx(tx);
+                let rows = postgres::fetch_values(&mut h, sql, params).await;
+                if let postgres::Handle::Tx(tx) = h {
+                    tx.rollback().await?;
+                }
                 rows
             }
         }
@@ -231,7 +237,7 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(db) => db.close(),
-            Backend::Postgres(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close(),
         }
     }
 
@@ -264,8 +270,8 @@ impl Conn {
 
     /// Keeps a PostgreSQL connection out of the pool (it may hold a session lock).
     pub fn detach(self) {
-        if let Inner::Postgres(postgres::Handle::Pool(c)) = self.0 {
-            c.detach();
+        if let Inner::Postgres(h) = self.0 {
+            h.detach();
         }
     }
 }
@@ -327,7 +333,7 @@ impl Param {
 pub async fn fetch_docs(conn: &mut Conn, sql: &str, params: &[Param]) -> Result<Vec<Doc>> {
     match &mut conn.0 {
         Inner::Sqlite(h) => sqlite::fetch_docs(h.conn(), sql, params),
-        Inner::Postgres(h) => postgres::fetch_docs(h.conn(), sql, params).await,
+        Inner::Postgres(h) => postgres::fetch_docs(h, sql, params).await,
         Inner::Done => Err(done()),
     }
 }
@@ -336,7 +342,7 @@ pub async fn fetch_docs(conn: &mut Conn, sql: &str, params: &[Param]) -> Result<
 pub async fn fetch_values(conn: &mut Conn, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
     match &mut conn.0 {
         Inner::Sqlite(h) => sqlite::fetch_values(h.conn(), sql, params),
-        Inner::Postgres(h) => postgres::fetch_values(h.conn(), sql, params).await,
+        Inner::Postgres(h) => postgres::fetch_values(h, sql, params).await,
         Inner::Done => Err(done()),
     }
 }
@@ -354,7 +360,19 @@ pub async fn fetch_scalar(conn: &mut Conn, sql: &str, params: &[Param]) -> Resul
 pub async fn execute(conn: &mut Conn, sql: &str, params: &[Param]) -> Result<u64> {
     match &mut conn.0 {
         Inner::Sqlite(h) => sqlite::execute(h.conn(), sql, params),
-        Inner::Postgres(h) => postgres::execute(h.conn(), sql, params).await,
+        Inner::Postgres(h) => postgres::execute(h, sql, params).await,
+        Inner::Done => Err(done()),
+    }
+}
+
+/// Runs a statement whose outcome nobody waits for: in a PostgreSQL transaction it travels
+/// with the transaction's next statement or its COMMIT (a round trip fewer, and a lock it takes
+/// is held for no round trip of its own), and a failure of it fails that statement or the
+/// commit; elsewhere it runs at once.
+pub async fn execute_deferred(conn: &mut Conn, sql: &str, params: Vec<Param>) -> Result<()> {
+    match &mut conn.0 {
+        Inner::Sqlite(h) => sqlite::execute(h.conn(), sql, &params).map(|_| ()),
+        Inner::Postgres(h) => postgres::execute_deferred(h, sql, params).await,
         Inner::Done => Err(done()),
     }
 }
@@ -395,7 +413,7 @@ pub async fn insert_many(
                     params.extend(row.iter().cloned());
                 }
                 let sql = format!("INSERT INTO {table} ({cols}) VALUES {}", tuples.join(", "));
-                postgres::execute(h.conn(), &sql, &params).await?;
+                postgres::execute(h, &sql, &params).await?;
             }
             Ok(())
         }
@@ -407,7 +425,7 @@ pub async fn insert_many(
 pub async fn execute_batch(conn: &mut Conn, sql: &str) -> Result<()> {
     match &mut conn.0 {
         Inner::Sqlite(h) => sqlite::execute_batch(h.conn(), sql),
-        Inner::Postgres(h) => postgres::execute_batch(h.conn(), sql).await,
+        Inner::Postgres(h) => postgres::execute_batch(h, sql).await,
         Inner::Done => Err(done()),
     }
 }

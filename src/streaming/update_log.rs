@@ -185,8 +185,7 @@ const POSTGRES_INSERT: &str = r#"WITH l AS (SELECT pg_advisory_xact_lock($11) AS
     FROM s, k, LATERAL (SELECT GREATEST(
         CASE WHEN k.current = $10 THEN $2
           ELSE to_char(TIMESTAMP '1970-01-01' + k.current * INTERVAL '1 microsecond', 'YYYY-MM-DD HH24:MI:SS.US') END,
-        COALESCE((SELECT creation FROM "tabEvent Update Log" ORDER BY name DESC LIMIT 1), '')) AS at) t
-    RETURNING name"#;
+        COALESCE((SELECT creation FROM "tabEvent Update Log" ORDER BY name DESC LIMIT 1), '')) AS at) t"#;
 
 /// The transaction-scoped advisory lock every PostgreSQL log insert takes before the counter.
 /// It orders writers as the counter row's lock does, but its queue grants one waiter at a
@@ -197,8 +196,8 @@ fn seq_lock_key() -> i64 {
     *KEY.get_or_init(|| crate::crypto::lock_key("update_log", SEQ_COUNTER))
 }
 
-/// Writes one log with the next seq (gap-free in commit order); returns the seq.
-pub async fn insert(site: &Site, conn: &mut Conn, log: NewLog<'_>) -> Result<i64> {
+/// Writes one log with the next seq (gap-free in commit order).
+pub async fn insert(site: &Site, conn: &mut Conn, log: NewLog<'_>) -> Result<()> {
     let at = site.clock.now_naive();
     let mut params = vec![
         Param::text(SEQ_COUNTER),
@@ -211,21 +210,16 @@ pub async fn insert(site: &Site, conn: &mut Conn, log: NewLog<'_>) -> Result<i64
         Param::Text(log.for_consumer),
     ];
     match conn.dialect() {
-        Dialect::Sqlite => {
-            store::execute(conn, SQLITE_INSERT, &params).await?;
-            conn.last_insert_rowid()
-                .ok_or_else(|| crate::Error::Internal("SQLite gave no row id".into()))
-        }
-        // One round trip, the only one a streamed write adds to the time the counter's lock
-        // is held before commit.
+        Dialect::Sqlite => store::execute(conn, SQLITE_INSERT, &params)
+            .await
+            .map(|_| ()),
+        // Deferred: it travels with the transaction's COMMIT (or its next statement), so the
+        // counter's lock is held while the server runs the two, never across a round trip.
         Dialect::Postgres => {
             params.push(Param::text(CLOCK_COUNTER));
             params.push(Param::Int(Some(at.and_utc().timestamp_micros())));
             params.push(Param::Int(Some(seq_lock_key())));
-            store::fetch_scalar(conn, POSTGRES_INSERT, &params)
-                .await?
-                .and_then(|v| v.as_i64())
-                .ok_or_else(|| crate::Error::Internal("the log insert returned no seq".into()))
+            store::execute_deferred(conn, POSTGRES_INSERT, params).await
         }
     }
 }

@@ -26,9 +26,8 @@ const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// True when PostgreSQL answers; prints a loud notice when it does not.
 pub async fn postgres_available() -> bool {
-    use sqlx::Connection;
-    match sqlx::PgConnection::connect(PG_ADMIN).await {
-        Ok(_) => true,
+    match docstream::store::postgres_admin_execute(PG_ADMIN, "SELECT 1").await {
+        Ok(()) => true,
         Err(e) => {
             eprintln!("\n\n!!!!!!!! PostgreSQL is not reachable at {PG_ADMIN} ({e}); SKIPPING the PostgreSQL variant of this test !!!!!!!!\n");
             false
@@ -38,15 +37,21 @@ pub async fn postgres_available() -> bool {
 
 /// Creates a fresh PostgreSQL database and returns its URL.
 pub async fn fresh_pg_database() -> String {
-    use sqlx::{Connection, Executor};
     let name = format!("ds_test_{}_{}", std::process::id(), rand::random::<u32>());
-    let mut conn = sqlx::PgConnection::connect(PG_ADMIN)
-        .await
-        .expect("connect to PostgreSQL");
-    conn.execute(format!("CREATE DATABASE {name}").as_str())
+    docstream::store::postgres_admin_execute(PG_ADMIN, &format!("CREATE DATABASE {name}"))
         .await
         .expect("create database");
     format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// Drops the database of a URL made by [`fresh_pg_database`].
+pub async fn drop_pg_database(url: &str) {
+    let name = url.rsplit('/').next().unwrap_or_default();
+    let _ = docstream::store::postgres_admin_execute(
+        PG_ADMIN,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )
+    .await;
 }
 
 /// A free loopback port, never the same twice in one test process.
@@ -367,12 +372,11 @@ impl Drop for TestSite {
                     .build()
                     .unwrap();
                 rt.block_on(async {
-                    use sqlx::{Connection, Executor};
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(PG_ADMIN).await {
-                        let _ = conn
-                            .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
-                            .await;
-                    }
+                    let _ = docstream::store::postgres_admin_execute(
+                        PG_ADMIN,
+                        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+                    )
+                    .await;
                 });
             })
             .join();
