@@ -7,8 +7,8 @@ mod common;
 
 use docstream::store::{self, Param, Store};
 
-/// A store on SQLite (in `dir`) or on a fresh PostgreSQL database, with a table `t`; and
-/// its URL.
+/// A store on SQLite (in `dir`) or on a fresh PostgreSQL database, with a table `t` holding
+/// one row, `a`; and its URL.
 async fn store_with_table(postgres: bool, dir: &std::path::Path) -> Option<(Store, String)> {
     let url = if postgres {
         if !common::postgres_available().await {
@@ -23,6 +23,9 @@ async fn store_with_table(postgres: bool, dir: &std::path::Path) -> Option<(Stor
     store::execute_batch(&mut tx, "CREATE TABLE t (name TEXT PRIMARY KEY)")
         .await
         .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    insert(&mut tx, "a").await.unwrap();
     tx.commit().await.unwrap();
     Some((db, url))
 }
@@ -50,24 +53,20 @@ async fn names(db: &Store) -> Vec<String> {
 
 const INSERT: &str = "INSERT INTO t (name) VALUES ($1)";
 
+async fn insert(conn: &mut store::Conn, name: &str) -> docstream::error::Result<u64> {
+    store::execute(conn, INSERT, &[Param::text(name)]).await
+}
+
 async fn failed_deferred_statement_fails_the_write(postgres: bool) {
     let dir = tempfile::tempdir().unwrap();
     let Some((db, url)) = store_with_table(postgres, dir.path()).await else {
         return;
     };
-    let mut tx = db.begin().await.unwrap();
-    store::execute(&mut tx, INSERT, &[Param::text("a")])
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-
     // A write whose deferred statement breaks the primary key: it fails, whether at the
     // statement (SQLite runs it at once) or at the commit it travels with (PostgreSQL), and
     // nothing of it stays.
     let mut tx = db.begin().await.unwrap();
-    store::execute(&mut tx, INSERT, &[Param::text("b")])
-        .await
-        .unwrap();
+    insert(&mut tx, "b").await.unwrap();
     let (failed, tx) = match store::execute_deferred(&mut tx, INSERT, vec![Param::text("a")]).await
     {
         Err(e) => (Some(e), Some(tx)),
@@ -114,20 +113,10 @@ async fn postgres_refuses_to_commit_after_a_failed_statement() {
     let Some((db, url)) = store_with_table(true, dir.path()).await else {
         return;
     };
-    let mut tx = db.begin().await.unwrap();
-    store::execute(&mut tx, INSERT, &[Param::text("a")])
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-
     // The error is ignored by the caller: the commit must not claim success.
     let mut tx = db.begin().await.unwrap();
-    store::execute(&mut tx, INSERT, &[Param::text("b")])
-        .await
-        .unwrap();
-    assert!(store::execute(&mut tx, INSERT, &[Param::text("a")])
-        .await
-        .is_err());
+    insert(&mut tx, "b").await.unwrap();
+    assert!(insert(&mut tx, "a").await.is_err());
     assert!(
         tx.commit().await.is_err(),
         "a commit after a failed statement reports failure"
@@ -136,14 +125,10 @@ async fn postgres_refuses_to_commit_after_a_failed_statement() {
 
     // Rolled back to a savepoint, the transaction is whole again and commits.
     let mut tx = db.begin().await.unwrap();
-    store::execute(&mut tx, INSERT, &[Param::text("c")])
+    insert(&mut tx, "c").await.unwrap();
+    let inner = store::in_savepoint(&mut tx, async |c: &mut store::Conn| insert(c, "a").await)
         .await
         .unwrap();
-    let inner = store::in_savepoint(&mut tx, async |c: &mut store::Conn| {
-        store::execute(c, INSERT, &[Param::text("a")]).await
-    })
-    .await
-    .unwrap();
     assert!(inner.is_err(), "the duplicate fails inside the savepoint");
     tx.commit().await.unwrap();
     assert_eq!(names(&db).await, ["a", "c"]);

@@ -1,6 +1,6 @@
 //! The consumer side: the Event Producer handshake, sending later edits, and pulling.
 
-use super::apply::{apply_batch, stored_checkpoint, Incoming, ProducerInfo};
+use super::apply::{apply_batch, stored_checkpoint, Incoming, PageBounds, ProducerInfo};
 use super::remote::{PullAsk, RemoteSite};
 use crate::error::{Error, Result};
 use crate::service::documents::load_doc;
@@ -488,14 +488,17 @@ pub async fn pull(site: &Site, producer_url: &str) -> Result<usize> {
     pull_with(site, producer_url, None).await
 }
 
-/// A page a long poll brought, and the checkpoint it was asked after.
+/// A page a long poll brought, the checkpoint it was asked after and the producer as the poll
+/// read it.
 pub(super) struct Prefetched {
+    pub info: std::sync::Arc<ProducerInfo>,
     pub after: i64,
     pub page: ParsedPage,
 }
 
-/// Same as [`pull`], beginning with a page already fetched when the checkpoint is still the
-/// one it was asked after (else it is dropped: another pull applied it meanwhile).
+/// Same as [`pull`], beginning with a page already fetched. Its transaction checks that the
+/// producer and the checkpoint are still those it was read under (logs another pull applied
+/// meanwhile are passed over); if not, the page is dropped and the pull starts anew.
 pub(super) async fn pull_with(
     site: &Site,
     producer_url: &str,
@@ -523,18 +526,50 @@ pub(super) async fn pull_with(
     result
 }
 
+/// Times a pull starts anew after a page was read under a producer or a checkpoint that
+/// changed before it could be applied (the Event Producer being edited during the pull).
+const STALE_RETRIES: usize = 3;
+
 async fn pull_locked(
     site: &Site,
     producer_url: &str,
-    prefetched: Option<Prefetched>,
+    mut prefetched: Option<Prefetched>,
 ) -> Result<usize> {
-    let (info, checkpoint) = ProducerInfo::current(site, producer_url).await?;
+    let mut applied = 0;
+    for _ in 0..STALE_RETRIES {
+        let (n, stale) = pull_pages(site, producer_url, prefetched.take()).await?;
+        applied += n;
+        if !stale {
+            return Ok(applied);
+        }
+    }
+    Err(Error::Internal(format!(
+        "the Event Producer {producer_url} kept changing while it was pulled; it is pulled again on the next round"
+    )))
+}
+
+/// Fetches and applies pages; the updates applied, and true when a page was read under a
+/// producer or a checkpoint that has changed since (it was not applied).
+async fn pull_pages(
+    site: &Site,
+    producer_url: &str,
+    prefetched: Option<Prefetched>,
+) -> Result<(usize, bool)> {
+    let (info, (mut last_seq, last_update), first) = match prefetched {
+        Some(p) => (p.info, (Some(p.after), String::new()), Some(p.page)),
+        None => {
+            let (info, checkpoint) = ProducerInfo::current(site, producer_url).await?;
+            if info.remote_types().is_empty() {
+                return Ok((0, false));
+            }
+            (info, stored_checkpoint(checkpoint, producer_url)?, None)
+        }
+    };
     let remote = info.remote(site).await?;
     let types = info.remote_types();
     if types.is_empty() {
-        return Ok(0);
+        return Ok((0, false));
     }
-    let (mut last_seq, last_update) = stored_checkpoint(checkpoint, producer_url)?;
     // `acked` is what is committed here: the producer may forget logs up to it, never beyond.
     // A page is fetched and parsed in a task of its own, so that work runs on another core
     // while the previous page is applied.
@@ -561,9 +596,9 @@ async fn pull_locked(
     let joined = |r: std::result::Result<Result<ParsedPage>, tokio::task::JoinError>| {
         r.map_err(|e| Error::Internal(format!("page fetch stopped: {e}")))?
     };
-    let mut page = match prefetched {
-        Some(p) if Some(p.after) == last_seq => p.page,
-        _ => joined(fetch(last_seq, last_seq).await)?,
+    let mut page = match first {
+        Some(page) => page,
+        None => joined(fetch(last_seq, last_seq).await)?,
     };
     let mut applied = 0;
     let mut pages = 0;
@@ -574,7 +609,7 @@ async fn pull_locked(
             (None, _) => None,
         };
         if page.logs.is_empty() && cursor == last_seq {
-            return Ok(applied);
+            return Ok((applied, false));
         }
         // Frappe's last_update form is one page per pull; docstream pages are pipelined: the
         // next page travels while this one is applied.
@@ -586,7 +621,14 @@ async fn pull_locked(
             // page below, which never yields while it applies, had been applied.
             tokio::task::yield_now().await;
         }
-        applied += apply_batch(site, &info, &remote, &page.logs, cursor).await?;
+        let bounds = PageBounds {
+            after: last_seq,
+            cursor,
+        };
+        let Some(n) = apply_batch(site, &info, &remote, &page.logs, bounds).await? else {
+            return Ok((applied, true));
+        };
+        applied += n;
         // A backlog of several pages shows its progress (a bar on a terminal).
         let label = || format!("{} catching up from {producer_url}", site.name);
         if more || pages > 0 {
@@ -604,7 +646,7 @@ async fn pull_locked(
                 tokio::task::spawn_blocking(move || drop(applied_page));
                 last_seq = cursor;
             }
-            None => return Ok(applied),
+            None => return Ok((applied, false)),
         }
     }
 }

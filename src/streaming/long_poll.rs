@@ -92,6 +92,6 @@ async fn poll_once(site: &Site, url: &str, wait: Duration) -> Result<Polled> {
         });
     }
     let page = ParsedPage::from(page);
-    pull_with(site, url, Some(Prefetched { after, page })).await?;
+    pull_with(site, url, Some(Prefetched { info, after, page })).await?;
     Ok(Polled::Again)
 }

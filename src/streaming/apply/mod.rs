@@ -48,6 +48,9 @@ pub struct ProducerInfo {
     /// The client with the stored keys, made at the first pull that needs it: the keys and
     /// the connection mode are the Event Producer's fields, so its stamp covers them.
     remote: tokio::sync::OnceCell<RemoteSite>,
+    /// The stamp it was read at (see [`PRODUCER_STAMP`]; empty when read without one): a page
+    /// applied under it checks, in its transaction, that the producer has not changed since.
+    stamp: Vec<Value>,
 }
 
 /// What [`ProducerInfo::current`] compares to know that a producer it read is unchanged (the
@@ -71,12 +74,28 @@ pub fn stored_checkpoint(checkpoint: Option<Checkpoint>, url: &str) -> Result<Ch
     checkpoint.ok_or_else(|| Error::DoesNotExist(format!("no checkpoint for producer {url}")))
 }
 
-/// A producer as a pull read it, and the stamp it was read at.
-type Stamped = (Vec<Value>, std::sync::Arc<ProducerInfo>);
-
-/// Producers as pulls last read them, by URL.
+/// Producers as pulls last read them (with the stamp they were read at), by URL.
 #[derive(Debug, Default)]
-pub struct ProducerInfos(std::sync::Mutex<std::collections::HashMap<String, Stamped>>);
+pub struct ProducerInfos(
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<ProducerInfo>>>,
+);
+
+/// A producer's stamp and checkpoint, read in one statement on `conn`.
+async fn read_stamp(conn: &mut Conn, url: &str) -> Result<(Vec<Value>, Option<Checkpoint>)> {
+    let mut stamp = store::fetch_values(conn, PRODUCER_STAMP, &[Param::text(url)])
+        .await?
+        .pop()
+        .unwrap_or_default();
+    let found = stamp
+        .get(STAMP_COLUMNS)
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        > 0;
+    let last_update = stamp.pop().map(|v| text(Some(&v))).unwrap_or_default();
+    let last_seq = stamp.pop().and_then(|v| v.as_i64());
+    stamp.truncate(STAMP_COLUMNS);
+    Ok((stamp, found.then_some((last_seq, last_update))))
+}
 
 impl ProducerInfo {
     /// The Event Producer as [`ProducerInfo::load`] reads it, read again only when its stamp
@@ -87,35 +106,23 @@ impl ProducerInfo {
         site: &Site,
         url: &str,
     ) -> Result<(std::sync::Arc<ProducerInfo>, Option<Checkpoint>)> {
-        let mut stamp = {
-            let mut conn = site.store.conn().await?;
-            store::fetch_values(&mut conn, PRODUCER_STAMP, &[Param::text(url)])
-                .await?
-                .pop()
-                .unwrap_or_default()
-        };
-        let found = stamp
-            .get(STAMP_COLUMNS)
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            > 0;
-        let last_update = stamp.pop().map(|v| text(Some(&v))).unwrap_or_default();
-        let last_seq = stamp.pop().and_then(|v| v.as_i64());
-        stamp.truncate(STAMP_COLUMNS);
-        let checkpoint = found.then_some((last_seq, last_update));
+        let (stamp, checkpoint) = read_stamp(&mut site.store.conn().await?, url).await?;
         let infos = &site.producer_infos.0;
-        if let Some((seen, info)) = infos.lock().expect("producer infos").get(url) {
-            if *seen == stamp {
+        if let Some(info) = infos.lock().expect("producer infos").get(url) {
+            if info.stamp == stamp {
                 return Ok((info.clone(), checkpoint));
             }
         }
         // Read after the stamp: what it reads is at least as new, so a change between the two
         // only costs one more read next time.
-        let info = std::sync::Arc::new(ProducerInfo::load(site, url).await?);
+        let info = std::sync::Arc::new(ProducerInfo {
+            stamp,
+            ..ProducerInfo::load(site, url).await?
+        });
         infos
             .lock()
             .expect("producer infos")
-            .insert(url.to_string(), (stamp, info.clone()));
+            .insert(url.to_string(), info.clone());
         Ok((info, checkpoint))
     }
 
@@ -153,6 +160,7 @@ impl ProducerInfo {
             user: text(doc.get("user")),
             types,
             remote: Default::default(),
+            stamp: Vec::new(),
         })
     }
 
@@ -242,78 +250,98 @@ impl Incoming {
     }
 }
 
-/// Applies a page of logs and moves the checkpoint to `cursor`, all in one transaction.
+/// Where a page was read from: the checkpoint it was asked after and the logs it holds up to.
+#[derive(Debug, Clone, Copy)]
+pub struct PageBounds {
+    /// The checkpoint the page was asked after (docstream producers).
+    pub after: Option<i64>,
+    /// Where the checkpoint goes once the page is applied.
+    pub cursor: Option<i64>,
+}
+
+/// Applies a page of logs and moves the checkpoint to its cursor, all in one transaction.
+/// None when the page cannot be applied as read: the Event Producer changed since `info` was
+/// read, or the checkpoint went back before the page (read both again and pull anew).
 pub async fn apply_batch(
     site: &Site,
     info: &ProducerInfo,
     remote: &RemoteSite,
     logs: &[Incoming],
-    cursor: Option<i64>,
-) -> Result<usize> {
+    bounds: PageBounds,
+) -> Result<Option<usize>> {
     // Missing dependencies are fetched before the write transaction opens, in parallel.
     let reg = site.meta();
     let fetched = prefetch_dependencies(site, &reg, info, remote, logs).await;
     let mut attached = files::prefetch_files(site, &reg, info, remote, logs).await;
-    match apply_page(
+    let attempt = apply_page(
         site,
         info,
         remote,
         logs,
-        cursor,
+        bounds,
         fetched,
         &mut attached,
         false,
     )
-    .await?
-    {
-        Some(n) => Ok(n),
+    .await?;
+    Ok(match attempt {
+        Attempt::Applied(n) => Some(n),
+        Attempt::Stale => None,
         // An update failed: apply the page again, isolating each update in a savepoint.
-        None => Ok(apply_page(
+        Attempt::Failed => match apply_page(
             site,
             info,
             remote,
             logs,
-            cursor,
+            bounds,
             Default::default(),
             &mut attached,
             true,
         )
         .await?
-        .unwrap_or(0)),
-    }
+        {
+            Attempt::Applied(n) => Some(n),
+            Attempt::Stale => None,
+            Attempt::Failed => Some(0),
+        },
+    })
 }
 
-/// One attempt at a page; None when an optimistic attempt hit a failure and rolled back.
+/// What one attempt at a page came to.
+enum Attempt {
+    /// Committed, with this many updates applied.
+    Applied(usize),
+    /// An optimistic attempt hit a failure and rolled back.
+    Failed,
+    /// Rolled back: the page was read under a producer or a checkpoint that has changed.
+    Stale,
+}
+
+/// One attempt at a page.
 #[allow(clippy::too_many_arguments)]
 async fn apply_page(
     site: &Site,
     info: &ProducerInfo,
     remote: &RemoteSite,
     logs: &[Incoming],
-    cursor: Option<i64>,
+    bounds: PageBounds,
     fetched: std::collections::HashMap<(String, String), Value>,
     attached: &mut std::collections::HashMap<String, Result<files::Fetched>>,
     careful: bool,
-) -> Result<Option<usize>> {
+) -> Result<Attempt> {
     let reg = site.meta();
+    let cursor = bounds.cursor;
     let mut tx = site.store.begin().await?;
+    // The stamp and the checkpoint, read under the write lock (and cheaply: the writer's
+    // cache is warm): another process may have applied this page, and the producer may have
+    // changed since `info` was read.
+    let (stamp, checkpoint) = read_stamp(&mut tx, &info.url).await?;
+    let (stored_seq, _) = stored_checkpoint(checkpoint, &info.url)?;
+    let went_back = matches!((stored_seq, bounds.after), (Some(s), Some(a)) if s < a);
+    if went_back || (!info.stamp.is_empty() && info.stamp != stamp) {
+        return Ok(Attempt::Stale);
+    }
     let caller = crate::service::auth::caller_in(&mut tx, &info.user).await?;
-    // Read the checkpoint under the write lock: another process may have applied this page.
-    let (stored_seq, _) = {
-        let rows = store::fetch_docs(
-            &mut tx,
-            r#"SELECT last_seq, last_update FROM "tabEvent Producer Last Update" WHERE name = $1"#,
-            &[Param::Text(Some(info.url.clone()))],
-        )
-        .await?;
-        let r = rows
-            .first()
-            .ok_or_else(|| Error::DoesNotExist(format!("no checkpoint for {}", info.url)))?;
-        (
-            r.get("last_seq").and_then(Value::as_i64),
-            text(r.get("last_update")),
-        )
-    };
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
     batch.known.fetched = fetched;
     batch.known.files = std::mem::take(attached);
@@ -344,7 +372,7 @@ async fn apply_page(
             tx.rollback().await?;
             // The careful attempt needs the downloaded files again.
             *attached = std::mem::take(&mut batch.known.files);
-            return Ok(None);
+            return Ok(Attempt::Failed);
         }
     }
     batch.known.flush_sync_logs(&mut tx).await?;
@@ -382,7 +410,7 @@ async fn apply_page(
             super::notifier::notify_consumers(me);
         }
     }
-    Ok(Some(applied))
+    Ok(Attempt::Applied(applied))
 }
 
 /// Applies one update in a savepoint and writes (or, for `retry_of`, updates) its sync log.
@@ -627,7 +655,19 @@ async fn apply_one(
                 .map(|v| text(Some(v)))
                 .filter(|s| !s.is_empty());
             let lookup = old_name.clone().unwrap_or_else(|| inc.docname.clone());
-            let Some(local) = find_local(conn, &dt, info, sub, &lookup).await? else {
+            // The usual Update (same name, no rename) reads its document once: the read that
+            // locks it also tells that it is here.
+            let plain = old_name.is_none() && sub.use_same_name;
+            let mut loaded = match plain {
+                true => load_doc_for_update(conn, reg, &dt, &lookup).await?,
+                false => None,
+            };
+            let found = match (&loaded, plain) {
+                (Some(_), _) => Some(lookup.clone()),
+                (None, true) => None,
+                (None, false) => find_local(conn, &dt, info, sub, &lookup).await?,
+            };
+            let Some(local) = found else {
                 if old_name.is_some()
                     && find_local(conn, &dt, info, sub, &inc.docname)
                         .await?
@@ -655,9 +695,12 @@ async fn apply_one(
                     store::update_columns(conn, &dt, &Value::String(local.clone()), &p).await?;
                 }
             }
-            let current = load_doc_for_update(conn, reg, &dt, &local)
-                .await?
-                .ok_or_else(|| Error::DoesNotExist(format!("{} {local} vanished", dt.name)))?;
+            let current = match loaded.take() {
+                Some(doc) => doc,
+                None => load_doc_for_update(conn, reg, &dt, &local)
+                    .await?
+                    .ok_or_else(|| Error::DoesNotExist(format!("{} {local} vanished", dt.name)))?,
+            };
             let mut diff = match &sub.mapping {
                 None => inc.data.clone(),
                 Some(m) => m.map_diff(reg, &inc.data)?,
