@@ -225,3 +225,76 @@ async fn waiting_pulls_hold_nothing_and_wake_together() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_set_back_during_a_long_poll_pulls_again_sqlite() {
+    checkpoint_set_back(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_set_back_during_a_long_poll_pulls_again_postgres() {
+    checkpoint_set_back(Backend::Postgres).await;
+}
+
+/// An administrator sets the consumer's checkpoint back (to receive everything again) while
+/// its long poll waits. The page that poll brings was asked after the old checkpoint: it is
+/// not applied as it is, and the consumer pulls again from where the checkpoint now stands.
+async fn checkpoint_set_back(backend: Backend) {
+    // Hourly interval pulls: whatever arrives comes through the long poll.
+    let settings = [
+        ("pull_interval", json!(3600)),
+        ("retry_base_seconds", json!(3600)),
+    ];
+    let Some(p) = TestSite::start_with(backend, &settings).await else {
+        return;
+    };
+    let c = TestSite::start_with(backend, &settings).await.unwrap();
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 0}]),
+    )
+    .await;
+    let todo = |name: &str| format!("/api/resource/ToDo/{name}");
+    let first = p
+        .insert("ToDo", json!({"description": "before the reset"}))
+        .await["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(5, "the first change on the consumer", || async {
+        get_opt(&c, todo(&first)).await
+    })
+    .await;
+    let checkpoint = format!("/api/resource/Event Producer Last Update/{}", p.url);
+    let before = c.get(&checkpoint).await.1["data"]["last_seq"]
+        .as_i64()
+        .unwrap();
+    assert!(before > 0, "the checkpoint moved past the first change");
+    let (s, _) = c.delete(&todo(&first)).await;
+    assert_eq!(s, 202);
+    let (s, body) = c.put(&checkpoint, json!({"last_seq": 0})).await;
+    assert_eq!(s, 200, "{body}");
+    // The long poll, asked after `before`, brings only the second change: the consumer gets
+    // the first one back too, because it pulls again from 0.
+    let second = p
+        .insert("ToDo", json!({"description": "after the reset"}))
+        .await["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(5, "the second change on the consumer", || async {
+        get_opt(&c, todo(&second)).await
+    })
+    .await;
+    eventually(
+        5,
+        "the first change pulled again from the reset checkpoint",
+        || async { get_opt(&c, todo(&first)).await },
+    )
+    .await;
+    let after = c.get(&checkpoint).await.1["data"]["last_seq"]
+        .as_i64()
+        .unwrap();
+    assert!(after > before, "the checkpoint is past both changes again");
+}
