@@ -536,6 +536,46 @@ async fn a_frappe_14_consumer_as_frappe_speaks_it() {
         told,
         "once it pulled, it is not told again"
     );
+
+    // A consumer that long-polls (a docstream one) hears of changes through its poll: while it
+    // does, and for 2 s after its last poll, it is not notified as well (that would make it
+    // pull twice); once it has stopped long-polling, notifications resume.
+    let pull = |after: i64, wait: &'static str| {
+        let (p, auth, consumer) = (&p, &auth, &consumer);
+        async move {
+            let after = after.to_string();
+            p.post_form(auth, "/api/method/frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer", &[
+                ("event_consumer", consumer.as_str()), ("doctypes", "[\"ToDo\"]"),
+                ("after_seq", after.as_str()), ("limit", "5000"), ("wait", wait),
+            ])
+            .await
+            .1
+        }
+    };
+    let high = pull(0, "0").await["last_seq"].as_i64().unwrap();
+    let told = state.lock().unwrap().notified.len();
+    let (polled, _) = tokio::join!(pull(high, "5"), async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        p.insert("ToDo", json!({"description": "heard by the long poll"}))
+            .await
+    });
+    assert_eq!(polled["count"], 1, "{polled}");
+    // Written between two polls: the next poll brings it.
+    p.insert("ToDo", json!({"description": "between two polls"}))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(
+        state.lock().unwrap().notified.len(),
+        told,
+        "a consumer that long-polls is not notified"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    p.insert("ToDo", json!({"description": "after the polls stopped"}))
+        .await;
+    eventually(5, "a notification once the long polls stopped", || async {
+        (state.lock().unwrap().notified.len() > told).then_some(())
+    })
+    .await;
     assert!(
         state.lock().unwrap().unknown.is_empty(),
         "{:?}",
