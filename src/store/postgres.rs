@@ -3,7 +3,8 @@
 //! What a PostgreSQL write costs is mostly round trips, so they are counted: a statement is
 //! prepared once per connection (each later run is one round trip), a transaction's BEGIN is
 //! not sent on its own but with its first statement (tokio-postgres pipelines requests made
-//! together), and nothing is sent when a connection is handed out or given back, except that
+//! together), a statement whose answer nobody needs is deferred to travel with the next one or
+//! the COMMIT, and nothing is sent when a connection is handed out or given back, except that
 //! one idle for more than [`IDLE_BEFORE_PING`] is checked first.
 
 use super::{Doc, Param};
