@@ -21,13 +21,19 @@ async fn unreachable_consumer_gets_changes_at_once_postgres() {
     unreachable_consumer(Backend::Postgres).await;
 }
 
+/// Settings under which a consumer pulls, and retries, only hourly on its own: whatever
+/// arrives within seconds came through its long poll.
+fn hourly_pulls() -> [(&'static str, Value); 2] {
+    [
+        ("pull_interval", json!(3600)),
+        ("retry_base_seconds", json!(3600)),
+    ]
+}
+
 /// The consumer sits behind a line the producer cannot open (cut after the handshake), and
 /// pulls only hourly on its interval: what it receives within seconds came by the long poll.
 async fn unreachable_consumer(backend: Backend) {
-    let settings = [
-        ("pull_interval", json!(3600)),
-        ("retry_base_seconds", json!(3600)),
-    ];
+    let settings = hourly_pulls();
     let Some(p) = TestSite::start_with(backend, &settings).await else {
         return;
     };
@@ -240,11 +246,7 @@ async fn checkpoint_set_back_during_a_long_poll_pulls_again_postgres() {
 /// its long poll waits. The page that poll brings was asked after the old checkpoint: it is
 /// not applied as it is, and the consumer pulls again from where the checkpoint now stands.
 async fn checkpoint_set_back(backend: Backend) {
-    // Hourly interval pulls: whatever arrives comes through the long poll.
-    let settings = [
-        ("pull_interval", json!(3600)),
-        ("retry_base_seconds", json!(3600)),
-    ];
+    let settings = hourly_pulls();
     let Some(p) = TestSite::start_with(backend, &settings).await else {
         return;
     };

@@ -259,15 +259,6 @@ impl Conn {
         }
     }
 
-    /// The integer primary key the last INSERT on this connection gave its row, on SQLite
-    /// (`None` on PostgreSQL, which has no such thing: use its sequences or a counter).
-    pub fn last_insert_rowid(&self) -> Option<i64> {
-        match &self.0 {
-            Inner::Sqlite(h) => Some(h.conn().last_insert_rowid()),
-            _ => None,
-        }
-    }
-
     /// Keeps a PostgreSQL connection out of the pool (it may hold a session lock).
     pub fn detach(self) {
         if let Inner::Postgres(h) = self.0 {

@@ -83,12 +83,7 @@ impl Txn {
             .expect("client present until the transaction ends");
         let committed = async {
             let deferred = prepare_all(&client, &deferred).await?;
-            let (before, committed) = tokio::join!(
-                send_first(&client, begin, &deferred),
-                client.batch_execute("COMMIT")
-            );
-            before?;
-            Ok(committed?)
+            after_pending(&client, begin, &deferred, client.batch_execute("COMMIT")).await
         }
         .await;
         if committed.is_err() {
@@ -292,6 +287,22 @@ async fn prepare_all<'a>(
     Ok(out)
 }
 
+/// Runs `main` after BEGIN (when given) and the deferred statements, all sent together (one
+/// round trip); the first failure is the answer.
+async fn after_pending<T>(
+    client: &Object,
+    begin: Option<&'static str>,
+    deferred: &Prepared<'_>,
+    main: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+) -> Result<T> {
+    if begin.is_none() && deferred.is_empty() {
+        return Ok(main.await?);
+    }
+    let (before, done) = tokio::join!(send_first(client, begin, deferred), main);
+    before?;
+    Ok(done?)
+}
+
 /// Sends BEGIN (when given) and the deferred statements, in order, and waits for them: the
 /// caller polls it together with its own statement, so all travel in one round trip.
 async fn send_first(
@@ -346,12 +357,7 @@ async fn run_on(
         let changed = stream.rows_affected().unwrap_or(0);
         Ok::<_, tokio_postgres::Error>((rows, changed))
     };
-    if begin.is_none() && deferred.is_empty() {
-        return Ok(rows.await?);
-    }
-    let (before, rows) = tokio::join!(send_first(client, begin, deferred), rows);
-    before?;
-    Ok(rows?)
+    after_pending(client, begin, deferred, rows).await
 }
 
 /// Runs a statement, returning the rows it changed.
@@ -392,15 +398,7 @@ pub(super) async fn execute_batch(h: &mut Handle, sql: &str) -> Result<()> {
     let deferred = h.note(prepared)?;
     let begin = h.take_begin();
     let client = h.client();
-    let r = if begin.is_none() && deferred.is_empty() {
-        client.batch_execute(sql).await.map_err(Error::from)
-    } else {
-        let (before, done) = tokio::join!(
-            send_first(client, begin, &deferred),
-            client.batch_execute(sql)
-        );
-        before.and(done.map_err(Error::from))
-    };
+    let r = after_pending(client, begin, &deferred, client.batch_execute(sql)).await;
     let r = h.note(r);
     // Rolling back to a savepoint makes the transaction whole again.
     if r.is_ok()

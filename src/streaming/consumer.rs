@@ -1,6 +1,8 @@
 //! The consumer side: the Event Producer handshake, sending later edits, and pulling.
 
-use super::apply::{apply_batch, stored_checkpoint, Incoming, PageBounds, ProducerInfo};
+use super::apply::{
+    apply_batch, stored_checkpoint, Checkpoint, Incoming, PageBounds, ProducerInfo,
+};
 use super::remote::{PullAsk, RemoteSite};
 use crate::error::{Error, Result};
 use crate::service::documents::load_doc;
@@ -672,7 +674,7 @@ impl From<super::remote::LogPage> for ParsedPage {
 }
 
 /// The stored checkpoint: (`last_seq` for docstream producers, `last_update`).
-pub async fn checkpoint(site: &Site, producer_url: &str) -> Result<(Option<i64>, String)> {
+pub async fn checkpoint(site: &Site, producer_url: &str) -> Result<Checkpoint> {
     let mut conn = site.store.conn().await?;
     let rows = store::fetch_docs(
         &mut conn,
@@ -680,13 +682,13 @@ pub async fn checkpoint(site: &Site, producer_url: &str) -> Result<(Option<i64>,
         &[Param::Text(Some(producer_url.into()))],
     )
     .await?;
-    let r = rows
-        .first()
-        .ok_or_else(|| Error::DoesNotExist(format!("no checkpoint for producer {producer_url}")))?;
-    Ok((
-        r.get("last_seq").and_then(Value::as_i64),
-        text(r.get("last_update")),
-    ))
+    let found = rows.first().map(|r| {
+        (
+            r.get("last_seq").and_then(Value::as_i64),
+            text(r.get("last_update")),
+        )
+    });
+    stored_checkpoint(found, producer_url)
 }
 
 /// Producers the worker pulls at once.
