@@ -62,6 +62,25 @@ impl Default for SiteConfig {
 }
 
 impl SiteConfig {
+    /// The largest body `docstream.tunnel.reply` takes: a shop's answer may carry a whole
+    /// attached file, base64 in a form field.
+    pub fn tunnel_reply_bytes(&self) -> usize {
+        let file = usize::try_from(self.max_file_bytes).unwrap_or(usize::MAX);
+        self.max_body_bytes
+            .max(file.saturating_mul(3) / 2 + (1 << 20))
+    }
+
+    /// The most bytes of logs one pull page carries (always at least one log): half the
+    /// tunnel-reply bound, so that a page, base64 in a tunnel reply, fits in it.
+    pub fn page_bytes(&self) -> usize {
+        self.tunnel_reply_bytes() / 2
+    }
+
+    /// The largest answer read from another site: a page or a tunnel reply.
+    pub fn max_answer_bytes(&self) -> usize {
+        self.tunnel_reply_bytes()
+    }
+
     /// Reads a site's config file.
     pub fn load(path: &Path) -> Result<SiteConfig> {
         let text = std::fs::read_to_string(path)

@@ -117,6 +117,13 @@ impl From<deadpool_postgres::tokio_postgres::Error> for Error {
                     "Text may not contain the NUL character (\\u0000)".into(),
                 );
             }
+            // A sum or a cast past the column's range: the query asked for it.
+            if *db.code() == SqlState::NUMERIC_VALUE_OUT_OF_RANGE {
+                return Error::Validation(format!(
+                    "A number in this query is out of range: {}",
+                    db.message()
+                ));
+            }
             // The error's own text is only "db error": what the server said is here.
             return database_error(format!(
                 "{} {}: {}{}",
@@ -156,6 +163,12 @@ impl From<rusqlite::Error> for Error {
             ) {
                 let msg = msg.clone().unwrap_or_else(|| f.to_string());
                 return Error::DuplicateEntry(format!("Duplicate entry: {msg}"));
+            }
+            // SQLite's SUM of integers that overflows.
+            if msg.as_deref() == Some("integer overflow") {
+                return Error::Validation(
+                    "A number in this query is out of range: integer overflow".into(),
+                );
             }
         }
         database_error(e)

@@ -172,27 +172,36 @@ proptest! {
         }
     }
 
-    /// A pull page survives its round trip, and any byte flipped or cut off is refused.
+    /// A pull page survives its round trip, bound to its request or not, and any byte flipped
+    /// or cut off is refused.
     #[test]
     fn pull_pages_refuse_any_damage(
         seqs in prop::collection::btree_set(1i64..10_000, 0..6),
         data in hostile_text(),
         at in any::<prop::sample::Index>(),
         bit in 0u8..7,
+        bound in any::<bool>(),
     ) {
+        use crate::streaming::page::{bind, decode, encode, Asked, Echo};
         let logs: Vec<Value> = seqs.iter().map(|s| json!({"seq": s, "data": data})).collect();
         let last = seqs.iter().max().copied().unwrap_or(0) + 1;
-        let body = crate::streaming::page::encode(&logs, last, false);
-        let page = crate::streaming::page::decode("p", &body, 0).unwrap();
+        let echo = Echo { after_seq: "0", consumer: &data, doctypes: r#"["ToDo"]"# };
+        let asked = Asked { after_seq: 0, echo: Some(echo), must_bind: bound };
+        let mut body = encode(&logs, last, false);
+        if bound {
+            body = bind(&body, &echo);
+        }
+        let page = decode("p", &body, &asked).unwrap();
+        prop_assert_eq!(page.bound, bound);
         prop_assert_eq!(page.logs, logs);
         let mut bytes = body.clone().into_bytes();
         let i = at.index(bytes.len());
         bytes[i] ^= 1 << bit;
         if let Ok(text) = String::from_utf8(bytes) {
-            prop_assert!(crate::streaming::page::decode("p", &text, 0).is_err(), "{}", text);
+            prop_assert!(decode("p", &text, &asked).is_err(), "{}", text);
         }
         if body.is_char_boundary(i) {
-            prop_assert!(crate::streaming::page::decode("p", &body[..i], 0).is_err());
+            prop_assert!(decode("p", &body[..i], &asked).is_err());
         }
     }
 

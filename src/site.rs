@@ -45,7 +45,8 @@ pub struct Site {
     /// Requests waiting for producers that connect to this site (shops behind NAT).
     pub tunnels: Arc<crate::streaming::tunnel::TunnelHub>,
     /// Producers this site keeps a long-poll pull open to.
-    pub long_polls: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub long_polls:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Notify>>>,
     /// The `meta_version` counter the registry was built from, and when it was last compared.
     meta_seen: std::sync::Mutex<(i64, std::time::Instant)>,
     pull_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,

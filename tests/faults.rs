@@ -64,6 +64,7 @@ async fn damaged_line(backend: Backend) {
         drop: 0.1,
         max_delay_ms: 20,
         min_chunk: 1500,
+        ..Default::default()
     });
     // Writes on the producer go straight to it; only the consumer's line is bad.
     let mut names = Vec::new();

@@ -41,27 +41,9 @@ struct Producer {
     v15: bool,
 }
 
-/// Serves a fake Frappe site on a free loopback port; its URL.
-async fn serve_fake(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
-fn arg(args: &[(String, String)], k: &str) -> Option<String> {
-    args.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-}
-
 /// Answers as Frappe 14 did in the capture.
 async fn frappe14(State(st): State<Arc<Mutex<Producer>>>, req: Request<Body>) -> Response {
-    let path = req.uri().path().to_string();
-    let mut args: Vec<(String, String)> =
-        serde_urlencoded::from_str(req.uri().query().unwrap_or("")).unwrap_or_default();
-    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
-    args.extend(serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body).unwrap_or_default());
+    let (path, args) = fake_request(req).await;
     let method = match path.strip_prefix("/api/method/") {
         Some(m) => m.to_string(),
         None => arg(&args, "cmd").unwrap_or_default(),

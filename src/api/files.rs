@@ -15,8 +15,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
+/// All form fields of an upload but the file, together.
+const FIELD_BYTES: usize = 64 * 1024;
+/// Form fields of an upload but the file.
+const MAX_FIELDS: usize = 32;
+
 fn bad(e: multer::Error) -> Error {
-    Error::BadRequest(format!("The multipart body cannot be read: {e}"))
+    match e {
+        multer::Error::StreamSizeExceeded { limit } => Error::TooLarge(format!(
+            "The upload is larger than the limit of {limit} bytes (max_file_bytes and its form fields)"
+        )),
+        e => Error::BadRequest(format!("The multipart body cannot be read: {e}")),
+    }
 }
 
 /// `POST /api/method/upload_file` with Frappe's form fields: `file`, `is_private`, `folder`,
@@ -36,19 +46,36 @@ pub async fn upload(
             "upload_file takes a multipart/form-data body with a \"file\" part".into(),
         )
     })?;
-    let mut parts = multer::Multipart::new(body.into_data_stream(), boundary);
     let limit = site.config.max_file_bytes;
+    // The whole body: one file and a few small fields, whatever the parts say of themselves.
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new().whole_stream(limit.saturating_add(FIELD_BYTES as u64 + 64 * 1024)),
+    );
+    let mut parts =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut fields: HashMap<String, String> = HashMap::new();
+    let mut field_bytes = 0usize;
     let mut file: Option<(Spool, String, u64, String)> = None;
     while let Some(mut part) = parts.next_field().await.map_err(bad)? {
         let name = part.name().unwrap_or("").to_string();
         if name != "file" {
-            // Form fields are small; a large one is not a form field.
+            // Form fields are small: all of them together are held to FIELD_BYTES, so many
+            // small fields cannot add up to a large body held in memory.
+            if fields.len() >= MAX_FIELDS {
+                return Err(Error::TooLarge(format!(
+                    "upload_file takes at most {MAX_FIELDS} form fields besides the file"
+                ))
+                .into());
+            }
             let mut text = Vec::new();
             while let Some(chunk) = part.chunk().await.map_err(bad)? {
                 text.extend_from_slice(&chunk);
-                if text.len() > 64 * 1024 {
-                    return Err(Error::TooLarge(format!("form field {name} is too large")).into());
+                field_bytes += chunk.len() + name.len();
+                if field_bytes > FIELD_BYTES {
+                    return Err(Error::TooLarge(format!(
+                        "the form fields of upload_file are larger than {FIELD_BYTES} bytes (form field {name})"
+                    ))
+                    .into());
                 }
             }
             let text = String::from_utf8(text)

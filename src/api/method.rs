@@ -182,6 +182,21 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             {
                 Some(Value::Object(m)) => m,
                 Some(Value::String(f)) => {
+                    if f.trim_start().starts_with('{') {
+                        return Err(Error::Validation(format!(
+                            "Argument \"fieldname\" is neither a field name nor a valid JSON object: {}",
+                            f.chars().take(80).collect::<String>()
+                        ))
+                        .into());
+                    }
+                    super::args::refuse_nul(&f)?;
+                    let dt = site.meta().get(&doctype)?;
+                    if dt.field(&f).is_none() && !dt.has_column(&f) {
+                        return Err(Error::Validation(format!(
+                            "{doctype} has no field {f:?}: set_value takes a field name of the type, or a JSON object of them"
+                        ))
+                        .into());
+                    }
                     let mut m = Doc::new();
                     m.insert(f, args.map.get("value").cloned().unwrap_or(Value::Null));
                     m
@@ -324,6 +339,8 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
                     limit: args.uint("limit")?,
                     acked_seq: args.uint("acked_seq")?,
                     wait: args.str("wait").as_deref(),
+                    bound: matches!(args.str("bound").as_deref().map(str::trim), Some("1" | "true")),
+                    consumer_text: &args.str("event_consumer").unwrap_or_default(),
                 },
             )
             .await?;
@@ -339,7 +356,13 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             return Ok(r);
         }
         "docstream.tunnel.poll" => {
-            let wait = args.str("wait").and_then(|w| w.trim().parse::<f64>().ok());
+            let wait = match args.str("wait").map(|w| w.trim().to_string()) {
+                None => None,
+                Some(w) if w.is_empty() => None,
+                Some(w) => Some(w.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).ok_or_else(|| {
+                    Error::BadRequest(format!("wait must be a number of seconds (0 or more), not {w:?}"))
+                })?),
+            };
             let received = args.uint("received")?;
             crate::streaming::tunnel::poll(
                 site,

@@ -273,15 +273,18 @@ async fn handle(
         )
     {
         let auth = site.authenticate(&credentials(&parts.headers)?).await?;
+        // Refused before a byte of the body is read: docstream takes no guest uploads.
+        if auth.caller.is_guest() {
+            return Err(Error::Permission("Log in to upload files".into()).into());
+        }
         check_csrf(&parts.method, &parts.headers, &auth)?;
         return files::upload(&site, &parts.headers, body, &auth.caller).await;
     }
-    let mut limit = site.config.max_body_bytes;
-    if path == "/api/method/docstream.tunnel.reply" {
-        // A shop's answer may carry a whole attached file, base64 in a form field.
-        let file = usize::try_from(site.config.max_file_bytes).unwrap_or(usize::MAX);
-        limit = limit.max(file.saturating_mul(3) / 2 + (1 << 20));
-    }
+    let limit = if path == "/api/method/docstream.tunnel.reply" {
+        site.config.tunnel_reply_bytes()
+    } else {
+        site.config.max_body_bytes
+    };
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         Error::TooLarge(format!(
             "Request body is larger than the limit of {limit} bytes (max_body_bytes)"

@@ -116,14 +116,17 @@ pub async fn after_write(
     let Some(old) = old else { return Ok(()) };
     let url = text(doc, "name");
     if pending.incoming {
-        pending.after_commit.push(AfterCommit::WakePuller);
+        pending.after_commit.push(AfterCommit::ProducerChanged(url));
         return Ok(());
     }
     if subscription_of(doc) != subscription_of(old) {
         if consumer::add_remote_name_fields(site, conn, doc).await? {
             pending.meta_changed = true;
         }
-        pending.after_commit.push(AfterCommit::SendToProducer(url));
+        pending
+            .after_commit
+            .push(AfterCommit::SendToProducer(url.clone()));
+        pending.after_commit.push(AfterCommit::ProducerChanged(url));
     }
     Ok(())
 }

@@ -226,11 +226,16 @@ pub async fn run_after_commit(site: &Site, action: AfterCommit) {
                 &producer_url,
                 &api_key,
                 &api_secret,
+                site.config.max_answer_bytes(),
             );
             if let Err(e) = remote.delete_doc("Event Consumer", &site.config.url).await {
                 tracing::warn!(producer = %producer_url, "could not delete the Event Consumer on the producer: {e}");
             }
         }
         AfterCommit::WakePuller => site.pull_wakeup.notify_one(),
+        AfterCommit::ProducerChanged(url) => {
+            crate::streaming::long_poll::restart(site, &url);
+            site.pull_wakeup.notify_one();
+        }
     }
 }

@@ -29,6 +29,7 @@ pub enum FieldType {
     Password,
     ReadOnly,
     Attach,
+    AttachImage,
     SectionBreak,
     ColumnBreak,
     TabBreak,
@@ -49,7 +50,7 @@ pub enum Storage {
 
 impl FieldType {
     /// Every field type with its Frappe name.
-    pub const ALL: [(FieldType, &'static str); 26] = [
+    pub const ALL: [(FieldType, &'static str); 27] = [
         (FieldType::Data, "Data"),
         (FieldType::SmallText, "Small Text"),
         (FieldType::Text, "Text"),
@@ -73,6 +74,7 @@ impl FieldType {
         (FieldType::Password, "Password"),
         (FieldType::ReadOnly, "Read Only"),
         (FieldType::Attach, "Attach"),
+        (FieldType::AttachImage, "Attach Image"),
         (FieldType::SectionBreak, "Section Break"),
         (FieldType::ColumnBreak, "Column Break"),
         (FieldType::TabBreak, "Tab Break"),
@@ -104,6 +106,11 @@ impl FieldType {
             | FieldType::TabBreak => Storage::None,
             _ => Storage::Text,
         }
+    }
+
+    /// True for fields that hold a file's URL (`Attach`, `Attach Image`).
+    pub fn is_attach(self) -> bool {
+        matches!(self, FieldType::Attach | FieldType::AttachImage)
     }
 
     /// True for child-table fields.

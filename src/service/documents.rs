@@ -68,6 +68,8 @@ pub enum AfterCommit {
     },
     /// Consumer: pull now (a subscription was made or approved).
     WakePuller,
+    /// Consumer: an Event Producer changed; pull now, and its long poll asks anew.
+    ProducerChanged(String),
 }
 
 /// The JSON value of a document name for a type (integers for autoincrement types).
@@ -1061,14 +1063,16 @@ impl Site {
         mut input: Doc,
         flags: &WriteFlags,
     ) -> Result<(Doc, Pending)> {
+        // Permission first: a caller who may not write a child type is told so (403), not
+        // how to write it.
+        if !flags.ignore_permissions {
+            caller.require(dt, PermType::Create)?;
+        }
         if dt.istable {
             return Err(Error::Validation(format!(
                 "{} is a child table type: insert its rows through their parent document",
                 dt.name
             )));
-        }
-        if !flags.ignore_permissions {
-            caller.require(dt, PermType::Create)?;
         }
         let mut pending = Pending {
             applied: flags.origin.is_some() && !flags.mapped,
@@ -1079,6 +1083,9 @@ impl Site {
         }
         let mut doc = Doc::new();
         merge_fields(reg, dt, &mut doc, &input, flags, &mut pending)?;
+        if !flags.ignore_permissions {
+            super::files::check_attachments(conn, reg, caller, dt, &doc, None).await?;
+        }
         if !pending.applied {
             apply_defaults(dt, &mut doc);
             fetch_linked(conn, reg, dt, &mut doc, None).await?;
@@ -1220,14 +1227,14 @@ impl Site {
         patch: Doc,
         flags: &WriteFlags,
     ) -> Result<(Doc, Pending)> {
+        if !flags.ignore_permissions {
+            caller.require(dt, PermType::Write)?;
+        }
         if dt.istable {
             return Err(Error::Validation(format!(
                 "{} is a child table type: update its rows through their parent document",
                 dt.name
             )));
-        }
-        if !flags.ignore_permissions {
-            caller.require(dt, PermType::Write)?;
         }
         let old = load_doc_for_update(conn, reg, dt, name)
             .await?
@@ -1274,6 +1281,9 @@ impl Site {
         };
         let mut doc = old.clone();
         merge_fields(reg, dt, &mut doc, &patch, flags, &mut pending)?;
+        if !flags.ignore_permissions {
+            super::files::check_attachments(conn, reg, caller, dt, &doc, Some(&old)).await?;
+        }
         if !pending.applied {
             check_set_only_once(dt, &old, &doc)?;
             fetch_linked(conn, reg, dt, &mut doc, Some(&old)).await?;
@@ -1454,14 +1464,14 @@ impl Site {
         name: &str,
         flags: &WriteFlags,
     ) -> Result<Pending> {
+        if !flags.ignore_permissions {
+            caller.require(dt, PermType::Delete)?;
+        }
         if dt.istable || dt.issingle {
             return Err(Error::Validation(format!(
                 "{} documents cannot be deleted on their own",
                 dt.name
             )));
-        }
-        if !flags.ignore_permissions {
-            caller.require(dt, PermType::Delete)?;
         }
         let doc = load_doc_for_update(conn, reg, dt, name)
             .await?

@@ -5,10 +5,11 @@
 use super::documents::{name_text, WriteFlags};
 use super::permissions::Caller;
 use crate::error::{Error, Result};
-use crate::meta::{FieldType, PermType};
+use crate::meta::PermType;
 use crate::site::Site;
 use crate::store::{self, files, Conn, Doc, Param};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
 /// A file received whole into a spool file, with what the client said about it.
@@ -98,9 +99,7 @@ impl Site {
                 return Err(Error::DoesNotExist(format!("{doctype} {name} not found")));
             }
             if let Some(field) = &up.attached_to_field {
-                let ok = dt
-                    .field(field)
-                    .is_some_and(|f| f.fieldtype == FieldType::Attach);
+                let ok = dt.field(field).is_some_and(|f| f.fieldtype.is_attach());
                 if !ok {
                     return Err(Error::Validation(format!(
                         "{doctype} has no Attach field {field:?}"
@@ -121,15 +120,30 @@ impl Site {
         // A URL names one content: another file of that name gets a name of its own.
         let mut url = format!("{base}{file_name}");
         let taken = files_at(&mut tx, &url).await?;
-        if taken
+        // Someone else's private file at that URL is never shared, whatever the content: the
+        // URL answered must not tell whether a guessed content was right.
+        let foreign = !caller.is_system_manager()
+            && taken
+                .iter()
+                .any(|f| text(f.get("is_private")) == "1" && text(f.get("owner")) != caller.user);
+        let suffix = if foreign {
+            let mut h = Sha256::new();
+            h.update(format!("{}:{}", up.content_hash, caller.user).as_bytes());
+            Some(crate::crypto::hex(&h.finalize())[..8].to_string())
+        } else if taken
             .iter()
             .any(|f| text(f.get("content_hash")) != up.content_hash)
         {
+            Some(up.content_hash[..8].to_string())
+        } else {
+            None
+        };
+        if let Some(suffix) = suffix {
             let (stem, ext) = match file_name.rsplit_once('.') {
                 Some((s, e)) if !s.is_empty() => (s.to_string(), format!(".{e}")),
                 _ => (file_name.clone(), String::new()),
             };
-            url = format!("{base}{stem}-{}{ext}", &up.content_hash[..8]);
+            url = format!("{base}{stem}-{suffix}{ext}");
         }
         let (saved, mut pending) = self
             .save_file_in(&mut tx, &reg, caller, &file_name, &url, up)
@@ -222,28 +236,12 @@ impl Site {
         let found = files_at(&mut conn, url).await?;
         drop(conn);
         let missing = || Error::DoesNotExist(format!("File {url} not found"));
-        let file = found.into_iter().next().ok_or_else(missing)?;
-        if text(file.get("is_private")) != "1" {
-            return Ok(file);
-        }
-        if caller.is_guest() {
+        let private = found.iter().all(|f| text(f.get("is_private")) == "1");
+        if found.is_empty() || (private && caller.is_guest()) {
             // Guests are not told whether a private file exists.
             return Err(missing());
         }
-        if caller.is_system_manager() {
-            return Ok(file);
-        }
-        let doctype = text(file.get("attached_to_doctype"));
-        if doctype.is_empty() {
-            return if text(file.get("owner")) == caller.user {
-                Ok(file)
-            } else {
-                Err(Error::Permission(format!("{url} is private")))
-            };
-        }
-        let dt = self.meta().get(&doctype)?;
-        caller.require(&dt, PermType::Read)?;
-        Ok(file)
+        readable(&self.meta(), caller, found)
     }
 
     /// Chunk `n` of a file's content.
@@ -251,6 +249,95 @@ impl Site {
         let mut conn = self.store.conn().await?;
         files::read_chunk(&mut conn, content_hash, n).await
     }
+}
+
+/// Whether `caller` may read a File: public ones, their owner's, System Managers', and those
+/// attached to a type the caller may read.
+fn may_read(reg: &crate::meta::Registry, caller: &Caller, file: &Doc) -> Result<()> {
+    if text(file.get("is_private")) != "1" || caller.is_system_manager() {
+        return Ok(());
+    }
+    let url = text(file.get("file_url"));
+    let doctype = text(file.get("attached_to_doctype"));
+    if doctype.is_empty() {
+        return if text(file.get("owner")) == caller.user {
+            Ok(())
+        } else {
+            Err(Error::Permission(format!("{url} is private")))
+        };
+    }
+    caller.require(&*reg.get(&doctype)?, PermType::Read)
+}
+
+/// The first of the Files of one URL that `caller` may read (one URL is one content).
+fn readable(reg: &crate::meta::Registry, caller: &Caller, files: Vec<Doc>) -> Result<Doc> {
+    let mut refused = None;
+    for f in files {
+        match may_read(reg, caller, &f) {
+            Ok(()) => return Ok(f),
+            Err(e) => refused = refused.or(Some(e)),
+        }
+    }
+    Err(refused.unwrap_or_else(|| Error::DoesNotExist("File not found".into())))
+}
+
+/// Refuses a new or changed Attach (or Attach Image) value, of the document or of its child
+/// rows, that names a private file the writer may not read: the document's consumers would
+/// fetch it with their subscriber's keys and show it to their own readers. A File attached to
+/// a streamed document is then proof that its writer could read it.
+pub async fn check_attachments(
+    conn: &mut Conn,
+    reg: &crate::meta::Registry,
+    caller: &Caller,
+    dt: &crate::meta::DocType,
+    doc: &Doc,
+    old: Option<&Doc>,
+) -> Result<()> {
+    if caller.is_system_manager() {
+        return Ok(());
+    }
+    let mut wanted: Vec<String> = Vec::new();
+    let mut collect = |dt: &crate::meta::DocType, rows: Vec<&Doc>, old_rows: Vec<&Doc>| {
+        for f in dt.fields.iter().filter(|f| f.fieldtype.is_attach()) {
+            let before: std::collections::HashSet<String> =
+                old_rows.iter().map(|r| text(r.get(&f.fieldname))).collect();
+            for r in &rows {
+                let v = text(r.get(&f.fieldname));
+                if v.starts_with("/private/files/") && !before.contains(&v) {
+                    wanted.push(v);
+                }
+            }
+        }
+    };
+    collect(dt, vec![doc], old.into_iter().collect());
+    for tf in dt.table_fields() {
+        let Ok(child) = reg.get(&tf.options) else {
+            continue;
+        };
+        let rows_of = |d: Option<&Doc>| -> Vec<Doc> {
+            d.and_then(|d| d.get(&tf.fieldname))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_object().cloned())
+                .collect()
+        };
+        let (rows, old_rows) = (rows_of(Some(doc)), rows_of(old));
+        collect(&child, rows.iter().collect(), old_rows.iter().collect());
+    }
+    for url in wanted {
+        let files = files_at(conn, &url).await?;
+        if files.is_empty() {
+            continue;
+        }
+        readable(reg, caller, files).map_err(|_| {
+            Error::Permission(format!(
+                "{} may not read the private file {url}, so it cannot be attached here",
+                caller.user
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// The Files attached to a document (deleted with it).

@@ -151,6 +151,11 @@ impl Parser<'_> {
 
     fn word(&mut self, what: &str) -> Result<(String, bool)> {
         match self.next() {
+            // PostgreSQL refuses an empty quoted identifier ("" or ``).
+            Some(Token::Word { text, .. }) if text.trim().is_empty() => Err(refuse(
+                self.text,
+                &format!("{what} expected, not an empty name"),
+            )),
             Some(Token::Word { text, quoted }) => Ok((text, quoted)),
             _ => Err(refuse(self.text, &format!("{what} expected"))),
         }

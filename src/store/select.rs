@@ -232,6 +232,16 @@ struct Selected {
 impl ListQuery {
     /// Builds the SELECT for this query on `dt`.
     pub fn to_sql(&self, reg: &Registry, dt: &DocType, dialect: Dialect) -> Result<Sql> {
+        for (what, n) in [
+            ("limit_start", self.start),
+            ("limit_page_length", self.page_length),
+        ] {
+            if i64::try_from(n).is_err() {
+                return Err(Error::Validation(format!(
+                    "{what} {n} is too large: paging numbers must be below 2^63"
+                )));
+            }
+        }
         let mut joins = Joins::default();
         let selected = self.selected(reg, dt, &mut joins)?;
         let mut group = Vec::new();
@@ -379,8 +389,15 @@ impl ListQuery {
             } else if self.distinct {
                 selected.iter().any(|s| s.sql == sql)
             } else {
-                true
+                // An aggregate in ORDER BY makes the query one group: refused, as the
+                // database would (SQLite and PostgreSQL both fail on it).
+                !aggregate
             };
+            if !allowed && aggregate && !grouped {
+                return Err(Error::Validation(format!(
+                    "Field not permitted in query: order_by {term} is an aggregate; add group_by, or select only aggregates"
+                )));
+            }
             if !allowed {
                 return Err(Error::Validation(format!(
                     "Field not permitted in query: order_by {term} must be a grouped or selected column"
@@ -407,13 +424,36 @@ impl ListQuery {
             for f in &self.or_filters {
                 or_parts.push(condition(reg, dt, f, dialect, params)?);
             }
-            and_parts.push(format!("({})", or_parts.join(" OR ")));
+            and_parts.push(balanced(&or_parts, "OR"));
+        }
+        if params.len() > MAX_QUERY_VALUES {
+            return Err(Error::Validation(format!(
+                "The filters hold {} values; a list query takes at most {MAX_QUERY_VALUES}: split it into several queries",
+                params.len()
+            )));
         }
         Ok(if and_parts.is_empty() {
             String::new()
         } else {
-            format!(" WHERE {}", and_parts.join(" AND "))
+            format!(" WHERE {}", balanced(&and_parts, "AND"))
         })
+    }
+}
+
+/// Most values the filters of one list query may bind (SQLite allows 32,766 per statement,
+/// PostgreSQL 65,535).
+const MAX_QUERY_VALUES: usize = 30_000;
+
+/// `parts` joined by `op` as a balanced tree of parentheses: a flat chain of thousands of
+/// terms is as deep as it is long, past SQLite's expression depth (1,000).
+fn balanced(parts: &[String], op: &str) -> String {
+    match parts {
+        [] => String::new(),
+        [one] => one.clone(),
+        _ => {
+            let (left, right) = parts.split_at(parts.len() / 2);
+            format!("({} {op} {})", balanced(left, op), balanced(right, op))
+        }
     }
 }
 
@@ -525,7 +565,14 @@ fn compare(
             }
         }
         Op::Like | Op::NotLike => {
-            let p = push(&Value::String(as_text(value)), Storage::Text);
+            let mut pattern = as_text(value);
+            // PostgreSQL's LIKE escapes with `\` and refuses a pattern that ends in a lone one;
+            // it is taken as the backslash it is on SQLite (which has no escape character).
+            let trailing = pattern.chars().rev().take_while(|c| *c == '\\').count();
+            if dialect == Dialect::Postgres && trailing % 2 == 1 {
+                pattern.push('\\');
+            }
+            let p = push(&Value::String(pattern), Storage::Text);
             let target = if storage == Storage::Text {
                 col.to_string()
             } else {

@@ -232,7 +232,13 @@ async fn check_new(site: &Site, doc: &mut Doc) -> Result<(String, RemoteSite)> {
     }
     Ok((
         url.clone(),
-        RemoteSite::new(site.http.clone(), &url, &key, &secret),
+        RemoteSite::new(
+            site.http.clone(),
+            &url,
+            &key,
+            &secret,
+            site.config.max_answer_bytes(),
+        ),
     ))
 }
 
@@ -575,6 +581,7 @@ async fn pull_pages(
     // `acked` is what is committed here: the producer may forget logs up to it, never beyond.
     // A page is fetched and parsed in a task of its own, so that work runs on another core
     // while the previous page is applied.
+    let must_bind = info.binds;
     let fetch = |after: Option<i64>, acked: Option<i64>| {
         let (remote, me, types, last_update) = (
             remote.clone(),
@@ -591,6 +598,7 @@ async fn pull_pages(
                 limit: PAGE_SIZE,
                 acked_seq: acked,
                 wait: None,
+                must_bind,
             };
             Ok::<_, Error>(ParsedPage::from(remote.pull(&ask).await?))
         })
@@ -626,6 +634,7 @@ async fn pull_pages(
         let bounds = PageBounds {
             after: last_seq,
             cursor,
+            bound: page.bound,
         };
         let Some(n) = apply_batch(site, &info, &remote, &page.logs, bounds).await? else {
             return Ok((applied, true));
@@ -661,6 +670,7 @@ pub(super) struct ParsedPage {
     logs: Vec<Incoming>,
     last_seq: Option<i64>,
     has_more: bool,
+    bound: bool,
 }
 
 impl From<super::remote::LogPage> for ParsedPage {
@@ -669,6 +679,7 @@ impl From<super::remote::LogPage> for ParsedPage {
             logs: page.logs.into_iter().map(Incoming::from_log).collect(),
             last_seq: page.last_seq,
             has_more: page.has_more,
+            bound: page.bound,
         }
     }
 }

@@ -26,26 +26,40 @@ pub fn keep_open(site: &Arc<Site>, producer_url: &str) {
     if site.config.pull_wait_seconds <= 0.0 {
         return;
     }
-    if !site
-        .long_polls
-        .lock()
-        .expect("long poll set")
-        .insert(producer_url.to_string())
-    {
-        return;
-    }
+    let restart = {
+        let mut polls = site.long_polls.lock().expect("long poll set");
+        if polls.contains_key(producer_url) {
+            return;
+        }
+        let restart = Arc::new(tokio::sync::Notify::new());
+        polls.insert(producer_url.to_string(), restart.clone());
+        restart
+    };
     let (site, url) = (site.clone(), producer_url.to_string());
     tokio::spawn(async move {
-        run(&site, &url).await;
+        run(&site, &url, &restart).await;
         site.long_polls.lock().expect("long poll set").remove(&url);
     });
 }
 
-async fn run(site: &Site, url: &str) {
+/// Makes the long poll to `producer_url` ask again at once: the Event Producer changed (a type
+/// added, approved or unsubscribed), and the waiting poll asks for the old list of types.
+pub fn restart(site: &Site, producer_url: &str) {
+    if let Some(r) = site
+        .long_polls
+        .lock()
+        .expect("long poll set")
+        .get(producer_url)
+    {
+        r.notify_one();
+    }
+}
+
+async fn run(site: &Site, url: &str, restart: &tokio::sync::Notify) {
     let wait = Duration::from_secs_f64(site.config.pull_wait_seconds);
     let mut failures = 0u32;
     loop {
-        match poll_once(site, url, wait).await {
+        match poll_once(site, url, wait, restart).await {
             Ok(Polled::Again) => failures = 0,
             Ok(Polled::Quick) => tokio::time::sleep(Duration::from_secs(1)).await,
             Ok(Polled::Stop) | Err(Error::DoesNotExist(_)) => return,
@@ -61,7 +75,12 @@ async fn run(site: &Site, url: &str) {
     }
 }
 
-async fn poll_once(site: &Site, url: &str, wait: Duration) -> Result<Polled> {
+async fn poll_once(
+    site: &Site,
+    url: &str,
+    wait: Duration,
+    restart: &tokio::sync::Notify,
+) -> Result<Polled> {
     let (info, checkpoint) = ProducerInfo::current(site, url).await?;
     let (Some(after), _) = stored_checkpoint(checkpoint, url)? else {
         // A Frappe producer (it pages by time) has no long poll.
@@ -73,17 +92,23 @@ async fn poll_once(site: &Site, url: &str, wait: Duration) -> Result<Polled> {
     }
     let remote = info.remote(site).await?;
     let started = Instant::now();
-    let page = remote
-        .pull(&PullAsk {
-            consumer_url: &site.config.url,
-            doctypes: &types,
-            after_seq: Some(after),
-            last_update: "",
-            limit: PAGE_SIZE,
-            acked_seq: Some(after),
-            wait: Some(wait),
-        })
-        .await?;
+    let ask = PullAsk {
+        consumer_url: &site.config.url,
+        doctypes: &types,
+        after_seq: Some(after),
+        last_update: "",
+        limit: PAGE_SIZE,
+        acked_seq: Some(after),
+        wait: Some(wait),
+        must_bind: info.binds,
+    };
+    let asked = remote.pull(&ask);
+    // Only the wait is given up (the request dropped with its connection), never the apply
+    // below, which holds the pull lock.
+    let page = tokio::select! {
+        page = asked => page?,
+        _ = restart.notified() => return Ok(Polled::Again),
+    };
     if page.logs.is_empty() && !page.has_more && page.last_seq.unwrap_or(after) == after {
         return Ok(if started.elapsed() < Duration::from_millis(500) {
             Polled::Quick

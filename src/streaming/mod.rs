@@ -53,7 +53,13 @@ pub async fn remote_with_stored_keys(
     name: &str,
 ) -> Result<remote::RemoteSite> {
     let (key, secret) = stored_keys(site, doctype, name).await?;
-    let remote = remote::RemoteSite::new(site.http.clone(), name, &key, &secret);
+    let remote = remote::RemoteSite::new(
+        site.http.clone(),
+        name,
+        &key,
+        &secret,
+        site.config.max_answer_bytes(),
+    );
     if doctype == "Event Producer" && tunnel::is_producer_connects(site, name).await? {
         return Ok(remote.through(site.tunnels.clone()));
     }

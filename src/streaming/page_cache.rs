@@ -6,6 +6,7 @@
 //! body already encoded serves every consumer that receives exactly the same logs (same types
 //! approved, none of its own among them, no condition rewriting them).
 
+use super::page::Encoded;
 use crate::store::Doc;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,8 @@ const BODIES: usize = 32;
 struct BodyKey {
     last_seq: i64,
     has_more: bool,
+    /// Asked for a bound page: a log over the page bound goes as a stub.
+    stub: bool,
     seqs: Vec<i64>,
 }
 
@@ -30,7 +33,7 @@ type Range = ((i64, i64), Arc<Vec<Doc>>);
 #[derive(Debug, Default)]
 pub struct PageCache {
     rows: Mutex<VecDeque<Range>>,
-    bodies: Mutex<VecDeque<(BodyKey, Arc<str>)>>,
+    bodies: Mutex<VecDeque<(BodyKey, Encoded)>>,
 }
 
 fn keep<K, V>(q: &mut VecDeque<(K, V)>, key: K, value: V, cap: usize) {
@@ -60,17 +63,20 @@ impl PageCache {
         );
     }
 
-    /// The body encoded lately for exactly these logs, or the one `encode` makes now.
+    /// The page encoded lately for exactly these logs (the range's end, whether more follows,
+    /// the seqs of the logs it holds), or the one `encode` makes now.
     pub fn body(
         &self,
         last_seq: i64,
         has_more: bool,
+        stub: bool,
         seqs: Vec<i64>,
-        encode: impl FnOnce() -> String,
-    ) -> Arc<str> {
+        encode: impl FnOnce() -> Encoded,
+    ) -> Encoded {
         let key = BodyKey {
             last_seq,
             has_more,
+            stub,
             seqs,
         };
         if let Some((_, b)) = self
@@ -83,14 +89,14 @@ impl PageCache {
         {
             return b.clone();
         }
-        let body: Arc<str> = encode().into();
+        let page = encode();
         keep(
             &mut self.bodies.lock().expect("page cache lock"),
             key,
-            body.clone(),
+            page.clone(),
             BODIES,
         );
-        body
+        page
     }
 }
 
@@ -102,17 +108,25 @@ mod tests {
     fn a_body_is_shared_only_for_the_same_logs() {
         let cache = PageCache::default();
         let mut made = 0;
-        let mut get = |seqs: Vec<i64>, more: bool| {
-            cache.body(10, more, seqs.clone(), || {
-                made += 1;
-                format!("{seqs:?}{more}")
-            })
+        let mut get = |seqs: Vec<i64>, more: bool, stub: bool| {
+            cache
+                .body(10, more, stub, seqs.clone(), || {
+                    made += 1;
+                    Encoded {
+                        body: format!("{seqs:?}{more}{stub}").into(),
+                        count: seqs.len(),
+                        last_seq: 10,
+                        has_more: more,
+                    }
+                })
+                .body
         };
-        assert_eq!(&*get(vec![9, 10], false), "[9, 10]false");
-        assert_eq!(&*get(vec![9, 10], false), "[9, 10]false");
-        assert_eq!(&*get(vec![10], false), "[10]false");
-        assert_eq!(&*get(vec![9, 10], true), "[9, 10]true");
-        assert_eq!(made, 3);
+        assert_eq!(&*get(vec![9, 10], false, false), "[9, 10]falsefalse");
+        assert_eq!(&*get(vec![9, 10], false, false), "[9, 10]falsefalse");
+        assert_eq!(&*get(vec![10], false, false), "[10]falsefalse");
+        assert_eq!(&*get(vec![9, 10], true, false), "[9, 10]truefalse");
+        assert_eq!(&*get(vec![9, 10], true, true), "[9, 10]truetrue");
+        assert_eq!(made, 4);
     }
 
     #[test]

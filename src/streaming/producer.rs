@@ -259,6 +259,19 @@ pub struct PullArgs<'a> {
     pub acked_seq: Option<u64>,
     /// Long poll: seconds to wait for a log after `after_seq` before answering empty.
     pub wait: Option<&'a str>,
+    /// The consumer asked for a page bound to this request (`streaming::page`).
+    pub bound: bool,
+    /// `event_consumer` as received, for the bound page's echo.
+    pub consumer_text: &'a str,
+}
+
+/// A JSON argument as its text on the wire (a form value as sent, JSON re-encoded).
+fn arg_text(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
 }
 
 /// The `wait` of a pull, bounded by the site's `max_pull_wait_seconds`.
@@ -293,7 +306,15 @@ pub async fn get_update_logs(
         limit,
         acked_seq,
         wait,
+        bound,
+        consumer_text,
     } = args;
+    let (after_text, doctypes_text) = (arg_text(after_seq), arg_text(Some(doctypes)));
+    let echo = bound.then_some(super::page::Echo {
+        after_seq: &after_text,
+        consumer: consumer_text,
+        doctypes: &doctypes_text,
+    });
     let wait = wait_of(site, wait)?;
     let wanted: HashSet<String> = match parse_json_arg(doctypes, "doctypes")? {
         Value::Array(a) => a.iter().map(|d| text(Some(d))).collect(),
@@ -372,14 +393,12 @@ pub async fn get_update_logs(
                     passes(&sub, &wanted, l)
                         && sub.conditions.contains_key(&text(l.get("ref_doctype")))
                 });
-                let (count, body): (usize, Arc<str>) = if rewrites {
+                let max_bytes = site.config.page_bytes();
+                let page = if rewrites {
                     // A condition may leave a log out or stand a Create in for it: this
                     // consumer's page is its own.
                     let logs = judged(site, &sub, &wanted, &rows).await?;
-                    (
-                        logs.len(),
-                        Arc::from(super::page::encode(&logs, upto, has_more)),
-                    )
+                    super::page::encode_bounded(logs, upto, has_more, max_bytes, bound)
                 } else {
                     let passing: Vec<&Doc> =
                         rows.iter().filter(|l| passes(&sub, &wanted, l)).collect();
@@ -387,24 +406,27 @@ pub async fn get_update_logs(
                         .iter()
                         .map(|l| l.get("seq").and_then(Value::as_i64).unwrap_or(0))
                         .collect();
-                    let body = site.pages.body(upto, has_more, seqs, || {
-                        let logs: Vec<Value> = passing.iter().map(|l| wire(l)).collect();
-                        super::page::encode(&logs, upto, has_more)
-                    });
-                    (passing.len(), body)
+                    site.pages.body(upto, has_more, bound, seqs, || {
+                        let logs = passing.iter().map(|l| wire(l));
+                        super::page::encode_bounded(logs, upto, has_more, max_bytes, bound)
+                    })
                 };
                 // Logs this consumer does not get (its own, other types, failed conditions)
                 // do not end a long poll: it waits on past them, and the page says so.
                 let time_left = until.is_some_and(|u| tokio::time::Instant::now() < u);
-                if count == 0 && !has_more && upto > from && time_left {
+                if page.count == 0 && !page.has_more && upto > from && time_left {
                     from = upto;
                     continue;
                 }
+                let body = match &echo {
+                    Some(echo) => Arc::from(super::page::bind(&page.body, echo)),
+                    None => page.body,
+                };
                 return Ok(Pulled {
                     logs: Vec::new(),
                     page: Some(body),
-                    last_seq: upto,
-                    has_more,
+                    last_seq: page.last_seq,
+                    has_more: page.has_more,
                 });
             }
         }

@@ -13,6 +13,9 @@ pub struct RemoteSite {
     auth: String,
     /// Set for a producer that connects: requests wait for its poll instead of going out.
     tunnel: Option<std::sync::Arc<super::tunnel::TunnelHub>>,
+    /// The largest answer read (`SiteConfig::max_answer_bytes`): a body is bounded before it
+    /// is read, the other site's too.
+    max_answer: usize,
 }
 
 impl std::fmt::Debug for RemoteSite {
@@ -36,6 +39,8 @@ pub struct PullAsk<'a> {
     pub acked_seq: Option<i64>,
     /// Long poll: how long the producer may hold the pull for a new log.
     pub wait: Option<Duration>,
+    /// The producer has bound its pages before: an unbound page is refused.
+    pub must_bind: bool,
 }
 
 fn percent(s: &str) -> String {
@@ -43,14 +48,46 @@ fn percent(s: &str) -> String {
 }
 
 impl RemoteSite {
-    /// A client for `url` with `key:secret`.
-    pub fn new(http: reqwest::Client, url: &str, key: &str, secret: &str) -> RemoteSite {
+    /// A client for `url` with `key:secret`, reading answers of at most `max_answer` bytes.
+    pub fn new(
+        http: reqwest::Client,
+        url: &str,
+        key: &str,
+        secret: &str,
+        max_answer: usize,
+    ) -> RemoteSite {
         RemoteSite {
             http,
             url: url.trim_end_matches('/').to_string(),
             auth: format!("token {key}:{secret}"),
             tunnel: None,
+            max_answer,
         }
+    }
+
+    /// An answer's body as text, refused once it passes `max_answer` bytes.
+    async fn body_text(&self, mut r: reqwest::Response) -> Result<String> {
+        let too_large = || {
+            Error::TooLarge(format!(
+                "{} sent an answer larger than this site reads ({} bytes, max_body_bytes and max_file_bytes)",
+                self.url, self.max_answer
+            ))
+        };
+        if r.content_length()
+            .is_some_and(|n| n > self.max_answer as u64)
+        {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = r.chunk().await.map_err(|e| self.unreachable(e))? {
+            if bytes.len() + chunk.len() > self.max_answer {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        String::from_utf8(bytes).map_err(|_| {
+            Error::Validation(format!("{} sent an answer that is not UTF-8", self.url))
+        })
     }
 
     /// The same site, reached through the connection it opens to us (see `tunnel`).
@@ -99,7 +136,7 @@ impl RemoteSite {
     /// The body of a successful answer as text; an error for any other status.
     async fn read_text(&self, what: &str, r: reqwest::Response) -> Result<String> {
         let status = r.status();
-        let text = r.text().await.map_err(|e| self.unreachable(e))?;
+        let text = self.body_text(r).await?;
         self.answer(what, status, text)
     }
 
@@ -193,7 +230,7 @@ impl RemoteSite {
     ) -> Result<String> {
         let r = self.send(build(self.method_request(method))).await?;
         let status = r.status();
-        let text = r.text().await.map_err(|e| self.unreachable(e))?;
+        let text = self.body_text(r).await?;
         let missing = status == reqwest::StatusCode::EXPECTATION_FAILED
             && method.starts_with(FRAPPE_14_MODULE)
             && !is_v15(&self.url)
@@ -378,7 +415,11 @@ impl RemoteSite {
             args.push(("acked_seq", a.to_string()));
         }
         match ask.after_seq {
-            Some(s) => args.push(("after_seq", s.to_string())),
+            Some(s) => {
+                args.push(("after_seq", s.to_string()));
+                // Asked for: producers of earlier versions answer as they always did.
+                args.push(("bound", "1".to_string()));
+            }
             None => args.push(("last_update", ask.last_update.to_string())),
         }
         const METHOD: &str = "frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer";
@@ -397,7 +438,19 @@ impl RemoteSite {
             .await?;
         // A docstream page is checked whole before anything of it is used.
         match ask.after_seq {
-            Some(after) => super::page::decode(&self.url, &body, after),
+            Some(after) => {
+                let after_text = after.to_string();
+                let asked = super::page::Asked {
+                    after_seq: after,
+                    echo: Some(super::page::Echo {
+                        after_seq: &after_text,
+                        consumer: ask.consumer_url,
+                        doctypes: &args[1].1,
+                    }),
+                    must_bind: ask.must_bind,
+                };
+                super::page::decode(&self.url, &body, &asked)
+            }
             None => super::page::decode_frappe(&self.url, &body),
         }
     }

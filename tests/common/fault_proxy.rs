@@ -1,6 +1,8 @@
 //! A TCP proxy on loopback that damages what a server answers: drops connections, delays,
-//! cuts answers in the middle, flips bytes. Sites talk through it as they would through a bad
-//! line; the test sets the faults and heals the line when it wants.
+//! cuts answers in the middle, flips bytes, or holds them (forwards the request and never
+//! answers); and that may rewrite the requests' bodies on their way to the server. Sites talk
+//! through it as they would through a bad line; the test sets the faults and heals the line
+//! when it wants.
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +20,13 @@ pub struct Faults {
     pub drop: f64,
     pub max_delay_ms: u64,
     pub min_chunk: usize,
+    /// Forward requests, never answer: the server's bytes are dropped, the connection stays
+    /// open (a half-open line).
+    pub hold: bool,
 }
+
+/// Rewrites a request body (form or JSON text) on its way to the server.
+pub type Rewrite = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// How many of each fault the proxy injected.
 #[derive(Default, Debug)]
@@ -33,6 +41,7 @@ pub struct Injected {
 pub struct FaultProxy {
     pub port: u16,
     faults: Arc<Mutex<Faults>>,
+    rewrite: Arc<Mutex<Option<Rewrite>>>,
     /// The line is down: new connections are closed at once, open ones were cut.
     down: Arc<std::sync::atomic::AtomicBool>,
     links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
@@ -45,8 +54,9 @@ impl FaultProxy {
     pub async fn start(port: u16, upstream: u16) -> FaultProxy {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let faults = Arc::new(Mutex::new(Faults::default()));
+        let rewrite: Arc<Mutex<Option<Rewrite>>> = Default::default();
         let injected = Arc::new(Injected::default());
-        let (f, inj) = (faults.clone(), injected.clone());
+        let (f, inj, rw) = (faults.clone(), injected.clone(), rewrite.clone());
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let links: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
         let (is_down, open) = (down.clone(), links.clone());
@@ -58,10 +68,10 @@ impl FaultProxy {
                     continue;
                 }
                 seed += 1;
-                let (f, inj) = (f.clone(), inj.clone());
+                let (f, inj, rw) = (f.clone(), inj.clone(), rw.clone());
                 let link = tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await {
-                        relay(client, server, f, inj, seed).await;
+                        relay(client, server, f, inj, rw, seed).await;
                     }
                 });
                 let mut open = open.lock().unwrap();
@@ -72,6 +82,7 @@ impl FaultProxy {
         FaultProxy {
             port,
             faults,
+            rewrite,
             down,
             links,
             injected,
@@ -82,6 +93,12 @@ impl FaultProxy {
     /// Sets the faults applied from now on.
     pub fn set(&self, faults: Faults) {
         *self.faults.lock().unwrap() = faults;
+    }
+
+    /// Rewrites every request body from now on (`None`: sends them as they are). Requests
+    /// must carry a Content-Length (reqwest's form and JSON bodies do).
+    pub fn rewrite(&self, f: Option<Rewrite>) {
+        *self.rewrite.lock().unwrap() = f;
     }
 
     /// Takes the line down: open connections are cut and new ones closed at once.
@@ -122,12 +139,13 @@ async fn relay(
     server: TcpStream,
     faults: Arc<Mutex<Faults>>,
     injected: Arc<Injected>,
+    rewrite: Arc<Mutex<Option<Rewrite>>>,
     seed: u64,
 ) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let upstream = AbortOnDrop(tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+        let _ = forward_requests(&mut cr, &mut sw, &rewrite).await;
         let _ = sw.shutdown().await;
     }));
     let mut rng = StdRng::seed_from_u64(seed);
@@ -138,6 +156,10 @@ async fn relay(
             Ok(n) => n,
         };
         let f = faults.lock().unwrap().clone();
+        if f.hold {
+            // The request went through; its answer never comes back.
+            continue;
+        }
         let chunk = &mut buf[..n];
         if n >= f.min_chunk.max(1) {
             if f.max_delay_ms > 0 {
@@ -167,6 +189,63 @@ async fn relay(
     }
     let _ = cw.shutdown().await;
     drop(upstream);
+}
+
+/// Copies the client's requests to the server, one by one, rewriting each body while a
+/// rewrite is set (and its Content-Length with it).
+async fn forward_requests(
+    from: &mut (impl AsyncReadExt + Unpin),
+    to: &mut (impl AsyncWriteExt + Unpin),
+    rewrite: &Mutex<Option<Rewrite>>,
+) -> std::io::Result<()> {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.write_all(&pending).await;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        loop {
+            let rw = rewrite.lock().unwrap().clone();
+            let Some(rw) = rw else {
+                to.write_all(&pending).await?;
+                pending.clear();
+                break;
+            };
+            let Some(head_end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                break;
+            };
+            let head = String::from_utf8_lossy(&pending[..head_end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            let total = head_end + 4 + length;
+            if pending.len() < total {
+                break;
+            }
+            let body = String::from_utf8_lossy(&pending[head_end + 4..total]).to_string();
+            let body = rw(&body);
+            let head: Vec<String> = head
+                .lines()
+                .map(|l| match l.split_once(':') {
+                    Some((k, _)) if k.trim().eq_ignore_ascii_case("content-length") => {
+                        format!("{k}: {}", body.len())
+                    }
+                    _ => l.to_string(),
+                })
+                .collect();
+            to.write_all(format!("{}\r\n\r\n{body}", head.join("\r\n")).as_bytes())
+                .await?;
+            pending.drain(..total);
+        }
+    }
 }
 
 /// The client-to-server half of a relay, stopped with it (also when the relay is aborted).

@@ -444,6 +444,35 @@ macro_rules! both_backends {
     };
 }
 
+// ---- Fake Frappe sites ----
+
+/// Serves a fake Frappe site on a free loopback port; its URL.
+pub async fn serve_fake(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// A request to a fake site: its path and its arguments (query and form body together).
+pub async fn fake_request(
+    req: axum::http::Request<axum::body::Body>,
+) -> (String, Vec<(String, String)>) {
+    let path = req.uri().path().to_string();
+    let mut args: Vec<(String, String)> =
+        serde_urlencoded::from_str(req.uri().query().unwrap_or("")).unwrap_or_default();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    args.extend(serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body).unwrap_or_default());
+    (path, args)
+}
+
+/// An argument of a fake site's request.
+pub fn arg(args: &[(String, String)], k: &str) -> Option<String> {
+    args.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+}
+
 // ---- Event streaming between two sites ----
 
 /// Polls `f` until it returns Some, or fails after `secs`.

@@ -540,7 +540,7 @@
     input.addEventListener("input", onChange);
     input.addEventListener("change", onChange);
     set(value);
-    append(wrap, [opts.compact ? null : lab, input, f.fieldtype === "Attach" && value ? h("a", { href: value, target: "_blank", rel: "noopener", class: "small" }, __("Open attachment")) : null, desc, err]);
+    append(wrap, [opts.compact ? null : lab, input, (f.fieldtype === "Attach" || f.fieldtype === "Attach Image") && value ? h("a", { href: value, target: "_blank", rel: "noopener", class: "small" }, __("Open attachment")) : null, desc, err]);
     return mk();
 
     function mk() {

@@ -5,7 +5,7 @@
 
 use super::{Incoming, Known, ProducerInfo, SubscribedType};
 use crate::error::{Error, Result};
-use crate::meta::{FieldType, Registry};
+use crate::meta::Registry;
 use crate::service::files::{file_exists, Spool, Upload};
 use crate::service::permissions::Caller;
 use crate::site::Site;
@@ -41,7 +41,7 @@ fn urls<'a>(reg: &Registry, sub: &SubscribedType, inc: &'a Incoming) -> Vec<&'a 
     let Some(doc) = doc else { return vec![] };
     dt.fields
         .iter()
-        .filter(|f| f.fieldtype == FieldType::Attach)
+        .filter(|f| f.fieldtype.is_attach())
         .filter_map(|f| doc.get(&f.fieldname)?.as_str())
         .filter(|v| is_file_url(v))
         .collect()
@@ -58,30 +58,118 @@ async fn present_here(site: &Site, urls: &HashSet<String>) -> Result<HashSet<Str
     Ok(here)
 }
 
+/// The files a page's documents attach, as fetched before its transaction.
+#[derive(Debug, Default)]
+pub struct Attached {
+    /// Downloaded files (or why they could not be), by URL.
+    fetched: HashMap<String, Result<Fetched>>,
+    /// Private files not fetched for one document, by (URL, producer's document name): why.
+    refused: HashMap<(String, String), String>,
+}
+
 /// Downloads the files a page's documents attach that this site lacks. A file that cannot be
 /// had is left out: the update that needs it then fails with the reason (see [`store_files`]).
+///
+/// A Frappe producer attaches any private URL saved in an Attach field, whoever saved it, so
+/// a private file from one is fetched only when every File there with that URL is owned by
+/// the document's owner or its last modifier. A docstream producer refuses to save a URL its
+/// writer may not read, so its attached files are fetched as they are.
 pub async fn prefetch_files(
     site: &Site,
     reg: &Registry,
     info: &ProducerInfo,
     remote: &RemoteSite,
     logs: &[Incoming],
-) -> HashMap<String, Result<Fetched>> {
-    let mut wanted = HashSet::new();
+) -> Attached {
+    let mut wanted: HashMap<String, Vec<&Incoming>> = HashMap::new();
     for inc in logs {
         if let Some(sub) = info.for_remote(&inc.remote_type) {
-            wanted.extend(urls(reg, sub, inc).into_iter().map(str::to_string));
+            for url in urls(reg, sub, inc) {
+                wanted.entry(url.to_string()).or_default().push(inc);
+            }
         }
     }
+    let mut out = Attached::default();
     if wanted.is_empty() {
-        return HashMap::new();
+        return out;
     }
-    let here = present_here(site, &wanted).await.unwrap_or_default();
-    let mut out = HashMap::new();
-    for url in wanted.difference(&here) {
-        out.insert(url.clone(), fetch_one(site, remote, url).await);
+    let all: HashSet<String> = wanted.keys().cloned().collect();
+    let here = present_here(site, &all).await.unwrap_or_default();
+    for (url, incs) in wanted {
+        if here.contains(&url) {
+            continue;
+        }
+        let mut allowed = 0;
+        for inc in &incs {
+            let checked = if url.starts_with("/private/") && inc.seq().is_none() {
+                owned_by_writer(remote, &url, inc).await
+            } else {
+                Ok(())
+            };
+            match checked {
+                Ok(()) => allowed += 1,
+                Err(why) => {
+                    out.refused.insert((url.clone(), inc.docname.clone()), why);
+                }
+            }
+        }
+        if allowed > 0 {
+            let got = fetch_one(site, remote, &url).await;
+            out.fetched.insert(url, got);
+        }
     }
     out
+}
+
+/// For a private file named by a Frappe producer's document: every File there with that URL
+/// must be owned by the document's owner or its last modifier; else the reason it is not.
+async fn owned_by_writer(
+    remote: &RemoteSite,
+    url: &str,
+    inc: &Incoming,
+) -> std::result::Result<(), String> {
+    let owners = async {
+        let rows = remote
+            .call(
+                "frappe.client.get_list",
+                &[
+                    ("doctype", "File".to_string()),
+                    ("filters", json!([["file_url", "=", url]]).to_string()),
+                    ("fields", r#"["owner"]"#.to_string()),
+                    ("limit_page_length", "0".to_string()),
+                ],
+            )
+            .await?;
+        let doc = remote.get_doc(&inc.remote_type, &inc.docname).await?;
+        Ok::<_, Error>((rows, doc))
+    };
+    let (rows, doc) = owners.await.map_err(|e| {
+        format!(
+            "the private file {url} was not fetched: who owns it on {} could not be read ({})",
+            remote.url,
+            e.message()
+        )
+    })?;
+    let writers: HashSet<String> = ["owner", "modified_by"]
+        .iter()
+        .filter_map(|k| doc.get(*k).and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let foreign: Vec<String> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("owner").and_then(Value::as_str))
+        .filter(|o| !writers.contains(*o))
+        .map(str::to_string)
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the private file {url} was not fetched: on {} it belongs to {} as well, not only to the document's owner or last modifier, so the document may name a file its writer could not read",
+        remote.url,
+        foreign.join(", ")
+    ))
 }
 
 async fn fetch_one(site: &Site, remote: &RemoteSite, url: &str) -> Result<Fetched> {
@@ -121,9 +209,13 @@ async fn fetch_one(site: &Site, remote: &RemoteSite, url: &str) -> Result<Fetche
             remote.url
         )));
     }
+    let file_name = match text("file_name") {
+        n if n.is_empty() => url.rsplit('/').next().unwrap_or("file").to_string(),
+        n => n,
+    };
     Ok(Fetched {
         upload: Upload {
-            file_name: text("file_name"),
+            file_name,
             spool: spool.0.clone(),
             size,
             content_hash: hash,
@@ -153,7 +245,14 @@ pub async fn store_files(
         if file_exists(conn, url).await? {
             continue;
         }
-        let fetched = match known.files.get_mut(url) {
+        if let Some(why) = known
+            .files
+            .refused
+            .get(&(url.to_string(), inc.docname.clone()))
+        {
+            return Err(Error::Permission(why.clone()));
+        }
+        let fetched = match known.files.fetched.get_mut(url) {
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 return Err(Error::Validation(format!(

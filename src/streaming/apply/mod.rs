@@ -51,20 +51,29 @@ pub struct ProducerInfo {
     /// The stamp it was read at (see [`PRODUCER_STAMP`]; empty when read without one): a page
     /// applied under it checks, in its transaction, that the producer has not changed since.
     stamp: Vec<Value>,
+    /// The producer has sent pages bound to their request: an unbound one is refused.
+    pub binds: bool,
 }
 
 /// What [`ProducerInfo::current`] compares to know that a producer it read is unchanged (the
-/// first three columns): its Event Producer's `modified`, and the newest `modified` and number
-/// of Document Type Mappings (every save, of the rows too, moves its parent's `modified`); then
-/// the checkpoint, which every pull needs too (one read where it was two).
+/// first four columns): its Event Producer's `modified`, the newest `modified` and number of
+/// Document Type Mappings (every save, of the rows too, moves its parent's `modified`) and
+/// whether it binds its pages; then the checkpoint, which every pull needs too (one read where
+/// it was two).
 const PRODUCER_STAMP: &str = r#"SELECT (SELECT modified FROM "tabEvent Producer" WHERE name = $1),
     (SELECT MAX(modified) FROM "tabDocument Type Mapping"),
     (SELECT COUNT(*) FROM "tabDocument Type Mapping"),
+    (SELECT value FROM "__settings" WHERE key = $2),
     (SELECT COUNT(*) FROM "tabEvent Producer Last Update" WHERE name = $1),
     (SELECT last_seq FROM "tabEvent Producer Last Update" WHERE name = $1),
     (SELECT last_update FROM "tabEvent Producer Last Update" WHERE name = $1)"#;
 /// The columns of [`PRODUCER_STAMP`] that are the stamp.
-const STAMP_COLUMNS: usize = 3;
+const STAMP_COLUMNS: usize = 4;
+
+/// The internal setting that says a producer binds its pages (see `streaming::page`).
+fn binds_key(url: &str) -> String {
+    format!("bound_pages:{url}")
+}
 
 /// A consumer's checkpoint with a producer: `last_seq` (docstream producers) and `last_update`.
 pub type Checkpoint = (Option<i64>, String);
@@ -82,7 +91,8 @@ pub struct ProducerInfos(
 
 /// A producer's stamp and checkpoint, read in one statement on `conn`.
 async fn read_stamp(conn: &mut Conn, url: &str) -> Result<(Vec<Value>, Option<Checkpoint>)> {
-    let mut stamp = store::fetch_values(conn, PRODUCER_STAMP, &[Param::text(url)])
+    let params = [Param::text(url), Param::text(&binds_key(url))];
+    let mut stamp = store::fetch_values(conn, PRODUCER_STAMP, &params)
         .await?
         .pop()
         .unwrap_or_default();
@@ -116,6 +126,7 @@ impl ProducerInfo {
         // Read after the stamp: what it reads is at least as new, so a change between the two
         // only costs one more read next time.
         let info = std::sync::Arc::new(ProducerInfo {
+            binds: stamp.get(STAMP_COLUMNS - 1).is_some_and(|v| !v.is_null()),
             stamp,
             ..ProducerInfo::load(site, url).await?
         });
@@ -161,6 +172,7 @@ impl ProducerInfo {
             types,
             remote: Default::default(),
             stamp: Vec::new(),
+            binds: false,
         })
     }
 
@@ -257,6 +269,8 @@ pub struct PageBounds {
     pub after: Option<i64>,
     /// Where the checkpoint goes once the page is applied.
     pub cursor: Option<i64>,
+    /// The page was bound to its request: from now on the producer's pages must be.
+    pub bound: bool,
 }
 
 /// Applies a page of logs and moves the checkpoint to its cursor, all in one transaction.
@@ -326,7 +340,7 @@ async fn apply_page(
     logs: &[Incoming],
     bounds: PageBounds,
     fetched: std::collections::HashMap<(String, String), Value>,
-    attached: &mut std::collections::HashMap<String, Result<files::Fetched>>,
+    attached: &mut files::Attached,
     careful: bool,
 ) -> Result<Attempt> {
     let reg = site.meta();
@@ -389,6 +403,10 @@ async fn apply_page(
     if let Some(c) = last_creation.filter(|c| !c.is_empty()) {
         params.push(Param::Text(Some(c)));
         sets.push(format!("last_update = ${}", params.len()));
+    }
+    if bounds.bound && !info.binds {
+        // Written with the page, so that no later page is applied unbound.
+        store::set_setting(&mut tx, &binds_key(&info.url), "1").await?;
     }
     if !sets.is_empty() {
         params.push(Param::Text(Some(info.url.clone())));
@@ -518,7 +536,7 @@ pub struct Known {
     /// (local type, producer name) of documents synced in this batch.
     synced: std::collections::HashSet<(String, String)>,
     /// Files the page's documents attach, downloaded before the transaction, by URL.
-    files: std::collections::HashMap<String, Result<files::Fetched>>,
+    files: files::Attached,
 }
 
 impl BatchState {
@@ -625,6 +643,16 @@ async fn apply_one(
     inc: &Incoming,
     known: &mut Known,
 ) -> Result<String> {
+    if let Some(bytes) = inc.data.get("__too_large").and_then(Value::as_u64) {
+        return Err(Error::TooLarge(format!(
+            "update log {} ({} {}, {} {bytes} bytes) is larger than {}'s page bound and was not sent: raise max_body_bytes or max_file_bytes there",
+            inc.seq.map(|s| s.to_string()).unwrap_or_default(),
+            inc.remote_type,
+            inc.docname,
+            inc.update_type,
+            info.url
+        )));
+    }
     let dt = reg.get(&sub.local_type)?;
     let origin = if inc.origin.is_empty() {
         info.url.clone()
