@@ -365,7 +365,7 @@ async fn a_new_type_is_live_at_once(backend: Backend) {
     .await;
     let took = started.elapsed();
     assert!(
-        took < Duration::from_secs(2),
+        took < Duration::from_secs(1),
         "the first document of a newly approved type took {took:?}"
     );
     // Pull Now brings a newly approved type's document too, whatever the long poll does.
