@@ -2,7 +2,7 @@
 
 use crate::server::{self, Sites};
 use crate::service::provisioning;
-use crate::site::Site;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -128,6 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &admin_password,
                 url.as_deref(),
                 db.as_deref(),
+                crate::hooks::install,
             )
             .await?;
             site.store.close().await;
@@ -163,13 +164,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match action {
                 SiteAction::SetAdminPassword { password } => {
                     anyhow::ensure!(!password.is_empty(), "the password cannot be empty");
-                    let site = Site::open(&dir).await?;
+                    let site = crate::hooks::open(&dir).await?;
                     site.set_password("Administrator", &password).await?;
                     site.store.close().await;
                     eprintln!("Administrator password changed for {name}");
                 }
                 SiteAction::ListUsers => {
-                    let site = Site::open(&dir).await?;
+                    let site = crate::hooks::open(&dir).await?;
                     for u in provisioning::list_users(&site).await? {
                         println!("{u}");
                     }

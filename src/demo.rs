@@ -19,9 +19,10 @@ const SUBSCRIBER: &str = "sync@example.com";
 async fn open_or_create(dir: &Path, name: &str, port: u16) -> Result<(Arc<Site>, bool)> {
     let url = format!("http://127.0.0.1:{port}");
     if dir.join(name).join("site_config.json").is_file() {
-        return Ok((Site::open(&dir.join(name)).await?.into_arc(), false));
+        return Ok((crate::hooks::open(&dir.join(name)).await?.into_arc(), false));
     }
-    let site = provisioning::new_site(dir, name, PASSWORD, Some(&url), None).await?;
+    let site = provisioning::new_site(dir, name, PASSWORD, Some(&url), None, crate::hooks::install)
+        .await?;
     site.store.close().await;
     drop(site);
     // Each site names its invoices in a series of its own, as companies of one group do: the
@@ -39,7 +40,7 @@ async fn open_or_create(dir: &Path, name: &str, port: u16) -> Result<(Arc<Site>,
     }
     config.naming_series.insert("Sales Invoice".into(), series);
     config.save(&path)?;
-    Ok((Site::open(&dir.join(name)).await?.into_arc(), true))
+    Ok((crate::hooks::open(&dir.join(name)).await?.into_arc(), true))
 }
 
 /// Creates the Event Subscriber with API keys; returns (key, secret).

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod desk;
 pub mod doctypes;
 pub mod error;
+pub mod hooks;
 pub mod meta;
 pub mod progress;
 #[cfg(test)]

@@ -153,9 +153,9 @@ proptest! {
             d
         };
         let (old, new) = (doc(&title_a, rows(&a)), doc(&title_b, rows(&b)));
-        let same = crate::streaming::diff::diff(&reg, &dt, &old, &old).unwrap();
+        let same = crate::service::diff::diff(&reg, &dt, &old, &old).unwrap();
         prop_assert!(same.is_empty());
-        let d = crate::streaming::diff::diff(&reg, &dt, &old, &new).unwrap();
+        let d = crate::service::diff::diff(&reg, &dt, &old, &new).unwrap();
         let title_changed = !(title_a.is_empty() && title_b.is_empty()) && title_a != title_b;
         if title_changed {
             prop_assert!(d.changed.contains_key("title"));

@@ -3,6 +3,7 @@
 use crate::api::{self, AppState};
 use crate::error::{Error, Result};
 use crate::site::Site;
+use crate::streaming::Streaming;
 use axum::http::{header, HeaderMap};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,7 +38,7 @@ impl Sites {
         }
         let mut sites = Vec::new();
         for p in entries {
-            sites.push(Site::open(&p).await?.into_arc());
+            sites.push(crate::hooks::open(&p).await?.into_arc());
         }
         Ok(Sites { sites })
     }
@@ -157,8 +158,8 @@ pub async fn serve(
             shutdown.await;
             // Held pulls and polls would keep the server waiting for them to end.
             for s in sites.all() {
-                s.log_watch.close();
-                s.tunnels.close();
+                s.streaming().log_watch.close();
+                s.streaming().tunnels.close();
             }
         }
     })
@@ -168,7 +169,7 @@ pub async fn serve(
         w.abort();
     }
     for s in sites.all() {
-        if let Err(e) = s.acks.flush(s).await {
+        if let Err(e) = s.streaming().acks.flush(s).await {
             tracing::warn!(site = %s.name, "cannot write consumer acknowledgements: {e}");
         }
         s.store.close().await;

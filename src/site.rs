@@ -7,6 +7,8 @@ use crate::meta::{DocField, DocType, Registry};
 use crate::store::{self, Store};
 use crate::time::Clock;
 use serde_json::Value;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -28,29 +30,59 @@ pub struct Site {
     meta: RwLock<Arc<Registry>>,
     /// HTTP client for calls to other sites.
     pub http: reqwest::Client,
-    /// Recently verified API keys.
-    pub key_cache: crate::service::auth::KeyCache,
-    /// Coalesces push notifications to this site's consumers.
-    pub notifier: crate::streaming::notifier::Notifier,
-    /// Pull pages shared between consumers asking for the same logs.
-    pub pages: crate::streaming::page_cache::PageCache,
-    /// Producers as this site's pulls last read them.
-    pub producer_infos: crate::streaming::apply::ProducerInfos,
-    /// Consumers' acknowledgements not yet written.
-    pub acks: crate::streaming::acks::Acks,
-    /// Wakes long-poll pulls waiting for new update logs.
-    pub log_watch: crate::streaming::log_watch::LogWatch,
-    /// Wakes the pull worker (a producer notified us, or a pull was asked for).
-    pub pull_wakeup: tokio::sync::Notify,
-    /// Requests waiting for producers that connect to this site (shops behind NAT).
-    pub tunnels: Arc<crate::streaming::tunnel::TunnelHub>,
-    /// Producers this site keeps a long-poll pull open to.
-    pub long_polls:
-        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Notify>>>,
+    /// What the layers above keep per site (the write path's hooks, streaming's state).
+    pub extensions: Extensions,
     /// The `meta_version` counter the registry was built from, and when it was last compared.
     meta_seen: std::sync::Mutex<(i64, std::time::Instant)>,
-    pull_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     me: std::sync::OnceLock<std::sync::Weak<Site>>,
+}
+
+/// Values of any type that the layers above the site keep per site, one per type: the site
+/// holds them without knowing what they are (the write path's hooks, streaming's runtime
+/// state, the verified-key cache).
+#[derive(Default)]
+pub struct Extensions(RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>);
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.read().map(|m| m.len()).unwrap_or(0);
+        write!(f, "Extensions({n})")
+    }
+}
+
+impl Extensions {
+    /// Keeps `value`, in place of any other of its type.
+    pub fn insert<T: Any + Send + Sync>(&self, value: T) {
+        self.0
+            .write()
+            .expect("extensions lock")
+            .insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// The value of type `T`, if one was inserted.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let found = self
+            .0
+            .read()
+            .expect("extensions lock")
+            .get(&TypeId::of::<T>())
+            .cloned()?;
+        found.downcast::<T>().ok()
+    }
+
+    /// The value of type `T`, made with its default the first time it is asked for.
+    pub fn get_or_default<T: Any + Send + Sync + Default>(&self) -> Arc<T> {
+        if let Some(v) = self.get::<T>() {
+            return v;
+        }
+        let mut map = self.0.write().expect("extensions lock");
+        let v = map
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()))
+            .clone();
+        v.downcast::<T>()
+            .expect("an extension is stored under its own type")
+    }
 }
 
 /// Bumped when the internal (non-DocType) tables change.
@@ -71,12 +103,16 @@ fn builtin_version() -> String {
         .collect()
 }
 
+/// What the layers above install in a site's extensions when it opens (`crate::hooks`).
+pub type Install = fn(&Extensions);
+
 impl Site {
-    /// Opens an existing site folder.
-    pub async fn open(dir: &Path) -> Result<Site> {
+    /// Opens an existing site folder, with `install`'s extensions.
+    pub async fn open(dir: &Path, install: Install) -> Result<Site> {
         let config = SiteConfig::load(&dir.join("site_config.json"))?;
         let store = Store::open(&config.db_url, false).await?;
         let site = Site::assemble(dir, config, store)?;
+        install(&site.extensions);
         site.migrate().await?;
         site.reload_meta().await?;
         Ok(site)
@@ -99,24 +135,16 @@ impl Site {
             cipher,
             clock,
             meta: RwLock::new(Arc::new(Registry::builtin())),
-            http: crate::streaming::remote::RemoteSite::http_client(),
-            notifier: Default::default(),
-            log_watch: Default::default(),
-            acks: Default::default(),
-            pages: Default::default(),
-            producer_infos: Default::default(),
-            key_cache: Default::default(),
-            pull_wakeup: tokio::sync::Notify::new(),
-            long_polls: Default::default(),
-            tunnels: Default::default(),
-            pull_locks: Default::default(),
+            http: http_client(),
+            extensions: Extensions::default(),
             meta_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
             me: std::sync::OnceLock::new(),
         })
     }
 
-    /// Creates the site's schema in an empty database and returns the opened site.
-    pub async fn create(dir: &Path, config: SiteConfig) -> Result<Site> {
+    /// Creates the site's schema in an empty database and returns the opened site, with
+    /// `install`'s extensions.
+    pub async fn create(dir: &Path, config: SiteConfig, install: Install) -> Result<Site> {
         let store = Store::open(&config.db_url, true).await?;
         {
             let mut conn = store.conn().await?;
@@ -128,6 +156,7 @@ impl Site {
             }
         }
         let site = Site::assemble(dir, config, store)?;
+        install(&site.extensions);
         site.migrate().await?;
         site.reload_meta().await?;
         Ok(site)
@@ -185,16 +214,6 @@ impl Site {
     /// The shared handle of this site, when it was made with [`Site::into_arc`].
     pub fn arc(&self) -> Option<Arc<Site>> {
         self.me.get().and_then(std::sync::Weak::upgrade)
-    }
-
-    /// The in-process lock that keeps one pull per producer at a time.
-    pub fn pull_lock(&self, producer: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.pull_locks
-            .lock()
-            .expect("pull locks")
-            .entry(producer.to_string())
-            .or_default()
-            .clone()
     }
 
     /// The current document types.
@@ -287,6 +306,16 @@ impl Site {
         *self.meta_seen.lock().expect("meta lock") = (version, std::time::Instant::now());
         Ok(())
     }
+}
+
+/// The shared HTTP client settings for calls between sites.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(60))
+        .pool_max_idle_per_host(4)
+        .build()
+        .expect("HTTP client with default TLS settings")
 }
 
 /// The counter bumped by every change of a DocType or Custom Field.

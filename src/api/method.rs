@@ -6,6 +6,7 @@ use super::Ctx;
 use crate::error::Error;
 use crate::service::documents::{name_text, WriteFlags};
 use crate::store::{Doc, Filter, ListQuery};
+use crate::streaming::Streaming;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use serde_json::{json, Value};
@@ -380,7 +381,7 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             json!({})
         }
         "frappe.event_streaming.doctype.event_producer.event_producer.new_event_notification" => {
-            site.pull_wakeup.notify_one();
+            site.streaming().pull_wakeup.notify_one();
             Value::Null
         }
         "frappe.event_streaming.doctype.event_producer.event_producer.pull_from_node" => {

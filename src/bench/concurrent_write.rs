@@ -110,9 +110,15 @@ async fn backend(tmp: &Path, mut dbs: Option<&mut Databases>) -> Result<Value> {
         let port = free_port()?;
         let name = format!("cw-{}-{label}", if db.is_some() { "pg" } else { "sqlite" });
         let url = format!("http://127.0.0.1:{port}");
-        let site =
-            provisioning::new_site(&tmp.join(&name), &name, "bench", Some(&url), db.as_deref())
-                .await?;
+        let site = provisioning::new_site(
+            &tmp.join(&name),
+            &name,
+            "bench",
+            Some(&url),
+            db.as_deref(),
+            crate::hooks::install,
+        )
+        .await?;
         seed_masters(&site).await?;
         add_consumers(&site, &sink, 0, consumers).await?;
         let served = start_served(&site, port, &client).await?;

@@ -6,7 +6,9 @@ use super::{
     set_setting, start_served, subscribe, Report, Served,
 };
 use crate::error::{Error, Result};
+use crate::service::documents;
 use crate::service::documents::WriteFlags;
+use crate::service::hooks::Write;
 use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store;
@@ -34,8 +36,18 @@ async fn insert_all(
     let dt = reg.get(doctype)?;
     let mut tx = site.store.begin().await?;
     for doc in docs {
-        site.insert_in(&mut tx, &reg, &admin, &dt, store::doc_from(doc), &flags)
-            .await?;
+        documents::insert_in(
+            &Write {
+                site,
+                reg: &reg,
+                caller: &admin,
+                dt: &dt,
+            },
+            &mut tx,
+            store::doc_from(doc),
+            &flags,
+        )
+        .await?;
     }
     tx.commit().await
 }
@@ -49,7 +61,7 @@ async fn stock(site: &Site) -> Result<()> {
 /// The site opened again, to read its changed `site_config.json`.
 async fn reopen(site: Site) -> Result<Site> {
     site.store.close().await;
-    Site::open(&site.dir).await
+    crate::hooks::open(&site.dir).await
 }
 
 /// Runs the measure: 50 branches at `--docs` 10,000 and more (one per 200 documents below,

@@ -2,7 +2,9 @@
 //! `docstream serve` process on loopback, next to a raw batched insert of the same rows.
 
 use crate::error::{Error, Result};
+use crate::service::documents;
 use crate::service::documents::WriteFlags;
+use crate::service::hooks::Write;
 use crate::service::permissions::Caller;
 use crate::service::provisioning;
 use crate::site::Site;
@@ -119,6 +121,7 @@ async fn make_site(root: &Path, name: &str, port: u16) -> Result<Site> {
         "bench",
         Some(&format!("http://127.0.0.1:{port}")),
         None,
+        crate::hooks::install,
     )
     .await
 }
@@ -131,30 +134,39 @@ async fn seed_masters(site: &Site) -> Result<()> {
     };
     let reg = site.meta();
     let mut tx = site.store.begin().await?;
-    site.insert_in(
+    documents::insert_in(
+        &Write {
+            site,
+            reg: &reg,
+            caller: &admin,
+            dt: &*reg.get("UOM")?,
+        },
         &mut tx,
-        &reg,
-        &admin,
-        &*reg.get("UOM")?,
         store::doc_from(json!({"uom_name": "Nos"})),
         &flags,
     )
     .await?;
-    site.insert_in(
+    documents::insert_in(
+        &Write {
+            site,
+            reg: &reg,
+            caller: &admin,
+            dt: &*reg.get("Customer")?,
+        },
         &mut tx,
-        &reg,
-        &admin,
-        &*reg.get("Customer")?,
         store::doc_from(json!({"customer_name": "Bench Customer"})),
         &flags,
     )
     .await?;
     for g in 0..ITEM_GROUPS {
-        site.insert_in(
+        documents::insert_in(
+            &Write {
+                site,
+                reg: &reg,
+                caller: &admin,
+                dt: &*reg.get("Item Group")?,
+            },
             &mut tx,
-            &reg,
-            &admin,
-            &*reg.get("Item Group")?,
             store::doc_from(json!({"item_group_name": format!("Group {g:03}")})),
             &flags,
         )
@@ -566,21 +578,27 @@ async fn write_backlog(site: &Site, prefix: &str, n: usize) -> Result<()> {
         let mut tx = site.store.begin().await?;
         for j in i..(i + 1000).min(n) {
             if j < half {
-                site.insert_in(
+                documents::insert_in(
+                    &Write {
+                        site,
+                        reg: &reg,
+                        caller: &admin,
+                        dt: &item_dt,
+                    },
                     &mut tx,
-                    &reg,
-                    &admin,
-                    &item_dt,
                     store::doc_from(item(prefix, j)),
                     &flags,
                 )
                 .await?;
             } else {
-                site.insert_in(
+                documents::insert_in(
+                    &Write {
+                        site,
+                        reg: &reg,
+                        caller: &admin,
+                        dt: &inv_dt,
+                    },
                     &mut tx,
-                    &reg,
-                    &admin,
-                    &inv_dt,
                     store::doc_from(invoice(prefix, j - half, half)),
                     &flags,
                 )
@@ -608,11 +626,14 @@ async fn write_update_backlog(site: &Site, prefix: &str, items: usize, n: usize)
         let mut tx = site.store.begin().await?;
         for j in i..(i + 1000).min(n) {
             let name = format!("{prefix}ITEM-{:07}", j % items.max(1));
-            site.update_in(
+            documents::update_in(
+                &Write {
+                    site,
+                    reg: &reg,
+                    caller: &admin,
+                    dt: &item_dt,
+                },
                 &mut tx,
-                &reg,
-                &admin,
-                &item_dt,
                 &name,
                 store::doc_from(json!({"standard_rate": j as f64 + 0.25})),
                 &flags,
@@ -814,16 +835,18 @@ async fn stream_measures(
                 ignore_permissions: true,
                 ..Default::default()
             };
-            producer
-                .insert_in(
-                    &mut tx,
-                    &reg,
-                    &admin,
-                    &inv_dt,
-                    store::doc_from(invoice("S-", j, docs / 2)),
-                    &flags,
-                )
-                .await?;
+            documents::insert_in(
+                &Write {
+                    site: &producer,
+                    reg: &reg,
+                    caller: &admin,
+                    dt: &inv_dt,
+                },
+                &mut tx,
+                store::doc_from(invoice("S-", j, docs / 2)),
+                &flags,
+            )
+            .await?;
         }
         tx.commit().await?;
         i += 1000;

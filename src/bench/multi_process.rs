@@ -56,6 +56,7 @@ async fn measure(tmp: &Path, dbs: &mut Databases) -> Result<Value> {
         "bench",
         Some(&format!("http://127.0.0.1:{}", ports[0])),
         Some(&url),
+        crate::hooks::install,
     )
     .await?;
     seed_masters(&producer).await?;

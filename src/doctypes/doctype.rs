@@ -5,8 +5,10 @@ use crate::meta::{
     check_identifier, DocType, FieldType, Registry, CHILD_COLUMNS, STANDARD_COLUMNS,
 };
 use crate::service::documents::Pending;
+use crate::service::hooks::{DocEvents, Write};
 use crate::site::Site;
 use crate::store::{self, Conn, Doc};
+use async_trait::async_trait;
 use serde_json::Value;
 use std::collections::HashSet;
 
@@ -154,4 +156,42 @@ pub async fn before_delete(conn: &mut Conn, doc: &Doc, pending: &mut Pending) ->
     }
     pending.meta_changed = true;
     Ok(())
+}
+
+/// DocType's behaviour at the write path's hook points.
+pub struct Events;
+
+#[async_trait]
+impl DocEvents for Events {
+    async fn validate(
+        &self,
+        w: &Write<'_>,
+        _conn: &mut Conn,
+        doc: &mut Doc,
+        old: Option<&Doc>,
+        _pending: &mut Pending,
+    ) -> Result<()> {
+        validate(w.reg, doc, old)
+    }
+
+    async fn after_write(
+        &self,
+        w: &Write<'_>,
+        conn: &mut Conn,
+        doc: &Doc,
+        old: Option<&Doc>,
+        pending: &mut Pending,
+    ) -> Result<()> {
+        after_write(w.site, conn, doc, old, pending).await
+    }
+
+    async fn before_delete(
+        &self,
+        _w: &Write<'_>,
+        conn: &mut Conn,
+        doc: &Doc,
+        pending: &mut Pending,
+    ) -> Result<()> {
+        before_delete(conn, doc, pending).await
+    }
 }

@@ -2,7 +2,10 @@
 
 use crate::error::Result;
 use crate::service::documents::name_text;
+use crate::service::documents::Pending;
+use crate::service::hooks::{DocEvents, Write};
 use crate::store::{self, files, Conn, Doc, Param};
+use async_trait::async_trait;
 use serde_json::Value;
 
 fn text(v: Option<&Value>) -> String {
@@ -30,4 +33,20 @@ pub async fn before_delete(conn: &mut Conn, file: &Doc) -> Result<()> {
         files::delete_content(conn, &hash).await?;
     }
     Ok(())
+}
+
+/// File's behaviour at the write path's hook points.
+pub struct Events;
+
+#[async_trait]
+impl DocEvents for Events {
+    async fn before_delete(
+        &self,
+        _w: &Write<'_>,
+        conn: &mut Conn,
+        doc: &Doc,
+        _pending: &mut Pending,
+    ) -> Result<()> {
+        before_delete(conn, doc).await
+    }
 }

@@ -4,7 +4,10 @@
 
 use crate::error::{Error, Result};
 use crate::meta::Registry;
+use crate::service::documents::Pending;
+use crate::service::hooks::{DocEvents, Write};
 use crate::store::{self, Conn, Doc};
+use async_trait::async_trait;
 use serde_json::Value;
 
 fn number(v: Option<&Value>) -> f64 {
@@ -56,4 +59,25 @@ pub async fn validate(conn: &mut Conn, reg: &Registry, doc: &mut Doc) -> Result<
         ));
     }
     Ok(())
+}
+
+/// Sales Invoice's behaviour at the write path's hook points.
+pub struct Events;
+
+#[async_trait]
+impl DocEvents for Events {
+    async fn validate(
+        &self,
+        w: &Write<'_>,
+        conn: &mut Conn,
+        doc: &mut Doc,
+        _old: Option<&Doc>,
+        pending: &mut Pending,
+    ) -> Result<()> {
+        // An invoice from another site is stored as sent: its totals are the sender's.
+        if pending.applied {
+            return Ok(());
+        }
+        validate(conn, w.reg, doc).await
+    }
 }

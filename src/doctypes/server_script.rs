@@ -1,7 +1,11 @@
 //! Server Script: an API script must parse and define the function its `api_method` names.
 
 use crate::error::{Error, Result};
+use crate::service::documents::Pending;
+use crate::service::hooks::{DocEvents, Write};
+use crate::store::Conn;
 use crate::store::Doc;
+use async_trait::async_trait;
 use serde_json::Value;
 
 fn text(doc: &Doc, f: &str) -> String {
@@ -27,4 +31,21 @@ pub fn validate(doc: &Doc) -> Result<()> {
     let function = method.rsplit('.').next().unwrap_or(&method);
     crate::sandbox::check_script(&script, function)
         .map_err(|e| Error::Validation(format!("Server Script {method}: {e}")))
+}
+
+/// Server Script's behaviour at the write path's hook points.
+pub struct Events;
+
+#[async_trait]
+impl DocEvents for Events {
+    async fn validate(
+        &self,
+        _w: &Write<'_>,
+        _conn: &mut Conn,
+        doc: &mut Doc,
+        _old: Option<&Doc>,
+        _pending: &mut Pending,
+    ) -> Result<()> {
+        validate(doc)
+    }
 }

@@ -1,7 +1,11 @@
 //! User: full name, email check, login password, protected built-in users.
 
 use crate::error::{Error, Result};
+use crate::service::documents::Pending;
+use crate::service::hooks::{DocEvents, Write};
+use crate::store::Conn;
 use crate::store::Doc;
+use async_trait::async_trait;
 use serde_json::Value;
 
 fn text(doc: &Doc, f: &str) -> String {
@@ -51,4 +55,33 @@ pub fn before_delete(doc: &Doc) -> Result<()> {
         return Err(Error::Validation(format!("User {name} cannot be deleted")));
     }
     Ok(())
+}
+
+/// User's behaviour at the write path's hook points.
+pub struct Events;
+
+#[async_trait]
+impl DocEvents for Events {
+    async fn validate(
+        &self,
+        w: &Write<'_>,
+        _conn: &mut Conn,
+        doc: &mut Doc,
+        old: Option<&Doc>,
+        _pending: &mut Pending,
+    ) -> Result<()> {
+        crate::service::auth::forget_verified_keys(w.site);
+        validate(doc, old)
+    }
+
+    async fn before_delete(
+        &self,
+        w: &Write<'_>,
+        _conn: &mut Conn,
+        doc: &Doc,
+        _pending: &mut Pending,
+    ) -> Result<()> {
+        crate::service::auth::forget_verified_keys(w.site);
+        before_delete(doc)
+    }
 }

@@ -24,6 +24,16 @@ pub enum Credentials {
 /// this time in other processes.
 const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The site's cache of verified keys.
+fn key_cache(site: &Site) -> std::sync::Arc<KeyCache> {
+    site.extensions.get_or_default()
+}
+
+/// Forgets every verified key of the site (a user, role or key changed).
+pub fn forget_verified_keys(site: &Site) {
+    key_cache(site).clear();
+}
+
 /// Recently verified API keys: (verified at, clear secret, caller).
 #[derive(Debug, Default)]
 pub struct KeyCache {
@@ -137,7 +147,7 @@ impl Site {
                 csrf_token: None,
             }),
             Credentials::ApiKey { key, secret } => {
-                if let Some(caller) = self.key_cache.get(key, secret) {
+                if let Some(caller) = key_cache(self).get(key, secret) {
                     return Ok(Authenticated {
                         caller,
                         csrf_token: None,
@@ -170,7 +180,7 @@ impl Site {
                     ));
                 }
                 let caller = self.caller_for(&user).await?;
-                self.key_cache.put(key, secret, &caller);
+                key_cache(self).put(key, secret, &caller);
                 Ok(Authenticated {
                     caller,
                     csrf_token: None,
@@ -371,7 +381,7 @@ impl Site {
         )
         .await?;
         tx.commit().await?;
-        self.key_cache.clear();
+        forget_verified_keys(self);
         Ok((key, secret))
     }
 

@@ -2,10 +2,12 @@
 //! every process serving the site has it); private files are served only to users who may read
 //! the document they are attached to; content goes when no File refers to it any more.
 
+use super::documents;
 use super::documents::{name_text, WriteFlags};
 use super::permissions::Caller;
 use crate::error::{Error, Result};
 use crate::meta::PermType;
+use crate::service::hooks::Write;
 use crate::site::Site;
 use crate::store::{self, files, Conn, Doc, Param};
 use serde_json::{json, Value};
@@ -152,17 +154,19 @@ impl Site {
             let dt = reg.get(doctype)?;
             let mut patch = Doc::new();
             patch.insert(field.clone(), Value::String(url.clone()));
-            let (_, p) = self
-                .update_in(
-                    &mut tx,
-                    &reg,
+            let (_, p) = documents::update_in(
+                &Write {
+                    site: self,
+                    reg: &reg,
                     caller,
-                    &dt,
-                    name,
-                    patch,
-                    &WriteFlags::default(),
-                )
-                .await?;
+                    dt: &dt,
+                },
+                &mut tx,
+                name,
+                patch,
+                &WriteFlags::default(),
+            )
+            .await?;
             pending.logs_written |= p.logs_written;
             pending.after_commit.extend(p.after_commit);
         }
@@ -227,7 +231,18 @@ impl Site {
             ..Default::default()
         };
         let file_dt = reg.get("File")?;
-        self.insert_in(tx, reg, caller, &file_dt, doc, &flags).await
+        documents::insert_in(
+            &Write {
+                site: self,
+                reg,
+                caller,
+                dt: &file_dt,
+            },
+            tx,
+            doc,
+            &flags,
+        )
+        .await
     }
 
     /// The File at a `/files/...` or `/private/files/...` URL, if `caller` may read it.

@@ -1,8 +1,10 @@
 //! Services: the business rules between the HTTP handlers and the store.
 
 pub mod auth;
+pub mod diff;
 pub mod documents;
 pub mod files;
+pub mod hooks;
 pub mod naming;
 pub mod permissions;
 pub mod provisioning;

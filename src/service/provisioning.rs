@@ -1,21 +1,25 @@
 //! Creating and dropping sites: folders, config, schema, built-in roles and users.
 
+use super::documents;
 use super::documents::WriteFlags;
 use super::permissions::Caller;
 use crate::config::SiteConfig;
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
-use crate::site::Site;
+use crate::service::hooks::Write;
+use crate::site::{Install, Site};
 use serde_json::json;
 use std::path::Path;
 
-/// Creates site `name` under `data_dir`; nothing is left behind when it fails.
+/// Creates site `name` under `data_dir`, with `install`'s hooks (its built-in users are written
+/// through them); nothing is left behind when it fails.
 pub async fn new_site(
     data_dir: &Path,
     name: &str,
     admin_password: &str,
     url: Option<&str>,
     db: Option<&str>,
+    install: Install,
 ) -> Result<Site> {
     crate::meta::check_identifier("Site name", name, false).or_else(|_| {
         if !name.is_empty()
@@ -45,7 +49,7 @@ pub async fn new_site(
         .map_err(|e| Error::Validation(format!("cannot create {}: {e}", data_dir.display())))?;
     std::fs::create_dir(&dir)
         .map_err(|e| Error::Validation(format!("cannot create {}: {e}", dir.display())))?;
-    let result = create_in(&dir, name, admin_password, url, db).await;
+    let result = create_in(&dir, name, (url, db), admin_password, install).await;
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -55,9 +59,9 @@ pub async fn new_site(
 async fn create_in(
     dir: &Path,
     name: &str,
+    (url, db): (Option<&str>, Option<&str>),
     admin_password: &str,
-    url: Option<&str>,
-    db: Option<&str>,
+    install: Install,
 ) -> Result<Site> {
     let db_url = match db {
         Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => u.to_string(),
@@ -77,7 +81,7 @@ async fn create_in(
         encryption_key: Cipher::generate_key(),
         ..SiteConfig::default()
     };
-    let site = Site::create(dir, config.clone()).await?;
+    let site = Site::create(dir, config.clone(), install).await?;
     let seeded = seed(&site, admin_password).await;
     if let Err(e) = seeded {
         drop_tables(&site).await.ok();
@@ -99,11 +103,14 @@ async fn seed(site: &Site, admin_password: &str) -> Result<()> {
     let mut tx = site.store.begin().await?;
     for role in ["Administrator", "System Manager", "All", "Guest"] {
         let doc = json!({"role_name": role, "desk_access": 1});
-        site.insert_in(
+        documents::insert_in(
+            &Write {
+                site,
+                reg: &reg,
+                caller: &admin,
+                dt: &*reg.get("Role")?,
+            },
             &mut tx,
-            &reg,
-            &admin,
-            &*reg.get("Role")?,
             crate::store::doc_from(doc),
             &flags,
         )
@@ -114,11 +121,14 @@ async fn seed(site: &Site, admin_password: &str) -> Result<()> {
         json!({"email": "Guest", "first_name": "Guest", "roles": [{"role": "Guest"}], "user_type": "Website User"}),
     ];
     for u in users {
-        site.insert_in(
+        documents::insert_in(
+            &Write {
+                site,
+                reg: &reg,
+                caller: &admin,
+                dt: &*reg.get("User")?,
+            },
             &mut tx,
-            &reg,
-            &admin,
-            &*reg.get("User")?,
             crate::store::doc_from(u),
             &flags,
         )
@@ -153,7 +163,8 @@ pub async fn drop_tables(site: &Site) -> Result<()> {
 
 /// Deletes a site: its tables (PostgreSQL) and its folder.
 pub async fn drop_site(dir: &Path) -> Result<()> {
-    let site = Site::open(dir).await?;
+    // Nothing is written through the write path: no hooks needed.
+    let site = Site::open(dir, |_| {}).await?;
     drop_tables(&site).await?;
     site.store.close().await;
     std::fs::remove_dir_all(dir)

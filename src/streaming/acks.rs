@@ -10,6 +10,7 @@
 use crate::error::Result;
 use crate::site::Site;
 use crate::store::{self, Param};
+use crate::streaming::Streaming;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -76,7 +77,7 @@ pub async fn run_flusher(site: std::sync::Arc<Site>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = site.acks.flush(&site).await {
+        if let Err(e) = site.streaming().acks.flush(&site).await {
             tracing::warn!(site = %site.name, "cannot write consumer acknowledgements: {e}");
         }
     }

@@ -164,7 +164,7 @@ impl<'a> Judge<'a> {
             create.insert("update_type".into(), json!("Create"));
             create.insert(
                 "data".into(),
-                json!(super::diff::create_payload_json(&current)),
+                json!(crate::service::diff::create_payload_json(&current)),
             );
             out.push(create);
             rec.delivered.push(seq);

@@ -9,6 +9,7 @@ use crate::service::documents::load_doc;
 use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store::{self, Conn, Doc, Param};
+use crate::streaming::Streaming;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -512,7 +513,7 @@ pub(super) async fn pull_with(
     producer_url: &str,
     prefetched: Option<Prefetched>,
 ) -> Result<usize> {
-    let lock = site.pull_lock(producer_url);
+    let lock = site.streaming().pull_lock(producer_url);
     let _guard = lock.lock().await;
     if site.store.dialect() != store::Dialect::Postgres {
         return pull_locked(site, producer_url, prefetched).await;
@@ -708,6 +709,7 @@ const PARALLEL_PULLS: usize = 8;
 /// Background work of a site: pulls on start, on notification and on the interval; retries.
 pub async fn run_worker(site: std::sync::Arc<Site>) {
     let interval = Duration::from_secs_f64(site.config.pull_interval.max(0.05));
+    let rt = site.streaming();
     loop {
         for url in unsent_updates(&site).await.unwrap_or_default() {
             if send_update(&site, &url).await.is_ok() {
@@ -728,7 +730,7 @@ pub async fn run_worker(site: std::sync::Arc<Site>) {
                     if super::tunnel::is_producer_connects(site, &p)
                         .await
                         .unwrap_or(false)
-                        && !site.tunnels.is_connected(&p)
+                        && !site.streaming().tunnels.is_connected(&p)
                     {
                         return;
                     }
@@ -748,7 +750,7 @@ pub async fn run_worker(site: std::sync::Arc<Site>) {
             tracing::warn!("pruning update logs: {e}");
         }
         tokio::select! {
-            _ = site.pull_wakeup.notified() => {}
+            _ = rt.pull_wakeup.notified() => {}
             _ = tokio::time::sleep(interval) => {}
         }
     }

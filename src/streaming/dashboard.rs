@@ -14,6 +14,7 @@ use super::update_log::current_seq;
 use crate::error::{Error, Result};
 use crate::site::Site;
 use crate::store::{self, Param};
+use crate::streaming::Streaming;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -124,7 +125,7 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
             &[Param::Text(Some(url.clone()))],
         )
         .await?;
-        json!({"connected": site.tunnels.is_connected(&url), "since": since})
+        json!({"connected": site.streaming().tunnels.is_connected(&url), "since": since})
     } else {
         Value::Null
     };
@@ -285,7 +286,7 @@ async fn remote_sync_facts(site: &Site, url: &str) -> Result<(i64, Value)> {
 
 /// The whole dashboard: `{"site", "producers": [...], "consumers": [...]}`.
 pub async fn build(site: &Site) -> Result<Value> {
-    site.acks.flush(site).await?;
+    site.streaming().acks.flush(site).await?;
     let unsent = unsent_updates(site).await?;
     let producers = names(site, "tabEvent Producer").await?;
     let consumers = names(site, "tabEvent Consumer").await?;

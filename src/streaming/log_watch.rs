@@ -5,6 +5,7 @@
 
 use crate::error::Result;
 use crate::site::Site;
+use crate::streaming::Streaming;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -116,7 +117,7 @@ impl LogWatch {
     /// After a commit that wrote logs: wakes the pulls waiting for them (nothing to do, and no
     /// query, when none waits).
     pub fn committed(site: &Arc<Site>) {
-        let watch = &site.log_watch;
+        let watch = &site.streaming().log_watch;
         if watch.seq.receiver_count() == 0 {
             return;
         }
@@ -134,14 +135,15 @@ impl LogWatch {
                 // Many waiting pulls (a producer of many consumers) are woken a little later,
                 // together: each then takes the commits of that moment in one page, instead of
                 // every consumer pulling once per commit.
-                let crowd = site.log_watch.waiting_pulls() as u32;
+                let crowd = site.streaming().log_watch.waiting_pulls() as u32;
                 if crowd > 1 {
                     tokio::time::sleep((CROWD_DELAY_PER_PULL * crowd).min(MAX_CROWD_DELAY)).await;
                 }
-                if let Err(e) = site.log_watch.publish(&site).await {
+                if let Err(e) = site.streaming().log_watch.publish(&site).await {
                     tracing::warn!("cannot read the newest update log seq: {e}");
                 }
-                let mut r = site.log_watch.refresh.lock().expect("log watch lock");
+                let rt = site.streaming();
+                let mut r = rt.log_watch.refresh.lock().expect("log watch lock");
                 match r.as_mut() {
                     Some(again) if *again => *again = false,
                     _ => {
@@ -222,7 +224,7 @@ impl LogWatch {
             return;
         };
         tokio::spawn(async move {
-            let watch = &site.log_watch;
+            let watch = &site.streaming().log_watch;
             loop {
                 while watch.seq.receiver_count() > 0 {
                     tokio::time::sleep(SHARED_STORE_RECHECK).await;

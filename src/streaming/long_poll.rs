@@ -8,6 +8,7 @@ use super::consumer::{pull_with, ParsedPage, Prefetched, PAGE_SIZE};
 use super::remote::PullAsk;
 use crate::error::{Error, Result};
 use crate::site::Site;
+use crate::streaming::Streaming;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,8 @@ pub fn keep_open(site: &Arc<Site>, producer_url: &str) {
         return;
     }
     let restart = {
-        let mut polls = site.long_polls.lock().expect("long poll set");
+        let rt = site.streaming();
+        let mut polls = rt.long_polls.lock().expect("long poll set");
         if polls.contains_key(producer_url) {
             return;
         }
@@ -38,7 +40,11 @@ pub fn keep_open(site: &Arc<Site>, producer_url: &str) {
     let (site, url) = (site.clone(), producer_url.to_string());
     tokio::spawn(async move {
         run(&site, &url, &restart).await;
-        site.long_polls.lock().expect("long poll set").remove(&url);
+        site.streaming()
+            .long_polls
+            .lock()
+            .expect("long poll set")
+            .remove(&url);
     });
 }
 
@@ -46,6 +52,7 @@ pub fn keep_open(site: &Arc<Site>, producer_url: &str) {
 /// added, approved or unsubscribed), and the waiting poll asks for the old list of types.
 pub fn restart(site: &Site, producer_url: &str) {
     if let Some(r) = site
+        .streaming()
         .long_polls
         .lock()
         .expect("long poll set")

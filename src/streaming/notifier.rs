@@ -6,6 +6,7 @@ use super::remote::RemoteSite;
 use crate::error::Result;
 use crate::site::Site;
 use crate::store;
+use crate::streaming::Streaming;
 
 fn text(v: Option<&serde_json::Value>) -> String {
     super::producer::value_text(v)
@@ -14,9 +15,9 @@ fn text(v: Option<&serde_json::Value>) -> String {
 /// Sends `new_event_notification` to every consumer with approved rows, at most one in flight each.
 pub fn notify_consumers(site: std::sync::Arc<Site>) {
     super::log_watch::LogWatch::committed(&site);
-    if let Some(consumers) = site.notifier.cached_consumers() {
+    if let Some(consumers) = site.streaming().notifier.cached_consumers() {
         for c in consumers {
-            site.notifier.poke(&site, c);
+            site.streaming().notifier.poke(&site, c);
         }
         return;
     }
@@ -28,9 +29,11 @@ pub fn notify_consumers(site: std::sync::Arc<Site>) {
                 return;
             }
         };
-        site.notifier.remember_consumers(consumers.clone());
+        site.streaming()
+            .notifier
+            .remember_consumers(consumers.clone());
         for c in consumers {
-            site.notifier.poke(&site, c);
+            site.streaming().notifier.poke(&site, c);
         }
     });
 }
@@ -143,6 +146,7 @@ impl Notifier {
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let unanswered = site
+                .streaming()
                 .notifier
                 .told
                 .lock()
@@ -150,7 +154,7 @@ impl Notifier {
                 .get(&consumer)
                 .is_some_and(|t| t.at == sent.at && !t.pulled);
             if unanswered {
-                site.notifier.poke(&site, consumer);
+                site.streaming().notifier.poke(&site, consumer);
             }
         });
     }
@@ -169,7 +173,7 @@ impl Notifier {
             return;
         }
         // A consumer that long-polls here hears of the change through its poll.
-        if site.log_watch.hears_by_long_poll(&consumer) {
+        if site.streaming().log_watch.hears_by_long_poll(&consumer) {
             return;
         }
         {
@@ -184,7 +188,7 @@ impl Notifier {
         tokio::spawn(async move {
             loop {
                 let started = std::time::Instant::now();
-                if let Some(sent) = site.notifier.worth_telling(&consumer) {
+                if let Some(sent) = site.streaming().notifier.worth_telling(&consumer) {
                     match send_notification(&site, &consumer).await {
                         Ok(()) => Notifier::follow_up(&site, &consumer, sent),
                         Err(e) => {
@@ -193,7 +197,8 @@ impl Notifier {
                     }
                 }
                 {
-                    let mut st = site.notifier.state.lock().expect("notifier lock");
+                    let rt = site.streaming();
+                    let mut st = rt.notifier.state.lock().expect("notifier lock");
                     match st.get_mut(&consumer) {
                         Some(dirty) if *dirty => *dirty = false,
                         _ => {
@@ -217,6 +222,7 @@ fn waiting(at: &std::time::Instant, pulled: bool) -> bool {
 
 async fn send_notification(site: &Site, consumer: &str) -> Result<()> {
     let cached = site
+        .streaming()
         .notifier
         .targets
         .lock()
@@ -227,7 +233,8 @@ async fn send_notification(site: &Site, consumer: &str) -> Result<()> {
         Some((at, r)) if at.elapsed() < CONSUMER_LIST_TTL => r,
         _ => {
             let r = super::remote_with_stored_keys(site, "Event Consumer", consumer).await?;
-            site.notifier
+            site.streaming()
+                .notifier
                 .targets
                 .lock()
                 .expect("notifier lock")

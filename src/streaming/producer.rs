@@ -3,10 +3,13 @@
 
 use super::update_log::{current_seq, first_seq_after, newest, NewLog};
 use crate::error::{Error, Result};
+use crate::service::documents;
 use crate::service::documents::{load_doc, load_doc_for_update, WriteFlags};
+use crate::service::hooks::Write;
 use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store::{self, Conn, Doc, Param};
+use crate::streaming::Streaming;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -113,13 +116,34 @@ pub async fn register_consumer(site: &Site, caller: &Caller, data: &Value) -> Re
         json!({"name": url, "callback_url": url, "user": user, "api_key": key, "api_secret": secret, "consumer_doctypes": rows, "incoming_change": 1}),
     );
     let saved = if let Some(existing) = existing {
-        site.update_loaded(&mut tx, &reg, &admin, &dt, existing, doc, &flags)
-            .await?
-            .0
+        documents::update_loaded(
+            &Write {
+                site,
+                reg: &reg,
+                caller: &admin,
+                dt: &dt,
+            },
+            &mut tx,
+            existing,
+            doc,
+            &flags,
+        )
+        .await?
+        .0
     } else {
-        site.insert_in(&mut tx, &reg, &admin, &dt, doc, &flags)
-            .await?
-            .0
+        documents::insert_in(
+            &Write {
+                site,
+                reg: &reg,
+                caller: &admin,
+                dt: &dt,
+            },
+            &mut tx,
+            doc,
+            &flags,
+        )
+        .await?
+        .0
     };
     let (last_seq, newest_creation) = newest(&mut tx).await?;
     tx.commit().await?;
@@ -350,7 +374,7 @@ pub async fn get_update_logs(
         };
     let mut conn = site.store.conn().await?;
     check_consumer(&mut conn, site, caller, consumer_url).await?;
-    site.notifier.pulled(consumer_url);
+    site.streaming().notifier.pulled(consumer_url);
     match after_seq {
         Some(after) => {
             drop(conn);
@@ -358,12 +382,13 @@ pub async fn get_update_logs(
             let until = wait.map(|w| tokio::time::Instant::now() + w);
             // A consumer that pipelines its pulls says what it has committed (`acked_seq`).
             let acked = acked_seq.map_or(after, |a| (a as i64).min(after));
-            site.acks.note(consumer_url, acked);
+            site.streaming().acks.note(consumer_url, acked);
             let mut from = after;
             loop {
                 // The wait comes before the page is read, holding no connection.
                 if let Some(until) = until {
-                    site.log_watch
+                    site.streaming()
+                        .log_watch
                         .wait_past(site, consumer_url, from, until)
                         .await?;
                 }
@@ -374,7 +399,7 @@ pub async fn get_update_logs(
                 // unapproved, left out, and passed over for good).
                 let sub = load_subscription(&mut conn, consumer_url).await?;
                 let upto = (from + limit).min(high).max(from);
-                let rows = match site.pages.rows(from, upto) {
+                let rows = match site.streaming().pages.rows(from, upto) {
                     Some(rows) => rows,
                     None => {
                         let rows = Arc::new(store::fetch_docs(
@@ -383,7 +408,7 @@ pub async fn get_update_logs(
                             &[Param::Int(Some(from)), Param::Int(Some(upto))],
                         )
                         .await?);
-                        site.pages.keep_rows(from, upto, rows.clone());
+                        site.streaming().pages.keep_rows(from, upto, rows.clone());
                         rows
                     }
                 };
@@ -406,10 +431,12 @@ pub async fn get_update_logs(
                         .iter()
                         .map(|l| l.get("seq").and_then(Value::as_i64).unwrap_or(0))
                         .collect();
-                    site.pages.body(upto, has_more, bound, seqs, || {
-                        let logs = passing.iter().map(|l| wire(l));
-                        super::page::encode_bounded(logs, upto, has_more, max_bytes, bound)
-                    })
+                    site.streaming()
+                        .pages
+                        .body(upto, has_more, bound, seqs, || {
+                            let logs = passing.iter().map(|l| wire(l));
+                            super::page::encode_bounded(logs, upto, has_more, max_bytes, bound)
+                        })
                 };
                 // Logs this consumer does not get (its own, other types, failed conditions)
                 // do not end a long poll: it waits on past them, and the page says so.
@@ -512,7 +539,7 @@ async fn renames_as_delete_and_create(site: &Site, logs: Vec<Value>) -> Result<V
         if let Some(doc) = doc {
             let mut create = log;
             create["update_type"] = json!("Create");
-            create["data"] = json!(super::diff::create_payload_json(&doc));
+            create["data"] = json!(crate::service::diff::create_payload_json(&doc));
             out.push(create);
         }
     }
@@ -676,7 +703,7 @@ async fn write_snapshot(
             update_type: "Create",
             ref_doctype: doctype,
             docname: &name,
-            data: Some(super::diff::create_payload_json(&doc)),
+            data: Some(crate::service::diff::create_payload_json(&doc)),
             origin,
             for_consumer: Some(consumer.into()),
         };

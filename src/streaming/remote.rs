@@ -115,16 +115,6 @@ impl RemoteSite {
             .map_err(|e| Error::Validation(format!("{} did not answer: {e}", self.url)))
     }
 
-    /// The shared HTTP client settings for calls between sites.
-    pub fn http_client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(4)
-            .build()
-            .expect("HTTP client with default TLS settings")
-    }
-
     fn unreachable(&self, e: reqwest::Error) -> Error {
         Error::Validation(format!(
             "{} did not answer: {}",

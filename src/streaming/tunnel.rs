@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store::{self, Param};
+use crate::streaming::Streaming;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -310,27 +311,32 @@ pub async fn poll(
 ) -> Result<Value> {
     let producer = producer.trim_end_matches('/');
     let registered = check_link(site, caller, producer).await?;
-    let came_back = !site.tunnels.is_connected(producer);
+    let came_back = !site.streaming().tunnels.is_connected(producer);
     {
-        let mut links = site.tunnels.links.lock().expect("tunnel lock");
+        let rt = site.streaming();
+        let mut links = rt.tunnels.links.lock().expect("tunnel lock");
         links.entry(producer.to_string()).or_default().last_seen = Some(Instant::now());
     }
     if came_back {
         note_contact(site, producer).await?;
     }
-    if !registered && site.tunnels.start_handshake(producer) {
+    if !registered && site.streaming().tunnels.start_handshake(producer) {
         let (site, producer) = (site.clone(), producer.to_string());
         tokio::spawn(async move {
             if let Err(e) = handshake(&site, &producer).await {
                 tracing::warn!(producer = %producer, "handshake over the producer's connection failed (tried again on its next poll): {e}");
                 let _ = set_status(&site, &producer, &format!("Handshake failed: {e}")).await;
             }
-            site.tunnels.handshake_done(&producer);
+            site.streaming().tunnels.handshake_done(&producer);
         });
     }
     let wait = Duration::from_secs_f64(wait.unwrap_or(25.0).clamp(0.0, 30.0));
     let _open = OpenPoll::new(site, producer);
-    let requests = site.tunnels.take(producer, wait, received).await;
+    let requests = site
+        .streaming()
+        .tunnels
+        .take(producer, wait, received)
+        .await;
     Ok(json!({ "requests": requests }))
 }
 
@@ -343,7 +349,8 @@ struct OpenPoll {
 
 impl OpenPoll {
     fn new(site: &Arc<Site>, producer: &str) -> OpenPoll {
-        let mut links = site.tunnels.links.lock().expect("tunnel lock");
+        let rt = site.streaming();
+        let mut links = rt.tunnels.links.lock().expect("tunnel lock");
         let link = links.entry(producer.to_string()).or_default();
         link.polls_open += 1;
         link.last_seen = Some(Instant::now());
@@ -358,6 +365,7 @@ impl Drop for OpenPoll {
     fn drop(&mut self) {
         if let Some(link) = self
             .site
+            .streaming()
             .tunnels
             .links
             .lock()
@@ -371,7 +379,7 @@ impl Drop for OpenPoll {
         let (site, name) = (self.site.clone(), std::mem::take(&mut self.producer));
         tokio::spawn(async move {
             tokio::time::sleep(AWAY_AFTER + Duration::from_secs(1)).await;
-            if !site.tunnels.is_connected(&name) {
+            if !site.streaming().tunnels.is_connected(&name) {
                 if let Err(e) = mark_away_one(&site, &name).await {
                     tracing::warn!(producer = %name, "cannot mark the producer away: {e}");
                 }
@@ -390,7 +398,7 @@ pub async fn reply(site: &Site, caller: &Caller, producer: &str, replies: Value)
     }
     .map_err(|e| Error::BadRequest(format!("replies must be a JSON list of answers: {e}")))?;
     for r in replies {
-        site.tunnels.answer(producer, r)?;
+        site.streaming().tunnels.answer(producer, r)?;
     }
     Ok(())
 }
@@ -429,7 +437,7 @@ async fn handshake(site: &Arc<Site>, producer: &str) -> Result<()> {
     .await?;
     super::consumer::register_stored(site, producer).await?;
     set_status(site, producer, "Connected").await?;
-    site.pull_wakeup.notify_one();
+    site.streaming().pull_wakeup.notify_one();
     Ok(())
 }
 
@@ -463,7 +471,7 @@ pub async fn mark_away(site: &Site) -> Result<()> {
     drop(conn);
     for r in rows {
         let name = super::producer::value_text(r.first());
-        if !site.tunnels.is_connected(&name) {
+        if !site.streaming().tunnels.is_connected(&name) {
             mark_away_one(site, &name).await?;
         }
     }

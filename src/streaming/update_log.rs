@@ -3,12 +3,15 @@
 //! A log is written only for types that have at least one Event Consumer row, and costs one
 //! row whatever the number of consumers: who received it is computed from consumer progress.
 
-use super::diff::{create_payload_json, frappe_json, Diff};
 use crate::error::Result;
-use crate::meta::{DocType, Registry};
+use crate::meta::DocType;
+use crate::service::diff::{create_payload_json, frappe_json};
 use crate::service::documents::{name_text, WriteFlags};
+use crate::service::hooks::{Change, ChangeLog, Write};
 use crate::site::Site;
-use crate::store::{self, Conn, Dialect, Doc, Param};
+use crate::store::{self, Conn, Dialect, Param};
+use crate::streaming::Streaming;
+use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 /// The counter behind update logs' gap-free `seq`: on PostgreSQL every log takes it; on
@@ -224,101 +227,94 @@ pub async fn insert(site: &Site, conn: &mut Conn, log: NewLog<'_>) -> Result<()>
     }
 }
 
-/// Writes one log when `dt` is streamed; `data` is computed only then.
-#[allow(clippy::too_many_arguments)]
+/// Writes one log when the written type is streamed; `data` is computed only then.
 async fn log(
-    site: &Site,
+    w: &Write<'_>,
     conn: &mut Conn,
     update_type: &str,
-    dt: &DocType,
     docname: &str,
     data: impl FnOnce() -> Option<String>,
     flags: &WriteFlags,
     known: Option<bool>,
 ) -> Result<bool> {
-    if !streamed(conn, dt, known).await? {
+    if !streamed(conn, w.dt, known).await? {
         return Ok(false);
     }
     let log = NewLog {
         update_type,
-        ref_doctype: &dt.name,
+        ref_doctype: &w.dt.name,
         docname,
         data: data(),
         origin: flags.origin.clone(),
         for_consumer: None,
     };
-    insert(site, conn, log).await?;
+    insert(w.site, conn, log).await?;
     Ok(true)
 }
 
-/// Logs a Create; `streamed` is what the write already learned of its type (see [`streamed_probe`]).
-pub async fn record_insert(
-    site: &Site,
-    conn: &mut Conn,
-    dt: &DocType,
-    doc: &Doc,
-    flags: &WriteFlags,
-    streamed: Option<bool>,
-) -> Result<bool> {
-    let name = name_text(&doc["name"]);
-    let data = || Some(create_payload_json(doc));
-    log(site, conn, "Create", dt, &name, data, flags, streamed).await
-}
+/// The update log as the write path's change log: every write of a streamed type logs a
+/// Create (the document), an Update (Frappe's diff; a rename carries `old_name` and the
+/// document as renamed, which a Frappe consumer is sent as a Delete and a Create) or a Delete,
+/// inside the write's transaction.
+pub struct UpdateLog;
 
-/// Logs an Update with the diff the writer computed (nothing when nothing changed);
-/// `streamed` as for [`record_insert`].
-pub async fn record_update(
-    site: &Site,
-    conn: &mut Conn,
-    dt: &DocType,
-    docname: &str,
-    d: &Diff,
-    flags: &WriteFlags,
-    streamed: Option<bool>,
-) -> Result<bool> {
-    // An empty diff must not take a seq (seqs are gap-free).
-    if d.is_empty() {
-        return Ok(false);
+#[async_trait]
+impl ChangeLog for UpdateLog {
+    fn known(&self, dt: &DocType) -> Option<bool> {
+        never_streamed(dt).then_some(false)
     }
-    let data = || Some(frappe_json(&d.to_value()));
-    log(site, conn, "Update", dt, docname, data, flags, streamed).await
-}
 
-/// Logs a Delete (no data).
-pub async fn record_delete(
-    site: &Site,
-    conn: &mut Conn,
-    _reg: &Registry,
-    dt: &DocType,
-    doc: &Doc,
-    flags: &WriteFlags,
-) -> Result<bool> {
-    let name = name_text(&doc["name"]);
-    log(site, conn, "Delete", dt, &name, || None, flags, None).await
-}
+    fn probe(&self, tag: i64, param: usize) -> String {
+        streamed_probe(tag, param)
+    }
 
-/// Logs a rename as an Update of `name` carrying `old_name`, and `doc`, the document as renamed
-/// (what a Frappe consumer, which cannot rename, is sent as a Create after a Delete).
-pub async fn record_rename(
-    site: &Site,
-    conn: &mut Conn,
-    _reg: &Registry,
-    dt: &DocType,
-    before: &Doc,
-    after: &Doc,
-    flags: &WriteFlags,
-) -> Result<bool> {
-    let old = name_text(&before["name"]);
-    let new = name_text(&after["name"]);
-    let data = || {
-        let mut changed = Map::new();
-        changed.insert("name".into(), Value::String(new.clone()));
-        let doc: Value = serde_json::from_str(&create_payload_json(after))
-            .expect("a serialized document parses");
-        let data = serde_json::json!({"changed": changed, "added": {}, "removed": {}, "row_changed": {}, "old_name": old, "doc": doc});
-        Some(frappe_json(&data))
-    };
-    log(site, conn, "Update", dt, &new, data, flags, None).await
+    async fn record(
+        &self,
+        w: &Write<'_>,
+        conn: &mut Conn,
+        change: Change<'_>,
+        flags: &WriteFlags,
+        probed: Option<bool>,
+    ) -> Result<bool> {
+        match change {
+            Change::Insert(doc) => {
+                let name = name_text(&doc["name"]);
+                let data = || Some(create_payload_json(doc));
+                log(w, conn, "Create", &name, data, flags, probed).await
+            }
+            Change::Update(docname, d) => {
+                // An empty diff must not take a seq (seqs are gap-free).
+                if d.is_empty() {
+                    return Ok(false);
+                }
+                let data = || Some(frappe_json(&d.to_value()));
+                log(w, conn, "Update", docname, data, flags, probed).await
+            }
+            Change::Delete(doc) => {
+                let name = name_text(&doc["name"]);
+                log(w, conn, "Delete", &name, || None, flags, probed).await
+            }
+            Change::Rename(before, after) => {
+                let old = name_text(&before["name"]);
+                let new = name_text(&after["name"]);
+                let data = || {
+                    let mut changed = Map::new();
+                    changed.insert("name".into(), Value::String(new.clone()));
+                    let doc: Value = serde_json::from_str(&create_payload_json(after))
+                        .expect("a serialized document parses");
+                    let data = serde_json::json!({"changed": changed, "added": {}, "removed": {}, "row_changed": {}, "old_name": old, "doc": doc});
+                    Some(frappe_json(&data))
+                };
+                log(w, conn, "Update", &new, data, flags, probed).await
+            }
+        }
+    }
+
+    fn committed(&self, site: &Site) {
+        if let Some(me) = site.arc() {
+            super::notifier::notify_consumers(me);
+        }
+    }
 }
 
 /// Deletes update logs older than the retention period that every consumer with approved rows
@@ -333,7 +329,7 @@ pub async fn prune(site: &Site) -> Result<u64> {
         - chrono::Duration::milliseconds((days * 86_400_000.0) as i64))
     .format(crate::time::DATETIME_FORMAT)
     .to_string();
-    site.acks.flush(site).await?;
+    site.streaming().acks.flush(site).await?;
     let mut tx = site.store.begin().await?;
     let acked = store::fetch_docs(
         &mut tx,

@@ -4,10 +4,13 @@
 use super::remote::RemoteSite;
 use crate::error::{Error, Result};
 use crate::meta::{DocType, Registry};
+use crate::service::documents;
 use crate::service::documents::{load_doc, load_doc_for_update, name_text, WriteFlags};
+use crate::service::hooks::Write;
 use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store::{self, Conn, Doc, Param};
+use crate::streaming::Streaming;
 use serde_json::{json, Value};
 
 mod dependencies;
@@ -117,7 +120,7 @@ impl ProducerInfo {
         url: &str,
     ) -> Result<(std::sync::Arc<ProducerInfo>, Option<Checkpoint>)> {
         let (stamp, checkpoint) = read_stamp(&mut site.store.conn().await?, url).await?;
-        let infos = &site.producer_infos.0;
+        let infos = &site.streaming().producer_infos.0;
         if let Some(info) = infos.lock().expect("producer infos").get(url) {
             if info.stamp == stamp {
                 return Ok((info.clone(), checkpoint));
@@ -714,8 +717,19 @@ async fn apply_one(
                 if sub.use_same_name {
                     known.present.remove(&(dt.name.clone(), old.clone()));
                     known.absent.remove(&(dt.name.clone(), inc.docname.clone()));
-                    site.rename_in(conn, reg, caller, &dt, &old, &inc.docname, &flags)
-                        .await?;
+                    documents::rename_in(
+                        &Write {
+                            site,
+                            reg,
+                            caller,
+                            dt: &dt,
+                        },
+                        conn,
+                        &old,
+                        &inc.docname,
+                        &flags,
+                    )
+                    .await?;
                     local = inc.docname.clone();
                 } else {
                     let mut p = Doc::new();
@@ -758,8 +772,19 @@ async fn apply_one(
                     ignore_links: true,
                     ..flags.clone()
                 };
-                site.update_loaded(conn, reg, caller, &dt, current, patch, &f)
-                    .await?;
+                documents::update_loaded(
+                    &Write {
+                        site,
+                        reg,
+                        caller,
+                        dt: &dt,
+                    },
+                    conn,
+                    current,
+                    patch,
+                    &f,
+                )
+                .await?;
             }
             Ok(local)
         }
@@ -769,11 +794,32 @@ async fn apply_one(
                 if d.get("docstatus").and_then(Value::as_i64) == Some(1) {
                     let mut p = Doc::new();
                     p.insert("docstatus".into(), json!(2));
-                    site.update_in(conn, reg, caller, &dt, &local, p, &flags)
-                        .await?;
-                }
-                site.delete_in(conn, reg, caller, &dt, &local, &flags)
+                    documents::update_in(
+                        &Write {
+                            site,
+                            reg,
+                            caller,
+                            dt: &dt,
+                        },
+                        conn,
+                        &local,
+                        p,
+                        &flags,
+                    )
                     .await?;
+                }
+                documents::delete_in(
+                    &Write {
+                        site,
+                        reg,
+                        caller,
+                        dt: &dt,
+                    },
+                    conn,
+                    &local,
+                    &flags,
+                )
+                .await?;
                 known.present.remove(&(dt.name.clone(), local.clone()));
                 Ok(local)
             }
@@ -873,8 +919,19 @@ async fn upsert(
         }
         let mut f = flags.clone();
         f.keep_timestamps = false;
-        site.update_in(conn, reg, caller, dt, &local, doc, &f)
-            .await?;
+        documents::update_in(
+            &Write {
+                site,
+                reg,
+                caller,
+                dt,
+            },
+            conn,
+            &local,
+            doc,
+            &f,
+        )
+        .await?;
         return Ok(local);
     }
     if !sub.use_same_name {
@@ -905,13 +962,35 @@ async fn insert_as_on_producer(
     if cancelled {
         doc.insert("docstatus".into(), json!(1));
     }
-    let (saved, _) = site.insert_in(conn, reg, caller, dt, doc, flags).await?;
+    let (saved, _) = documents::insert_in(
+        &Write {
+            site,
+            reg,
+            caller,
+            dt,
+        },
+        conn,
+        doc,
+        flags,
+    )
+    .await?;
     let local = name_text(&saved["name"]);
     if cancelled {
         let mut p = Doc::new();
         p.insert("docstatus".into(), json!(2));
-        site.update_loaded(conn, reg, caller, dt, saved, p, flags)
-            .await?;
+        documents::update_loaded(
+            &Write {
+                site,
+                reg,
+                caller,
+                dt,
+            },
+            conn,
+            saved,
+            p,
+            flags,
+        )
+        .await?;
     }
     Ok(local)
 }

@@ -1,7 +1,11 @@
 //! Event Subscriber (on a producer that connects): the hosted consumer's URL, kept in one form.
 
 use crate::error::{Error, Result};
+use crate::service::documents::Pending;
+use crate::service::hooks::{DocEvents, Write};
+use crate::store::Conn;
 use crate::store::Doc;
+use async_trait::async_trait;
 use serde_json::Value;
 
 pub fn validate(doc: &mut Doc, old: Option<&Doc>) -> Result<()> {
@@ -27,4 +31,21 @@ pub fn validate(doc: &mut Doc, old: Option<&Doc>) -> Result<()> {
     }
     doc.insert("subscriber_url".into(), Value::String(url));
     Ok(())
+}
+
+/// Event Subscriber's behaviour at the write path's hook points.
+pub struct Events;
+
+#[async_trait]
+impl DocEvents for Events {
+    async fn validate(
+        &self,
+        _w: &Write<'_>,
+        _conn: &mut Conn,
+        doc: &mut Doc,
+        old: Option<&Doc>,
+        _pending: &mut Pending,
+    ) -> Result<()> {
+        validate(doc, old)
+    }
 }

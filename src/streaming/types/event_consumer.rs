@@ -1,10 +1,14 @@
 //! Event Consumer (producer side): approval rules, snapshots on approval, statuses sent back.
 
+use super::deferred::TellConsumer;
 use crate::error::{Error, Result};
-use crate::service::documents::{AfterCommit, Pending};
+use crate::service::documents::Pending;
+use crate::service::hooks::{DocEvents, Write};
 use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store::{self, Conn, Doc, Param};
+use crate::streaming::Streaming;
+use async_trait::async_trait;
 use serde_json::Value;
 
 fn rows(doc: Option<&Doc>) -> Vec<Value> {
@@ -86,14 +90,14 @@ pub async fn after_write(
     pending: &mut Pending,
 ) -> Result<()> {
     let changed = crate::streaming::producer::on_consumer_saved(site, conn, doc, old).await?;
-    site.notifier.forget_consumers();
+    site.streaming().notifier.forget_consumers();
     if changed && !pending.incoming {
         let url = doc
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        pending.after_commit.push(AfterCommit::TellConsumer(url));
+        pending.after_commit.push(Box::new(TellConsumer(url)));
     }
     Ok(())
 }
@@ -118,4 +122,42 @@ pub async fn before_delete(conn: &mut Conn, doc: &Doc) -> Result<()> {
         .await?;
     }
     Ok(())
+}
+
+/// Event Consumer's behaviour at the write path's hook points.
+pub struct Events;
+
+#[async_trait]
+impl DocEvents for Events {
+    async fn validate(
+        &self,
+        w: &Write<'_>,
+        _conn: &mut Conn,
+        doc: &mut Doc,
+        old: Option<&Doc>,
+        pending: &mut Pending,
+    ) -> Result<()> {
+        validate(doc, old, w.caller, pending)
+    }
+
+    async fn after_write(
+        &self,
+        w: &Write<'_>,
+        conn: &mut Conn,
+        doc: &Doc,
+        old: Option<&Doc>,
+        pending: &mut Pending,
+    ) -> Result<()> {
+        after_write(w.site, conn, doc, old, pending).await
+    }
+
+    async fn before_delete(
+        &self,
+        _w: &Write<'_>,
+        conn: &mut Conn,
+        doc: &Doc,
+        _pending: &mut Pending,
+    ) -> Result<()> {
+        before_delete(conn, doc).await
+    }
 }

@@ -4,7 +4,10 @@
 
 use crate::error::{Error, Result};
 use crate::meta::{FieldType, Registry};
+use crate::service::documents::Pending;
+use crate::service::hooks::{DocEvents, Write};
 use crate::store::{self, Conn, Doc, Param};
+use async_trait::async_trait;
 use serde_json::Value;
 
 fn text(v: Option<&Value>) -> String {
@@ -108,4 +111,21 @@ fn check_filters(at: &str, v: Option<&Value>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Document Type Mapping's behaviour at the write path's hook points.
+pub struct Events;
+
+#[async_trait]
+impl DocEvents for Events {
+    async fn validate(
+        &self,
+        w: &Write<'_>,
+        conn: &mut Conn,
+        doc: &mut Doc,
+        _old: Option<&Doc>,
+        _pending: &mut Pending,
+    ) -> Result<()> {
+        validate(conn, w.reg, doc).await
+    }
 }

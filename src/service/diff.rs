@@ -1,4 +1,5 @@
-//! The difference between two states of a document, in Frappe's update-log form.
+//! The difference between two states of a document, in Frappe's update-log form: what an
+//! update changed (nothing changed, nothing written) and what the update log sends.
 
 use crate::error::Result;
 use crate::meta::{DocType, Registry};

@@ -1,11 +1,16 @@
 //! Event Producer (consumer side): the handshake on insert, edits sent to the producer,
 //! status mirrors written by the producer, and clean-up on delete.
 
+use super::deferred::{ProducerChanged, SendToProducer, Unregister};
 use crate::error::{Error, Result};
-use crate::service::documents::{AfterCommit, Pending};
+use crate::service::documents::Pending;
+use crate::service::documents::WriteFlags;
+use crate::service::hooks::Prepared;
+use crate::service::hooks::{DocEvents, Write};
 use crate::site::Site;
 use crate::store::{self, Conn, Doc, Param};
 use crate::streaming::consumer;
+use async_trait::async_trait;
 use serde_json::Value;
 
 fn text(doc: &Doc, f: &str) -> String {
@@ -116,7 +121,7 @@ pub async fn after_write(
     let Some(old) = old else { return Ok(()) };
     let url = text(doc, "name");
     if pending.incoming {
-        pending.after_commit.push(AfterCommit::ProducerChanged(url));
+        pending.after_commit.push(Box::new(ProducerChanged(url)));
         return Ok(());
     }
     if subscription_of(doc) != subscription_of(old) {
@@ -125,8 +130,8 @@ pub async fn after_write(
         }
         pending
             .after_commit
-            .push(AfterCommit::SendToProducer(url.clone()));
-        pending.after_commit.push(AfterCommit::ProducerChanged(url));
+            .push(Box::new(SendToProducer(url.clone())));
+        pending.after_commit.push(Box::new(ProducerChanged(url)));
     }
     Ok(())
 }
@@ -149,10 +154,113 @@ pub async fn before_delete(
         .map(|s| site.cipher.decrypt(&s))
         .transpose()?
         .unwrap_or_default();
-    pending.after_commit.push(AfterCommit::Unregister {
+    pending.after_commit.push(Box::new(Unregister {
         producer_url: url,
         api_key: text(doc, "api_key"),
         api_secret: secret,
-    });
+    }));
     Ok(())
+}
+
+/// Event Producer's behaviour at the write path's hook points.
+pub struct Events;
+
+#[async_trait]
+impl DocEvents for Events {
+    /// The handshake with the producer, before the insert's transaction.
+    async fn prepare_insert(
+        &self,
+        w: &Write<'_>,
+        input: &mut Doc,
+        flags: &mut WriteFlags,
+    ) -> Result<Option<Box<dyn Prepared>>> {
+        if !flags.ignore_permissions {
+            w.caller.require(w.dt, crate::meta::PermType::Create)?;
+        }
+        let registration = consumer::register(w.site, input).await?;
+        // The row statuses come from the producer's reply (Pending for a producer that connects).
+        flags.set_read_only = true;
+        Ok(Some(Box::new(Handshake(registration))))
+    }
+
+    /// A save from the producer (`incoming_change`) may set the status mirrors.
+    fn flags_for_update(&self, patch: &Doc, flags: &mut WriteFlags) {
+        let incoming = patch.get("incoming_change").is_some_and(|v| {
+            v.as_i64() == Some(1) || v.as_bool() == Some(true) || v.as_str() == Some("1")
+        });
+        if incoming {
+            flags.set_read_only = true;
+        }
+    }
+
+    async fn validate(
+        &self,
+        _w: &Write<'_>,
+        conn: &mut Conn,
+        doc: &mut Doc,
+        old: Option<&Doc>,
+        pending: &mut Pending,
+    ) -> Result<()> {
+        validate(conn, doc, old, pending).await
+    }
+
+    async fn after_write(
+        &self,
+        w: &Write<'_>,
+        conn: &mut Conn,
+        doc: &Doc,
+        old: Option<&Doc>,
+        pending: &mut Pending,
+    ) -> Result<()> {
+        after_write(w.site, conn, doc, old, pending).await
+    }
+
+    async fn before_delete(
+        &self,
+        w: &Write<'_>,
+        conn: &mut Conn,
+        doc: &Doc,
+        pending: &mut Pending,
+    ) -> Result<()> {
+        before_delete(w.site, conn, doc, pending).await
+    }
+}
+
+/// The handshake made before an Event Producer's insert (none yet for a producer that
+/// connects: it is made at its first connection).
+struct Handshake(Option<consumer::Registration>);
+
+#[async_trait]
+impl Prepared for Handshake {
+    /// Stores what the handshake learned, in the insert's transaction.
+    async fn finish(
+        &self,
+        w: &Write<'_>,
+        conn: &mut Conn,
+        doc: &Doc,
+        pending: &mut Pending,
+    ) -> Result<()> {
+        if let Some(r) = &self.0 {
+            if consumer::store_registration(w.site, conn, doc, r).await? {
+                pending.meta_changed = true;
+                crate::service::hooks::bump_meta_version(conn, pending).await?;
+            }
+            pending
+                .after_commit
+                .push(Box::new(super::deferred::WakePuller));
+        }
+        Ok(())
+    }
+
+    /// Removes the registration when the transaction failed.
+    async fn undo(self: Box<Self>, site: &Site) {
+        let Some(r) = self.0 else { return };
+        if let Err(e) = r
+            .remote
+            .delete_doc("Event Consumer", &site.config.url)
+            .await
+        {
+            tracing::warn!(producer = %r.producer_url, "could not remove the registration after a failed save: {e}");
+        }
+    }
 }
