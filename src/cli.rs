@@ -1,6 +1,7 @@
 //! The command line: `new-site`, `serve`, `site ...`, `bench`. Errors end in one clear line.
 
-use crate::server::{self, Sites};
+use crate::api::Sites;
+use crate::server;
 use crate::service::provisioning;
 
 use clap::{Parser, Subcommand};

@@ -1,9 +1,10 @@
 //! `docstream demo`: two wired sites (head office and a branch) with sample data, served on
 //! two ports until Ctrl-C.
 
+use crate::api::Sites;
 use crate::config::SiteConfig;
 use crate::error::{Error, Result};
-use crate::server::{self, Sites};
+use crate::server;
 use crate::service::documents::WriteFlags;
 use crate::service::permissions::Caller;
 use crate::service::provisioning;

@@ -1,88 +1,10 @@
 //! Serving every site of a data folder: listener, Host routing, graceful shutdown.
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Sites};
 use crate::error::{Error, Result};
-use crate::site::Site;
 use crate::streaming::Streaming;
-use axum::http::{header, HeaderMap};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
-
-/// The sites a server answers for, found by the request's Host.
-#[derive(Debug, Default)]
-pub struct Sites {
-    sites: Vec<Arc<Site>>,
-}
-
-fn host_of_url(url: &str) -> String {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    rest.split('/').next().unwrap_or(rest).to_ascii_lowercase()
-}
-
-impl Sites {
-    /// Opens every site folder (one with `site_config.json`) under `dir`.
-    pub async fn open_all(dir: &Path) -> Result<Sites> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| Error::Validation(format!("cannot read data dir {}: {e}", dir.display())))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.join("site_config.json").is_file())
-            .collect();
-        entries.sort();
-        if entries.is_empty() {
-            return Err(Error::Validation(format!(
-                "no site in {}: create one with `docstream new-site`",
-                dir.display()
-            )));
-        }
-        let mut sites = Vec::new();
-        for p in entries {
-            sites.push(crate::hooks::open(&p).await?.into_arc());
-        }
-        Ok(Sites { sites })
-    }
-
-    /// Wraps already opened sites.
-    pub fn from_sites(sites: Vec<Arc<Site>>) -> Sites {
-        Sites { sites }
-    }
-
-    /// All sites.
-    pub fn all(&self) -> &[Arc<Site>] {
-        &self.sites
-    }
-
-    /// The site for a request's Host header.
-    pub fn resolve(&self, headers: &HeaderMap) -> Result<Arc<Site>> {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if let Some(s) = self
-            .sites
-            .iter()
-            .find(|s| host_of_url(&s.config.url) == host)
-        {
-            return Ok(s.clone());
-        }
-        let bare = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&host);
-        if let Some(s) = self
-            .sites
-            .iter()
-            .find(|s| s.name.eq_ignore_ascii_case(bare))
-        {
-            return Ok(s.clone());
-        }
-        if self.sites.len() == 1 {
-            return Ok(self.sites[0].clone());
-        }
-        Err(Error::DoesNotExist(format!(
-            "No site is served for host {host:?}"
-        )))
-    }
-}
 
 /// Binds a listener with `SO_REUSEADDR`, so a restarted server can take the address at once.
 pub fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
@@ -129,6 +51,7 @@ pub async fn serve(
     let state = AppState {
         sites: sites.clone(),
         metrics: Arc::default(),
+        pages: Some(Arc::new(crate::desk::Desk)),
     };
     let workers: Vec<_> = sites
         .all()

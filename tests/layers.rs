@@ -26,10 +26,6 @@ const LAYERS: &[&[&str]] = &[
 /// Uses inside one layer, lower module first: the cases where one is built on the other.
 const SAME_LAYER: &[(&str, &str)] = &[];
 
-/// Imports that break the order today, each to be removed; the check fails on any other, and
-/// on any listed one that is gone (so the list only shrinks).
-const NOT_YET: &[(&str, &str)] = &[("api", "desk"), ("api", "server")];
-
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
 }
@@ -124,28 +120,16 @@ fn upward_imports() -> Vec<(String, String, String)> {
 
 #[test]
 fn no_module_imports_a_layer_above_it() {
-    let found = upward_imports();
-    let unexpected: Vec<String> = found
+    let found: Vec<String> = upward_imports()
         .iter()
-        .filter(|(m, u, _)| !NOT_YET.contains(&(m.as_str(), u.as_str())))
         .map(|(m, u, f)| {
             format!("src/{f}: {m} uses {u}, a module of a layer above it (or beside it)")
         })
         .collect();
     assert!(
-        unexpected.is_empty(),
+        found.is_empty(),
         "upward imports (the order is in tests/layers.rs and ARCHITECTURE.md):\n{}",
-        unexpected.join("\n")
-    );
-    let gone: Vec<String> = NOT_YET
-        .iter()
-        .filter(|(m, u)| !found.iter().any(|(fm, fu, _)| fm == m && fu == u))
-        .map(|(m, u)| format!("{m} -> {u}"))
-        .collect();
-    assert!(
-        gone.is_empty(),
-        "remove these from NOT_YET, they are gone: {}",
-        gone.join(", ")
+        found.join("\n")
     );
 }
 

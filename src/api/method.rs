@@ -398,10 +398,10 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             json!(crate::streaming::apply::resync(site, &name).await?)
         }
         "frappe.desk.form.load.getdoctype" => {
-            crate::desk::methods::getdoctype(site, caller, &args.required("doctype")?)?
+            super::desk_methods::getdoctype(site, caller, &args.required("doctype")?)?
         }
         "frappe.desk.search.search_link" => {
-            crate::desk::methods::search_link(
+            super::desk_methods::search_link(
                 site,
                 caller,
                 &args.required("doctype")?,
@@ -411,7 +411,7 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             .await?
         }
         "docstream.desk.streaming_dashboard" => {
-            crate::desk::methods::streaming_dashboard(site, caller).await?
+            super::desk_methods::streaming_dashboard(site, caller).await?
         }
         other => return Err(Error::DoesNotExist(format!("Method {other} not found")).into()),
     };

@@ -4,17 +4,19 @@
 //! hand in [`dispatch`] because Frappe names may contain `/` and paths may end with one.
 
 mod args;
+mod desk_methods;
 pub mod envelope;
 mod files;
 mod method;
 pub mod metrics;
 mod openapi;
 mod resource;
+mod sites;
 
 pub use args::Args;
+pub use sites::Sites;
 
 use crate::error::Error;
-use crate::server::Sites;
 use crate::service::auth::{Authenticated, Credentials};
 use crate::site::Site;
 use axum::body::Body;
@@ -31,6 +33,22 @@ use std::time::Instant;
 pub struct AppState {
     pub sites: Arc<Sites>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Pages served before the API's own routes (the web desk), given by the server.
+    pub pages: Option<Arc<dyn Pages>>,
+}
+
+/// Pages a server serves beside the API (the web desk): asked first for every request.
+#[async_trait::async_trait]
+pub trait Pages: Send + Sync {
+    /// The page for this request, or None when it is not one of these pages.
+    async fn route(
+        &self,
+        site: &Site,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Option<Result<Response, ApiError>>;
 }
 
 /// Everything a handler needs about one request.
@@ -242,16 +260,19 @@ async fn handle(
         }
         _ => {}
     }
-    if let Some(page) = crate::desk::route(
-        &site,
-        &parts.method,
-        &path,
-        parts.uri.query(),
-        &parts.headers,
-    )
-    .await
-    {
-        return page;
+    if let Some(pages) = &app.pages {
+        let page = pages
+            .route(
+                &site,
+                &parts.method,
+                &path,
+                parts.uri.query(),
+                &parts.headers,
+            )
+            .await;
+        if let Some(page) = page {
+            return page;
+        }
     }
     // Files stream: their bodies are not read whole like the others.
     if parts.method == Method::GET

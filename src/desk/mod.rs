@@ -6,7 +6,6 @@
 
 mod assets;
 pub mod i18n;
-pub mod methods;
 
 use crate::api::envelope::ApiError;
 use crate::meta::PermType;
@@ -19,18 +18,29 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-/// The URL slug of a document type: lower case, spaces as `-` (`Event Producer` ->
-/// `event-producer`).
-pub fn slug(doctype: &str) -> String {
-    doctype.to_lowercase().replace(' ', "-")
-}
-
 /// True when the path is one the desk serves.
 pub fn is_desk_path(path: &str) -> bool {
     path == "/login"
         || path == "/app"
         || path.starts_with("/app/")
         || path.starts_with("/assets/desk/")
+}
+
+/// The desk as the server's pages beside the API.
+pub struct Desk;
+
+#[async_trait::async_trait]
+impl crate::api::Pages for Desk {
+    async fn route(
+        &self,
+        site: &Site,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Option<Result<Response, ApiError>> {
+        route(site, method, path, query, headers).await
+    }
 }
 
 /// Serves a desk page or asset; `None` when the request is not for the desk.
@@ -182,7 +192,8 @@ pub fn sidebar(site: &Site, caller: &Caller) -> Value {
         } else {
             dt.module.clone()
         };
-        let item = json!({"name": dt.name, "slug": slug(&dt.name), "issingle": dt.issingle});
+        let item =
+            json!({"name": dt.name, "slug": crate::meta::slug(&dt.name), "issingle": dt.issingle});
         match groups.iter_mut().find(|(m, _)| *m == module) {
             Some((_, items)) => items.push(item),
             None => groups.push((module, vec![item])),
@@ -256,13 +267,6 @@ fn redirect(to: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slugs() {
-        assert_eq!(slug("Event Producer"), "event-producer");
-        assert_eq!(slug("ToDo"), "todo");
-        assert_eq!(slug("Sales Invoice Item"), "sales-invoice-item");
-    }
 
     #[test]
     fn desk_paths() {

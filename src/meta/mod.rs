@@ -324,6 +324,12 @@ impl DocType {
     }
 }
 
+/// The URL slug of a document type: lower case, spaces as `-` (`Event Producer` ->
+/// `event-producer`).
+pub fn slug(doctype: &str) -> String {
+    doctype.to_lowercase().replace(' ', "-")
+}
+
 /// `tab<DocType>`.
 pub fn table_name(doctype: &str) -> String {
     format!("tab{doctype}")
@@ -529,6 +535,13 @@ fn ser_fieldtype<S: serde::Serializer>(t: &FieldType, s: S) -> Result<S::Ok, S::
 #[cfg(test)]
 mod tests {
     use super::Registry;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(super::slug("Event Producer"), "event-producer");
+        assert_eq!(super::slug("ToDo"), "todo");
+        assert_eq!(super::slug("Sales Invoice Item"), "sales-invoice-item");
+    }
 
     #[test]
     fn built_in_fetch_from_and_defaults_are_valid() {

@@ -1,4 +1,4 @@
-//! The whitelisted methods the desk calls besides Frappe's `frappe.client.*`: type metadata
+//! The whitelisted methods the web desk calls besides Frappe's `frappe.client.*`: type metadata
 //! for forms, Link search, and the streaming dashboard. Thin: they call services.
 
 use crate::error::{Error, Result};
@@ -17,7 +17,7 @@ fn resolve(site: &Site, doctype: &str) -> Result<Arc<DocType>> {
     }
     reg.all()
         .into_iter()
-        .find(|t| super::slug(&t.name) == doctype)
+        .find(|t| crate::meta::slug(&t.name) == doctype)
         .ok_or_else(|| Error::DoesNotExist(format!("DocType {doctype} not found")))
 }
 
