@@ -7,36 +7,18 @@ use super::*;
 /// producer with the same name, depth-first; each dependency writes a Synced sync log so it
 /// counts as synced from that producer. A link back to a document still being fetched (a
 /// cycle) is left empty at insert and set once that document exists.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn sync_dependencies(
-    site: &Site,
+    a: &Applying<'_>,
     conn: &mut Conn,
-    reg: &Registry,
-    info: &ProducerInfo,
-    caller: &Caller,
-    remote: &RemoteSite,
     known: &mut Known,
     dt: &DocType,
     doc: &Doc,
 ) -> Result<()> {
     let mut visiting = vec![(dt.name.clone(), text(doc.get("name")))];
     let mut deferred = Vec::new();
-    fetch_missing(
-        site,
-        conn,
-        reg,
-        info,
-        caller,
-        remote,
-        known,
-        dt,
-        doc,
-        &mut visiting,
-        &mut deferred,
-    )
-    .await?;
+    fetch_missing(a, conn, known, dt, doc, &mut visiting, &mut deferred).await?;
     for (doctype, name, field, value) in deferred {
-        let tdt = reg.get(&doctype)?;
+        let tdt = a.reg.get(&doctype)?;
         let mut p = Doc::new();
         p.insert(field, Value::String(value));
         store::update_columns(conn, &tdt, &Value::String(name), &p).await?;
@@ -46,20 +28,19 @@ pub(super) async fn sync_dependencies(
 
 pub(super) type Deferred = Vec<(String, String, String, String)>;
 
-#[allow(clippy::too_many_arguments)]
+/// The missing links of `doc`, fetched and inserted depth-first (see [`sync_dependencies`]).
 pub(super) fn fetch_missing<'a>(
-    site: &'a Site,
+    a: &'a Applying<'a>,
     conn: &'a mut Conn,
-    reg: &'a Registry,
-    info: &'a ProducerInfo,
-    caller: &'a Caller,
-    remote: &'a RemoteSite,
     known: &'a mut Known,
     dt: &'a DocType,
     doc: &'a Doc,
     visiting: &'a mut Vec<(String, String)>,
     deferred: &'a mut Deferred,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+    let Applying {
+        reg, info, remote, ..
+    } = *a;
     Box::pin(async move {
         // Links with an empty Dynamic Link type are the document's own problem, found at save.
         let Ok(links) = crate::service::documents::links_of(reg, dt, doc) else {
@@ -96,10 +77,7 @@ pub(super) fn fetch_missing<'a>(
             };
             let mut dep = strip_dunder(&fetched);
             visiting.push((target.clone(), value.clone()));
-            fetch_missing(
-                site, conn, reg, info, caller, remote, known, &tdt, &dep, visiting, deferred,
-            )
-            .await?;
+            fetch_missing(a, conn, known, &tdt, &dep, visiting, deferred).await?;
             // Fields pointing at documents still being fetched wait until those exist.
             for f in tdt
                 .fields
@@ -131,7 +109,7 @@ pub(super) fn fetch_missing<'a>(
                 origin: Some(info.url.clone()),
                 mapped: false,
             };
-            insert_as_on_producer(site, conn, reg, caller, &tdt, dep, &flags)
+            insert_as_on_producer(a, conn, &tdt, dep, &flags)
                 .await
                 .map_err(|e| {
                     Error::LinkValidation(format!(
@@ -159,7 +137,7 @@ pub(super) fn fetch_missing<'a>(
                 origin: info.url.clone(),
                 creation: String::new(),
             };
-            write_sync_log(site, conn, info, &sub, &inc, Ok(value.clone()), None, known).await?;
+            write_sync_log(a, conn, &sub, &inc, Ok(value.clone()), None, known).await?;
         }
         Ok(())
     })

@@ -7,7 +7,6 @@ use super::{Incoming, Known, ProducerInfo, SubscribedType};
 use crate::error::{Error, Result};
 use crate::meta::Registry;
 use crate::service::files::{file_exists, Spool, Upload};
-use crate::service::permissions::Caller;
 use crate::site::Site;
 use crate::store::Conn;
 use crate::streaming::remote::RemoteSite;
@@ -230,18 +229,15 @@ async fn fetch_one(site: &Site, remote: &RemoteSite, url: &str) -> Result<Fetche
 
 /// Stores, inside the update's transaction, the files the applied document `local` attaches
 /// and this site lacks.
-#[allow(clippy::too_many_arguments)]
-pub async fn store_files(
-    site: &Site,
+pub(super) async fn store_files(
+    a: &super::Applying<'_>,
     conn: &mut Conn,
-    reg: &Registry,
     sub: &SubscribedType,
-    caller: &Caller,
     inc: &Incoming,
     local: &str,
     known: &mut Known,
 ) -> Result<()> {
-    for url in urls(reg, sub, inc) {
+    for url in urls(a.reg, sub, inc) {
         if file_exists(conn, url).await? {
             continue;
         }
@@ -268,7 +264,8 @@ pub async fn store_files(
         };
         fetched.upload.attached_to = Some((sub.local_type.clone(), local.to_string()));
         let name = fetched.upload.file_name.clone();
-        site.save_file_in(conn, reg, caller, &name, url, &fetched.upload)
+        a.site
+            .save_file_in(conn, a.reg, a.caller, &name, url, &fetched.upload)
             .await?;
     }
     Ok(())

@@ -4,36 +4,19 @@
 use super::*;
 
 /// The local form of a whole producer document: mapped when the row has a mapping.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn to_local(
-    site: &Site,
+    a: &Applying<'_>,
     conn: &mut Conn,
-    reg: &Registry,
-    info: &ProducerInfo,
     sub: &SubscribedType,
-    caller: &Caller,
-    remote: &RemoteSite,
     known: &mut Known,
     remote_doc: Doc,
 ) -> Result<Doc> {
     let Some(m) = &sub.mapping else {
         return Ok(remote_doc);
     };
-    let fields = remote_fields(remote, known, &m.remote_doctype).await;
-    let mut local = m.map_doc(reg, &remote_doc, fields.as_ref())?;
-    resolve_document_rows(
-        site,
-        conn,
-        reg,
-        info,
-        caller,
-        remote,
-        known,
-        m,
-        &remote_doc,
-        &mut local,
-    )
-    .await?;
+    let fields = remote_fields(a.remote, known, &m.remote_doctype).await;
+    let mut local = m.map_doc(a.reg, &remote_doc, fields.as_ref())?;
+    resolve_document_rows(a, conn, known, m, &remote_doc, &mut local).await?;
     Ok(local)
 }
 
@@ -52,20 +35,22 @@ pub(super) async fn remote_fields(
 
 /// Fills the Document rows of a mapping: each finds exactly one producer document with its
 /// filters, maps it with the row's mapping, inserts it here if it is not here yet and links it.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn resolve_document_rows<'a>(
-    site: &'a Site,
+    a: &'a Applying<'a>,
     conn: &'a mut Conn,
-    reg: &'a Registry,
-    info: &'a ProducerInfo,
-    caller: &'a Caller,
-    remote: &'a RemoteSite,
     known: &'a mut Known,
     m: &'a crate::streaming::mapping::Mapping,
     remote_doc: &'a Doc,
     local: &'a mut Doc,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
     use crate::streaming::mapping::RowKind;
+    let Applying {
+        site,
+        reg,
+        info,
+        remote,
+        ..
+    } = *a;
     Box::pin(async move {
         let dt = reg.get(&m.local_doctype)?;
         for row in m.document_rows() {
@@ -122,12 +107,8 @@ pub(super) fn resolve_document_rows<'a>(
             let source = strip_dunder(&remote.get_doc(&inner.remote_doctype, &source_name).await?);
             let inner_fields = remote_fields(remote, known, &inner.remote_doctype).await;
             let mut made = inner.map_doc(reg, &source, inner_fields.as_ref())?;
-            resolve_document_rows(
-                site, conn, reg, info, caller, remote, known, inner, &source, &mut made,
-            )
-            .await?;
-            let local_name =
-                made_locally(site, conn, reg, info, caller, inner, &source_name, made).await?;
+            resolve_document_rows(a, conn, known, inner, &source, &mut made).await?;
+            let local_name = made_locally(a, conn, inner, &source_name, made).await?;
             local.insert(row.local.clone(), Value::String(local_name));
             if let Some(df) = dt.field(&row.local) {
                 if df.fieldtype == crate::meta::FieldType::DynamicLink {
@@ -144,18 +125,15 @@ pub(super) fn resolve_document_rows<'a>(
 
 /// The local copy of a document made by a Document row: found by its producer name, or
 /// inserted (with `remote_docname` when the type has it, else under the producer's name).
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn made_locally(
-    site: &Site,
+    a: &Applying<'_>,
     conn: &mut Conn,
-    reg: &Registry,
-    info: &ProducerInfo,
-    caller: &Caller,
     m: &crate::streaming::mapping::Mapping,
     source_name: &str,
     mut doc: Doc,
 ) -> Result<String> {
-    let dt = reg.get(&m.local_doctype)?;
+    let info = a.info;
+    let dt = a.reg.get(&m.local_doctype)?;
     let by_remote_name = dt.field("remote_docname").is_some();
     let sub = SubscribedType {
         local_type: m.local_doctype.clone(),
@@ -183,5 +161,5 @@ pub(super) async fn made_locally(
         origin: Some(info.url.clone()),
         mapped: true,
     };
-    insert_as_on_producer(site, conn, reg, caller, &dt, doc, &flags).await
+    insert_as_on_producer(a, conn, &dt, doc, &flags).await
 }

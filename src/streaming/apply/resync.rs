@@ -77,19 +77,14 @@ pub(super) async fn retry_entry(
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
     batch.careful = true;
     batch.known.files = files;
-    let wrote = apply_and_log(
+    let a = Applying {
         site,
-        &mut tx,
         reg,
         info,
-        &sub,
-        &caller,
+        caller: &caller,
         remote,
-        &inc,
-        Some(entry),
-        &mut batch,
-    )
-    .await?;
+    };
+    let wrote = apply_and_log(&a, &mut tx, &sub, &inc, Some(entry), &mut batch).await?;
     batch.known.flush_sync_logs(&mut tx).await?;
     let status = store::fetch_docs(
         &mut tx,

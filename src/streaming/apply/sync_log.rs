@@ -41,17 +41,16 @@ pub(super) fn retry_delay(site: &Site, retries: i64) -> f64 {
 
 /// Records an attempt. A retry updates its row at once; a new row is buffered in `known` and
 /// written with the page (see [`Known::flush_sync_logs`]).
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn write_sync_log(
-    site: &Site,
+    a: &Applying<'_>,
     conn: &mut Conn,
-    info: &ProducerInfo,
     sub: &SubscribedType,
     inc: &Incoming,
     outcome: Result<String>,
     retry_of: Option<&Doc>,
     known: &mut Known,
 ) -> Result<String> {
+    let (site, info) = (a.site, a.info);
     let now = site.clock.now();
     let (status, local, error) = match &outcome {
         Ok(local) => ("Synced", local.clone(), None),

@@ -1,0 +1,126 @@
+//! One update of a page: applied (in a savepoint when the page is applied carefully) with
+//! its sync log; what a page's updates learn and share as they go.
+
+use super::*;
+
+/// Applies one update in a savepoint and writes (or, for `retry_of`, updates) its sync log.
+/// Returns true when the change wrote update logs of its own (re-published).
+pub(super) async fn apply_and_log(
+    a: &Applying<'_>,
+    tx: &mut Conn,
+    sub: &SubscribedType,
+    inc: &Incoming,
+    retry_of: Option<&Doc>,
+    batch: &mut BatchState,
+) -> Result<bool> {
+    let key = (sub.local_type.clone(), inc.docname.clone());
+    let blocker = if retry_of.is_none() {
+        batch.failed.get(&key).cloned()
+    } else {
+        None
+    };
+    let outcome = match blocker {
+        Some(b) => Err(Error::Validation(format!("waiting on {b}"))),
+        None => {
+            let known = &mut batch.known;
+            let mut attempt = async |conn: &mut Conn| {
+                let local = apply_one(a, conn, sub, inc, known).await?;
+                files::store_files(a, conn, sub, inc, &local, known).await?;
+                Ok(local)
+            };
+            if batch.careful {
+                store::in_savepoint(tx, attempt).await?
+            } else {
+                // Optimistic: no savepoint. A failure leaves the transaction dirty, so the
+                // page is rolled back and applied again with one savepoint per update.
+                match attempt(tx).await {
+                    Ok(local) => Ok(local),
+                    Err(_) => {
+                        batch.dirty = true;
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    };
+    let wrote = outcome.is_ok() && batch.streamed.contains(&sub.local_type);
+    let failed = outcome.is_err();
+    batch.told.push(story::Outcome {
+        doctype: sub.local_type.clone(),
+        docname: inc.docname.clone(),
+        update_type: inc.update_type.clone(),
+        error: outcome.as_ref().err().map(|e| e.message()),
+    });
+    let name = write_sync_log(a, tx, sub, inc, outcome, retry_of, &mut batch.known).await?;
+    if failed && !batch.failed.contains_key(&key) {
+        batch.failed.insert(key, name);
+    }
+    Ok(wrote)
+}
+
+/// What a batch knows without asking the database for every log.
+#[derive(Debug, Default)]
+pub struct BatchState {
+    /// Each update in its own savepoint (after an optimistic attempt failed, and for retries).
+    pub(super) careful: bool,
+    /// An optimistic attempt failed: the transaction must be rolled back.
+    pub(super) dirty: bool,
+    /// Unresolved Failed sync logs by (local type, producer's name).
+    pub(super) failed: std::collections::HashMap<(String, String), String>,
+    /// Local types with consumers of their own (applying them writes update logs).
+    pub(super) streamed: std::collections::HashSet<String>,
+    /// Documents known to exist here before this batch touched them (dependency checks).
+    pub(super) known: Known,
+    /// What became of each update, for the terminal once the page commits.
+    pub(super) told: Vec<story::Outcome>,
+}
+
+/// What a batch knows about linked documents.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// (type, name) of documents that existed here before the batch touched them.
+    pub(super) present: std::collections::HashSet<(String, String)>,
+    /// Missing documents already fetched from the producer (before the transaction).
+    pub(super) fetched: std::collections::HashMap<(String, String), Value>,
+    /// Field names of the producer's mapped types (None: the producer would not say).
+    pub(super) remote_fields:
+        std::collections::HashMap<String, Option<std::collections::HashSet<String>>>,
+    /// (local type, name) of same-name Creates of the page whose document was not here when
+    /// the page began (spares a lookup each).
+    pub(super) absent: std::collections::HashSet<(String, String)>,
+    /// New sync log rows, written together before the checkpoint moves.
+    pub(super) sync_logs: Vec<Vec<Param>>,
+    /// (local type, producer name) of documents synced in this batch.
+    pub(super) synced: std::collections::HashSet<(String, String)>,
+    /// Files the page's documents attach, downloaded before the transaction, by URL.
+    pub(super) files: files::Attached,
+}
+
+impl BatchState {
+    pub(super) async fn load(conn: &mut Conn, producer: &str) -> Result<BatchState> {
+        let mut st = BatchState::default();
+        let failed = store::fetch_docs(
+            conn,
+            r#"SELECT name, ref_doctype, producer_doc FROM "tabEvent Sync Log" WHERE event_producer = $1 AND status = 'Failed' ORDER BY seq DESC, creation DESC"#,
+            &[Param::Text(Some(producer.into()))],
+        )
+        .await?;
+        for f in failed {
+            st.failed.insert(
+                (text(f.get("ref_doctype")), text(f.get("producer_doc"))),
+                text(f.get("name")),
+            );
+        }
+        let streamed = store::fetch_docs(
+            conn,
+            r#"SELECT DISTINCT ref_doctype FROM "tabEvent Consumer Document Type""#,
+            &[],
+        )
+        .await?;
+        st.streamed = streamed
+            .iter()
+            .map(|r| text(r.get("ref_doctype")))
+            .collect();
+        Ok(st)
+    }
+}
