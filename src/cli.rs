@@ -80,6 +80,10 @@ enum SiteAction {
     SetAdminPassword { password: String },
     /// Print one user name per line.
     ListUsers,
+    /// Insert the documents of a JSON file (one document with its `doctype`, or a list of
+    /// them) as Administrator, all or none, through the same write path as the API (hooks,
+    /// update log); print their names.
+    Insert { file: PathBuf },
     /// Delete the site (its folder, and its tables on PostgreSQL).
     Drop,
 }
@@ -177,6 +181,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     site.store.close().await;
                 }
+                SiteAction::Insert { file } => {
+                    let text = std::fs::read_to_string(&file)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+                    let docs = documents_of(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                    let site = crate::hooks::open(&dir).await?;
+                    let admin = crate::service::permissions::Caller::administrator();
+                    let flags = crate::service::documents::WriteFlags::default();
+                    let saved = site.insert_docs(&admin, docs, &flags).await;
+                    site.store.close().await;
+                    for doc in saved? {
+                        let name = doc.get("name").cloned().unwrap_or_default();
+                        println!("{}", crate::service::documents::name_text(&name));
+                    }
+                }
                 SiteAction::Drop => {
                     provisioning::drop_site(&dir).await?;
                     eprintln!("Dropped site {name}");
@@ -192,6 +211,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => crate::bench::run(docs, json.as_deref(), db.as_deref(), only.as_deref()).await?,
     }
     Ok(())
+}
+
+/// The `(doctype, document)` pairs of a JSON document or list of documents.
+fn documents_of(text: &str) -> anyhow::Result<Vec<(String, crate::store::Doc)>> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("not valid JSON: {e}"))?;
+    let list = match value {
+        serde_json::Value::Array(a) => a,
+        one => vec![one],
+    };
+    list.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let serde_json::Value::Object(doc) = v else {
+                anyhow::bail!("document {} is not a JSON object", i + 1);
+            };
+            let doctype = doc
+                .get("doctype")
+                .and_then(serde_json::Value::as_str)
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("document {} has no \"doctype\"", i + 1))?
+                .to_string();
+            Ok((doctype, doc))
+        })
+        .collect()
 }
 
 /// Serves until SIGINT/SIGTERM, then drains for at most 9 seconds so the process exits within 10.

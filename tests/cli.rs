@@ -292,3 +292,67 @@ fn bench_prints_and_writes_every_measure() {
     assert_eq!(v["extra"]["stream_apply_missing_deps_failed"], 0);
     assert_eq!(v["extra"]["waiting_pulls"]["woken_with_the_write"], 1000);
 }
+
+/// A write made through the CLI goes through the same write path as the API: its hooks run
+/// (a bad document is refused, nothing written) and it logs its update, which a subscribed
+/// consumer then receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_insert_is_logged_and_streamed() {
+    let (mut p, c) = start_pair().await;
+    subscribe(
+        &p,
+        &c,
+        serde_json::json!([{"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 0}]),
+    )
+    .await;
+    p.kill();
+    let file = p.dir.path().join("todos.json");
+    std::fs::write(
+        &file,
+        r#"[{"doctype": "ToDo", "description": "made on the command line"},
+            {"doctype": "ToDo", "description": "and another"}]"#,
+    )
+    .unwrap();
+    let data_dir = p.dir.path().to_path_buf();
+    let (code, out, err) = run(
+        &["site", &p.name, "insert", file.to_str().unwrap()],
+        &data_dir,
+    );
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<String> = out.lines().map(str::to_string).collect();
+    assert_eq!(names.len(), 2, "{out}");
+    // A document the hooks refuse (a User without a valid email) writes nothing at all.
+    std::fs::write(
+        &file,
+        r#"[{"doctype": "ToDo", "description": "never written"},
+            {"doctype": "User", "email": "not an email", "first_name": "X"}]"#,
+    )
+    .unwrap();
+    let (code, _, err) = run(
+        &["site", &p.name, "insert", file.to_str().unwrap()],
+        &data_dir,
+    );
+    assert_eq!(code, 1);
+    assert!(last_line(&err).contains("email"), "{err}");
+    p.serve().await;
+    let (_, logs) = p
+        .get(r#"/api/resource/Event Update Log?fields=["docname","update_type"]&filters=[["ref_doctype","=","ToDo"]]&limit_page_length=0"#)
+        .await;
+    for n in &names {
+        assert!(
+            logs["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["docname"] == n.as_str() && l["update_type"] == "Create"),
+            "no Create logged for {n}: {logs}"
+        );
+    }
+    assert_eq!(count_of(&p, "ToDo", serde_json::json!({})).await, 2);
+    for n in names {
+        eventually(15, "the CLI's ToDo on the consumer", || async {
+            get_opt(&c, format!("/api/resource/ToDo/{n}")).await
+        })
+        .await;
+    }
+}
