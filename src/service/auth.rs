@@ -1,4 +1,5 @@
 //! Authentication: API keys (token and Basic), sessions, login with rate limiting, key generation.
+//! Must not know HTTP: the API layer reads headers and cookies and hands over `Credentials`.
 
 use super::documents::{get_auth, set_auth};
 use super::permissions::Caller;

@@ -1,5 +1,6 @@
 //! The difference between two states of a document, in Frappe's update-log form: what an
 //! update changed (nothing changed, nothing written) and what the update log sends.
+//! Must not do I/O: it compares two documents as given.
 
 use crate::error::Result;
 use crate::meta::{DocType, Registry};

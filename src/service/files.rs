@@ -1,6 +1,8 @@
 //! Files: an upload becomes a `File` document, its content kept in the site's database (so
 //! every process serving the site has it); private files are served only to users who may read
 //! the document they are attached to; content goes when no File refers to it any more.
+//! Must not stream HTTP bodies (`api::files` does, into spool files) nor hold a file whole in
+//! memory.
 
 use super::documents;
 use super::documents::{name_text, WriteFlags};

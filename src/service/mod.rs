@@ -1,4 +1,6 @@
 //! Services: the business rules between the HTTP handlers and the store.
+//! Must not import the layers above (`doctypes`, `streaming`, `api`): it reaches their
+//! behaviour only through `hooks`.
 
 pub mod auth;
 pub mod diff;

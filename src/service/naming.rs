@@ -1,4 +1,5 @@
 //! Naming rules (`autoname`): hash, field:, naming_series:, patterns, format:, autoincrement, prompt.
+//! Must not write a document: it only mints names, under the series row's lock.
 
 use crate::crypto::random_token;
 use crate::error::{Error, Result};

@@ -1,4 +1,5 @@
 //! Who is calling and what their roles allow, from the types' DocPerm rows.
+//! Must not read the database: a `Caller` carries its roles.
 
 use crate::error::{Error, Result};
 use crate::meta::{DocType, PermType};

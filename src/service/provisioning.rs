@@ -1,4 +1,5 @@
 //! Creating and dropping sites: folders, config, schema, built-in roles and users.
+//! Must not choose a site's hooks: its caller gives the `Install`.
 
 use super::documents;
 use super::documents::WriteFlags;

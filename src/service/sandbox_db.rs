@@ -3,6 +3,7 @@
 //!
 //! Evaluations run inside [`run_script`], which moves the work off the async executor
 //! (`block_in_place`) so that each database call can wait on the runtime.
+//! Must not write: every statement runs in a read-only transaction.
 
 use crate::meta::FieldType;
 use crate::sandbox::SandboxDb;

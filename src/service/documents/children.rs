@@ -1,5 +1,6 @@
 //! Child rows as a write stores them (each with its parent, position and standard columns),
 //! the document assembled from what was written, and unique-index violations named.
+//! Must not run hooks or decide what changed: its callers do.
 
 use super::name_text;
 use crate::error::{Error, Result};

@@ -1,5 +1,6 @@
 //! Values a write fills in itself: field defaults (fixed, and those of the moment or the
 //! caller), and `fetch_from` values copied from linked documents. Reads only.
+//! Must not fill anything in for documents applied from another site (stored as sent).
 
 use super::{is_empty, name_text, name_value};
 use crate::error::Result;

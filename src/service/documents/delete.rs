@@ -1,5 +1,6 @@
 //! Deletes: refused for child rows, singles, submitted documents and documents others link
 //! to; the type's hooks first, the document's attached Files with it, the change log last.
+//! Must not delete anything outside the one transaction it is given.
 
 use super::links::check_not_linked;
 use super::{docstatus_of, load_doc_for_update, not_found, Pending, WriteFlags};

@@ -1,5 +1,6 @@
 //! Docstatus: which changes between draft (0), submitted (1) and cancelled (2) a type and a
 //! caller may make, and what may still change on a submitted document.
+//! Must not write: it only refuses.
 
 use super::WriteFlags;
 use crate::error::{Error, Result};

@@ -1,6 +1,7 @@
 //! A document's fields as a write takes them: input coerced by field type over the stored
 //! values (child rows, secrets set apart), then the checks on the result (mandatory fields,
 //! set-only-once fields). No I/O.
+//! Must not read or write the database.
 
 use super::defaults::apply_defaults;
 use super::{is_empty, name_text, Pending, WriteFlags};

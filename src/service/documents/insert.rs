@@ -1,5 +1,7 @@
 //! Inserts: one document or several in one transaction, the type's hooks around the row,
 //! its name (naming rules, amendments), and the change log last.
+//! Must not call other sites inside the transaction: a type's work with another site is its
+//! `prepare_insert`, before it.
 
 use super::children::{assemble, duplicate, write_children};
 use super::defaults::{apply_defaults, fetch_linked, resolve_dynamic_defaults};

@@ -1,6 +1,7 @@
 //! Links: every Link and Dynamic Link of a document (child rows included) must name a
 //! document that exists, checked in one statement (which also carries the change log's probe);
 //! and a document others link to cannot be deleted. Reads only.
+//! Must not write.
 
 use super::name_text;
 use super::name_value;

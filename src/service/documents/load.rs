@@ -1,5 +1,6 @@
 //! Reads: whole documents (with their child rows), lists and counts. Nothing here writes,
 //! except the row lock `load_doc_for_update` takes for the write that follows.
+//! Must not check more than read permission: writes check their own.
 
 use super::hooks;
 use super::not_found;

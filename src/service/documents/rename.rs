@@ -1,5 +1,6 @@
 //! Renames: the row, its child rows, every Link and Dynamic Link to it and its secrets move to
 //! the new name in one transaction; the change log records the rename.
+//! Must not rename child rows, singles, users or types: refused.
 
 use super::insert::check_name;
 use super::{load_doc, load_doc_for_update, not_found, Pending, WriteFlags};

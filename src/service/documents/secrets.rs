@@ -1,5 +1,6 @@
 //! Secrets of a write: Password fields encrypted and login passwords hashed into `__Auth`,
 //! never into the document's own columns.
+//! Must not log a secret nor return one.
 
 use super::Pending;
 use crate::error::Result;

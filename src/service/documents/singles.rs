@@ -1,4 +1,5 @@
 //! Singles: types with one document, kept as field/value rows in `tabSingles`.
+//! Must not log a change: singles are not streamed.
 
 use super::fields::merge_fields;
 use super::{name_text, Pending, WriteFlags};

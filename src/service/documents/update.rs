@@ -1,6 +1,7 @@
 //! Updates: a partial update merged over the stored document (child tables sent are replaced
 //! as given), the type's hooks around the row, only changed child tables rewritten, and the
 //! change log last with the diff. Nothing is written when nothing changed.
+//! Must not take a seq for an empty change (the change log is not called then).
 
 use super::children::{assemble, duplicate, write_children};
 use super::defaults::fetch_linked;

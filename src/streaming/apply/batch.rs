@@ -1,5 +1,6 @@
 //! One update of a page: applied (in a savepoint when the page is applied carefully) with
 //! its sync log; what a page's updates learn and share as they go.
+//! Must not commit: the page's transaction is its caller's.
 
 use super::*;
 

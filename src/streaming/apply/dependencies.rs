@@ -1,5 +1,6 @@
 //! Linked documents missing on the consumer, fetched from the producer before the document
 //! that needs them: prefetched in parallel before a page's transaction, else on demand.
+//! Must not overwrite a local document: a dependency that is here is linked as it is.
 
 use super::*;
 

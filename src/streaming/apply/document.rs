@@ -2,6 +2,7 @@
 //! synced before), an Update patches the local copy with Frappe's diff (renames included), a
 //! Delete deletes it (cancelling a submitted one first); dependencies, mappings and local names
 //! are resolved on the way.
+//! Must not write sync logs (`batch.rs` does) nor move the checkpoint (`mod.rs` does).
 
 use super::*;
 

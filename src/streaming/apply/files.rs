@@ -2,6 +2,7 @@
 //! `/files/...` or `/private/files/...` URLs brings that file along. Files are downloaded (and
 //! checked against the producer's content hash) before the page's transaction, like missing
 //! dependencies, and stored as Files of the local document inside it, with the same URL.
+//! Must not download inside the page's transaction, which must not wait on the network.
 
 use super::{Incoming, Known, ProducerInfo, SubscribedType};
 use crate::error::{Error, Result};

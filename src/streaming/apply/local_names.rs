@@ -1,5 +1,6 @@
 //! Links to types kept here under local names (`use_same_name` off) point at the producer's
 //! names in what the producer sends; these helpers turn them into local names.
+//! Must not write.
 
 use super::*;
 

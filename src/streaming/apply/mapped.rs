@@ -1,5 +1,6 @@
 //! Document Type Mapping while applying: the local form of a producer document, and the
 //! documents its Document rows make.
+//! Must not map fields itself: `streaming::mapping` does, without I/O.
 
 use super::*;
 

@@ -5,6 +5,8 @@
 //! consumer knows of a producer; `batch.rs` one update and its sync log; `document.rs` the
 //! Create/Update/Delete semantics. Everything applying one page works with travels in one
 //! [`Applying`] value. Nothing here talks HTTP but through `RemoteSite`.
+//! Must not apply a page it has not checked whole, nor one read under a producer or a
+//! checkpoint that changed since.
 
 use super::remote::RemoteSite;
 use crate::error::{Error, Result};

@@ -1,5 +1,6 @@
 //! What the consumer knows of one producer while applying: its subscribed types (with their
 //! mappings) and client, cached while the Event Producer's stamp holds; and the checkpoint.
+//! Must not call the producer: it reads this site's Event Producer.
 
 use super::*;
 

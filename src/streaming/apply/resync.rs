@@ -1,4 +1,5 @@
 //! Resync of Failed sync logs, by hand (the `resync` method) or when their retry time comes.
+//! Must not retry an update whose earlier updates still fail: it waits on them.
 
 use super::*;
 

@@ -1,6 +1,7 @@
 //! What a consumer tells its terminal: one readable line per applied page, one per failed
 //! update and one per resync (site, producer, type, document, outcome). The desk shows the
 //! same in the sync logs; these lines let a person watch streaming happen.
+//! Must not be the only record of anything: sync logs are.
 
 use crate::site::Site;
 

@@ -1,5 +1,6 @@
 //! Event Sync Log rows: new ones buffered per page and written together before it commits; retries
 //! update their row at once.
+//! Must not decide an outcome: it records the one it is given.
 
 use super::*;
 
