@@ -27,9 +27,13 @@ pub enum Error {
     /// The caller's roles do not allow the action.
     #[error("{0}")]
     Permission(String),
-    /// No such document, type or method.
+    /// No such document or type (Frappe answers these without `exc`).
     #[error("{0}")]
     DoesNotExist(String),
+    /// No such method (answered with `exc`, as Frappe's refusal of one is, so that a client
+    /// never takes it for an empty success).
+    #[error("{0}")]
+    NoSuchMethod(String),
     /// A name or unique value already exists.
     #[error("{0}")]
     DuplicateEntry(String),
@@ -61,7 +65,7 @@ impl Error {
             Error::TimestampMismatch(_) => "TimestampMismatchError",
             Error::Authentication(_) => "AuthenticationError",
             Error::Permission(_) => "PermissionError",
-            Error::DoesNotExist(_) => "DoesNotExistError",
+            Error::DoesNotExist(_) | Error::NoSuchMethod(_) => "DoesNotExistError",
             Error::DuplicateEntry(_) => "DuplicateEntryError",
             Error::TooManyRequests(_) => "TooManyRequestsError",
             Error::CsrfToken(_) => "CSRFTokenError",
@@ -75,7 +79,7 @@ impl Error {
             Error::BadRequest(_) | Error::CsrfToken(_) => 400,
             Error::Authentication(_) => 401,
             Error::Permission(_) => 403,
-            Error::DoesNotExist(_) => 404,
+            Error::DoesNotExist(_) | Error::NoSuchMethod(_) => 404,
             Error::DuplicateEntry(_) => 409,
             Error::TooLarge(_) => 413,
             Error::Validation(_)

@@ -154,7 +154,7 @@ async fn three_sites_with_their_own_series(backend: Backend) {
     let (_, dt) = ho
         .get("/api/method/frappe.desk.form.load.getdoctype?doctype=Sales%20Invoice")
         .await;
-    let field = dt["message"]["docs"][0]["fields"]
+    let field = dt["docs"][0]["fields"]
         .as_array()
         .unwrap()
         .iter()

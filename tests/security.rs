@@ -145,7 +145,7 @@ async fn cmd_on_root_and_logout_by_get_end_the_session() {
         (200, json!("Administrator"))
     );
     let r = with_cookie(&site, Method::POST, "/?cmd=frappe.no.such.method", &sid).await;
-    assert_error(&r, 404, "DoesNotExistError");
+    assert_no_method(&r);
     // A browser at / goes to the desk or its login page; API clients get JSON.
     let no_redirect = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

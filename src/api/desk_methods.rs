@@ -43,7 +43,7 @@ pub fn getdoctype(site: &Site, caller: &Caller, doctype: &str) -> Result<Value> 
             docs.push(serde_json::to_value(&*reg.get(&f.options)?)?);
         }
     }
-    Ok(json!({"docs": docs, "perms": perms(caller, &dt)}))
+    Ok(json!({"docs": docs, "perms": perms(caller, &dt), "user_settings": {}}))
 }
 
 /// `frappe.desk.search.search_link`: up to `page_length` documents of `doctype` whose name or

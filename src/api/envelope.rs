@@ -15,16 +15,21 @@ impl From<Error> for ApiError {
     }
 }
 
-/// Frappe's error body for an error.
+/// Frappe's error body for an error. A missing document or type has no `exc`, as in Frappe
+/// (whose clients then read it as nothing found: `FrappeClient.get_doc` returns None).
 pub fn error_body(e: &Error) -> Value {
     let t = e.exc_type();
     let line = format!("frappe.exceptions.{t}: {}", e.message());
-    json!({
+    let mut body = json!({
         "exc_type": t,
         "exception": line,
         "exc": serde_json::to_string(&[&line]).unwrap_or_default(),
         "_server_messages": serde_json::to_string(&[json!({"message": e.message()}).to_string()]).unwrap_or_default(),
-    })
+    });
+    if matches!(e, Error::DoesNotExist(_)) {
+        body.as_object_mut().map(|m| m.remove("exc"));
+    }
+    body
 }
 
 impl IntoResponse for ApiError {

@@ -164,8 +164,13 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             let doctype = args.required("doctype")?;
             let field = args.required("field")?;
             let doc = site.get_doc(caller, &doctype, &doctype).await?;
+            let fieldtype = site
+                .meta()
+                .get(&doctype)?
+                .field(&field)
+                .map(|f| f.fieldtype);
             match doc.get(&field) {
-                Some(v) => v.clone(),
+                Some(v) => single_value_as_frappe(fieldtype, v.clone()),
                 None => {
                     return Err(Error::Validation(format!(
                         "{doctype} has no field {field:?}"
@@ -398,7 +403,13 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             json!(crate::streaming::apply::resync(site, &name).await?)
         }
         "frappe.desk.form.load.getdoctype" => {
-            super::desk_methods::getdoctype(site, caller, &args.required("doctype")?)?
+            // Frappe puts the bundle at the top of the answer (`frappe.response.docs`), not
+            // under `message`.
+            let bundle = super::desk_methods::getdoctype(site, caller, &args.required("doctype")?)?;
+            return Ok(super::envelope::json_response(
+                axum::http::StatusCode::OK,
+                &bundle,
+            ));
         }
         "frappe.desk.search.search_link" => {
             super::desk_methods::search_link(
@@ -413,9 +424,32 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
         "docstream.desk.streaming_dashboard" => {
             super::desk_methods::streaming_dashboard(site, caller).await?
         }
-        other => return Err(Error::DoesNotExist(format!("Method {other} not found")).into()),
+        other => return Err(Error::NoSuchMethod(format!("Method {other} not found")).into()),
     };
     Ok(message(result))
+}
+
+/// A single's value as Frappe's `get_single_value` casts it: unset numbers are 0, unset text
+/// (Data, Link, Select and the text types) is "" (Frappe answers `{"message": ""}`, never `{}`).
+fn single_value_as_frappe(fieldtype: Option<crate::meta::FieldType>, v: Value) -> Value {
+    use crate::meta::{FieldType, Storage};
+    let Some(ft) = fieldtype else { return v };
+    if !v.is_null() {
+        return v;
+    }
+    match ft.storage() {
+        Storage::Int => json!(0),
+        Storage::Float => json!(0.0),
+        Storage::Text
+            if !matches!(
+                ft,
+                FieldType::Date | FieldType::Datetime | FieldType::Time | FieldType::Json
+            ) =>
+        {
+            json!("")
+        }
+        _ => v,
+    }
 }
 
 async fn first_name(ctx: &Ctx, doctype: &str) -> Result<String, Error> {

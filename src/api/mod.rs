@@ -327,7 +327,7 @@ async fn handle(
         ("method", args.required("cmd")?)
     } else {
         return Err(
-            Error::DoesNotExist(format!("No route for {} {raw_path}", parts.method)).into(),
+            Error::NoSuchMethod(format!("No route for {} {raw_path}", parts.method)).into(),
         );
     };
     let open = kind == "method" && is_open_method(&rest);

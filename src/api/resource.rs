@@ -101,7 +101,7 @@ pub async fn handle(ctx: &Ctx, rest: &str) -> Result<Response, ApiError> {
             ))
         }
         (m, _) => {
-            Err(Error::DoesNotExist(format!("{m} is not supported on /api/resource/{rest}")).into())
+            Err(Error::NoSuchMethod(format!("{m} is not supported on /api/resource/{rest}")).into())
         }
     }
 }

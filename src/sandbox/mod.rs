@@ -145,8 +145,24 @@ fn first_line_with_location(msg: &str) -> String {
         .trim_start_matches("error:")
         .trim();
     match msg.lines().find_map(|l| l.trim().strip_prefix("--> ")) {
-        Some(loc) => format!("{head} (at {loc})"),
+        Some(loc) => format!("{head} (at {})", readable_location(loc)),
         None => head.to_string(),
+    }
+}
+
+/// Starlark's `condition:1:14` (or `condition:1:14-20`) as a person reads it: `line 1, column
+/// 14 of the condition`.
+fn readable_location(loc: &str) -> String {
+    let mut parts = loc.splitn(3, ':');
+    let (what, line, rest) = (parts.next(), parts.next(), parts.next());
+    let column = rest.map(|r| r.split(['-', ':']).next().unwrap_or(r));
+    match (what, line, column) {
+        (Some(what), Some(line), Some(column))
+            if line.parse::<u32>().is_ok() && column.parse::<u32>().is_ok() =>
+        {
+            format!("line {line}, column {column} of the {what}")
+        }
+        _ => loc.to_string(),
     }
 }
 

@@ -393,11 +393,14 @@ pub fn assert_error(resp: &(StatusCode, Value), status: u16, exc_type: &str) {
         resp.1
     );
     assert_eq!(resp.1["exc_type"], exc_type, "body: {}", resp.1);
-    assert!(
-        resp.1["exc"].as_str().is_some_and(|e| e.contains(exc_type)),
-        "exc missing: {}",
-        resp.1
-    );
+    // A missing document or type has no `exc` (see `assert_missing`); anything else has one.
+    if !(status == 404 && exc_type == "DoesNotExistError") {
+        assert!(
+            resp.1["exc"].as_str().is_some_and(|e| e.contains(exc_type)),
+            "exc missing: {}",
+            resp.1
+        );
+    }
     assert!(
         resp.1["_server_messages"].is_string(),
         "_server_messages missing: {}",
@@ -407,6 +410,24 @@ pub fn assert_error(resp: &(StatusCode, Value), status: u16, exc_type: &str) {
         !resp.1.to_string().contains("Traceback"),
         "traceback leaked"
     );
+}
+
+/// A missing document or type, answered as Frappe answers it: 404 `DoesNotExistError` with
+/// `exception` and `_server_messages` and without `exc` (Frappe's clients then return None).
+pub fn assert_missing(resp: &(StatusCode, Value)) {
+    assert_error(resp, 404, "DoesNotExistError");
+    assert!(resp.1.get("exc").is_none(), "exc present: {}", resp.1);
+    assert!(
+        resp.1["exception"].is_string(),
+        "exception missing: {}",
+        resp.1
+    );
+}
+
+/// An unknown method or route: 404 with `exc`, so that no client takes it for an empty success.
+pub fn assert_no_method(resp: &(StatusCode, Value)) {
+    assert_error(resp, 404, "DoesNotExistError");
+    assert!(resp.1["exc"].is_string(), "exc missing: {}", resp.1);
 }
 
 /// The `sid=...` cookie a login answer sets, to send back as the `cookie` header.

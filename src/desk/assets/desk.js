@@ -166,7 +166,8 @@
   /** The type (by name or slug) with its child types and the caller's permissions. */
   async function getMeta(doctype) {
     if (metaCache.has(doctype)) return metaCache.get(doctype);
-    const m = await api.callGet("frappe.desk.form.load.getdoctype", { doctype });
+    // Frappe answers getdoctype at the top level (docs, perms), not under message.
+    const m = await request("GET", "/api/method/frappe.desk.form.load.getdoctype?" + qs({ doctype }));
     const meta = { dt: m.docs[0], children: {}, perms: m.perms };
     for (const d of m.docs.slice(1)) meta.children[d.name] = d;
     metaCache.set(doctype, meta);
