@@ -35,6 +35,11 @@ pub struct SiteConfig {
     /// Per type, the site's own naming series: the first names new documents here; the others
     /// are accepted too (those of the sites this one receives documents from).
     pub naming_series: std::collections::BTreeMap<String, Vec<String>>,
+    /// As a consumer: make or extend subscribed types from the producer's definitions, so
+    /// documents arrive whole (see `streaming::definitions`).
+    pub follow_producer_types: bool,
+    /// How many levels of linked types the consumer makes from the producer's definitions.
+    pub follow_link_depth: u32,
 }
 
 impl Default for SiteConfig {
@@ -57,6 +62,8 @@ impl Default for SiteConfig {
             login_window_seconds: 300,
             session_expiry_hours: 168,
             naming_series: Default::default(),
+            follow_producer_types: true,
+            follow_link_depth: 1,
         }
     }
 }

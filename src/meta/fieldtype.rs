@@ -33,6 +33,22 @@ pub enum FieldType {
     SectionBreak,
     ColumnBreak,
     TabBreak,
+    Autocomplete,
+    Barcode,
+    Button,
+    Color,
+    Duration,
+    Fold,
+    Geolocation,
+    Heading,
+    Html,
+    HtmlEditor,
+    Icon,
+    Image,
+    MarkdownEditor,
+    Phone,
+    Rating,
+    Signature,
 }
 
 /// How a field's value is kept in its column.
@@ -49,8 +65,8 @@ pub enum Storage {
 }
 
 impl FieldType {
-    /// Every field type with its Frappe name.
-    pub const ALL: [(FieldType, &'static str); 27] = [
+    /// Every field type with its Frappe name (all of Frappe 14's).
+    pub const ALL: [(FieldType, &'static str); 43] = [
         (FieldType::Data, "Data"),
         (FieldType::SmallText, "Small Text"),
         (FieldType::Text, "Text"),
@@ -78,6 +94,22 @@ impl FieldType {
         (FieldType::SectionBreak, "Section Break"),
         (FieldType::ColumnBreak, "Column Break"),
         (FieldType::TabBreak, "Tab Break"),
+        (FieldType::Autocomplete, "Autocomplete"),
+        (FieldType::Barcode, "Barcode"),
+        (FieldType::Button, "Button"),
+        (FieldType::Color, "Color"),
+        (FieldType::Duration, "Duration"),
+        (FieldType::Fold, "Fold"),
+        (FieldType::Geolocation, "Geolocation"),
+        (FieldType::Heading, "Heading"),
+        (FieldType::Html, "HTML"),
+        (FieldType::HtmlEditor, "HTML Editor"),
+        (FieldType::Icon, "Icon"),
+        (FieldType::Image, "Image"),
+        (FieldType::MarkdownEditor, "Markdown Editor"),
+        (FieldType::Phone, "Phone"),
+        (FieldType::Rating, "Rating"),
+        (FieldType::Signature, "Signature"),
     ];
 
     /// Parses Frappe's name of a field type.
@@ -98,12 +130,23 @@ impl FieldType {
     pub fn storage(self) -> Storage {
         match self {
             FieldType::Int | FieldType::Check => Storage::Int,
-            FieldType::Float | FieldType::Currency | FieldType::Percent => Storage::Float,
+            // Frappe 14 keeps Duration (seconds) and Rating as decimals.
+            FieldType::Float
+            | FieldType::Currency
+            | FieldType::Percent
+            | FieldType::Duration
+            | FieldType::Rating => Storage::Float,
+            // Frappe's no-value fields: layout and display only.
             FieldType::Table
             | FieldType::TableMultiSelect
             | FieldType::SectionBreak
             | FieldType::ColumnBreak
-            | FieldType::TabBreak => Storage::None,
+            | FieldType::TabBreak
+            | FieldType::Button
+            | FieldType::Fold
+            | FieldType::Heading
+            | FieldType::Html
+            | FieldType::Image => Storage::None,
             _ => Storage::Text,
         }
     }
@@ -178,7 +221,9 @@ impl FieldType {
                 let s = match value {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
-                    Value::Array(_) | Value::Object(_) if self == FieldType::Json => {
+                    Value::Array(_) | Value::Object(_)
+                        if matches!(self, FieldType::Json | FieldType::Geolocation) =>
+                    {
                         value.to_string()
                     }
                     // `true` in a text field is a client's mistake, not the text "1".

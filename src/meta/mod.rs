@@ -537,6 +537,17 @@ mod tests {
     use super::Registry;
 
     #[test]
+    fn every_field_type_can_be_chosen() {
+        let reg = Registry::builtin();
+        let all: Vec<&str> = super::FieldType::ALL.iter().map(|(_, n)| *n).collect();
+        for (dt, field) in [("DocField", "fieldtype"), ("Custom Field", "fieldtype")] {
+            let options = reg.get(dt).unwrap().field(field).unwrap().options.clone();
+            let choices: Vec<&str> = options.split('\n').collect();
+            assert_eq!(choices, all, "{dt}.{field}");
+        }
+    }
+
+    #[test]
     fn slugs() {
         assert_eq!(super::slug("Event Producer"), "event-producer");
         assert_eq!(super::slug("ToDo"), "todo");

@@ -44,6 +44,12 @@ pub trait DocEvents: Send + Sync {
         Ok(None)
     }
 
+    /// Before an update's transaction (an update made by `Site::update_doc`, as the API's
+    /// are): work with another site that the update needs done first.
+    async fn prepare_update(&self, _w: &Write<'_>, _name: &str, _patch: &mut Doc) -> Result<()> {
+        Ok(())
+    }
+
     /// The flags of an update, from what the update carries.
     fn flags_for_update(&self, _patch: &Doc, _flags: &mut WriteFlags) {}
 

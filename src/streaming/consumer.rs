@@ -114,6 +114,44 @@ pub async fn register(site: &Site, doc: &mut Doc) -> Result<Option<Registration>
     register_with(site, doc, &url, remote).await.map(Some)
 }
 
+/// The local types of subscription rows (those not made through a mapping) follow the
+/// producer's definitions (`streaming::definitions`): made when missing, extended with the
+/// producer's fields. A type that is not here and cannot be made is refused with the reason.
+pub async fn follow_rows(site: &Site, remote: &RemoteSite, rows: &[Value]) -> Result<()> {
+    for r in rows {
+        if r.get("has_mapping").and_then(Value::as_i64) == Some(1) {
+            continue;
+        }
+        let doctype = text(r.get("ref_doctype"));
+        if doctype.is_empty() {
+            continue;
+        }
+        let here = site.meta().exists(&doctype);
+        if !site.config.follow_producer_types {
+            if !here {
+                return Err(Error::Validation(format!(
+                    "{doctype} is not a document type of this site (follow_producer_types is off: make it first)"
+                )));
+            }
+            continue;
+        }
+        match super::definitions::follow(site, remote, &doctype).await {
+            Ok(_) => {}
+            Err(e) if here => {
+                tracing::warn!(producer = %remote.url, %doctype, "could not follow the producer's definition (the type stays as it is): {e}");
+            }
+            Err(e) => {
+                return Err(Error::Validation(format!(
+                    "{doctype} is not a document type of this site, and it could not be made from {}'s definition: {}",
+                    remote.url,
+                    e.message()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Before an Event Producer whose producer connects is stored: the same checks, without
 /// calling the producer; its rows wait as Pending.
 async fn defer_registration(site: &Site, doc: &mut Doc) -> Result<()> {
@@ -269,6 +307,7 @@ async fn register_with(
             text(Some(&who))
         )));
     }
+    follow_rows(site, &remote, &producer_rows(doc)).await?;
     let (own_key, own_secret) = own_keys(site, &user).await?;
     let data = json!({"event_consumer": site.config.url, "consumer_doctypes": serde_json::to_string(&consumer_doctypes(doc, &remote_types))?, "user": user, "api_key": own_key, "api_secret": own_secret});
     let reply = remote

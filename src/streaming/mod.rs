@@ -6,6 +6,7 @@ pub mod apply;
 pub mod condition;
 pub mod consumer;
 pub mod dashboard;
+pub mod definitions;
 pub mod log_watch;
 pub mod long_poll;
 pub mod mapping;

@@ -356,6 +356,26 @@ impl RemoteSite {
         Ok((size, crate::crypto::hex(&hash.finalize())))
     }
 
+    /// A type's definition and its child types', as `getdoctype` answers: Frappe puts `docs`
+    /// at the top of the answer, docstream before 0.2 under `message`; both are read.
+    pub async fn definition(&self, doctype: &str) -> Result<Vec<Value>> {
+        const METHOD: &str = "frappe.desk.form.load.getdoctype";
+        let what = format!("the definition of {doctype}");
+        let text = self
+            .send_method(METHOD, &what, |r| r.form(&[("doctype", doctype)]))
+            .await?;
+        let body = self.parse(&what, &text)?;
+        let docs = body
+            .get("docs")
+            .or_else(|| body.get("message").and_then(|m| m.get("docs")))
+            .and_then(Value::as_array)
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| {
+                Error::Validation(format!("{} answered {what} without its docs", self.url))
+            })?;
+        Ok(docs.clone())
+    }
+
     /// The field names of a remote type (from its DocType), or None if it cannot be read.
     pub async fn field_names(&self, doctype: &str) -> Option<std::collections::HashSet<String>> {
         let dt = self.get_doc("DocType", doctype).await.ok()?;

@@ -20,7 +20,9 @@
   // Types whose documents are written by the server only: shown read-only.
   const SERVER_WRITTEN = ["Event Update Log", "Event Sync Log", "Event Producer Last Update"];
   const LAYOUT = ["Section Break", "Column Break", "Tab Break"];
-  const NO_VALUE = [...LAYOUT, "Table", "Table MultiSelect"];
+  // Frappe's fields without a value: layout, child tables, and display-only types.
+  const DISPLAY_ONLY = ["Button", "Fold", "Heading", "HTML", "Image"];
+  const NO_VALUE = [...LAYOUT, "Table", "Table MultiSelect", ...DISPLAY_ONLY];
 
   // ---------- small helpers ----------
 
@@ -932,6 +934,7 @@
         if (f.fieldtype === "Tab Break") { tab = { label: f.label, sections: [] }; tabs.push(tab); newSection(null); continue; }
         if (f.fieldtype === "Section Break") { newSection(f.label); continue; }
         if (f.fieldtype === "Column Break") { column = []; section.columns.push(column); continue; }
+        if (DISPLAY_ONLY.includes(f.fieldtype)) continue;
         // Read-only fields have nothing to show on a new form, unless the form fills them in.
         if (this.isNew && f.read_only && !f.default && f.fieldtype !== "Table" && !f.fetch_from && !COMPUTED.includes(f.fieldtype)) continue;
         // Shown above the form as "Received by".

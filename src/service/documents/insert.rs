@@ -85,6 +85,8 @@ impl Site {
             }
             work.push((dt, input, flags, prepared));
         }
+        // Preparing may have made types (an Event Producer's rows): check links against them.
+        let reg = self.meta();
         let result = match failed {
             Some(e) => Err(e),
             None => {

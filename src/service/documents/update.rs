@@ -28,13 +28,27 @@ impl Site {
         caller: &Caller,
         doctype: &str,
         name: &str,
-        patch: Doc,
+        mut patch: Doc,
         flags: &WriteFlags,
     ) -> Result<Doc> {
-        let reg = self.meta();
+        let mut reg = self.meta();
         let dt = reg.get(doctype)?;
         if dt.issingle {
             return self.update_single(caller, &dt, patch).await;
+        }
+        let hooks = hooks::of(self)?;
+        if !hooks.of(&dt.name).is_empty() {
+            let w = Write {
+                site: self,
+                reg: &reg,
+                caller,
+                dt: &dt,
+            };
+            for h in hooks.of(&dt.name) {
+                h.prepare_update(&w, name, &mut patch).await?;
+            }
+            // Preparing may have made types: the update sees them.
+            reg = self.meta();
         }
         let mut tx = self.store.begin().await?;
         let w = Write {

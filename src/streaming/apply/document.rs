@@ -90,6 +90,7 @@ pub(super) async fn apply_one(
             info.url
         )));
     }
+    super::held::check_held(a, sub, inc)?;
     let dt = reg.get(&sub.local_type)?;
     let origin = if inc.origin.is_empty() {
         info.url.clone()

@@ -24,6 +24,7 @@ mod batch;
 mod dependencies;
 mod document;
 mod files;
+mod held;
 mod local_names;
 mod mapped;
 mod producer_info;
@@ -131,6 +132,8 @@ pub async fn apply_batch(
     logs: &[Incoming],
     bounds: PageBounds,
 ) -> Result<Option<usize>> {
+    // Types follow the producer's definitions first, so that the page's fields are held.
+    held::follow_unheld(site, info, remote, logs).await;
     // Missing dependencies are fetched before the write transaction opens, in parallel.
     let reg = site.meta();
     let mut prefetched = Prefetched {

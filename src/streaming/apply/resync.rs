@@ -71,6 +71,7 @@ pub(super) async fn retry_entry(
         "data": raw, "seq": entry.get("seq"), "origin": info.url,
     }));
     let caller = site.caller_for(&info.user).await?;
+    super::held::follow_unheld(site, info, remote, std::slice::from_ref(&inc)).await;
     // Downloads happen before the transaction, which must not wait on the network.
     let files =
         super::files::prefetch_files(site, reg, info, remote, std::slice::from_ref(&inc)).await;

@@ -13,6 +13,10 @@ use crate::streaming::consumer;
 use async_trait::async_trait;
 use serde_json::Value;
 
+fn text_of(v: Option<&Value>) -> String {
+    crate::streaming::producer::value_text(v)
+}
+
 fn text(doc: &Doc, f: &str) -> String {
     doc.get(f)
         .and_then(Value::as_str)
@@ -181,6 +185,46 @@ impl DocEvents for Events {
         // The row statuses come from the producer's reply (Pending for a producer that connects).
         flags.set_read_only = true;
         Ok(Some(Box::new(Handshake(registration))))
+    }
+
+    /// Rows added to the subscription: their types follow the producer's definitions before
+    /// the save (it links to them).
+    async fn prepare_update(&self, w: &Write<'_>, name: &str, patch: &mut Doc) -> Result<()> {
+        let incoming = patch.get("incoming_change").is_some_and(|v| {
+            v.as_i64() == Some(1) || v.as_bool() == Some(true) || v.as_str() == Some("1")
+        });
+        let Some(rows) = patch.get("producer_doctypes").and_then(Value::as_array) else {
+            return Ok(());
+        };
+        if incoming {
+            return Ok(());
+        }
+        let before: Vec<String> = {
+            let mut conn = w.site.store.conn().await?;
+            store::fetch_docs(
+                &mut conn,
+                r#"SELECT ref_doctype FROM "tabEvent Producer Document Type" WHERE parent = $1"#,
+                &[Param::text(name)],
+            )
+            .await?
+            .iter()
+            .map(|r| text_of(r.get("ref_doctype")))
+            .collect()
+        };
+        let reg = w.site.meta();
+        let new: Vec<Value> = rows
+            .iter()
+            .filter(|r| {
+                let t = text_of(r.get("ref_doctype"));
+                !before.contains(&t) || !reg.exists(&t)
+            })
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let remote = consumer::remote_for(w.site, name).await?;
+        consumer::follow_rows(w.site, &remote, &new).await
     }
 
     /// A save from the producer (`incoming_change`) may set the status mirrors.
