@@ -360,7 +360,7 @@ impl RemoteSite {
     /// at the top of the answer, docstream before 0.2 under `message`; both are read.
     pub async fn definition(&self, doctype: &str) -> Result<Vec<Value>> {
         const METHOD: &str = "frappe.desk.form.load.getdoctype";
-        let what = format!("the definition of {doctype}");
+        let what = format!("definition of {doctype}");
         let text = self
             .send_method(METHOD, &what, |r| r.form(&[("doctype", doctype)]))
             .await?;

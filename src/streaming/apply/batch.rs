@@ -25,6 +25,7 @@ pub(super) async fn apply_and_log(
         None => {
             let known = &mut batch.known;
             let mut attempt = async |conn: &mut Conn| {
+                known.note = None;
                 let local = apply_one(a, conn, sub, inc, known).await?;
                 files::store_files(a, conn, sub, inc, &local, known).await?;
                 Ok(local)
@@ -95,6 +96,9 @@ pub struct Known {
     pub(super) synced: std::collections::HashSet<(String, String)>,
     /// Files the page's documents attach, downloaded before the transaction, by URL.
     pub(super) files: files::Attached,
+    /// What applying the current update did besides the usual (an echo merged), for its
+    /// sync log.
+    pub(super) note: Option<String>,
 }
 
 impl BatchState {

@@ -266,6 +266,10 @@ async fn upsert(
                 .contains(&(sub.local_type.clone(), docname.to_string()))
             && !synced_from_producer(conn, info, sub, docname).await?
         {
+            if super::echo::is_echo(a, conn, dt, docname, &doc).await? {
+                known.note = Some(super::echo::merge_echo(a, conn, dt, &local, &doc, flags).await?);
+                return Ok(local);
+            }
             return Err(Error::DuplicateEntry(format!(
                 "name clash: a local {} named {docname} exists that did not come from {}; rename or delete it, then resync",
                 dt.name, info.url

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 mod batch;
 mod dependencies;
 mod document;
+mod echo;
 mod files;
 mod held;
 mod local_names;

@@ -6,7 +6,7 @@ use super::*;
 
 /// The fields of a new Event Sync Log row after the standard columns, in the order
 /// `write_sync_log` buffers them.
-const SYNC_LOG_FIELDS: [&str; 13] = [
+const SYNC_LOG_FIELDS: [&str; 14] = [
     "update_type",
     "ref_doctype",
     "status",
@@ -20,6 +20,7 @@ const SYNC_LOG_FIELDS: [&str; 13] = [
     "seq",
     "retries",
     "next_retry",
+    "note",
 ];
 
 impl Known {
@@ -57,6 +58,7 @@ pub(super) async fn write_sync_log(
         Ok(local) => ("Synced", local.clone(), None),
         Err(e) => ("Failed", String::new(), Some(e.message())),
     };
+    let note = known.note.take().filter(|_| outcome.is_ok());
     let waiting = error
         .as_deref()
         .is_some_and(|e| e.starts_with("waiting on "));
@@ -78,8 +80,8 @@ pub(super) async fn write_sync_log(
     if let Some(prev) = retry_of {
         store::execute(
             conn,
-            r#"UPDATE "tabEvent Sync Log" SET status = $1, error = $2, retries = $3, next_retry = $4, docname = $5, modified = $6 WHERE name = $7"#,
-            &[Param::Text(Some(status.into())), Param::Text(error), Param::Int(Some(retries)), Param::Text(next_retry), Param::Text(Some(local).filter(|l| !l.is_empty())), Param::Text(Some(now)), Param::Text(Some(text(prev.get("name"))))],
+            r#"UPDATE "tabEvent Sync Log" SET status = $1, error = $2, retries = $3, next_retry = $4, docname = $5, modified = $6, note = $7 WHERE name = $8"#,
+            &[Param::Text(Some(status.into())), Param::Text(error), Param::Int(Some(retries)), Param::Text(next_retry), Param::Text(Some(local).filter(|l| !l.is_empty())), Param::Text(Some(now)), Param::Text(note), Param::Text(Some(text(prev.get("name"))))],
         )
         .await?;
         return Ok(text(prev.get("name")));
@@ -118,6 +120,7 @@ pub(super) async fn write_sync_log(
         Param::Int(inc.seq),
         Param::Int(Some(0)),
         Param::Text(next_retry),
+        Param::Text(note),
     ]);
     Ok(name)
 }
