@@ -61,7 +61,7 @@ async fn conditions_decide_what_each_consumer_receives() {
         json!([
             {"ref_doctype": "Note", "use_same_name": 1, "condition": "doc.public == 1"},
             {"ref_doctype": "Sales Invoice", "use_same_name": 1, "condition": "doc.docstatus == 1"},
-            {"ref_doctype": "ToDo", "use_same_name": 1, "condition": "doc.no_such_field == 1"}
+            {"ref_doctype": "ToDo", "use_same_name": 1, "condition": "doc.priority > 1"}
         ]),
     )
     .await;
@@ -84,19 +84,47 @@ async fn conditions_decide_what_each_consumer_receives() {
         msg.contains("Note: condition \"doc.public ==\"") && msg.contains("line 1, column 14"),
         "{msg}"
     );
+    // A field the type does not have is refused too, naming the nearest one.
+    rows[0]["condition"] = json!("doc.pubilc == 1");
+    let bad = c
+        .put(
+            &format!("/api/resource/Event Producer/{}", p.url),
+            json!({"producer_doctypes": rows}),
+        )
+        .await;
+    assert_error(&bad, 417, "ValidationError");
+    let msg = bad.1["exception"].as_str().unwrap();
+    assert!(
+        msg.contains("Note has no field pubilc; did you mean public?"),
+        "{msg}"
+    );
     let (_, ec) = p
         .get(&format!("/api/resource/Event Consumer/{}", c.url))
         .await;
     let mut rows = ec["data"]["consumer_doctypes"].as_array().unwrap().clone();
-    rows[0]["condition"] = json!("doc.public = = 1");
-    assert_error(
-        &p.put(
+    for bad in ["doc.public = = 1", "doc.pubilc == 1"] {
+        rows[0]["condition"] = json!(bad);
+        let answer = p
+            .put(
+                &format!("/api/resource/Event Consumer/{}", c.url),
+                json!({"consumer_doctypes": rows}),
+            )
+            .await;
+        assert_error(&answer, 417, "ValidationError");
+    }
+    let answer = p
+        .put(
             &format!("/api/resource/Event Consumer/{}", c.url),
             json!({"consumer_doctypes": rows}),
         )
-        .await,
-        417,
-        "ValidationError",
+        .await;
+    assert!(
+        answer.1["exception"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did you mean public?"),
+        "{}",
+        answer.1
     );
 
     let private = p

@@ -10,6 +10,7 @@
 //! can show who received them.
 
 use crate::error::Result;
+use crate::meta::DocType;
 use crate::sandbox::{self, Limits, Var};
 use crate::service::documents::load_doc;
 use crate::service::sandbox_db::{run_script, SiteDb};
@@ -47,6 +48,83 @@ pub fn check(condition: &str) -> std::result::Result<(), String> {
         };
     }
     sandbox::check_expression(c).map_err(|e| format!("condition {c:?}: {e}"))
+}
+
+/// Checks a condition against the type it filters: [`check`], then an expression is run once
+/// on a blank document of `dt`, and a field it reads that the type does not have is refused,
+/// naming the nearest field. Other errors on a blank document (a comparison with an empty
+/// value, a database call) are left to run time.
+pub fn check_for(dt: &DocType, condition: &str) -> std::result::Result<(), String> {
+    check(condition)?;
+    let c = condition.trim();
+    if c.is_empty() || command_of(c).is_some() {
+        return Ok(());
+    }
+    let blank = blank_document(dt);
+    let outcome = sandbox::eval_expression(
+        c,
+        &[Var {
+            name: "doc",
+            value: &blank,
+            by_attribute: true,
+        }],
+        &sandbox::NoDb,
+        "",
+        &Limits::default(),
+    );
+    let Err(e) = outcome else { return Ok(()) };
+    let message = e.to_string();
+    let Some(field) = unknown_attribute(&message) else {
+        return Ok(());
+    };
+    let names = dt
+        .fields
+        .iter()
+        .map(|f| f.fieldname.as_str())
+        .chain(crate::meta::STANDARD_COLUMNS.iter().copied());
+    let nearest = names
+        .map(|n| (strsim::damerau_levenshtein(n, &field), n))
+        .filter(|(d, n)| *d <= 2.max(n.len() / 3))
+        .min();
+    Err(match nearest {
+        Some((_, n)) => format!(
+            "condition {c:?}: {} has no field {field}; did you mean {n}?",
+            dt.name
+        ),
+        None => format!("condition {c:?}: {} has no field {field}", dt.name),
+    })
+}
+
+/// A document of `dt` with every field empty of its kind (0, "" or no rows).
+fn blank_document(dt: &DocType) -> Value {
+    let mut doc = serde_json::Map::new();
+    for k in crate::meta::STANDARD_COLUMNS {
+        doc.insert(k.to_string(), json!(""));
+    }
+    doc.insert("doctype".into(), json!(dt.name));
+    doc.insert("docstatus".into(), json!(0));
+    for f in &dt.fields {
+        let v = if f.fieldtype.is_table() {
+            json!([])
+        } else {
+            match f.fieldtype.storage() {
+                crate::meta::Storage::Int => json!(0),
+                crate::meta::Storage::Float => json!(0.0),
+                crate::meta::Storage::Text => json!(""),
+                crate::meta::Storage::None => continue,
+            }
+        };
+        doc.insert(f.fieldname.clone(), v);
+    }
+    Value::Object(doc)
+}
+
+/// The attribute named in Starlark's "has no attribute `x`" error.
+fn unknown_attribute(message: &str) -> Option<String> {
+    let rest = &message[message.find("has no attribute")? + "has no attribute".len()..];
+    let start = rest.find('`')? + 1;
+    let len = rest[start..].find('`')?;
+    Some(rest[start..start + len].to_string())
 }
 
 /// What a pull knows about one consumer's conditions.

@@ -152,6 +152,26 @@ pub async fn follow_rows(site: &Site, remote: &RemoteSite, rows: &[Value]) -> Re
     Ok(())
 }
 
+/// A row's condition reads the producer's document: checked against the local type where it
+/// is the producer's (not mapped; it holds the producer's fields once they are followed), so
+/// that a Frappe producer's condition with an unknown field is refused at Save as a docstream
+/// producer refuses it.
+fn check_conditions(site: &Site, rows: &[Value]) -> Result<()> {
+    let reg = site.meta();
+    for r in rows {
+        let condition = text(r.get("condition"));
+        if condition.trim().is_empty() || r.get("has_mapping").and_then(Value::as_i64) == Some(1) {
+            continue;
+        }
+        let doctype = text(r.get("ref_doctype"));
+        if let Ok(dt) = reg.get(&doctype) {
+            super::condition::check_for(&dt, &condition)
+                .map_err(|e| Error::Validation(format!("{doctype}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
 /// Before an Event Producer whose producer connects is stored: the same checks, without
 /// calling the producer; its rows wait as Pending.
 async fn defer_registration(site: &Site, doc: &mut Doc) -> Result<()> {
@@ -308,6 +328,7 @@ async fn register_with(
         )));
     }
     follow_rows(site, &remote, &producer_rows(doc)).await?;
+    check_conditions(site, &producer_rows(doc))?;
     let (own_key, own_secret) = own_keys(site, &user).await?;
     let data = json!({"event_consumer": site.config.url, "consumer_doctypes": serde_json::to_string(&consumer_doctypes(doc, &remote_types))?, "user": user, "api_key": own_key, "api_secret": own_secret});
     let reply = remote

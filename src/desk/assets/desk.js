@@ -1084,9 +1084,14 @@
       if (this.dt.name === "Event Producer") {
         const rows = this.doc.producer_doctypes || [];
         const pending = rows.filter((r) => r.status !== "Approved").map((r) => r.ref_doctype);
-        this.show("success", wasNew
-          ? __("Connected to {0}: the producer registered this site.", this.doc.name) + " " + (pending.length ? __("Waiting for approval on the producer: {0}.", pending.join(", ")) : "")
-          : __("Saved"));
+        // A producer that connects has not been called: the handshake waits for its first
+        // connection, and the form must not claim one.
+        const connects = this.doc.connection === "Producer connects";
+        this.show(connects && wasNew ? "info" : "success", !wasNew
+          ? __("Saved")
+          : connects
+            ? __("Saved. Waiting for {0} to connect: the handshake runs over its first connection, then its rows wait for approval there.", this.doc.name)
+            : __("Connected to {0}: the producer registered this site.", this.doc.name) + " " + (pending.length ? __("Waiting for approval on the producer: {0}.", pending.join(", ")) : ""));
       } else {
         toast(__("Saved"), "success");
       }

@@ -2,6 +2,7 @@
 
 use super::deferred::TellConsumer;
 use crate::error::{Error, Result};
+use crate::meta::Registry;
 use crate::service::documents::Pending;
 use crate::service::hooks::{DocEvents, Write};
 use crate::service::permissions::Caller;
@@ -33,6 +34,7 @@ fn row_status(r: &Value) -> String {
 }
 
 pub fn validate(
+    reg: &Registry,
     doc: &mut Doc,
     old: Option<&Doc>,
     caller: &Caller,
@@ -76,8 +78,11 @@ pub fn validate(
             .get("condition")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        crate::streaming::condition::check(condition)
-            .map_err(|e| Error::Validation(format!("{}: {e}", row_type(&r))))?;
+        let checked = match reg.get(&row_type(&r)) {
+            Ok(dt) => crate::streaming::condition::check_for(&dt, condition),
+            Err(_) => crate::streaming::condition::check(condition),
+        };
+        checked.map_err(|e| Error::Validation(format!("{}: {e}", row_type(&r))))?;
     }
     Ok(())
 }
@@ -137,7 +142,7 @@ impl DocEvents for Events {
         old: Option<&Doc>,
         pending: &mut Pending,
     ) -> Result<()> {
-        validate(doc, old, w.caller, pending)
+        validate(w.reg, doc, old, w.caller, pending)
     }
 
     async fn after_write(

@@ -3,6 +3,7 @@
 
 use super::deferred::{ProducerChanged, SendToProducer, Unregister};
 use crate::error::{Error, Result};
+use crate::meta::Registry;
 use crate::service::documents::Pending;
 use crate::service::documents::WriteFlags;
 use crate::service::hooks::Prepared;
@@ -56,6 +57,7 @@ fn subscription_of(doc: &Doc) -> Vec<(String, i64, String, i64, String)> {
 }
 
 pub async fn validate(
+    reg: &Registry,
     conn: &mut Conn,
     doc: &mut Doc,
     old: Option<&Doc>,
@@ -87,9 +89,16 @@ pub async fn validate(
             ));
         }
     }
-    for (t, _, condition, ..) in subscription_of(doc) {
-        crate::streaming::condition::check(&condition)
-            .map_err(|e| Error::Validation(format!("{t}: {e}")))?;
+    for (t, _, condition, _, mapping) in subscription_of(doc) {
+        // An unmapped row's condition reads the producer's document, whose fields the local
+        // type holds once registered (a new producer's rows are checked when they follow it).
+        let checked = match reg.get(&t) {
+            Ok(dt) if mapping.is_empty() && old.is_some() => {
+                crate::streaming::condition::check_for(&dt, &condition)
+            }
+            _ => crate::streaming::condition::check(&condition),
+        };
+        checked.map_err(|e| Error::Validation(format!("{t}: {e}")))?;
     }
     // The producer keeps one Event Consumer row per type it sends, so the types asked of it
     // must differ; two rows may make the same local type (one through a mapping), as in Frappe.
@@ -239,13 +248,13 @@ impl DocEvents for Events {
 
     async fn validate(
         &self,
-        _w: &Write<'_>,
+        w: &Write<'_>,
         conn: &mut Conn,
         doc: &mut Doc,
         old: Option<&Doc>,
         pending: &mut Pending,
     ) -> Result<()> {
-        validate(conn, doc, old, pending).await
+        validate(w.reg, conn, doc, old, pending).await
     }
 
     async fn after_write(
