@@ -347,6 +347,7 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
                     wait: args.str("wait").as_deref(),
                     bound: matches!(args.str("bound").as_deref().map(str::trim), Some("1" | "true")),
                     consumer_text: &args.str("event_consumer").unwrap_or_default(),
+                    history: args.str("history").as_deref(),
                 },
             )
             .await?;

@@ -639,11 +639,17 @@ async fn pull_pages(
     if types.is_empty() {
         return Ok((0, false));
     }
+    // The identity at the checkpoint, for a page fetched here (a long poll's page was asked
+    // with it already).
+    let history = match (&first, last_seq) {
+        (None, Some(after)) => Some(super::apply::stored_history(site, producer_url, after).await?),
+        _ => None,
+    };
     // `acked` is what is committed here: the producer may forget logs up to it, never beyond.
     // A page is fetched and parsed in a task of its own, so that work runs on another core
     // while the previous page is applied.
     let must_bind = info.binds;
-    let fetch = |after: Option<i64>, acked: Option<i64>| {
+    let fetch = |after: Option<i64>, acked: Option<i64>, history: Option<String>| {
         let (remote, me, types, last_update) = (
             remote.clone(),
             site.config.url.clone(),
@@ -660,6 +666,7 @@ async fn pull_pages(
                 acked_seq: acked,
                 wait: None,
                 must_bind,
+                history: history.as_deref(),
             };
             Ok::<_, Error>(ParsedPage::from(remote.pull(&ask).await?))
         })
@@ -669,11 +676,17 @@ async fn pull_pages(
     };
     let mut page = match first {
         Some(page) => page,
-        None => joined(fetch(last_seq, last_seq).await)?,
+        None => joined(fetch(last_seq, last_seq, history).await)?,
     };
     let mut applied = 0;
     let mut pages = 0;
     loop {
+        if let Some(changed) = &page.history_changed {
+            super::apply::history_changed(site, producer_url, changed, last_seq.unwrap_or(0))
+                .await?;
+            // Pulled anew from the checkpoint the change left.
+            return Ok((applied, true));
+        }
         let cursor = match (last_seq, page.last_seq) {
             (Some(_), Some(s)) => Some(s),
             (Some(s), None) => page.logs.last().and_then(Incoming::seq).or(Some(s)),
@@ -685,7 +698,7 @@ async fn pull_pages(
         // Frappe's last_update form is one page per pull; docstream pages are pipelined: the
         // next page travels while this one is applied.
         let more = page.has_more && last_seq.is_some();
-        let next = more.then(|| fetch(cursor, last_seq));
+        let next = more.then(|| fetch(cursor, last_seq, page.history.clone()));
         if next.is_some() {
             // Tokio puts a task spawned from a worker in that worker's LIFO slot, which other
             // workers cannot steal: without this yield the fetch would not start before the
@@ -696,6 +709,7 @@ async fn pull_pages(
             after: last_seq,
             cursor,
             bound: page.bound,
+            history: page.history.clone(),
         };
         let Some(n) = apply_batch(site, &info, &remote, &page.logs, bounds).await? else {
             return Ok((applied, true));
@@ -732,6 +746,8 @@ pub(super) struct ParsedPage {
     last_seq: Option<i64>,
     has_more: bool,
     bound: bool,
+    history: Option<String>,
+    history_changed: Option<super::page::HistoryChanged>,
 }
 
 impl From<super::remote::LogPage> for ParsedPage {
@@ -741,6 +757,8 @@ impl From<super::remote::LogPage> for ParsedPage {
             last_seq: page.last_seq,
             has_more: page.has_more,
             bound: page.bound,
+            history: page.history,
+            history_changed: page.history_changed,
         }
     }
 }

@@ -145,6 +145,21 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
         }
         None => Value::Null,
     };
+    // A changed history is shown until a person clears it: never "Up to date" meanwhile.
+    let history = scalar(
+        site,
+        r#"SELECT history_changed AS h FROM "tabEvent Producer Last Update" WHERE name = $1"#,
+        &[Param::Text(Some(url.clone()))],
+    )
+    .await?;
+    let history = value_text(Some(&history));
+    let lag = if history.is_empty() {
+        lag
+    } else {
+        status = "History changed".into();
+        error = json!(history);
+        Value::Null
+    };
     Ok(json!({
         "url": url,
         "status": status,

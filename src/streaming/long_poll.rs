@@ -98,6 +98,7 @@ async fn poll_once(
         return Ok(Polled::Stop);
     }
     let remote = info.remote(site).await?;
+    let history = super::apply::stored_history(site, url, after).await?;
     let started = Instant::now();
     let ask = PullAsk {
         consumer_url: &site.config.url,
@@ -108,6 +109,7 @@ async fn poll_once(
         acked_seq: Some(after),
         wait: Some(wait),
         must_bind: info.binds,
+        history: Some(&history),
     };
     let asked = remote.pull(&ask);
     // Only the wait is given up (the request dropped with its connection), never the apply
@@ -116,7 +118,11 @@ async fn poll_once(
         page = asked => page?,
         _ = restart.notified() => return Ok(Polled::Again),
     };
-    if page.logs.is_empty() && !page.has_more && page.last_seq.unwrap_or(after) == after {
+    if page.logs.is_empty()
+        && !page.has_more
+        && page.last_seq.unwrap_or(after) == after
+        && page.history_changed.is_none()
+    {
         return Ok(if started.elapsed() < Duration::from_millis(500) {
             Polled::Quick
         } else {

@@ -7,6 +7,7 @@ pub mod condition;
 pub mod consumer;
 pub mod dashboard;
 pub mod definitions;
+pub mod history;
 pub mod log_watch;
 pub mod long_poll;
 pub mod mapping;

@@ -30,6 +30,18 @@ pub struct LogPage {
     pub has_more: bool,
     /// The page was bound to its request (see the module comment).
     pub bound: bool,
+    /// The identity at `last_seq`, when the consumer asked (`streaming::history`).
+    pub history: Option<String>,
+    /// The producer's history does not hold the consumer's checkpoint (the page is empty).
+    pub history_changed: Option<HistoryChanged>,
+}
+
+/// Why the producer's history does not hold the consumer's checkpoint (`streaming::history`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct HistoryChanged {
+    pub reason: String,
+    /// The producer's newest seq when it answered.
+    pub newest_seq: i64,
 }
 
 fn digest(last_seq: i64, count: usize, message: &str) -> String {
@@ -154,6 +166,8 @@ struct Wire<'a> {
     consumer: Option<String>,
     doctypes: Option<String>,
     bound_sha256: Option<String>,
+    history: Option<String>,
+    history_changed: Option<HistoryChanged>,
 }
 
 fn damaged(producer: &str, why: String) -> Error {
@@ -217,6 +231,8 @@ pub fn decode(producer: &str, body: &str, asked: &Asked) -> Result<LogPage> {
         last_seq: Some(wire.last_seq),
         has_more: wire.has_more,
         bound,
+        history: wire.history,
+        history_changed: wire.history_changed,
     })
 }
 
@@ -279,6 +295,8 @@ pub fn decode_frappe(producer: &str, body: &str) -> Result<LogPage> {
             last_seq: None,
             has_more: false,
             bound: false,
+            history: None,
+            history_changed: None,
         }),
         _ => Err(damaged(
             producer,

@@ -287,6 +287,9 @@ pub struct PullArgs<'a> {
     pub bound: bool,
     /// `event_consumer` as received, for the bound page's echo.
     pub consumer_text: &'a str,
+    /// The identity of the consumer's checkpoint, when it asks for history identity
+    /// (`streaming::history`; empty before it knows one).
+    pub history: Option<&'a str>,
 }
 
 /// A JSON argument as its text on the wire (a form value as sent, JSON re-encoded).
@@ -332,6 +335,7 @@ pub async fn get_update_logs(
         wait,
         bound,
         consumer_text,
+        history,
     } = args;
     let (after_text, doctypes_text) = (arg_text(after_seq), arg_text(Some(doctypes)));
     let echo = bound.then_some(super::page::Echo {
@@ -377,7 +381,28 @@ pub async fn get_update_logs(
     site.streaming().notifier.pulled(consumer_url);
     match after_seq {
         Some(after) => {
+            if let Some(given) = history {
+                if let Some(reason) = super::history::changed(&mut conn, after, given).await? {
+                    let high = current_seq(&mut conn).await?;
+                    tracing::warn!(consumer = consumer_url, after, "history changed: {reason}");
+                    // An empty page that says so, bound to its request like any page (a
+                    // request changed on the way must not pass for a changed history).
+                    let body = super::history::changed_page(after, &reason, high);
+                    let body = match &echo {
+                        Some(echo) => super::page::bind(&body, echo),
+                        None => body,
+                    };
+                    return Ok(Pulled {
+                        logs: Vec::new(),
+                        page: Some(Arc::from(body)),
+                        last_seq: after,
+                        has_more: false,
+                    });
+                }
+            }
             drop(conn);
+            // The identity at `from`, as the consumer sent it (checked above).
+            let mut known_id = history.unwrap_or_default().to_string();
             let limit = limit.unwrap_or(500).clamp(1, MAX_PULL_LIMIT) as i64;
             let until = wait.map(|w| tokio::time::Instant::now() + w);
             // A consumer that pipelines its pulls says what it has committed (`acked_seq`).
@@ -442,12 +467,21 @@ pub async fn get_update_logs(
                 // do not end a long poll: it waits on past them, and the page says so.
                 let time_left = until.is_some_and(|u| tokio::time::Instant::now() < u);
                 if page.count == 0 && !page.has_more && upto > from && time_left {
+                    known_id = super::history::identity_in(&rows, upto).unwrap_or(known_id);
                     from = upto;
                     continue;
                 }
-                let body = match &echo {
-                    Some(echo) => Arc::from(super::page::bind(&page.body, echo)),
+                let body = match history {
+                    Some(_) => {
+                        let id =
+                            super::history::identity_in(&rows, page.last_seq).unwrap_or(known_id);
+                        Arc::from(super::history::with_history(&page.body, &id))
+                    }
                     None => page.body,
+                };
+                let body = match &echo {
+                    Some(echo) => Arc::from(super::page::bind(&body, echo)),
+                    None => body,
                 };
                 return Ok(Pulled {
                     logs: Vec::new(),

@@ -41,6 +41,8 @@ pub struct PullAsk<'a> {
     pub wait: Option<Duration>,
     /// The producer has bound its pages before: an unbound page is refused.
     pub must_bind: bool,
+    /// The identity of the checkpoint (`streaming::history`; empty when not known yet).
+    pub history: Option<&'a str>,
 }
 
 fn percent(s: &str) -> String {
@@ -429,6 +431,9 @@ impl RemoteSite {
                 args.push(("after_seq", s.to_string()));
                 // Asked for: producers of earlier versions answer as they always did.
                 args.push(("bound", "1".to_string()));
+                if let Some(h) = ask.history {
+                    args.push(("history", h.to_string()));
+                }
             }
             None => args.push(("last_update", ask.last_update.to_string())),
         }

@@ -347,6 +347,7 @@ pub async fn prune(site: &Site) -> Result<u64> {
     keep_seq_floor(&mut tx).await?;
     // Logs before the first one created after the cutoff (a range of the primary key).
     let before = first_seq_after(&mut tx, &cutoff).await?.unwrap_or(i64::MAX);
+    super::history::keep_pruned(&mut tx, (before - 1).min(upto)).await?;
     let deleted = store::execute(
         &mut tx,
         r#"DELETE FROM "tabEvent Update Log" WHERE name < $1 AND name <= $2 AND creation < $3"#,

@@ -85,7 +85,7 @@
   }
   const STATUS_COLORS = {
     green: ["Synced", "Approved", "Active", "Submitted", "Open", "Enabled", "Completed", "Closed", "Connected"],
-    red: ["Failed", "Rejected", "Cancelled", "Unreachable", "Disabled", "High"],
+    red: ["Failed", "Rejected", "Cancelled", "Unreachable", "History changed", "Disabled", "High"],
     orange: ["Pending", "Pending approval", "Draft", "Not Saved", "Medium", "Waiting"],
   };
   function pill(text, color) {

@@ -99,6 +99,8 @@ pub struct Known {
     /// What applying the current update did besides the usual (an echo merged), for its
     /// sync log.
     pub(super) note: Option<String>,
+    /// The current update is applied again after the producer's history changed.
+    pub(super) replaying: bool,
 }
 
 impl BatchState {

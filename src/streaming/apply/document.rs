@@ -275,6 +275,9 @@ async fn upsert(
                 dt.name, info.url
             )));
         }
+        if known.replaying {
+            super::replay::check_same_document(a, conn, dt, &local, &doc).await?;
+        }
         for k in [
             "name",
             "owner",

@@ -68,7 +68,7 @@ pub(super) async fn is_echo(
 }
 
 /// Equal as values: numbers by value (Frappe may send 1.0 for 1), the rest as sent.
-fn same_value(a: &Value, b: &Value) -> bool {
+pub(super) fn same_value(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
@@ -152,7 +152,7 @@ fn fresh_row(row: &Value) -> Value {
     Value::Object(r)
 }
 
-fn is_empty(v: &Value) -> bool {
+pub(super) fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::String(s) => s.is_empty(),

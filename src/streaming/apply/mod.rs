@@ -29,6 +29,7 @@ mod held;
 mod local_names;
 mod mapped;
 mod producer_info;
+mod replay;
 mod resync;
 mod story;
 mod sync_log;
@@ -42,6 +43,7 @@ use producer_info::{binds_key, read_stamp};
 pub use producer_info::{
     stored_checkpoint, Checkpoint, ProducerInfo, ProducerInfos, SubscribedType,
 };
+pub use replay::{history_changed, history_key, stored_history};
 pub use resync::{resync, retry_due};
 use sync_log::*;
 
@@ -113,7 +115,7 @@ impl Incoming {
 }
 
 /// Where a page was read from: the checkpoint it was asked after and the logs it holds up to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PageBounds {
     /// The checkpoint the page was asked after (docstream producers).
     pub after: Option<i64>,
@@ -121,6 +123,8 @@ pub struct PageBounds {
     pub cursor: Option<i64>,
     /// The page was bound to its request: from now on the producer's pages must be.
     pub bound: bool,
+    /// The identity of the producer's log at `cursor` (`streaming::history`), kept with it.
+    pub history: Option<String>,
 }
 
 /// Applies a page of logs and moves the checkpoint to its cursor, all in one transaction.
@@ -142,12 +146,12 @@ pub async fn apply_batch(
         files: files::prefetch_files(site, &reg, info, remote, logs).await,
     };
     let source = (site, info, remote);
-    let attempt = apply_page(source, logs, bounds, &mut prefetched, false).await?;
+    let attempt = apply_page(source, logs, &bounds, &mut prefetched, false).await?;
     Ok(match attempt {
         Attempt::Applied(n) => Some(n),
         Attempt::Stale => None,
         // An update failed: apply the page again, isolating each update in a savepoint.
-        Attempt::Failed => match apply_page(source, logs, bounds, &mut prefetched, true).await? {
+        Attempt::Failed => match apply_page(source, logs, &bounds, &mut prefetched, true).await? {
             Attempt::Applied(n) => Some(n),
             Attempt::Stale => None,
             Attempt::Failed => Some(0),
@@ -176,7 +180,7 @@ struct Prefetched {
 async fn apply_page(
     (site, info, remote): (&Site, &ProducerInfo, &RemoteSite),
     logs: &[Incoming],
-    bounds: PageBounds,
+    bounds: &PageBounds,
     prefetched: &mut Prefetched,
     careful: bool,
 ) -> Result<Attempt> {
@@ -193,6 +197,7 @@ async fn apply_page(
         return Ok(Attempt::Stale);
     }
     let caller = crate::service::auth::caller_in(&mut tx, &info.user).await?;
+    let replay = replay::replay_until(&mut tx, &info.url).await?;
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
     batch.known.fetched = std::mem::take(&mut prefetched.docs);
     batch.known.files = std::mem::take(&mut prefetched.files);
@@ -221,6 +226,11 @@ async fn apply_page(
         let Some(sub) = info.for_remote(&inc.remote_type) else {
             continue;
         };
+        let replaying = matches!((replay, inc.seq), (Some(r), Some(s)) if s <= r);
+        if replaying && replay::applied_before(&mut tx, &info.url, inc).await? {
+            continue;
+        }
+        batch.known.replaying = replaying;
         applied += 1;
         wrote_logs |= apply_and_log(&a, &mut tx, sub, inc, None, &mut batch).await?;
         if batch.dirty {
@@ -244,6 +254,16 @@ async fn apply_page(
     if let Some(c) = last_creation.filter(|c| !c.is_empty()) {
         params.push(Param::Text(Some(c)));
         sets.push(format!("last_update = ${}", params.len()));
+    }
+    if let (Some(h), Some(c)) = (&bounds.history, cursor) {
+        if new_seq == Some(c) {
+            store::set_setting(&mut tx, &history_key(&info.url), &format!("{c} {h}")).await?;
+        }
+    }
+    if let (Some(r), Some(s)) = (replay, new_seq) {
+        if s >= r {
+            replay::end_replay(&mut tx, &info.url).await?;
+        }
     }
     if bounds.bound && !info.binds {
         // Written with the page, so that no later page is applied unbound.

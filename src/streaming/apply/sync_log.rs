@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// How a replay's refusal begins: a person decides it, never an automatic retry (a retry would
+/// take the producer's version over this site's copy).
+pub(super) const HISTORY_CONFLICT: &str = "history changed: ";
+
 /// The fields of a new Event Sync Log row after the standard columns, in the order
 /// `write_sync_log` buffers them.
 const SYNC_LOG_FIELDS: [&str; 14] = [
@@ -61,7 +65,7 @@ pub(super) async fn write_sync_log(
     let note = known.note.take().filter(|_| outcome.is_ok());
     let waiting = error
         .as_deref()
-        .is_some_and(|e| e.starts_with("waiting on "));
+        .is_some_and(|e| e.starts_with("waiting on ") || e.starts_with(HISTORY_CONFLICT));
     let retries = retry_of
         .and_then(|r| r.get("retries"))
         .and_then(Value::as_i64)

@@ -1,0 +1,141 @@
+//! History identity: a producer restored from an older backup behind the server's back (its
+//! SQLite files copied back) gives a sale's number out again to another sale. The consumer
+//! notices at its next pull, says so on its dashboard, applies the producer's logs again,
+//! keeps its copy of the earlier sale (the new one under the same name is a Failed sync, never
+//! an overwrite) and receives the sales made after the restore.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+const FILES: [&str; 3] = ["site.sqlite3", "site.sqlite3-wal", "site.sqlite3-shm"];
+
+fn copy_db(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in FILES {
+        let _ = std::fs::remove_file(to.join(f));
+        if from.join(f).exists() {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+}
+
+fn db_dir(site: &TestSite) -> PathBuf {
+    let dir = site.site_dir();
+    assert!(dir.join(FILES[0]).exists(), "no SQLite file in {dir:?}");
+    dir
+}
+
+async fn invoice(p: &TestSite, rate: i64) -> String {
+    let inv = p
+        .insert(
+            "Sales Invoice",
+            json!({"customer": "Both", "items": [{"item_code": "I1", "qty": 1, "rate": rate}]}),
+        )
+        .await;
+    inv["name"].as_str().unwrap().to_string()
+}
+
+async fn total(c: &TestSite, name: &str) -> Option<f64> {
+    get_opt(c, format!("/api/resource/Sales Invoice/{name}"))
+        .await
+        .and_then(|d| d["grand_total"].as_f64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_restored_from_an_older_backup_is_noticed() {
+    let (mut p, c) = start_pair().await;
+    for site in [&p, &c] {
+        seed_invoice_masters(site).await;
+    }
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1}]),
+    )
+    .await;
+    let first = invoice(&p, 10).await;
+    eventually(15, "the first sale", || async {
+        total(&c, &first).await.filter(|t| *t == 10.0)
+    })
+    .await;
+    // The backup: the producer's files while it is stopped.
+    let backup = p.dir.path().join("backup");
+    p.kill();
+    copy_db(&db_dir(&p), &backup);
+    p.serve().await;
+    let sale = invoice(&p, 91).await;
+    eventually(15, "the sale of 91", || async {
+        total(&c, &sale).await.filter(|t| *t == 91.0)
+    })
+    .await;
+    // The restore, behind the server's back; then the same number goes to another sale.
+    p.kill();
+    copy_db(&backup, &db_dir(&p));
+    p.serve().await;
+    let again = invoice(&p, 26).await;
+    assert_eq!(
+        again, sale,
+        "the restored producer gives the number out again"
+    );
+    let later = invoice(&p, 5).await;
+    eventually(20, "the sale made after the restore", || async {
+        total(&c, &later).await.filter(|t| *t == 5.0)
+    })
+    .await;
+    assert_eq!(
+        total(&c, &sale).await,
+        Some(91.0),
+        "the consumer's copy of the earlier sale is kept"
+    );
+    let (_, b) = c
+        .get(&format!(
+            r#"/api/resource/Event Sync Log?filters=[["producer_doc","=","{sale}"],["status","=","Failed"]]&fields=["error","next_retry"]"#
+        ))
+        .await;
+    let failed = b["data"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{b}");
+    let error = failed[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("history changed:") && error.contains("grand_total"),
+        "{error}"
+    );
+    assert_eq!(failed[0]["next_retry"], Value::Null, "a person decides it");
+    // The first sale was passed over by the replay: synced once.
+    assert_eq!(
+        count_of(
+            &c,
+            "Event Sync Log",
+            json!({"producer_doc": first, "status": "Synced"})
+        )
+        .await,
+        1
+    );
+    let (_, lu) = c
+        .get(&format!(
+            "/api/resource/Event Producer Last Update/{}",
+            p.public_url
+        ))
+        .await;
+    let note = lu["data"]["history_changed"].as_str().unwrap_or_default();
+    assert!(note.contains("restored from an older backup"), "{lu}");
+    let (_, d) = c
+        .get("/api/method/docstream.desk.streaming_dashboard")
+        .await;
+    let card = &d["message"]["producers"][0];
+    assert_eq!(card["status"], "History changed", "{d}");
+    assert_eq!(card["lag"], Value::Null, "never 'Up to date' meanwhile");
+    // Cleared by a person: the dashboard is green again.
+    let (s, b) = c
+        .put(
+            &format!("/api/resource/Event Producer Last Update/{}", p.public_url),
+            json!({"history_changed": ""}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, d) = c
+        .get("/api/method/docstream.desk.streaming_dashboard")
+        .await;
+    assert_eq!(d["message"]["producers"][0]["status"], "Active", "{d}");
+}
