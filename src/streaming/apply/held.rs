@@ -10,9 +10,11 @@ use crate::streaming::definitions;
 /// The fields an update brings, in the shape of a document: a Create's document; an
 /// Update's changed values with the rows it adds or changes. None for what brings no fields
 /// (a Delete, a rename, a stub).
-fn brought(inc: &Incoming) -> Option<serde_json::Map<String, Value>> {
+fn brought(inc: &Incoming) -> Option<std::borrow::Cow<'_, serde_json::Map<String, Value>>> {
+    use std::borrow::Cow;
     match inc.update_type.as_str() {
-        "Create" => inc.data.as_object().cloned(),
+        // Borrowed: this runs for every update of every page.
+        "Create" => inc.data.as_object().map(Cow::Borrowed),
         "Update" if inc.data.get("old_name").is_none() => {
             let mut doc = inc
                 .data
@@ -34,7 +36,7 @@ fn brought(inc: &Incoming) -> Option<serde_json::Map<String, Value>> {
                     }
                 }
             }
-            Some(doc)
+            Some(Cow::Owned(doc))
         }
         _ => None,
     }
