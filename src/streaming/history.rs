@@ -67,12 +67,7 @@ pub async fn changed(conn: &mut Conn, after: i64, given: &str) -> Result<Option<
     if after == 0 || given.is_empty() {
         return Ok(None);
     }
-    let rows = store::fetch_docs(
-        conn,
-        r#"SELECT name AS seq, creation, update_type, ref_doctype, docname FROM "tabEvent Update Log" WHERE name <= $1 ORDER BY name DESC LIMIT 1"#,
-        &[Param::Int(Some(after))],
-    )
-    .await?;
+    let rows = newest_at(conn, after).await?;
     // Logs are pruned oldest first: the pruned identity matters only when none is kept.
     let pruned = match rows.first() {
         Some(_) => None,
@@ -102,18 +97,23 @@ pub async fn changed(conn: &mut Conn, after: i64, given: &str) -> Result<Option<
     })
 }
 
+/// The newest log at or before `seq` (what the identity at `seq` is of), as a list of 0 or 1.
+async fn newest_at(conn: &mut Conn, seq: i64) -> Result<Vec<Doc>> {
+    store::fetch_docs(
+        conn,
+        r#"SELECT name AS seq, creation, update_type, ref_doctype, docname FROM "tabEvent Update Log" WHERE name <= $1 ORDER BY name DESC LIMIT 1"#,
+        &[Param::Int(Some(seq))],
+    )
+    .await
+}
+
 fn row_seq(row: &Doc) -> i64 {
     row.get("seq").and_then(Value::as_i64).unwrap_or(0)
 }
 
 /// Before logs up to `upto` are deleted: keeps the identity of the newest of them.
 pub async fn keep_pruned(conn: &mut Conn, upto: i64) -> Result<()> {
-    let rows = store::fetch_docs(
-        conn,
-        r#"SELECT name AS seq, creation, update_type, ref_doctype, docname FROM "tabEvent Update Log" WHERE name <= $1 ORDER BY name DESC LIMIT 1"#,
-        &[Param::Int(Some(upto))],
-    )
-    .await?;
+    let rows = newest_at(conn, upto).await?;
     if let Some(row) = rows.first() {
         let value = format!("{} {}", row_seq(row), identity(row));
         store::set_setting(conn, PRUNED_KEY, &value).await?;
