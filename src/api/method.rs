@@ -403,6 +403,16 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             };
             json!(crate::streaming::apply::resync(site, &name).await?)
         }
+        "docstream.streaming.resolve_conflict" => {
+            if !caller.is_system_manager() {
+                return Err(
+                    Error::Permission("Only a System Manager may resolve a conflict".into()).into(),
+                );
+            }
+            let keep = crate::streaming::apply::Keep::parse(&args.required("keep")?)?;
+            let name = args.required("sync_log")?;
+            json!(crate::streaming::apply::resolve_conflict(site, &caller.user, &name, keep).await?)
+        }
         "frappe.desk.form.load.getdoctype" => {
             // Frappe puts the bundle at the top of the answer (`frappe.response.docs`), not
             // under `message`.

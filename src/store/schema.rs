@@ -185,6 +185,9 @@ pub async fn create_internal_tables(conn: &mut Conn) -> Result<()> {
         r#"INSERT INTO "__consumer_sent" (consumer, ref_doctype, docname, sent_seq) SELECT consumer, ref_doctype, docname, 0 FROM "__consumer_sent_docs" WHERE 1 = 1 ON CONFLICT DO NOTHING"#,
         r#"DROP TABLE "__consumer_sent_docs""#,
         r#"CREATE TABLE IF NOT EXISTS "__condition_deliveries" (consumer TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (consumer, seq))"#,
+        // Fields of documents changed on this site (not by a producer) since the producer's
+        // version was last received: what an incoming change must not overwrite silently.
+        r#"CREATE TABLE IF NOT EXISTS "__local_edits" (ref_doctype TEXT NOT NULL, docname TEXT NOT NULL, fieldname TEXT NOT NULL, since TEXT NOT NULL, PRIMARY KEY (ref_doctype, docname, fieldname))"#,
         r#"CREATE TABLE IF NOT EXISTS "__file_chunks" (content_hash TEXT NOT NULL, n BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (content_hash, n))"#,
     ];
     for s in stmts {

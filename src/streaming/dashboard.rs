@@ -109,6 +109,13 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
         &[Param::Text(Some(url.clone()))],
     )
     .await?;
+    // Among the failures: changes kept here until a person chooses (`apply/conflict.rs`).
+    let conflicts = scalar(
+        site,
+        r#"SELECT COUNT(*) AS n FROM "tabEvent Sync Log" WHERE event_producer = $1 AND status = 'Failed' AND conflict IS NOT NULL"#,
+        &[Param::Text(Some(url.clone()))],
+    )
+    .await?;
     let last_sync = scalar(
         site,
         r#"SELECT MAX(creation) AS m FROM "tabEvent Sync Log" WHERE event_producer = $1"#,
@@ -170,6 +177,7 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
         "lag": lag,
         "last_sync": last_sync,
         "failed": failed,
+        "conflicts": conflicts,
         "unsent": unsent,
         "connection": connection,
         "failures_link": format!(

@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod dashboard;
 pub mod definitions;
 pub mod history;
+pub mod local_edits;
 pub mod log_watch;
 pub mod long_poll;
 pub mod mapping;

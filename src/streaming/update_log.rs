@@ -287,11 +287,19 @@ impl ChangeLog for UpdateLog {
                 if d.is_empty() {
                     return Ok(false);
                 }
+                if flags.origin.is_none() && !never_streamed(w.dt) {
+                    let now = w.site.clock.now();
+                    let fields = super::local_edits::touched(d);
+                    super::local_edits::record(conn, w.dt, docname, &fields, &now).await?;
+                }
                 let data = || Some(frappe_json(&d.to_value()));
                 log(w, conn, "Update", docname, data, flags, probed).await
             }
             Change::Delete(doc) => {
                 let name = name_text(&doc["name"]);
+                if !never_streamed(w.dt) {
+                    super::local_edits::clear(conn, &w.dt.name, &name, None).await?;
+                }
                 log(w, conn, "Delete", &name, || None, flags, probed).await
             }
             Change::Rename(before, after) => {

@@ -1127,7 +1127,12 @@
       const out = [];
       if (this.isNew) return out;
       if (this.dt.name === "User" && (boot.is_system_manager || d.name === boot.user)) out.push(button(__("Generate Keys"), "generate-keys", () => this.generateKeys()));
-      if (this.dt.name === "Event Sync Log" && d.status === "Failed" && boot.is_system_manager) out.push(button(__("Resync"), "resync", () => this.resync(), "btn-primary"));
+      if (this.dt.name === "Event Sync Log" && d.status === "Failed" && boot.is_system_manager) {
+        if (d.conflict) {
+          out.push(button(__("Keep this site's version"), "keep-local", () => this.resolve("local")));
+          out.push(button(__("Take the producer's version"), "take-producer", () => this.resolve("producer"), "btn-primary"));
+        } else out.push(button(__("Resync"), "resync", () => this.resync(), "btn-primary"));
+      }
       if (this.dt.name === "Event Producer") out.push(button(__("Pull Now"), "pull-now", () => this.pullNow()));
       return out;
     }
@@ -1135,6 +1140,19 @@
     extras() {
       const d = this.doc;
       if (this.isNew) return null;
+      if (this.dt.name === "Event Sync Log" && d.conflict) {
+        let c = {};
+        try { c = JSON.parse(d.conflict); } catch (e) { c = {}; }
+        const shown = (v) => (v === null || v === undefined || v === "" ? h("span", { class: "muted" }, __("(empty)"))
+          : h("code", null, typeof v === "object" ? JSON.stringify(v) : String(v)));
+        return h("div", { class: d.status === "Failed" ? "alert alert-error" : "card info-card", dataset: { role: "conflict" } },
+          h("strong", null, d.status === "Failed" ? __("Changed here and on the producer: choose which version to keep.") : __("Conflict resolved.")), " ",
+          d.status === "Failed" ? (d.error || "") : (d.resolution || ""),
+          h("table", { class: "list-table" },
+            h("thead", null, h("tr", null, h("th", null, __("Field")), h("th", null, __("This site")), h("th", null, __("Producer")))),
+            h("tbody", null, (c.fields || []).map((f) => h("tr", { dataset: { field: f.field } },
+              h("td", null, f.field), h("td", null, shown(f.here)), h("td", null, c.kind === "delete" ? __("(deleted)") : shown(f.incoming)))))));
+      }
       if (this.dt.name === "Event Sync Log" && d.status === "Failed") {
         return h("div", { class: "alert alert-error", dataset: { role: "sync-error" } },
           h("strong", null, __("This update failed to sync.")), " ", d.error || "",
@@ -1194,6 +1212,15 @@
       } catch (e) { this.showError(e); }
     }
 
+    async resolve(keep) {
+      try {
+        const result = await api.call("docstream.streaming.resolve_conflict", { sync_log: this.doc.name, keep });
+        this.doc = (await api.get(api.resource(this.dt.name, this.doc.name))).data;
+        this.draw();
+        this.show("success", __("Conflict resolved: {0}", __(String(result))));
+      } catch (e) { this.showError(e); }
+    }
+
     async pullNow() {
       try {
         this.show("info", __("Pulling..."));
@@ -1236,8 +1263,9 @@
     const typeChips = (types) => h("div", { class: "type-chips" }, types.map((t) => h("span", { class: "type-chip", title: __(t.unsubscribed ? "Unsubscribed" : t.status) },
       h("span", { class: "dot dot-" + (t.unsubscribed ? "gray" : (t.status === "Approved" ? "green" : t.status === "Rejected" ? "red" : "orange")) }), __(t.ref_doctype))));
     const lagEl = (n) => (n === null || n === undefined ? h("span", { class: "muted" }, "—") : h("span", { class: "lag " + (n > 0 ? "lag-behind" : "lag-ok") }, n > 0 ? __("{0} behind", NUM.format(n)) : __("Up to date")));
-    const failedEl = (n, link, external) => (n === null || n === undefined ? h("span", { class: "muted" }, "—")
-      : n > 0 ? h("a", { class: "failed-link", href: link, target: external ? "_blank" : null, rel: external ? "noopener" : null, dataset: { role: "failures" } }, __("{0} failed", NUM.format(n)))
+    const failedEl = (n, link, external, conflicts) => (n === null || n === undefined ? h("span", { class: "muted" }, "—")
+      : n > 0 ? h("span", null, h("a", { class: "failed-link", href: link, target: external ? "_blank" : null, rel: external ? "noopener" : null, dataset: { role: "failures" } }, __("{0} failed", NUM.format(n))),
+          conflicts ? h("div", { class: "small text-warn", dataset: { role: "conflicts" } }, __("{0} conflicts to resolve", NUM.format(conflicts))) : null)
         : h("span", { class: "muted" }, "0"));
     const table = (rows, kind) => h("div", { class: "table-wrap" }, h("table", { class: "list-table dash-table" },
       h("thead", null, h("tr", null, h("th", null, kind === "producer" ? __("Producer") : __("Consumer")), h("th", null, __("Status")), h("th", null, __("Document Types")), h("th", null, __("Lag")), h("th", null, __("Last Sync")), h("th", null, __("Failed")))),
@@ -1251,7 +1279,7 @@
         h("td", null, typeChips(r.types)),
         h("td", null, lagEl(r.lag)),
         h("td", null, timeEl(r.last_sync)),
-        h("td", { dataset: { role: "failed" } }, failedEl(r.failed, r.failures_link, kind === "consumer")))))));
+        h("td", { dataset: { role: "failed" } }, failedEl(r.failed, r.failures_link, kind === "consumer", r.conflicts)))))));
     const stat = (n, text, cls) => h("div", { class: "stat card " + (cls || "") }, h("div", { class: "stat-n" }, n), h("div", { class: "muted small" }, text));
     async function load() {
       clearTimeout(timer);

@@ -26,6 +26,7 @@ pub(super) async fn apply_and_log(
             let known = &mut batch.known;
             let mut attempt = async |conn: &mut Conn| {
                 known.note = None;
+                known.conflict = None;
                 let local = apply_one(a, conn, sub, inc, known).await?;
                 files::store_files(a, conn, sub, inc, &local, known).await?;
                 Ok(local)
@@ -46,12 +47,21 @@ pub(super) async fn apply_and_log(
         }
     };
     let wrote = outcome.is_ok() && batch.streamed.contains(&sub.local_type);
-    let failed = outcome.is_err();
+    let outcome = match (outcome, batch.known.conflict.take()) {
+        (Ok(local), Some(c)) => Outcome::Conflict(local, c),
+        (Ok(local), None) => Outcome::Applied(local),
+        (Err(e), _) => Outcome::Failed(e),
+    };
+    let failed = !matches!(outcome, Outcome::Applied(_));
     batch.told.push(story::Outcome {
         doctype: sub.local_type.clone(),
         docname: inc.docname.clone(),
         update_type: inc.update_type.clone(),
-        error: outcome.as_ref().err().map(|e| e.message()),
+        error: match &outcome {
+            Outcome::Applied(_) => None,
+            Outcome::Conflict(local, c) => Some(conflict::message(a, &sub.local_type, local, c)),
+            Outcome::Failed(e) => Some(e.message()),
+        },
     });
     let name = write_sync_log(a, tx, sub, inc, outcome, retry_of, &mut batch.known).await?;
     if failed && !batch.failed.contains_key(&key) {
@@ -101,6 +111,9 @@ pub struct Known {
     pub(super) note: Option<String>,
     /// The current update is applied again after the producer's history changed.
     pub(super) replaying: bool,
+    /// Fields of the current update that conflict with this site's edits (`conflict.rs`),
+    /// kept here and recorded on its sync log.
+    pub(super) conflict: Option<Value>,
 }
 
 impl BatchState {

@@ -126,6 +126,7 @@ pub(super) fn fetch_missing<'a>(
                 remote_type: target.clone(),
                 use_same_name: true,
                 unsubscribed: false,
+                producer_wins: false,
                 mapping: None,
             };
             let inc = Incoming {
@@ -138,7 +139,16 @@ pub(super) fn fetch_missing<'a>(
                 origin: info.url.clone(),
                 creation: String::new(),
             };
-            write_sync_log(a, conn, &sub, &inc, Ok(value.clone()), None, known).await?;
+            write_sync_log(
+                a,
+                conn,
+                &sub,
+                &inc,
+                Outcome::Applied(value.clone()),
+                None,
+                known,
+            )
+            .await?;
         }
         Ok(())
     })

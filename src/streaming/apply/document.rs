@@ -185,6 +185,8 @@ pub(super) async fn apply_one(
                     patch.extend(links);
                 }
             }
+            super::conflict::settle(a, conn, &target, &local, Some(&current), &mut patch, known)
+                .await?;
             if !patch.is_empty() {
                 // Every link target exists now (the producer validated the rest).
                 let f = WriteFlags {
@@ -198,6 +200,9 @@ pub(super) async fn apply_one(
         "Delete" => match find_local(conn, &dt, info, sub, &inc.docname).await? {
             Some(local) => {
                 let d = load_doc(conn, reg, &dt, &local).await?.unwrap_or_default();
+                if super::conflict::delete_edited(conn, sub, &dt, &local, &d, known).await? {
+                    return Ok(local);
+                }
                 if d.get("docstatus").and_then(Value::as_i64) == Some(1) {
                     let mut p = Doc::new();
                     p.insert("docstatus".into(), json!(2));
@@ -270,10 +275,8 @@ async fn upsert(
                 known.note = Some(super::echo::merge_echo(a, conn, dt, &local, &doc, flags).await?);
                 return Ok(local);
             }
-            return Err(Error::DuplicateEntry(format!(
-                "name clash: a local {} named {docname} exists that did not come from {}; rename or delete it, then resync",
-                dt.name, info.url
-            )));
+            super::conflict::name_held(a, conn, t, &local, &doc, known).await?;
+            return Ok(local);
         }
         if known.replaying {
             super::replay::check_same_document(a, conn, dt, &local, &doc).await?;
@@ -289,6 +292,7 @@ async fn upsert(
         ] {
             doc.remove(k);
         }
+        super::conflict::settle(a, conn, t, &local, None, &mut doc, known).await?;
         let mut f = flags.clone();
         f.keep_timestamps = false;
         documents::update_in(&a.write(dt), conn, &local, doc, &f).await?;

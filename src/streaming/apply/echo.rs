@@ -18,18 +18,7 @@ pub(super) async fn is_echo(
     docname: &str,
     incoming: &Doc,
 ) -> Result<bool> {
-    let consumer = store::fetch_docs(
-        conn,
-        r#"SELECT 1 AS hit FROM "tabEvent Consumer Document Type" t
-           WHERE t.parent = $1 AND t.parenttype = 'Event Consumer' AND t.ref_doctype = $2
-             AND t.status = 'Approved' LIMIT 1"#,
-        &[
-            Param::Text(Some(a.info.url.clone())),
-            Param::Text(Some(dt.name.clone())),
-        ],
-    )
-    .await?;
-    if consumer.is_empty() {
+    if !consumes_here(a, conn, dt).await? {
         return Ok(false);
     }
     let created = store::fetch_docs(
@@ -65,6 +54,63 @@ pub(super) async fn is_echo(
             Some(v) => incoming.get(&f.fieldname).is_some_and(|w| same_value(v, w)),
         }
     }))
+}
+
+/// True when `value` of `field` is one this site sent the producer itself: the producer is an
+/// approved consumer of the type here and one of this site's own logs of the document (not one
+/// that came from the producer) carried it. An echo of an older edit, never a conflict.
+pub(super) async fn sent_here(
+    a: &Applying<'_>,
+    conn: &mut Conn,
+    dt: &DocType,
+    docname: &str,
+    field: &str,
+    value: &Value,
+) -> Result<bool> {
+    if !consumes_here(a, conn, dt).await? {
+        return Ok(false);
+    }
+    let logs = store::fetch_docs(
+        conn,
+        r#"SELECT update_type, data FROM "tabEvent Update Log"
+           WHERE ref_doctype = $1 AND docname = $2 AND (origin IS NULL OR origin <> $3)
+           ORDER BY seq DESC LIMIT 50"#,
+        &[
+            Param::Text(Some(dt.name.clone())),
+            Param::Text(Some(docname.into())),
+            Param::Text(Some(a.info.url.clone())),
+        ],
+    )
+    .await?;
+    Ok(logs.iter().any(|l| {
+        let data = l
+            .get("data")
+            .and_then(Value::as_str)
+            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            .unwrap_or(Value::Null);
+        let sent = match l.get("update_type").and_then(Value::as_str) {
+            Some("Create") => data.get(field),
+            _ => data.get("changed").and_then(|c| c.get(field)),
+        };
+        sent.is_some_and(|v| super::conflict::same_field(v, value))
+    }))
+}
+
+/// Whether the producer is an approved consumer of `dt` here (what this site sends it comes
+/// back from a Frappe site).
+async fn consumes_here(a: &Applying<'_>, conn: &mut Conn, dt: &DocType) -> Result<bool> {
+    let consumer = store::fetch_docs(
+        conn,
+        r#"SELECT 1 AS hit FROM "tabEvent Consumer Document Type" t
+           WHERE t.parent = $1 AND t.parenttype = 'Event Consumer' AND t.ref_doctype = $2
+             AND t.status = 'Approved' LIMIT 1"#,
+        &[
+            Param::Text(Some(a.info.url.clone())),
+            Param::Text(Some(dt.name.clone())),
+        ],
+    )
+    .await?;
+    Ok(!consumer.is_empty())
 }
 
 /// Equal as values: numbers by value (Frappe may send 1.0 for 1), the rest as sent.

@@ -141,6 +141,7 @@ pub(super) async fn made_locally(
         remote_type: m.remote_doctype.clone(),
         use_same_name: !by_remote_name,
         unsubscribed: false,
+        producer_wins: false,
         mapping: None,
     };
     if let Some(found) = find_local(conn, &dt, info, &sub, source_name).await? {

@@ -21,6 +21,7 @@ use crate::streaming::Streaming;
 use serde_json::{json, Value};
 
 mod batch;
+mod conflict;
 mod dependencies;
 mod document;
 mod echo;
@@ -30,6 +31,7 @@ mod local_names;
 mod mapped;
 mod producer_info;
 mod replay;
+mod resolve;
 mod resync;
 mod story;
 mod sync_log;
@@ -44,6 +46,7 @@ pub use producer_info::{
     stored_checkpoint, Checkpoint, ProducerInfo, ProducerInfos, SubscribedType,
 };
 pub use replay::{history_changed, history_key, stored_history};
+pub use resolve::{resolve_conflict, Keep};
 pub use resync::{resync, retry_due};
 use sync_log::*;
 

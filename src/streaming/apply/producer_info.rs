@@ -11,6 +11,8 @@ pub struct SubscribedType {
     pub remote_type: String,
     pub use_same_name: bool,
     pub unsubscribed: bool,
+    /// The producer's version always wins over this site's edits (still recorded).
+    pub producer_wins: bool,
     /// The Document Type Mapping that turns remote documents into local ones.
     pub mapping: Option<crate::streaming::mapping::Mapping>,
 }
@@ -142,6 +144,7 @@ impl ProducerInfo {
                     .unwrap_or_else(|| text(r.get("ref_doctype"))),
                 use_same_name: r.get("use_same_name").and_then(Value::as_i64) == Some(1),
                 unsubscribed: r.get("unsubscribe").and_then(Value::as_i64) == Some(1),
+                producer_wins: r.get("producer_wins").and_then(Value::as_i64) == Some(1),
                 mapping,
             });
         }

@@ -19,33 +19,60 @@ pub async fn resync(site: &Site, sync_log: &str) -> Result<String> {
     let remote = crate::streaming::consumer::remote_for(site, &producer).await?;
     let status = retry_entry(site, &reg, &info, &remote, &entry).await?;
     if status == "Synced" {
-        let mut conn = site.store.conn().await?;
-        let waiting = store::fetch_docs(
-            &mut conn,
-            r#"SELECT name FROM "tabEvent Sync Log" WHERE status = 'Failed' AND error = $1 ORDER BY seq, creation"#,
-            &[Param::Text(Some(format!("waiting on {sync_log}")))],
-        )
-        .await?;
-        drop(conn);
-        for w in waiting {
-            let mut conn = site.store.conn().await?;
-            let Some(e) = load_doc(
-                &mut conn,
-                &reg,
-                &*reg.get("Event Sync Log")?,
-                &text(w.get("name")),
-            )
-            .await?
-            else {
-                continue;
-            };
-            drop(conn);
-            if retry_entry(site, &reg, &info, &remote, &e).await? != "Synced" {
-                break;
-            }
-        }
+        retry_waiting(site, &reg, &info, &remote, sync_log).await?;
     }
     Ok(status)
+}
+
+/// Retries, in order, the Failed sync logs waiting on `sync_log`, which no longer fails.
+pub(super) async fn retry_waiting(
+    site: &Site,
+    reg: &Registry,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    sync_log: &str,
+) -> Result<()> {
+    let mut conn = site.store.conn().await?;
+    let waiting = store::fetch_docs(
+        &mut conn,
+        r#"SELECT name FROM "tabEvent Sync Log" WHERE status = 'Failed' AND error = $1 ORDER BY seq, creation"#,
+        &[Param::Text(Some(format!("waiting on {sync_log}")))],
+    )
+    .await?;
+    drop(conn);
+    for (i, w) in waiting.iter().enumerate() {
+        let mut conn = site.store.conn().await?;
+        let Some(e) = load_doc(
+            &mut conn,
+            reg,
+            &*reg.get("Event Sync Log")?,
+            &text(w.get("name")),
+        )
+        .await?
+        else {
+            continue;
+        };
+        drop(conn);
+        if retry_entry(site, reg, info, remote, &e).await? != "Synced" {
+            // The rest now wait on this one, so that its resync or resolution retries them.
+            let now_blocking = text(w.get("name"));
+            let mut tx = site.store.begin().await?;
+            for rest in &waiting[i + 1..] {
+                store::execute(
+                    &mut tx,
+                    r#"UPDATE "tabEvent Sync Log" SET error = $1 WHERE name = $2 AND status = 'Failed'"#,
+                    &[
+                        Param::Text(Some(format!("waiting on {now_blocking}"))),
+                        Param::Text(Some(text(rest.get("name")))),
+                    ],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            break;
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn retry_entry(

@@ -10,7 +10,7 @@ pub(super) const HISTORY_CONFLICT: &str = "history changed: ";
 
 /// The fields of a new Event Sync Log row after the standard columns, in the order
 /// `write_sync_log` buffers them.
-const SYNC_LOG_FIELDS: [&str; 14] = [
+const SYNC_LOG_FIELDS: [&str; 15] = [
     "update_type",
     "ref_doctype",
     "status",
@@ -25,7 +25,19 @@ const SYNC_LOG_FIELDS: [&str; 14] = [
     "retries",
     "next_retry",
     "note",
+    "conflict",
 ];
+
+/// What became of one update.
+pub(super) enum Outcome {
+    /// Applied whole; the local document's name.
+    Applied(String),
+    /// Applied but for the fields that conflict with this site's edits (`conflict.rs`), which
+    /// wait for a person: the local name and the conflict.
+    Conflict(String, Value),
+    /// Nothing applied.
+    Failed(Error),
+}
 
 impl Known {
     /// Writes the buffered sync logs.
@@ -52,20 +64,30 @@ pub(super) async fn write_sync_log(
     conn: &mut Conn,
     sub: &SubscribedType,
     inc: &Incoming,
-    outcome: Result<String>,
+    outcome: Outcome,
     retry_of: Option<&Doc>,
     known: &mut Known,
 ) -> Result<String> {
     let (site, info) = (a.site, a.info);
     let now = site.clock.now();
-    let (status, local, error) = match &outcome {
-        Ok(local) => ("Synced", local.clone(), None),
-        Err(e) => ("Failed", String::new(), Some(e.message())),
+    let note = known
+        .note
+        .take()
+        .filter(|_| !matches!(outcome, Outcome::Failed(_)));
+    let (status, local, error, conflict) = match outcome {
+        Outcome::Applied(local) => ("Synced", local, None, None),
+        Outcome::Conflict(local, c) => {
+            let error = super::conflict::message(a, &sub.local_type, &local, &c);
+            ("Failed", local, Some(error), Some(c.to_string()))
+        }
+        Outcome::Failed(e) => ("Failed", String::new(), Some(e.message()), None),
     };
-    let note = known.note.take().filter(|_| outcome.is_ok());
-    let waiting = error
-        .as_deref()
-        .is_some_and(|e| e.starts_with("waiting on ") || e.starts_with(HISTORY_CONFLICT));
+    // A person decides these, never an automatic retry.
+    let waiting = error.as_deref().is_some_and(|e| {
+        e.starts_with("waiting on ")
+            || e.starts_with(HISTORY_CONFLICT)
+            || e.starts_with(super::conflict::CONFLICT)
+    });
     let retries = retry_of
         .and_then(|r| r.get("retries"))
         .and_then(Value::as_i64)
@@ -84,8 +106,8 @@ pub(super) async fn write_sync_log(
     if let Some(prev) = retry_of {
         store::execute(
             conn,
-            r#"UPDATE "tabEvent Sync Log" SET status = $1, error = $2, retries = $3, next_retry = $4, docname = $5, modified = $6, note = $7 WHERE name = $8"#,
-            &[Param::Text(Some(status.into())), Param::Text(error), Param::Int(Some(retries)), Param::Text(next_retry), Param::Text(Some(local).filter(|l| !l.is_empty())), Param::Text(Some(now)), Param::Text(note), Param::Text(Some(text(prev.get("name"))))],
+            r#"UPDATE "tabEvent Sync Log" SET status = $1, error = $2, retries = $3, next_retry = $4, docname = $5, modified = $6, note = $7, conflict = $8 WHERE name = $9"#,
+            &[Param::Text(Some(status.into())), Param::Text(error), Param::Int(Some(retries)), Param::Text(next_retry), Param::Text(Some(local).filter(|l| !l.is_empty())), Param::Text(Some(now)), Param::Text(note), Param::Text(conflict), Param::Text(Some(text(prev.get("name"))))],
         )
         .await?;
         return Ok(text(prev.get("name")));
@@ -125,6 +147,7 @@ pub(super) async fn write_sync_log(
         Param::Int(Some(0)),
         Param::Text(next_retry),
         Param::Text(note),
+        Param::Text(conflict),
     ]);
     Ok(name)
 }
