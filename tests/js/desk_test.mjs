@@ -2,7 +2,7 @@
 //   node tests/js/desk_test.mjs <producer url> <consumer url> <artifacts dir>
 // Debian's Chromium, headless, through playwright-core. Everything is done the way a user does
 // it: log in, create users and keys, wire an Event Producer, approve, stream an Item, make a
-// sync fail, fix it and Resync; plus list paging and filters, pt-BR, CSRF and log out.
+// sync conflict, resolve it by taking the producer's version; plus list paging and filters, pt-BR, CSRF and log out.
 // Screenshots of the main pages go to the artifacts dir.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -249,7 +249,8 @@ try {
   });
 
   await step("a sync that fails is listed and shown on the dashboard", c, async () => {
-    // A local Item with the same name makes the incoming Create clash (use_same_name).
+    // A local Item with the same name and another group makes the incoming Create a
+    // conflict (use_same_name): the local one is kept until a person chooses.
     await createItemGroup(c, C, "Local Group");
     await createItem(c, C, "DESK-CLASH", "Local Group");
     await createItem(p, P, "DESK-CLASH", "Desk Products");
@@ -257,29 +258,31 @@ try {
     await shot(c, "11-sync-log-failed-list");
     await open(c, C + "/app/" + "streaming-dashboard", '[data-role="failures"]');
     assert(/1/.test(await c.textContent('[data-role="failures"]')), "one failure counted");
+    assert(/1/.test(await c.textContent('[data-role="conflicts"]')), "one conflict to resolve");
     await shot(c, "12-dashboard-consumer");
     await c.click('[data-role="failures"]');
     await c.waitForSelector("tr[data-name]");
     assert(/status=Failed/.test(c.url()) && /event_producer=/.test(c.url()), "link to the failures: " + c.url());
   });
 
-  await step("Resync while the clash remains still fails, with the result shown", c, async () => {
+  await step("the conflict shows both versions, and the local Item is untouched", c, async () => {
     await c.click("tr[data-name] a");
-    await c.waitForSelector('[data-role="sync-error"]');
-    await c.click('[data-action="resync"]');
-    await c.waitForSelector('[data-role="form-error"]:has-text("Failed")');
-    await shot(c, "13-sync-log-resync-failed");
+    await c.waitForSelector('[data-role="conflict"] tr[data-field="item_group"]');
+    const row = await c.textContent('[data-role="conflict"] tr[data-field="item_group"]');
+    assert(row.includes("Local Group") && row.includes("Desk Products"), "both values shown: " + row);
+    assert(await c.locator('[data-action="resync"]').count() === 0, "a conflict is resolved, not resynced");
+    await shot(c, "13-sync-log-conflict");
+    const logUrl = c.url();
+    await open(c, C + "/app/item/DESK-CLASH", '[data-fieldname="item_group"]');
+    assert((await c.inputValue('[data-fieldname="item_group"] input')) === "Local Group", "local Item kept");
+    await open(c, logUrl, '[data-action="take-producer"]');
   });
 
-  await step("fix the clash, press Resync: Synced", c, async () => {
-    const logUrl = c.url();
-    await open(c, C + "/app/item/DESK-CLASH", '[data-action="delete"]');
-    await c.click('[data-action="delete"]');
-    await c.waitForURL(C + "/app/item");
-    await open(c, logUrl, '[data-action="resync"]');
-    await c.click('[data-action="resync"]');
+  await step("take the producer's version: Synced, recorded, and the Item is the producer's", c, async () => {
+    await c.click('[data-action="take-producer"]');
     await c.waitForSelector('[data-role="form-success"]:has-text("Synced")');
-    await shot(c, "14-sync-log-resynced");
+    assert(/Administrator took the producer's version of .*item_group/.test(await c.textContent('[data-role="conflict"]')), "who chose what is shown");
+    await shot(c, "14-sync-log-conflict-resolved");
     await open(c, C + "/app/item/DESK-CLASH", '[data-fieldname="item_group"]');
     assert((await c.inputValue('[data-fieldname="item_group"] input')) === "Desk Products", "producer's Item applied");
   });
