@@ -3,7 +3,9 @@
 //! applies, later updates wait on it), a change to another field applies and the sync log says
 //! what was kept local, a Create for a name the consumer already uses with other content is a
 //! conflict (the same content is taken as received), a Delete of an edited document waits for a
-//! person, and a row that says the producer wins overwrites and says so.
+//! person, and a row that says the producer wins overwrites and says so. A linked document
+//! whose name the consumer already uses for its own is linked as it is, and the difference is
+//! noted once.
 
 mod common;
 use common::*;
@@ -274,6 +276,75 @@ async fn never_overwritten(backend: Backend) {
     );
     let (_, cust) = c.get("/api/resource/Customer/Both").await;
     assert_eq!(cust["data"]["customer_group"], "Wholesale");
+}
+
+/// A shop's invoice names its Customer "Acme Corp"; the head office has a different "Acme Corp"
+/// of its own. The invoice is linked to it as it is, never overwriting it, and the sync log
+/// says once that the local document is a different one, and how.
+async fn a_dependency_named_like_a_local_document(backend: Backend) {
+    let Some((p, c)) = start_pair_on(backend).await else {
+        return;
+    };
+    for site in [&p, &c] {
+        seed_invoice_masters(site).await;
+    }
+    c.insert(
+        "Customer",
+        json!({"customer_name": "Acme Corp", "customer_type": "Company"}),
+    )
+    .await;
+    p.insert(
+        "Customer",
+        json!({"customer_name": "Acme Corp", "customer_type": "Individual"}),
+    )
+    .await;
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1}]),
+    )
+    .await;
+    let mut names = vec![];
+    for qty in [1, 2] {
+        let inv = p
+            .insert(
+                "Sales Invoice",
+                json!({"customer": "Acme Corp", "items": [{"item_code": "I1", "qty": qty, "rate": 5}]}),
+            )
+            .await;
+        names.push(inv["name"].as_str().unwrap().to_string());
+        // One page each: the note goes on the first invoice that links it.
+        let n = names.last().unwrap().clone();
+        eventually(15, "the invoice arrives", || {
+            get_opt(&c, format!("/api/resource/Sales Invoice/{n}"))
+        })
+        .await;
+    }
+    let first = sync_logs(&c, &names[0]).await;
+    assert_eq!(first[0]["status"], "Synced", "{first:?}");
+    let note = first[0]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("linked to a different local document: Customer Acme Corp")
+            && note.contains("customer_type: here \"Company\", there \"Individual\""),
+        "{note}"
+    );
+    let second = sync_logs(&c, &names[1]).await;
+    assert_eq!(second[0]["note"], Value::Null, "noted once: {second:?}");
+    let (_, cust) = c.get("/api/resource/Customer/Acme Corp").await;
+    assert_eq!(
+        cust["data"]["customer_type"], "Company",
+        "never overwritten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_named_like_a_local_document_sqlite() {
+    a_dependency_named_like_a_local_document(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_named_like_a_local_document_postgres() {
+    a_dependency_named_like_a_local_document(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

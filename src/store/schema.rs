@@ -188,6 +188,9 @@ pub async fn create_internal_tables(conn: &mut Conn) -> Result<()> {
         // Fields of documents changed on this site (not by a producer) since the producer's
         // version was last received: what an incoming change must not overwrite silently.
         r#"CREATE TABLE IF NOT EXISTS "__local_edits" (ref_doctype TEXT NOT NULL, docname TEXT NOT NULL, fieldname TEXT NOT NULL, since TEXT NOT NULL, PRIMARY KEY (ref_doctype, docname, fieldname))"#,
+        // Linked documents held here that did not come from a producer, compared once with
+        // that producer's copy (`differs` is null when they agree).
+        r#"CREATE TABLE IF NOT EXISTS "__dependency_checks" (producer TEXT NOT NULL, ref_doctype TEXT NOT NULL, docname TEXT NOT NULL, differs TEXT, noted BIGINT NOT NULL DEFAULT 0, checked_at TEXT NOT NULL, PRIMARY KEY (producer, ref_doctype, docname))"#,
         r#"CREATE TABLE IF NOT EXISTS "__file_chunks" (content_hash TEXT NOT NULL, n BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (content_hash, n))"#,
     ];
     for s in stmts {

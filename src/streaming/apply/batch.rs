@@ -47,6 +47,19 @@ pub(super) async fn apply_and_log(
         }
     };
     let wrote = outcome.is_ok() && batch.streamed.contains(&sub.local_type);
+    if outcome.is_ok() && sub.mapping.is_none() {
+        let doc = match inc.update_type.as_str() {
+            "Update" => inc.data.get("changed"),
+            _ => Some(&inc.data),
+        };
+        let known = &mut batch.known;
+        if let Some(n) = doc.and_then(|d| linked_here::note_for(a.reg, known, &sub.local_type, d)) {
+            known.note = Some(match known.note.take() {
+                Some(before) => format!("{before}; {n}"),
+                None => n,
+            });
+        }
+    }
     let outcome = match (outcome, batch.known.conflict.take()) {
         (Ok(local), Some(c)) => Outcome::Conflict(local, c),
         (Ok(local), None) => Outcome::Applied(local),
@@ -111,6 +124,11 @@ pub struct Known {
     pub(super) note: Option<String>,
     /// The current update is applied again after the producer's history changed.
     pub(super) replaying: bool,
+    /// Linked documents held here that differ from the producer's copy, not yet noted on a
+    /// sync log (`linked_here.rs`).
+    pub(super) linked_here: std::collections::HashMap<(String, String), String>,
+    /// Those noted by this page.
+    pub(super) linked_noted: Vec<(String, String)>,
     /// Fields of the current update that conflict with this site's edits (`conflict.rs`),
     /// kept here and recorded on its sync log.
     pub(super) conflict: Option<Value>,

@@ -156,14 +156,18 @@ pub(super) fn fetch_missing<'a>(
 
 /// Fetches, in parallel and each once, the linked documents of a page that are missing here,
 /// following their own links a few levels deep. Best effort: what is not fetched here is fetched
-/// (or reported) when the document is applied.
+/// (or reported) when the document is applied. Also returns the documents the page links to
+/// directly that are here already.
 pub(super) async fn prefetch_dependencies(
     site: &Site,
     reg: &Registry,
     info: &ProducerInfo,
     remote: &RemoteSite,
     logs: &[Incoming],
-) -> std::collections::HashMap<(String, String), Value> {
+) -> (
+    std::collections::HashMap<(String, String), Value>,
+    Vec<(String, String)>,
+) {
     use futures_util::stream::{self, StreamExt};
     use std::borrow::Cow;
     let mut fetched = std::collections::HashMap::new();
@@ -185,7 +189,8 @@ pub(super) async fn prefetch_dependencies(
             Some((sub.local_type.clone(), Cow::Borrowed(doc)))
         })
         .collect();
-    for _depth in 0..4 {
+    let mut here = Vec::new();
+    for depth in 0..4 {
         // A set: a page of invoices links thousands of documents, and a list searched for each
         // one took a fifth of the consumer's time.
         let mut wanted: std::collections::HashSet<(String, String)> = Default::default();
@@ -201,7 +206,15 @@ pub(super) async fn prefetch_dependencies(
                 }
             }
         }
-        let missing = missing_locally(site, reg, wanted).await;
+        let missing = missing_locally(site, reg, wanted.clone()).await;
+        if depth == 0 {
+            let absent: std::collections::HashSet<&(String, String)> = missing.iter().collect();
+            here = wanted
+                .iter()
+                .filter(|k| !absent.contains(k))
+                .cloned()
+                .collect();
+        }
         if missing.is_empty() {
             break;
         }
@@ -221,7 +234,7 @@ pub(super) async fn prefetch_dependencies(
             }
         }
     }
-    fetched
+    (fetched, here)
 }
 
 /// Same-name Creates of a page whose documents are not here yet (one query per type).

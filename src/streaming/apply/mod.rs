@@ -27,6 +27,7 @@ mod document;
 mod echo;
 mod files;
 mod held;
+mod linked_here;
 mod local_names;
 mod mapped;
 mod producer_info;
@@ -144,8 +145,10 @@ pub async fn apply_batch(
     held::follow_unheld(site, info, remote, logs).await;
     // Missing dependencies are fetched before the write transaction opens, in parallel.
     let reg = site.meta();
+    let (docs, here) = prefetch_dependencies(site, &reg, info, remote, logs).await;
     let mut prefetched = Prefetched {
-        docs: prefetch_dependencies(site, &reg, info, remote, logs).await,
+        linked_here: linked_here::check(site, &reg, info, remote, here).await,
+        docs,
         files: files::prefetch_files(site, &reg, info, remote, logs).await,
     };
     let source = (site, info, remote);
@@ -175,6 +178,8 @@ enum Attempt {
 /// What a page's documents need from the producer, fetched before its transaction: missing
 /// linked documents (used by the first attempt only) and attached files.
 struct Prefetched {
+    /// Linked documents held here that differ from the producer's copy (`linked_here.rs`).
+    linked_here: std::collections::HashMap<(String, String), String>,
     docs: std::collections::HashMap<(String, String), Value>,
     files: files::Attached,
 }
@@ -204,6 +209,7 @@ async fn apply_page(
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
     batch.known.fetched = std::mem::take(&mut prefetched.docs);
     batch.known.files = std::mem::take(&mut prefetched.files);
+    batch.known.linked_here = prefetched.linked_here.clone();
     batch.careful = careful;
     batch.known.absent = absent_at_start(&mut tx, &reg, info, logs).await?;
     let a = Applying {
@@ -244,6 +250,7 @@ async fn apply_page(
         }
     }
     batch.known.flush_sync_logs(&mut tx).await?;
+    linked_here::mark_noted(&mut tx, &info.url, &batch.known.linked_noted).await?;
     let new_seq = match (stored_seq, cursor) {
         (Some(s), Some(c)) => Some(s.max(c)),
         (s, _) => s,
