@@ -86,7 +86,31 @@ enum SiteAction {
     Insert { file: PathBuf },
     /// Delete the site (its folder, and its tables on PostgreSQL).
     Drop,
+    /// Compare what this site holds with what its producers sent it, print the differences
+    /// and exit 0 when in step, 1 when differences remain, 2 when it could not compare.
+    Verify {
+        /// Only this producer (its URL); default: every Event Producer.
+        #[arg(long)]
+        producer: Option<String>,
+        /// Fetch and apply what is missing or different here (never what is only here or
+        /// edited here, unless the row says the producer wins).
+        #[arg(long)]
+        repair: bool,
+    },
 }
+
+/// An exit code other than 0 that is not an error of the command itself (its message, if any,
+/// was printed already).
+#[derive(Debug)]
+struct Exit(u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
@@ -111,6 +135,9 @@ pub fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Exit>().is_some() => {
+            ExitCode::from(e.downcast_ref::<Exit>().map_or(1, |x| x.0))
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
@@ -196,6 +223,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{}", crate::service::documents::name_text(&name));
                     }
                 }
+                SiteAction::Verify { producer, repair } => {
+                    let site = crate::hooks::open(&dir).await?;
+                    let code = verify(&site, producer, repair).await;
+                    site.store.close().await;
+                    if code != 0 {
+                        return Err(Exit(code).into());
+                    }
+                }
                 SiteAction::Drop => {
                     provisioning::drop_site(&dir).await?;
                     eprintln!("Dropped site {name}");
@@ -254,4 +289,49 @@ async fn serve_until_signal(
         Err(_) => tracing::warn!("in-flight requests did not finish in 9 s; exiting"),
     }
     Ok(())
+}
+
+/// `site NAME verify`: the differences per producer on stdout; 0 in step, 1 differences left,
+/// 2 could not compare (the reason on stderr).
+async fn verify(site: &crate::site::Site, producer: Option<String>, repair: bool) -> u8 {
+    let producers = match producer {
+        Some(p) => vec![p.trim_end_matches('/').to_string()],
+        None => match crate::streaming::consumer::producer_urls(site).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: cannot list the Event Producers: {}", e.message());
+                return 2;
+            }
+        },
+    };
+    let mut code = 0;
+    for p in producers {
+        match crate::streaming::verify::verify(site, &p, repair).await {
+            Ok(report) => {
+                let remaining = report.remaining();
+                println!(
+                    "{p}: {} documents as of seq {}, {} differences{}",
+                    report.documents,
+                    report.as_of,
+                    remaining,
+                    if repair {
+                        format!(" left ({} repaired)", report.repaired)
+                    } else {
+                        String::new()
+                    }
+                );
+                for line in report.lines() {
+                    println!("  {line}");
+                }
+                if remaining > 0 {
+                    code = code.max(1);
+                }
+            }
+            Err(e) => {
+                eprintln!("{p}: could not compare: {}", e.message());
+                code = 2;
+            }
+        }
+    }
+    code
 }

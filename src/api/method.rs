@@ -403,6 +403,37 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             };
             json!(crate::streaming::apply::resync(site, &name).await?)
         }
+        "docstream.streaming.verify_digests" => {
+            let fields = args.json("fields")?.unwrap_or(Value::Null);
+            let fields = serde_json::from_value(fields).map_err(|e| {
+                Error::BadRequest(format!("fields must map field names to null or to a list of child fields: {e}"))
+            })?;
+            let buckets = match args.json("buckets")? {
+                None | Some(Value::Null) => None,
+                Some(b) => Some(serde_json::from_value(b).map_err(|e| {
+                    Error::BadRequest(format!("buckets must be a list of bucket ids: {e}"))
+                })?),
+            };
+            let as_of = args.uint("as_of")?.ok_or_else(|| {
+                Error::BadRequest("as_of (the consumer's checkpoint) is required".into())
+            })?;
+            let ask = crate::streaming::verify::Ask {
+                consumer: args.required("event_consumer")?,
+                doctype: args.required("doctype")?,
+                fields,
+                as_of: as_of as i64,
+                buckets,
+            };
+            crate::streaming::verify::answer(site, caller, &ask).await?
+        }
+        "docstream.streaming.verify" => {
+            if !caller.is_system_manager() {
+                return Err(Error::Permission("Only a System Manager may verify".into()).into());
+            }
+            let repair = matches!(args.str("repair").as_deref(), Some("1" | "true" | "True"));
+            let producer = args.required("event_producer")?;
+            json!(crate::streaming::verify::verify(site, &producer, repair).await?)
+        }
         "docstream.streaming.resolve_conflict" => {
             if !caller.is_system_manager() {
                 return Err(

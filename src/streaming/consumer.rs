@@ -573,10 +573,25 @@ pub(super) async fn pull_with(
     producer_url: &str,
     prefetched: Option<Prefetched>,
 ) -> Result<usize> {
+    with_pull_lock(
+        site,
+        producer_url,
+        pull_locked(site, producer_url, prefetched),
+    )
+    .await
+}
+
+/// Runs `work` under the producer's pull lock: one pull (or verification) per producer at a
+/// time.
+pub(super) async fn with_pull_lock<T>(
+    site: &Site,
+    producer_url: &str,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     let lock = site.streaming().pull_lock(producer_url);
     let _guard = lock.lock().await;
     if site.store.dialect() != store::Dialect::Postgres {
-        return pull_locked(site, producer_url, prefetched).await;
+        return work.await;
     }
     // Several processes may serve one PostgreSQL site: a session advisory lock keeps one pull
     // per producer at a time across all of them (the others wait, then pull what is left).
@@ -584,7 +599,7 @@ pub(super) async fn pull_with(
     let mut conn = site.store.conn().await?;
     let key = [store::Param::Int(Some(key))];
     store::fetch_values(&mut conn, "SELECT pg_advisory_lock($1)", &key).await?;
-    let result = pull_locked(site, producer_url, prefetched).await;
+    let result = work.await;
     if store::fetch_values(&mut conn, "SELECT pg_advisory_unlock($1)", &key)
         .await
         .is_err()

@@ -167,6 +167,26 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
         error = json!(history);
         Value::Null
     };
+    // The last verification: differences left are shown until a verification finds none.
+    let verified = store_row(
+        site,
+        r#"SELECT last_verified, verified_documents, verify_differences FROM "tabEvent Producer Last Update" WHERE name = $1"#,
+        &[Param::Text(Some(url.clone()))],
+    )
+    .await?;
+    let differences = verified
+        .get("verify_differences")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let lag = if differences > 0 && history.is_empty() {
+        status = "Differences found".into();
+        error = json!(format!(
+            "the last verification found {differences} differences: see Verification Report on the Event Producer Last Update"
+        ));
+        Value::Null
+    } else {
+        lag
+    };
     Ok(json!({
         "url": url,
         "status": status,
@@ -178,6 +198,11 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
         "last_sync": last_sync,
         "failed": failed,
         "conflicts": conflicts,
+        "verified": {
+            "at": verified.get("last_verified"),
+            "documents": verified.get("verified_documents"),
+            "differences": differences,
+        },
         "unsent": unsent,
         "connection": connection,
         "failures_link": format!(
@@ -185,6 +210,16 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
             percent_encoding::utf8_percent_encode(&url, percent_encoding::NON_ALPHANUMERIC)
         ),
     }))
+}
+
+/// The first row of a query, empty when there is none.
+async fn store_row(site: &Site, sql: &str, params: &[Param]) -> Result<crate::store::Doc> {
+    let mut conn = site.store.conn().await?;
+    Ok(crate::store::fetch_docs(&mut conn, sql, params)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default())
 }
 
 async fn remote_lag(site: &Site, url: &str, after: i64, types: &[String]) -> Result<i64> {

@@ -7,6 +7,7 @@ pub mod condition;
 pub mod consumer;
 pub mod dashboard;
 pub mod definitions;
+pub mod digest;
 pub mod history;
 pub mod local_edits;
 pub mod log_watch;
@@ -20,6 +21,7 @@ pub mod remote;
 pub mod tunnel;
 mod types;
 pub mod update_log;
+pub mod verify;
 
 use crate::error::{Error, Result};
 use crate::site::Site;

@@ -179,7 +179,7 @@ struct Subscription {
 
 /// Refuses a pull for a consumer that does not exist here, or that the caller may not pull for
 /// (the approvals that judge a page are read after its logs).
-async fn check_consumer(
+pub(super) async fn check_consumer(
     conn: &mut Conn,
     site: &Site,
     caller: &Caller,

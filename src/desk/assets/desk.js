@@ -84,8 +84,8 @@
     return ts ? h("time", { title: String(ts).slice(0, 19), datetime: String(ts) }, ago(ts)) : h("span", { class: "muted" }, "—");
   }
   const STATUS_COLORS = {
-    green: ["Synced", "Approved", "Active", "Submitted", "Open", "Enabled", "Completed", "Closed", "Connected"],
-    red: ["Failed", "Rejected", "Cancelled", "Unreachable", "History changed", "Disabled", "High"],
+    green: ["Synced", "Approved", "Active", "Submitted", "Open", "Enabled", "Completed", "Closed", "Connected", "Resolved"],
+    red: ["Failed", "Rejected", "Cancelled", "Unreachable", "History changed", "Differences found", "Disabled", "High"],
     orange: ["Pending", "Pending approval", "Draft", "Not Saved", "Medium", "Waiting"],
   };
   function pill(text, color) {
@@ -1134,6 +1134,7 @@
         } else out.push(button(__("Resync"), "resync", () => this.resync(), "btn-primary"));
       }
       if (this.dt.name === "Event Producer") out.push(button(__("Pull Now"), "pull-now", () => this.pullNow()));
+      if (this.dt.name === "Event Producer" && boot.is_system_manager) out.push(button(__("Verify"), "verify", () => this.verify()));
       return out;
     }
 
@@ -1221,6 +1222,17 @@
       } catch (e) { this.showError(e); }
     }
 
+    async verify() {
+      try {
+        this.show("info", __("Verifying..."));
+        const r = await api.call("docstream.streaming.verify", { event_producer: this.doc.name, repair: 1 });
+        const left = r.differences.length - r.repaired;
+        if (!left) this.show("success", __("In step: {0} documents ({1} repaired)", r.documents, r.repaired));
+        else this.show("error", __("{0} differences left ({1} repaired): {2}", left, r.repaired,
+          r.differences.filter((d) => d.repair !== "repaired").map((d) => d.kind + " " + d.doctype + " " + d.name).join("; ")));
+      } catch (e) { this.showError(e); }
+    }
+
     async pullNow() {
       try {
         this.show("info", __("Pulling..."));
@@ -1274,7 +1286,10 @@
           r.unsent ? h("div", { class: "small text-warn" }, __("Last edit not yet sent")) : null,
           r.connection ? h("div", { class: "small " + (r.connection.connected ? "muted" : "text-warn"), dataset: { role: "connection" } },
             r.connection.connected ? __("Connects to this site: connected since {0}", r.connection.since || "") : __("Connects to this site: not connected now")) : null,
-          r.error ? h("div", { class: "small text-error" }, r.error) : null),
+          r.error ? h("div", { class: "small text-error" }, r.error) : null,
+          r.verified && r.verified.at ? h("div", { class: "small muted", dataset: { role: "verified" } },
+            r.verified.differences ? __("Last verification: {0} differences", r.verified.differences)
+              : __("Verified in step: {0} documents, {1}", r.verified.documents, String(r.verified.at).slice(0, 19))) : null),
         h("td", null, pill(r.status)),
         h("td", null, typeChips(r.types)),
         h("td", null, lagEl(r.lag)),

@@ -60,6 +60,13 @@ pub(super) async fn apply_and_log(
             });
         }
     }
+    if let Some(r) = batch.known.repair.clone() {
+        let known = &mut batch.known;
+        known.note = Some(match known.note.take() {
+            Some(n) => format!("{r}; {n}"),
+            None => r,
+        });
+    }
     let outcome = match (outcome, batch.known.conflict.take()) {
         (Ok(local), Some(c)) => Outcome::Conflict(local, c),
         (Ok(local), None) => Outcome::Applied(local),
@@ -129,6 +136,8 @@ pub struct Known {
     pub(super) linked_here: std::collections::HashMap<(String, String), String>,
     /// Those noted by this page.
     pub(super) linked_noted: Vec<(String, String)>,
+    /// The current update is a repair verification asked for (the note begins with this).
+    pub(super) repair: Option<String>,
     /// Fields of the current update that conflict with this site's edits (`conflict.rs`),
     /// kept here and recorded on its sync log.
     pub(super) conflict: Option<Value>,

@@ -1,0 +1,74 @@
+//! Repairs that verification (`streaming::verify`) asks for: the producer's current document,
+//! fetched and applied through the ordinary apply path as a Create (a document here is
+//! updated to match, with the conflict rules of `conflict.rs`), its sync log saying it was a
+//! repair.
+//! Must not decide what to repair: verification does.
+
+use super::*;
+
+/// Applies the producer's current copy of `name` (local type `local_type`); the status of its
+/// sync log.
+pub async fn repair(
+    site: &Site,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    local_type: &str,
+    name: &str,
+    found: &str,
+) -> Result<String> {
+    let reg = site.meta();
+    let sub = info
+        .types
+        .iter()
+        .find(|t| t.local_type == local_type && !t.unsubscribed)
+        .cloned()
+        .ok_or_else(|| {
+            Error::Validation(format!(
+                "{local_type} is no longer subscribed from {}",
+                info.url
+            ))
+        })?;
+    let doc = remote.get_doc(&sub.remote_type, name).await?;
+    let inc = Incoming::from_log(json!({
+        "update_type": "Create", "ref_doctype": sub.remote_type, "docname": name,
+        "data": doc.to_string(), "seq": null, "origin": info.url,
+    }));
+    let one = std::slice::from_ref(&inc);
+    super::held::follow_unheld(site, info, remote, one).await;
+    let files = super::files::prefetch_files(site, &reg, info, remote, one).await;
+    let caller = site.caller_for(&info.user).await?;
+    let mut tx = site.store.begin().await?;
+    let mut batch = BatchState::load(&mut tx, &info.url).await?;
+    batch.careful = true;
+    batch.known.files = files;
+    batch.known.repair = Some(format!(
+        "repair: verification found it {found}; the producer's current version applied"
+    ));
+    let a = Applying {
+        site,
+        reg: &reg,
+        info,
+        caller: &caller,
+        remote,
+    };
+    let wrote = apply_and_log(&a, &mut tx, &sub, &inc, None, &mut batch).await?;
+    batch.known.flush_sync_logs(&mut tx).await?;
+    tx.commit().await?;
+    if wrote {
+        if let Some(me) = site.arc() {
+            crate::streaming::notifier::notify_consumers(me);
+        }
+    }
+    let failed = batch.told.last().and_then(|o| o.error.clone());
+    super::story::resynced(
+        site,
+        &info.url,
+        local_type,
+        name,
+        if failed.is_some() { "Failed" } else { "Synced" },
+    );
+    Ok(match failed {
+        None => "Synced".into(),
+        Some(_) => "Failed".into(),
+    })
+}

@@ -1,0 +1,476 @@
+//! Verification: whether a consumer holds what its producer sent it, proved by exchanging
+//! digests (`digest.rs`), not documents.
+//!
+//! The producer's half ([`answer`], method `docstream.streaming.verify_digests`) says what the
+//! consumer should hold of one type as of the consumer's checkpoint: per approved row, the
+//! documents that pass its condition (those it was sent) or, without one, every document
+//! (Sync Existing) or those changed since the approval; documents with logs after the
+//! checkpoint are in flight and left out on both sides. It answers bucket digests first and
+//! the documents of the buckets asked for.
+//!
+//! The consumer's half ([`verify`]) runs under the pull lock, compares, lists each difference
+//! (missing here, different, only here, edited here since received) with the fields and both
+//! values, repairs what it may through the ordinary apply path (`apply::repair`), and records
+//! the result on the producer's Event Producer Last Update, where the dashboard reads it.
+//! Must not delete or overwrite what is only here or edited here (unless the row says the
+//! producer wins).
+
+use super::apply::{ProducerInfo, SubscribedType};
+use super::digest::{self, FieldSpec};
+use super::remote::RemoteSite;
+use crate::error::{Error, Result};
+use crate::service::permissions::Caller;
+use crate::site::Site;
+use crate::store::{self, Conn, Param};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+fn text(v: Option<&Value>) -> String {
+    super::producer::value_text(v)
+}
+
+/// The most documents in flight a producer lists: a consumer further behind catches up first.
+const MAX_IN_FLIGHT: usize = 10_000;
+
+/// The most differences whose fields are fetched and shown one by one.
+const MAX_DETAILED: usize = 200;
+
+// ---------- the producer's half ----------
+
+/// What a consumer asks the producer.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub consumer: String,
+    pub doctype: String,
+    pub fields: FieldSpec,
+    pub as_of: i64,
+    /// Buckets whose documents are wanted; none: the bucket digests.
+    pub buckets: Option<BTreeSet<String>>,
+}
+
+/// Answers a consumer's verification question about one type.
+pub async fn answer(site: &Site, caller: &Caller, ask: &Ask) -> Result<Value> {
+    let reg = site.meta();
+    let mut conn = site.store.conn().await?;
+    super::producer::check_consumer(&mut conn, site, caller, &ask.consumer).await?;
+    let rows = store::fetch_docs(
+        &mut conn,
+        r#"SELECT t.condition, t.sync_existing, COALESCE(s.approved_after_seq, 0) AS after
+           FROM "tabEvent Consumer Document Type" t
+           LEFT JOIN "__consumer_type_state" s ON s.consumer = t.parent AND s.ref_doctype = t.ref_doctype
+           WHERE t.parent = $1 AND t.ref_doctype = $2 AND t.status = 'Approved' AND COALESCE(t.unsubscribed, 0) = 0"#,
+        &[Param::text(&ask.consumer), Param::text(&ask.doctype)],
+    )
+    .await?;
+    let Some(row) = rows.first() else {
+        return Err(Error::Validation(format!(
+            "{} is not an approved type of consumer {} on {}",
+            ask.doctype, ask.consumer, site.config.url
+        )));
+    };
+    let dt = reg.get(&ask.doctype)?;
+    let spec = digest::narrow(&reg, &dt, &ask.fields);
+    let in_flight: BTreeSet<String> = names(
+        &mut conn,
+        r#"SELECT DISTINCT docname AS n FROM "tabEvent Update Log" WHERE ref_doctype = $1 AND name > $2"#,
+        &[Param::text(&ask.doctype), Param::Int(Some(ask.as_of))],
+    )
+    .await?
+    .into_iter()
+    .collect();
+    if in_flight.len() > MAX_IN_FLIGHT {
+        return Err(Error::Validation(format!(
+            "{} has more than {MAX_IN_FLIGHT} documents of {} changed after seq {}: verify once the consumer has caught up",
+            site.config.url, ask.doctype, ask.as_of
+        )));
+    }
+    let condition = text(row.get("condition"));
+    let should = if !condition.trim().is_empty() {
+        names(
+            &mut conn,
+            r#"SELECT docname AS n FROM "__consumer_sent" WHERE consumer = $1 AND ref_doctype = $2 AND unsent_seq IS NULL"#,
+            &[Param::text(&ask.consumer), Param::text(&ask.doctype)],
+        )
+        .await?
+    } else if row.get("sync_existing").and_then(Value::as_i64) == Some(1) {
+        names(
+            &mut conn,
+            &format!("SELECT name AS n FROM {}", store::q(&dt.table())),
+            &[],
+        )
+        .await?
+    } else {
+        names(
+            &mut conn,
+            r#"SELECT DISTINCT docname AS n FROM "tabEvent Update Log" WHERE ref_doctype = $1 AND name > $2
+                 AND (for_consumer IS NULL OR for_consumer = $3)"#,
+            &[
+                Param::text(&ask.doctype),
+                Param::Int(row.get("after").and_then(Value::as_i64)),
+                Param::text(&ask.consumer),
+            ],
+        )
+        .await?
+    };
+    // Documents that came from the consumer are its own: they are never sent back to it.
+    let theirs: BTreeSet<String> = names(
+        &mut conn,
+        r#"SELECT l.docname AS n FROM "tabEvent Update Log" l JOIN
+             (SELECT MAX(name) AS last FROM "tabEvent Update Log" WHERE ref_doctype = $1 AND for_consumer IS NULL GROUP BY docname) x
+             ON l.name = x.last WHERE l.origin = $2"#,
+        &[Param::text(&ask.doctype), Param::text(&ask.consumer)],
+    )
+    .await?
+    .into_iter()
+    .collect();
+    let wanted: Vec<String> = should
+        .into_iter()
+        .filter(|n| !in_flight.contains(n) && !theirs.contains(n))
+        .filter(|n| {
+            ask.buckets
+                .as_ref()
+                .is_none_or(|b| b.contains(&digest::bucket_of(n)))
+        })
+        .collect();
+    let digests = digest::digests(&mut conn, &reg, &dt, &spec, &wanted).await?;
+    let mut out = json!({
+        "fields": spec,
+        "in_flight": in_flight,
+        "count": digests.len(),
+    });
+    match ask.buckets {
+        Some(_) => out["docs"] = json!(digests),
+        None => out["buckets"] = json!(digest::buckets(&digests)),
+    }
+    Ok(out)
+}
+
+async fn names(conn: &mut Conn, sql: &str, params: &[Param]) -> Result<Vec<String>> {
+    Ok(store::fetch_docs(conn, sql, params)
+        .await?
+        .iter()
+        .map(|r| crate::service::documents::name_text(r.get("n").unwrap_or(&Value::Null)))
+        .collect())
+}
+
+// ---------- the consumer's half ----------
+
+/// One document that differs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Difference {
+    pub doctype: String,
+    pub name: String,
+    /// `missing here`, `different`, `only here` or `edited here`.
+    pub kind: &'static str,
+    /// Each differing field with this site's value (`here`) and the producer's (`there`).
+    pub fields: Vec<Value>,
+    /// What a repair did, or why none was made.
+    pub repair: Option<String>,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub producer: String,
+    /// The consumer's checkpoint it compared as of.
+    pub as_of: i64,
+    /// Documents the producer says this site should hold (in flight left out).
+    pub documents: usize,
+    pub differences: Vec<Difference>,
+    /// Differences a repair removed.
+    pub repaired: usize,
+    /// Rows not compared, and why.
+    pub skipped: Vec<String>,
+}
+
+impl Report {
+    /// Differences left after repairs.
+    pub fn remaining(&self) -> usize {
+        self.differences.len() - self.repaired
+    }
+
+    /// The report as a person reads it, one line per difference.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![];
+        for d in &self.differences {
+            let fields: Vec<String> = d
+                .fields
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} (here {}, there {})",
+                        text(f.get("field")),
+                        f["here"],
+                        f["there"]
+                    )
+                })
+                .collect();
+            let mut line = format!("{} {} {}", d.kind, d.doctype, d.name);
+            if !fields.is_empty() {
+                line.push_str(&format!(": {}", fields.join(", ")));
+            }
+            if let Some(r) = &d.repair {
+                line.push_str(&format!(" [{r}]"));
+            }
+            out.push(line);
+        }
+        for s in &self.skipped {
+            out.push(format!("not compared: {s}"));
+        }
+        out
+    }
+}
+
+/// Verifies what this site holds from `producer`, repairing when asked; the report is also
+/// recorded on the producer's Event Producer Last Update. An error means it could not compare.
+pub async fn verify(site: &Site, producer: &str, repair: bool) -> Result<Report> {
+    super::consumer::with_pull_lock(site, producer, async {
+        let report = compare(site, producer, repair).await?;
+        record(site, &report).await?;
+        Ok(report)
+    })
+    .await
+}
+
+async fn compare(site: &Site, producer: &str, repair: bool) -> Result<Report> {
+    let info = ProducerInfo::load(site, producer).await?;
+    let as_of = checkpoint(site, producer).await?;
+    let remote = info.remote(site).await?;
+    let mut report = Report {
+        producer: producer.to_string(),
+        as_of,
+        documents: 0,
+        differences: vec![],
+        repaired: 0,
+        skipped: vec![],
+    };
+    for sub in info.types.iter().filter(|t| !t.unsubscribed) {
+        if sub.mapping.is_some() || !sub.use_same_name {
+            report.skipped.push(format!(
+                "{}: rows with a mapping or without Use Same Name are not verified yet",
+                sub.local_type
+            ));
+            continue;
+        }
+        compare_type(site, &info, &remote, sub, &mut report).await?;
+    }
+    if repair {
+        for d in report.differences.iter_mut() {
+            let sub = info
+                .types
+                .iter()
+                .find(|t| t.local_type == d.doctype && !t.unsubscribed);
+            let may = match d.kind {
+                "missing here" | "different" => true,
+                "edited here" => sub.is_some_and(|s| s.producer_wins),
+                _ => false,
+            };
+            if !may {
+                d.repair = Some("left for a person: never overwritten nor deleted".into());
+                continue;
+            }
+            let status =
+                super::apply::repair(site, &info, &remote, &d.doctype, &d.name, d.kind).await;
+            d.repair = Some(match status {
+                Ok(s) if s == "Synced" => {
+                    report.repaired += 1;
+                    "repaired".into()
+                }
+                Ok(s) => format!("repair {s}: see its Event Sync Log"),
+                Err(e) => format!("repair failed: {}", e.message()),
+            });
+        }
+    }
+    Ok(report)
+}
+
+async fn checkpoint(site: &Site, producer: &str) -> Result<i64> {
+    let mut conn = site.store.conn().await?;
+    let rows = store::fetch_docs(
+        &mut conn,
+        r#"SELECT last_seq FROM "tabEvent Producer Last Update" WHERE name = $1"#,
+        &[Param::text(producer)],
+    )
+    .await?;
+    rows.first()
+        .and_then(|r| r.get("last_seq"))
+        .and_then(Value::as_i64)
+        .ok_or_else(|| {
+            Error::Validation(format!(
+                "{producer} keeps no seq for this site (a Frappe producer, or one never pulled): verification needs a docstream producer that has been pulled from"
+            ))
+        })
+}
+
+/// Compares one subscribed type.
+async fn compare_type(
+    site: &Site,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    sub: &SubscribedType,
+    report: &mut Report,
+) -> Result<()> {
+    let reg = site.meta();
+    let dt = reg.get(&sub.local_type)?;
+    let ask = |buckets: Option<&BTreeSet<String>>, spec: &FieldSpec| {
+        let mut args = vec![
+            ("event_consumer", site.config.url.clone()),
+            ("doctype", sub.remote_type.clone()),
+            ("fields", json!(spec).to_string()),
+            ("as_of", report.as_of.to_string()),
+        ];
+        if let Some(b) = buckets {
+            args.push(("buckets", json!(b).to_string()));
+        }
+        async move {
+            remote
+                .call("docstream.streaming.verify_digests", &args)
+                .await
+        }
+    };
+    let first = ask(None, &digest::spec_of(&reg, &dt)).await?;
+    let spec: FieldSpec = serde_json::from_value(first["fields"].clone()).map_err(|e| {
+        Error::Validation(format!(
+            "{}'s verification answer is not understood: {e}",
+            info.url
+        ))
+    })?;
+    let in_flight: BTreeSet<String> =
+        serde_json::from_value(first["in_flight"].clone()).unwrap_or_default();
+    let theirs_buckets: BTreeMap<String, String> =
+        serde_json::from_value(first["buckets"].clone()).unwrap_or_default();
+    report.documents += first["count"].as_u64().unwrap_or(0) as usize;
+    let mut conn = site.store.conn().await?;
+    let received: Vec<String> = received(&mut conn, info, &sub.local_type)
+        .await?
+        .into_iter()
+        .filter(|n| !in_flight.contains(n))
+        .collect();
+    let ours = digest::digests(&mut conn, &reg, &dt, &spec, &received).await?;
+    let our_buckets = digest::buckets(&ours);
+    let differing: BTreeSet<String> = our_buckets
+        .keys()
+        .chain(theirs_buckets.keys())
+        .filter(|b| our_buckets.get(*b) != theirs_buckets.get(*b))
+        .cloned()
+        .collect();
+    if differing.is_empty() {
+        return Ok(());
+    }
+    let second = ask(Some(&differing), &spec).await?;
+    let theirs: BTreeMap<String, String> =
+        serde_json::from_value(second["docs"].clone()).unwrap_or_default();
+    let ours: BTreeMap<&String, &String> = ours
+        .iter()
+        .filter(|(n, _)| differing.contains(&digest::bucket_of(n)))
+        .collect();
+    let names: BTreeSet<&String> = ours.keys().copied().chain(theirs.keys()).collect();
+    for name in names {
+        let kind = match (ours.get(name), theirs.get(name)) {
+            (Some(a), Some(b)) if **a == *b => continue,
+            (Some(_), Some(_)) => {
+                let edits = super::local_edits::of(&mut conn, &sub.local_type, name).await?;
+                if edits.is_empty() {
+                    "different"
+                } else {
+                    "edited here"
+                }
+            }
+            (None, Some(_)) => "missing here",
+            (Some(_), None) => "only here",
+            (None, None) => continue,
+        };
+        let fields = if matches!(kind, "different" | "edited here")
+            && report.differences.len() < MAX_DETAILED
+        {
+            field_differences(&mut conn, &reg, &dt, &spec, remote, sub, name).await
+        } else {
+            vec![]
+        };
+        report.differences.push(Difference {
+            doctype: sub.local_type.clone(),
+            name: name.clone(),
+            kind,
+            fields,
+            repair: None,
+        });
+    }
+    Ok(())
+}
+
+/// The documents this site received from the producer that it still holds.
+async fn received(conn: &mut Conn, info: &ProducerInfo, doctype: &str) -> Result<Vec<String>> {
+    names(
+        conn,
+        r#"SELECT DISTINCT producer_doc AS n FROM "tabEvent Sync Log"
+           WHERE event_producer = $1 AND ref_doctype = $2 AND status IN ('Synced', 'Resolved') AND producer_doc IS NOT NULL"#,
+        &[Param::text(&info.url), Param::text(doctype)],
+    )
+    .await
+}
+
+/// The fields of a document that differ from the producer's copy (best effort: none when the
+/// producer's copy cannot be read).
+async fn field_differences(
+    conn: &mut Conn,
+    reg: &crate::meta::Registry,
+    dt: &crate::meta::DocType,
+    spec: &FieldSpec,
+    remote: &RemoteSite,
+    sub: &SubscribedType,
+    name: &str,
+) -> Vec<Value> {
+    let Ok(theirs) = remote.get_doc(&sub.remote_type, name).await else {
+        return vec![];
+    };
+    let Ok(Some(ours)) = crate::service::documents::load_doc(conn, reg, dt, name).await else {
+        return vec![];
+    };
+    let Some(theirs) = theirs.as_object() else {
+        return vec![];
+    };
+    spec.iter()
+        .filter_map(|(f, cols)| {
+            let mut one = FieldSpec::new();
+            one.insert(f.clone(), cols.clone());
+            let (a, b) = (
+                digest::canonical_text(&ours, &one),
+                digest::canonical_text(theirs, &one),
+            );
+            (a != b).then(|| {
+                json!({"field": f, "here": ours.get(f).cloned().unwrap_or(Value::Null),
+                       "there": theirs.get(f).cloned().unwrap_or(Value::Null)})
+            })
+        })
+        .collect()
+}
+
+/// Writes the result where the dashboard reads it.
+async fn record(site: &Site, report: &Report) -> Result<()> {
+    let mut tx = site.store.begin().await?;
+    let summary = match report.remaining() {
+        0 => format!(
+            "in step: {} documents as of seq {}",
+            report.documents, report.as_of
+        ),
+        n => format!(
+            "{n} differences as of seq {}:\n{}",
+            report.as_of,
+            report.lines().join("\n")
+        ),
+    };
+    store::execute(
+        &mut tx,
+        r#"UPDATE "tabEvent Producer Last Update" SET last_verified = $1, verified_documents = $2,
+             verify_differences = $3, verify_report = $4 WHERE name = $5"#,
+        &[
+            Param::text(&site.clock.now()),
+            Param::Int(Some(report.documents as i64)),
+            Param::Int(Some(report.remaining() as i64)),
+            Param::Text(Some(summary)),
+            Param::text(&report.producer),
+        ],
+    )
+    .await?;
+    tx.commit().await
+}

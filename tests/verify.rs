@@ -1,0 +1,234 @@
+//! Verification and repair: sites in step say so; a row deleted from the consumer's database
+//! and one changed in the producer's database behind the servers' backs (`sqlite3`, `psql`),
+//! a document deleted from the producer's database, and a received document edited on the
+//! consumer are each found, listed with their fields, and repaired or left for a person as
+//! the rules say; the dashboard never says "Up to date" meanwhile; the CLI's exit code says
+//! which (0 in step, 1 differences, 2 could not compare).
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::process::Command;
+
+/// Runs SQL on a site's database behind its server's back.
+fn behind_the_back(site: &TestSite, sql: &str) {
+    let out = match site.backend {
+        Backend::Sqlite => Command::new("sqlite3")
+            .arg(site.site_dir().join("site.sqlite3"))
+            .arg(sql)
+            .output(),
+        Backend::Postgres => Command::new("psql")
+            .arg(format!(
+                "postgres://postgres@127.0.0.1:5432/{}",
+                site.pg_db.as_deref().unwrap()
+            ))
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output(),
+    }
+    .expect("sqlite3 or psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `docstream site NAME verify [args]`: exit code and stdout.
+fn cli_verify(c: &TestSite, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(["site", &c.name, "--data-dir"])
+        .arg(c.dir.path())
+        .arg("verify")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+async fn rest_verify(c: &TestSite, p: &TestSite, repair: bool) -> Value {
+    let (s, r) = c
+        .post(
+            "/api/method/docstream.streaming.verify",
+            json!({"event_producer": p.public_url, "repair": if repair { 1 } else { 0 }}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    r["message"].clone()
+}
+
+fn kinds(report: &Value) -> Vec<(String, String)> {
+    let mut k: Vec<(String, String)> = report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_string(),
+                d["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    k.sort();
+    k
+}
+
+async fn verified_and_repaired(backend: Backend) {
+    let Some((mut p, c)) = start_pair_on(backend).await else {
+        return;
+    };
+    let mut names = vec![];
+    for i in 0..12 {
+        let t = p
+            .insert(
+                "ToDo",
+                json!({"description": format!("Task {i}"), "priority": "Medium"}),
+            )
+            .await;
+        names.push(t["name"].as_str().unwrap().to_string());
+    }
+    subscribe(&p, &c, json!([{"ref_doctype": "ToDo", "use_same_name": 1}])).await;
+    let after = p
+        .insert("ToDo", json!({"description": "After approval"}))
+        .await;
+    names.push(after["name"].as_str().unwrap().to_string());
+    for n in &names {
+        eventually(15, "the ToDo arrives", || {
+            get_opt(&c, format!("/api/resource/ToDo/{n}"))
+        })
+        .await;
+    }
+    // In step: digests only, nothing to list.
+    let report = rest_verify(&c, &p, false).await;
+    assert_eq!(report["documents"], 13, "{report}");
+    assert_eq!(kinds(&report), vec![], "{report}");
+    let (code, out, err) = cli_verify(&c, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("13 documents") && out.contains("0 differences"),
+        "{out}"
+    );
+
+    // Behind the servers' backs, and one ordinary local edit.
+    let (deleted, changed, gone, edited) = (&names[0], &names[1], &names[2], &names[3]);
+    behind_the_back(
+        &c,
+        &format!(r#"DELETE FROM "tabToDo" WHERE name = '{deleted}'"#),
+    );
+    behind_the_back(
+        &p,
+        &format!(
+            r#"UPDATE "tabToDo" SET description = 'Changed in the database' WHERE name = '{changed}'"#
+        ),
+    );
+    behind_the_back(
+        &p,
+        &format!(r#"DELETE FROM "tabToDo" WHERE name = '{gone}'"#),
+    );
+    let (s, b) = c
+        .put(
+            &format!("/api/resource/ToDo/{edited}"),
+            json!({"priority": "High"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    let report = rest_verify(&c, &p, false).await;
+    let mut want = vec![
+        ("different".to_string(), changed.clone()),
+        ("edited here".to_string(), edited.clone()),
+        ("missing here".to_string(), deleted.clone()),
+        ("only here".to_string(), gone.clone()),
+    ];
+    want.sort();
+    assert_eq!(kinds(&report), want, "{report}");
+    let different = report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "different")
+        .unwrap();
+    assert_eq!(
+        different["fields"],
+        json!([{"field": "description", "here": "Task 1", "there": "Changed in the database"}])
+    );
+    // Never "Up to date" while differences are known.
+    let dash = c
+        .call_session("docstream.desk.streaming_dashboard", json!({}))
+        .await;
+    let card = &dash["message"]["producers"][0];
+    assert_eq!(card["status"], "Differences found", "{dash}");
+    assert_eq!(card["lag"], Value::Null, "{dash}");
+    assert_eq!(card["verified"]["differences"], 4, "{dash}");
+
+    // The CLI repairs what it may: missing and different; the rest is left for a person.
+    let (code, out, err) = cli_verify(&c, &["--repair"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("2 differences left (2 repaired)"), "{out}");
+    assert!(out.contains(&format!("only here ToDo {gone}")), "{out}");
+    let restored = get_opt(&c, format!("/api/resource/ToDo/{deleted}"))
+        .await
+        .expect("the deleted row is back");
+    assert_eq!(restored["description"], "Task 0");
+    let fixed = get_opt(&c, format!("/api/resource/ToDo/{changed}"))
+        .await
+        .unwrap();
+    assert_eq!(fixed["description"], "Changed in the database");
+    assert!(
+        get_opt(&c, format!("/api/resource/ToDo/{gone}"))
+            .await
+            .is_some(),
+        "never deleted"
+    );
+    let kept = get_opt(&c, format!("/api/resource/ToDo/{edited}"))
+        .await
+        .unwrap();
+    assert_eq!(kept["priority"], "High", "never overwritten");
+    let (_, logs) = c
+        .get(&format!(
+            "/api/resource/Event Sync Log?fields=[\"note\",\"status\"]&filters={}",
+            percent_encoding::utf8_percent_encode(
+                &json!({"producer_doc": deleted, "update_type": "Create"}).to_string(),
+                percent_encoding::NON_ALPHANUMERIC
+            )
+        ))
+        .await;
+    assert!(
+        logs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["status"] == "Synced"
+                && l["note"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("repair: verification found it missing here")),
+        "{logs}"
+    );
+    let report = rest_verify(&c, &p, false).await;
+    let mut left = vec![
+        ("edited here".to_string(), edited.clone()),
+        ("only here".to_string(), gone.clone()),
+    ];
+    left.sort();
+    assert_eq!(kinds(&report), left, "{report}");
+
+    // A producer that does not answer: could not compare.
+    p.kill();
+    let (code, out, err) = cli_verify(&c, &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("could not compare"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_and_repaired_sqlite() {
+    verified_and_repaired(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_and_repaired_postgres() {
+    verified_and_repaired(Backend::Postgres).await;
+}
