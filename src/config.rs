@@ -40,6 +40,9 @@ pub struct SiteConfig {
     pub follow_producer_types: bool,
     /// How many levels of linked types the consumer makes from the producer's definitions.
     pub follow_link_depth: u32,
+    /// Minutes between automatic verifications of each docstream producer (0: only on demand
+    /// and after a history change).
+    pub verify_interval_minutes: f64,
 }
 
 impl Default for SiteConfig {
@@ -64,6 +67,7 @@ impl Default for SiteConfig {
             naming_series: Default::default(),
             follow_producer_types: true,
             follow_link_depth: 1,
+            verify_interval_minutes: 60.0,
         }
     }
 }

@@ -223,6 +223,54 @@ async fn verified_and_repaired(backend: Backend) {
     assert!(err.contains("could not compare"), "{err}");
 }
 
+/// On a schedule (`verify_interval_minutes`), a consumer verifies and repairs by itself.
+async fn verified_on_a_schedule(backend: Backend) {
+    let settings = [
+        ("pull_interval", json!(0.5)),
+        ("retry_base_seconds", json!(3600)),
+        ("verify_interval_minutes", json!(0.02)),
+    ];
+    let Some(p) = TestSite::start_with(backend, &settings).await else {
+        return;
+    };
+    let c = TestSite::start_with(backend, &settings).await.unwrap();
+    let t = p.insert("ToDo", json!({"description": "Kept"})).await;
+    let name = t["name"].as_str().unwrap().to_string();
+    subscribe(&p, &c, json!([{"ref_doctype": "ToDo", "use_same_name": 1}])).await;
+    eventually(15, "the ToDo arrives", || {
+        get_opt(&c, format!("/api/resource/ToDo/{name}"))
+    })
+    .await;
+    behind_the_back(
+        &c,
+        &format!(r#"DELETE FROM "tabToDo" WHERE name = '{name}'"#),
+    );
+    let back = eventually(20, "repaired by the scheduled verification", || {
+        get_opt(&c, format!("/api/resource/ToDo/{name}"))
+    })
+    .await;
+    assert_eq!(back["description"], "Kept");
+    let card = eventually(20, "in step on the dashboard", || async {
+        let dash = c
+            .call_session("docstream.desk.streaming_dashboard", json!({}))
+            .await;
+        let card = dash["message"]["producers"][0].clone();
+        (card["verified"]["differences"] == 0 && card["verified"]["documents"] == 1).then_some(card)
+    })
+    .await;
+    assert_eq!(card["status"], "Active", "{card}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_on_a_schedule_sqlite() {
+    verified_on_a_schedule(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_on_a_schedule_postgres() {
+    verified_on_a_schedule(Backend::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verified_and_repaired_sqlite() {
     verified_and_repaired(Backend::Sqlite).await;

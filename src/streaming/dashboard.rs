@@ -199,7 +199,7 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
         "failed": failed,
         "conflicts": conflicts,
         "verified": {
-            "at": verified.get("last_verified"),
+            "at": verified.get("last_verified").filter(|v| v.as_str() != Some(super::verify::DUE_NOW)),
             "documents": verified.get("verified_documents"),
             "differences": differences,
         },

@@ -232,6 +232,94 @@ pub async fn verify(site: &Site, producer: &str, repair: bool) -> Result<Report>
     .await
 }
 
+/// The producers (or `producer` only) whose verification is due.
+async fn due(site: &Site, conn: &mut Conn, producer: Option<&str>) -> Result<Vec<String>> {
+    let minutes = site.config.verify_interval_minutes;
+    // Never verified: an interval after the producer was added (its first pages are in flight
+    // until then).
+    let (cutoff, test) = if minutes > 0.0 {
+        let cutoff =
+            site.clock.now_naive() - chrono::Duration::milliseconds((minutes * 60_000.0) as i64);
+        (
+            cutoff.format(crate::time::DATETIME_FORMAT).to_string(),
+            "COALESCE(last_verified, creation) < $1",
+        )
+    } else {
+        (DUE_NOW.to_string(), "last_verified = $1")
+    };
+    let mut params = vec![Param::Text(Some(cutoff))];
+    let mut sql = format!(
+        r#"SELECT name AS n FROM "tabEvent Producer Last Update" WHERE last_seq IS NOT NULL AND {test}"#
+    );
+    if let Some(p) = producer {
+        params.push(Param::text(p));
+        sql.push_str(" AND name = $2");
+    }
+    names(conn, &sql, &params).await
+}
+
+/// The `last_verified` of a producer whose verification is due now: before every cutoff.
+pub const DUE_NOW: &str = "1970-01-01 00:00:00.000000";
+
+/// Makes a producer's verification due at the worker's next round (after a history change,
+/// a condition saved).
+pub async fn due_now(conn: &mut Conn, producer: &str) -> Result<()> {
+    store::execute(
+        conn,
+        r#"UPDATE "tabEvent Producer Last Update" SET last_verified = $1 WHERE name = $2"#,
+        &[Param::text(DUE_NOW), Param::text(producer)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Verifies, with repairs, each docstream producer whose verification is due (never verified,
+/// made due, or older than `verify_interval_minutes`). Checked again under the pull lock, so
+/// that processes sharing a PostgreSQL site verify a producer once.
+pub async fn verify_due(site: &Site) -> Result<()> {
+    let mut conn = site.store.conn().await?;
+    let candidates = due(site, &mut conn, None).await?;
+    drop(conn);
+    for p in candidates {
+        let outcome = super::consumer::with_pull_lock(site, &p, async {
+            let mut conn = site.store.conn().await?;
+            if due(site, &mut conn, Some(&p)).await?.is_empty() {
+                return Ok(None);
+            }
+            drop(conn);
+            match compare(site, &p, true).await {
+                Ok(report) => {
+                    record(site, &report).await?;
+                    Ok(Some(report))
+                }
+                Err(e) => {
+                    // Tried: due again after the interval, not at every round.
+                    record_failure(site, &p, &e).await?;
+                    Err(e)
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Some(r)) if r.remaining() > 0 => tracing::warn!(
+                producer = %p,
+                "verification: {} differences left ({} repaired)",
+                r.remaining(),
+                r.repaired
+            ),
+            Ok(Some(r)) => tracing::info!(
+                producer = %p,
+                "verification: in step, {} documents ({} repaired)",
+                r.documents,
+                r.repaired
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(producer = %p, "verification could not compare: {e}"),
+        }
+    }
+    Ok(())
+}
+
 async fn compare(site: &Site, producer: &str, repair: bool) -> Result<Report> {
     let info = ProducerInfo::load(site, producer).await?;
     let as_of = checkpoint(site, producer).await?;
@@ -443,6 +531,23 @@ async fn field_differences(
             })
         })
         .collect()
+}
+
+/// Records that an automatic verification could not compare (the counts are unknown).
+async fn record_failure(site: &Site, producer: &str, e: &Error) -> Result<()> {
+    let mut tx = site.store.begin().await?;
+    store::execute(
+        &mut tx,
+        r#"UPDATE "tabEvent Producer Last Update" SET last_verified = $1, verified_documents = NULL,
+             verify_differences = NULL, verify_report = $2 WHERE name = $3"#,
+        &[
+            Param::text(&site.clock.now()),
+            Param::Text(Some(format!("could not compare: {}", e.message()))),
+            Param::text(producer),
+        ],
+    )
+    .await?;
+    tx.commit().await
 }
 
 /// Writes the result where the dashboard reads it.

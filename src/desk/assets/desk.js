@@ -1288,7 +1288,8 @@
             r.connection.connected ? __("Connects to this site: connected since {0}", r.connection.since || "") : __("Connects to this site: not connected now")) : null,
           r.error ? h("div", { class: "small text-error" }, r.error) : null,
           r.verified && r.verified.at ? h("div", { class: "small muted", dataset: { role: "verified" } },
-            r.verified.differences ? __("Last verification: {0} differences", r.verified.differences)
+            r.verified.documents === null ? __("Last verification could not compare")
+              : r.verified.differences ? __("Last verification: {0} differences", r.verified.differences)
               : __("Verified in step: {0} documents, {1}", r.verified.documents, String(r.verified.at).slice(0, 19))) : null),
         h("td", null, pill(r.status)),
         h("td", null, typeChips(r.types)),

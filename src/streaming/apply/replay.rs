@@ -79,7 +79,9 @@ pub(super) async fn replay_until(conn: &mut Conn, url: &str) -> Result<Option<i6
 
 /// Ends the replay once the checkpoint reached where it ran to.
 pub(super) async fn end_replay(conn: &mut Conn, url: &str) -> Result<()> {
-    store::set_setting(conn, &replay_key(url), "0").await
+    store::set_setting(conn, &replay_key(url), "0").await?;
+    // What the replay could not tell apart is found by verification, due now.
+    crate::streaming::verify::due_now(conn, url).await
 }
 
 /// True when the log at this seq was applied here before with the same data.

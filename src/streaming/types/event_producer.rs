@@ -141,6 +141,8 @@ pub async fn after_write(
         if consumer::add_remote_name_fields(site, conn, doc).await? {
             pending.meta_changed = true;
         }
+        // Rows or conditions changed: what this site should hold changed with them.
+        crate::streaming::verify::due_now(conn, &url).await?;
         pending
             .after_commit
             .push(Box::new(SendToProducer(url.clone())));
