@@ -20,6 +20,7 @@ mod fanin;
 mod fanout;
 mod long_poll;
 mod multi_process;
+mod verify;
 
 const ITEM_GROUPS: usize = 100;
 const ROWS_PER_INVOICE: usize = 5;
@@ -398,8 +399,9 @@ pub async fn run(
 }
 
 /// The groups of measures `--only` may name, in the order they run.
-const GROUPS: [&str; 6] = [
+const GROUPS: [&str; 7] = [
     "stream",
+    "verify",
     "waiting_pulls",
     "concurrent_write",
     "fanout",
@@ -442,6 +444,10 @@ async fn run_in(tmp: &Path, docs: usize, db: Option<&str>, only: &Only) -> Resul
     };
     if only.has("stream") {
         core_measures(tmp, docs, &client, &mut report).await?;
+    }
+    if only.has("verify") {
+        eprintln!("== verify");
+        verify::run(tmp, docs, &client, &mut report).await?;
     }
     if only.has("waiting_pulls") {
         eprintln!("== waiting_pulls");
@@ -1137,6 +1143,31 @@ fn print_table(r: &Report) {
         ] {
             out.push_str(&format!("{label:<40}{v:>10.1} {unit}\n"));
         }
+    }
+    if let Some(v) = extra("verify") {
+        let g = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let n = g("documents");
+        out.push_str(&format!(
+            "{:<40}{:>10.2} s\n",
+            format!("verify, {n:.0} documents in step"),
+            g("in_step_seconds")
+        ));
+        out.push_str(&format!(
+            "{:<40}{:>7.1} KB up, {:.1} KB down\n",
+            "verify in step, on the wire",
+            g("in_step_bytes_sent") / 1024.0,
+            g("in_step_bytes_received") / 1024.0
+        ));
+        out.push_str(&format!(
+            "{:<40}{:>10.2} s\n",
+            "verify in step, producer CPU",
+            g("in_step_producer_cpu_seconds")
+        ));
+        out.push_str(&format!(
+            "{:<40}{:>10.2} s\n",
+            "verify, find and repair 10",
+            g("ten_differences_found_and_repaired_seconds")
+        ));
     }
     if let Some(fi) = extra("fanin") {
         let g = |k: &str| fi.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);

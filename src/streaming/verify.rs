@@ -181,6 +181,10 @@ pub struct Report {
     pub repaired: usize,
     /// Rows not compared, and why.
     pub skipped: Vec<String>,
+    /// Bytes of the questions' arguments and of the answers' JSON, this site's side of the
+    /// wire (headers left out).
+    pub bytes_sent: usize,
+    pub bytes_received: usize,
 }
 
 impl Report {
@@ -331,6 +335,8 @@ async fn compare(site: &Site, producer: &str, repair: bool) -> Result<Report> {
         differences: vec![],
         repaired: 0,
         skipped: vec![],
+        bytes_sent: 0,
+        bytes_received: 0,
     };
     for sub in info.types.iter().filter(|t| !t.unsubscribed) {
         if sub.mapping.is_some() || !sub.use_same_name {
@@ -400,23 +406,29 @@ async fn compare_type(
 ) -> Result<()> {
     let reg = site.meta();
     let dt = reg.get(&sub.local_type)?;
+    let as_of = report.as_of;
     let ask = |buckets: Option<&BTreeSet<String>>, spec: &FieldSpec| {
         let mut args = vec![
             ("event_consumer", site.config.url.clone()),
             ("doctype", sub.remote_type.clone()),
             ("fields", json!(spec).to_string()),
-            ("as_of", report.as_of.to_string()),
+            ("as_of", as_of.to_string()),
         ];
         if let Some(b) = buckets {
             args.push(("buckets", json!(b).to_string()));
         }
+        let sent: usize = args.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
         async move {
-            remote
+            let answer = remote
                 .call("docstream.streaming.verify_digests", &args)
-                .await
+                .await?;
+            let received = answer.to_string().len();
+            Ok::<_, Error>((answer, sent, received))
         }
     };
-    let first = ask(None, &digest::spec_of(&reg, &dt)).await?;
+    let (first, up, down) = ask(None, &digest::spec_of(&reg, &dt)).await?;
+    report.bytes_sent += up;
+    report.bytes_received += down;
     let spec: FieldSpec = serde_json::from_value(first["fields"].clone()).map_err(|e| {
         Error::Validation(format!(
             "{}'s verification answer is not understood: {e}",
@@ -445,7 +457,9 @@ async fn compare_type(
     if differing.is_empty() {
         return Ok(());
     }
-    let second = ask(Some(&differing), &spec).await?;
+    let (second, up, down) = ask(Some(&differing), &spec).await?;
+    report.bytes_sent += up;
+    report.bytes_received += down;
     let theirs: BTreeMap<String, String> =
         serde_json::from_value(second["docs"].clone()).unwrap_or_default();
     let ours: BTreeMap<&String, &String> = ours
