@@ -257,6 +257,7 @@ fn bench_prints_and_writes_every_measure() {
         "waiting_pulls: extra RSS",
         "concurrent_write sqlite, streaming off",
         "fanout p99, last of 2 consumers",
+        "verify, find and repair 10",
     ] {
         assert!(stdout.contains(row), "table lacks {row}:\n{stdout}");
     }
@@ -272,6 +273,8 @@ fn bench_prints_and_writes_every_measure() {
     };
     for p in [
         "/raw_insert_per_s",
+        "/extra/verify/in_step_seconds",
+        "/extra/verify/ten_differences_found_and_repaired_seconds",
         "/producer_write_per_s/off",
         "/producer_write_per_s/1",
         "/producer_write_per_s/10",

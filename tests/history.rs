@@ -91,7 +91,7 @@ async fn a_producer_restored_from_an_older_backup_is_noticed() {
     );
     let (_, b) = c
         .get(&format!(
-            r#"/api/resource/Event Sync Log?filters=[["producer_doc","=","{sale}"],["status","=","Failed"]]&fields=["error","next_retry"]"#
+            r#"/api/resource/Event Sync Log?filters=[["producer_doc","=","{sale}"],["status","=","Failed"]]&fields=["name","error","next_retry"]"#
         ))
         .await;
     let failed = b["data"].as_array().unwrap();
@@ -126,7 +126,33 @@ async fn a_producer_restored_from_an_older_backup_is_noticed() {
     let card = &d["message"]["producers"][0];
     assert_eq!(card["status"], "History changed", "{d}");
     assert_eq!(card["lag"], Value::Null, "never 'Up to date' meanwhile");
-    // Cleared by a person: the dashboard is green again.
+    // Verification lists the re-used name, and leaves it to the person its sync log waits for.
+    let (s, v) = c
+        .post(
+            "/api/method/docstream.streaming.verify",
+            json!({"event_producer": p.public_url, "repair": 1}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let diffs = v["message"]["differences"].as_array().unwrap();
+    assert_eq!(diffs.len(), 1, "{v}");
+    assert_eq!(
+        (diffs[0]["kind"].as_str(), diffs[0]["name"].as_str()),
+        (Some("different"), Some(sale.as_str()))
+    );
+    assert!(
+        diffs[0]["repair"]
+            .as_str()
+            .unwrap()
+            .contains("waits for a person"),
+        "{v}"
+    );
+    assert_eq!(
+        total(&c, &sale).await,
+        Some(91.0),
+        "not overwritten by a repair"
+    );
+    // Cleared by a person: the difference still shows until it is settled.
     let (s, b) = c
         .put(
             &format!("/api/resource/Event Producer Last Update/{}", p.public_url),
@@ -134,6 +160,32 @@ async fn a_producer_restored_from_an_older_backup_is_noticed() {
         )
         .await;
     assert_eq!(s, 200, "{b}");
+    let (_, d) = c
+        .get("/api/method/docstream.desk.streaming_dashboard")
+        .await;
+    assert_eq!(
+        d["message"]["producers"][0]["status"], "Differences found",
+        "{d}"
+    );
+    // The person takes the producer's version (Resync), verifies: in step, green.
+    let (s, r) = c
+        .post(
+            "/api/method/frappe.event_streaming.doctype.event_producer.event_producer.resync",
+            json!({"update": failed[0]["name"]}),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), r["message"].as_str()),
+        (200, Some("Synced")),
+        "{r}"
+    );
+    let (_, v) = c
+        .post(
+            "/api/method/docstream.streaming.verify",
+            json!({"event_producer": p.public_url}),
+        )
+        .await;
+    assert_eq!(v["message"]["differences"], json!([]), "{v}");
     let (_, d) = c
         .get("/api/method/docstream.desk.streaming_dashboard")
         .await;

@@ -41,29 +41,27 @@ pub(super) async fn run(
         )));
     }
 
-    // Ten differences behind the consumer's back.
+    // Ten differences behind the consumer's back (as many as there are Items, if fewer),
+    // spread over the Items: every other one deleted, the rest changed.
+    let items = docs / 2;
+    let made = items.min(10);
     let mut tx = consumer.store.begin().await?;
-    for i in 0..5 {
-        store::execute(
-            &mut tx,
-            r#"DELETE FROM "tabItem" WHERE name = $1"#,
-            &[Param::Text(Some(format!("V-ITEM-{:07}", i * 97)))],
-        )
-        .await?;
-        store::execute(
-            &mut tx,
-            r#"UPDATE "tabItem" SET item_name = 'changed behind its back' WHERE name = $1"#,
-            &[Param::Text(Some(format!("V-ITEM-{:07}", i * 97 + 1)))],
-        )
-        .await?;
+    for k in 0..made {
+        let name = Param::Text(Some(format!("V-ITEM-{:07}", k * items / made)));
+        let sql = if k % 2 == 0 {
+            r#"DELETE FROM "tabItem" WHERE name = $1"#
+        } else {
+            r#"UPDATE "tabItem" SET item_name = 'changed behind its back' WHERE name = $1"#
+        };
+        store::execute(&mut tx, sql, &[name]).await?;
     }
     tx.commit().await?;
     let started = Instant::now();
     let repaired = crate::streaming::verify::verify(&consumer, &p.url, true).await?;
     let repair_took = started.elapsed().as_secs_f64();
-    if repaired.repaired != 10 || repaired.remaining() != 0 {
+    if repaired.repaired != made || repaired.remaining() != 0 {
         return Err(Error::Internal(format!(
-            "verify: 10 differences made, {} found, {} repaired",
+            "verify: {made} differences made, {} found, {} repaired",
             repaired.differences.len(),
             repaired.repaired
         )));
@@ -76,6 +74,7 @@ pub(super) async fn run(
             "in_step_bytes_sent": in_step.bytes_sent,
             "in_step_bytes_received": in_step.bytes_received,
             "in_step_producer_cpu_seconds": cpu,
+            "differences_made": made,
             "ten_differences_found_and_repaired_seconds": repair_took,
         }),
     );

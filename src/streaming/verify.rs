@@ -370,7 +370,8 @@ async fn compare(site: &Site, producer: &str, repair: bool) -> Result<Report> {
                     report.repaired += 1;
                     "repaired".into()
                 }
-                Ok(s) => format!("repair {s}: see its Event Sync Log"),
+                Ok(s) if s == "Failed" => "repair failed: see its Event Sync Log".into(),
+                Ok(s) => s,
                 Err(e) => format!("repair failed: {}", e.message()),
             });
         }

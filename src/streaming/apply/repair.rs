@@ -7,7 +7,7 @@
 use super::*;
 
 /// Applies the producer's current copy of `name` (local type `local_type`); the status of its
-/// sync log.
+/// sync log, or why no repair was made (a Failed sync of the document is open).
 pub async fn repair(
     site: &Site,
     info: &ProducerInfo,
@@ -39,6 +39,15 @@ pub async fn repair(
     let caller = site.caller_for(&info.user).await?;
     let mut tx = site.store.begin().await?;
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
+    if let Some(blocker) = batch
+        .failed
+        .get(&(local_type.to_string(), name.to_string()))
+    {
+        // A person decides that document first; a repair would only queue behind it.
+        return Ok(format!(
+            "not made: Event Sync Log {blocker} of it failed and waits for a person"
+        ));
+    }
     batch.careful = true;
     batch.known.files = files;
     batch.known.repair = Some(format!(
