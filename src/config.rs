@@ -43,6 +43,9 @@ pub struct SiteConfig {
     /// Minutes between automatic verifications of each docstream producer (0: only on demand
     /// and after a history change).
     pub verify_interval_minutes: f64,
+    /// A bearer token that may read `/metrics`' per-peer figures (empty: a System Manager's
+    /// session or API key only). Never logged.
+    pub metrics_token: String,
 }
 
 impl Default for SiteConfig {
@@ -68,6 +71,7 @@ impl Default for SiteConfig {
             follow_producer_types: true,
             follow_link_depth: 1,
             verify_interval_minutes: 60.0,
+            metrics_token: String::new(),
         }
     }
 }

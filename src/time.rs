@@ -27,6 +27,14 @@ impl Clock {
         format_datetime(self.now_naive())
     }
 
+    /// Seconds since the epoch of a timestamp in Frappe's form, read in this clock's zone.
+    pub fn epoch_seconds(&self, s: &str) -> Option<f64> {
+        use chrono::TimeZone;
+        let t = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").ok()?;
+        let at = self.tz.from_local_datetime(&t).earliest()?;
+        Some(at.timestamp_micros() as f64 / 1e6)
+    }
+
     /// Today as `YYYY-MM-DD`.
     pub fn today(&self) -> String {
         self.now_naive().format("%Y-%m-%d").to_string()

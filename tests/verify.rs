@@ -163,6 +163,22 @@ async fn verified_and_repaired(backend: Backend) {
     assert_eq!(card["status"], "Differences found", "{dash}");
     assert_eq!(card["lag"], Value::Null, "{dash}");
     assert_eq!(card["verified"]["differences"], 4, "{dash}");
+    // The same per peer in /metrics, for a System Manager's key only.
+    let line = format!(
+        "docstream_producer_verify_differences{{producer=\"{}\"}} 4",
+        p.public_url
+    );
+    let (s, m) = c
+        .request(&c.admin_auth, reqwest::Method::GET, "/metrics", None)
+        .await;
+    assert_eq!(s, 200);
+    assert!(m.as_str().unwrap().contains(&line), "{m}");
+    let (_, open) = c.request("", reqwest::Method::GET, "/metrics", None).await;
+    let open = open.as_str().unwrap();
+    assert!(
+        open.contains("docstream_http_requests_total") && !open.contains("producer=\""),
+        "{open}"
+    );
 
     // The CLI repairs what it may: missing and different; the rest is left for a person.
     let (code, out, err) = cli_verify(&c, &["--repair"]);
@@ -229,6 +245,7 @@ async fn verified_on_a_schedule(backend: Backend) {
         ("pull_interval", json!(0.5)),
         ("retry_base_seconds", json!(3600)),
         ("verify_interval_minutes", json!(0.02)),
+        ("metrics_token", json!("scrape-me")),
     ];
     let Some(p) = TestSite::start_with(backend, &settings).await else {
         return;
@@ -259,6 +276,45 @@ async fn verified_on_a_schedule(backend: Backend) {
     })
     .await;
     assert_eq!(card["status"], "Active", "{card}");
+    // A scraper with the site's metrics token sees the peers; a wrong token does not.
+    let (_, m) = c
+        .request("Bearer scrape-me", reqwest::Method::GET, "/metrics", None)
+        .await;
+    let m = m.as_str().unwrap().to_string();
+    assert!(
+        m.contains(&format!(
+            "docstream_producer_last_in_step_timestamp_seconds{{producer=\"{}\"}}",
+            p.public_url
+        )),
+        "{m}"
+    );
+    let (_, wrong) = c
+        .request("Bearer nope", reqwest::Method::GET, "/metrics", None)
+        .await;
+    assert!(!wrong.as_str().unwrap().contains("producer=\""));
+    // The producer's side: its consumer's lag, and long polls kept out of the latency figures.
+    p.insert("ToDo", json!({"description": "Wakes a long poll"}))
+        .await;
+    let pm = eventually(20, "a long poll that waited is counted", || async {
+        let (_, m) = p
+            .request("Bearer scrape-me", reqwest::Method::GET, "/metrics", None)
+            .await;
+        let m = m.as_str().unwrap().to_string();
+        let n: f64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix("docstream_long_poll_requests_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        (n >= 1.0).then_some(m)
+    })
+    .await;
+    assert!(
+        pm.contains(&format!(
+            "docstream_consumer_lag_logs{{consumer=\"{}\"}}",
+            c.public_url
+        )),
+        "{pm}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,17 +67,24 @@ pub struct Metrics {
     /// CPU spent polling requests, and how many, by [`Kind`].
     cpu_us: [AtomicU64; 3],
     by_kind: [AtomicU64; 3],
+    /// Requests that waited in a long poll (not in the latency histogram).
+    long_polls: AtomicU64,
 }
 
 impl Metrics {
-    /// Records one finished request.
-    pub fn observe_request(&self, status: u16, took: Duration) {
+    /// Records one finished request; one that waited in a long poll is counted by status
+    /// but kept out of the latency histogram (its time is the producer's quiet).
+    pub fn observe_request(&self, status: u16, took: Duration, waited: bool) {
         *self
             .by_status
             .lock()
             .expect("metrics lock")
             .entry(status)
             .or_default() += 1;
+        if waited {
+            self.long_polls.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let ms = took.as_millis() as u64;
         for (i, b) in BUCKETS_MS.iter().enumerate() {
             if ms <= *b {
@@ -104,8 +111,9 @@ impl Metrics {
         .await
     }
 
-    /// The text exposition, with the site's streaming figures read from its database.
-    pub async fn render(&self, site: &Site) -> String {
+    /// The text exposition, with the site's streaming figures read from its database, and the
+    /// per-peer figures when `peers` (the caller may see the streaming dashboard).
+    pub async fn render(&self, site: &Site, peers: bool) -> String {
         let mut out = String::new();
         out.push_str("# HELP docstream_http_requests_total HTTP requests by status.\n# TYPE docstream_http_requests_total counter\n");
         for (s, n) in self.by_status.lock().expect("metrics lock").iter() {
@@ -131,6 +139,12 @@ impl Metrics {
             self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "docstream_http_request_duration_seconds_count {count}");
+        out.push_str("# HELP docstream_long_poll_requests_total Pulls that waited for a new update log (kept out of the latency histogram).\n# TYPE docstream_long_poll_requests_total counter\n");
+        let _ = writeln!(
+            out,
+            "docstream_long_poll_requests_total {}",
+            self.long_polls.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP docstream_request_cpu_seconds_total CPU spent handling requests, by kind (write: POST/PUT/DELETE on /api/resource; pull: get_update_logs_for_consumer).\n# TYPE docstream_request_cpu_seconds_total counter\n");
         for (kind, label) in Kind::ALL {
             let _ = writeln!(
@@ -151,6 +165,12 @@ impl Metrics {
             if let Ok(n) = crate::streaming::update_log::current_seq(&mut conn).await {
                 out.push_str("# HELP docstream_update_logs_written_total Event Update Logs written by this site.\n# TYPE docstream_update_logs_written_total counter\n");
                 let _ = writeln!(out, "docstream_update_logs_written_total {n}");
+            }
+        }
+        if peers {
+            match crate::streaming::peer_metrics::render(site).await {
+                Ok(p) => out.push_str(&p),
+                Err(e) => tracing::warn!("per-peer metrics: {e}"),
             }
         }
         out

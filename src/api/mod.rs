@@ -73,12 +73,21 @@ async fn dispatch(
 ) -> Response {
     let started = Instant::now();
     let kind = metrics::Kind::of(req.method(), req.uri());
-    let response = match app.metrics.on_cpu(kind, handle(&app, peer, req)).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
+    let waited = std::cell::Cell::new(false);
+    let (response, waited) = crate::streaming::log_watch::LONG_POLL_WAITED
+        .scope(waited, async {
+            let r = match app.metrics.on_cpu(kind, handle(&app, peer, req)).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            };
+            (
+                r,
+                crate::streaming::log_watch::LONG_POLL_WAITED.with(|w| w.get()),
+            )
+        })
+        .await;
     app.metrics
-        .observe_request(response.status().as_u16(), started.elapsed());
+        .observe_request(response.status().as_u16(), started.elapsed(), waited);
     response
 }
 
@@ -93,6 +102,27 @@ fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// Whether a `/metrics` request may read the per-peer figures: the site's `metrics_token` as a
+/// bearer token, or a System Manager's session or API key. Anyone else gets the site-wide
+/// figures, with no error.
+async fn may_see_peers(site: &Site, headers: &HeaderMap) -> bool {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(token) = auth.trim().strip_prefix("Bearer ") {
+        let want = &site.config.metrics_token;
+        return !want.is_empty() && crate::crypto::secrets_equal(token.trim(), want);
+    }
+    match credentials(headers) {
+        Ok(c) => site
+            .authenticate(&c)
+            .await
+            .is_ok_and(|a| a.caller.is_system_manager()),
+        Err(_) => false,
+    }
 }
 
 fn credentials(headers: &HeaderMap) -> Result<Credentials, Error> {
@@ -253,7 +283,10 @@ async fn handle(
                 )
             });
         }
-        (Method::GET, "/metrics") => return Ok(app.metrics.render(&site).await.into_response()),
+        (Method::GET, "/metrics") => {
+            let peers = may_see_peers(&site, &parts.headers).await;
+            return Ok(app.metrics.render(&site, peers).await.into_response());
+        }
         (Method::GET, "/api/openapi.json") => return Ok(openapi::document(&site)),
         (Method::GET, "/") if !has_cmd(parts.uri.query()) => {
             return root(&site, &parts.headers).await;

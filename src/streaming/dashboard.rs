@@ -170,7 +170,7 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
     // The last verification: differences left are shown until a verification finds none.
     let verified = store_row(
         site,
-        r#"SELECT last_verified, verified_documents, verify_differences FROM "tabEvent Producer Last Update" WHERE name = $1"#,
+        r#"SELECT last_verified, verified_documents, verify_differences, last_in_step FROM "tabEvent Producer Last Update" WHERE name = $1"#,
         &[Param::Text(Some(url.clone()))],
     )
     .await?;
@@ -202,6 +202,7 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
             "at": verified.get("last_verified").filter(|v| v.as_str() != Some(super::verify::DUE_NOW)),
             "documents": verified.get("verified_documents"),
             "differences": differences,
+            "in_step_at": verified.get("last_in_step"),
         },
         "unsent": unsent,
         "connection": connection,

@@ -165,7 +165,8 @@ impl LogWatch {
         Ok(seq)
     }
 
-    /// Waits until a log after `after` has committed or `until` comes; true if one has.
+    /// Waits until a log after `after` has committed or `until` comes; true if one has. A
+    /// request that waits is marked (see [`LONG_POLL_WAITED`]).
     pub async fn wait_past(
         &self,
         site: &Site,
@@ -195,6 +196,8 @@ impl LogWatch {
             watch: self,
             consumer: consumer.to_string(),
         };
+        // The request waits: its time is the producer's quiet, not its latency.
+        let _ = LONG_POLL_WAITED.try_with(|w| w.set(true));
         if site.store.dialect() == crate::store::Dialect::Postgres {
             self.start_rechecks(site);
         }
@@ -246,4 +249,10 @@ impl LogWatch {
             }
         });
     }
+}
+
+tokio::task_local! {
+    /// Set when the request running in this task waited in a long poll: the HTTP layer keeps
+    /// such requests out of its latency histogram.
+    pub static LONG_POLL_WAITED: std::cell::Cell<bool>;
 }

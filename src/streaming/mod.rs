@@ -16,6 +16,7 @@ pub mod mapping;
 pub mod notifier;
 pub mod page;
 pub mod page_cache;
+pub mod peer_metrics;
 pub mod producer;
 pub mod remote;
 pub mod tunnel;

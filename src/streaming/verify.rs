@@ -582,7 +582,8 @@ async fn record(site: &Site, report: &Report) -> Result<()> {
     store::execute(
         &mut tx,
         r#"UPDATE "tabEvent Producer Last Update" SET last_verified = $1, verified_documents = $2,
-             verify_differences = $3, verify_report = $4 WHERE name = $5"#,
+             verify_differences = $3, verify_report = $4,
+             last_in_step = CASE WHEN $3 = 0 THEN $1 ELSE last_in_step END WHERE name = $5"#,
         &[
             Param::text(&site.clock.now()),
             Param::Int(Some(report.documents as i64)),
