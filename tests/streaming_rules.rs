@@ -181,6 +181,40 @@ async fn conditions_decide_what_each_consumer_receives() {
         p.log().contains("condition raised"),
         "a raising condition is logged"
     );
+    // ... and shown on both sites' dashboards, never "Active" meanwhile.
+    let pc = shown(&p, "consumers").await;
+    assert_eq!(pc["status"], "Condition fails", "{pc}");
+    assert!(
+        pc["error"]
+            .as_str()
+            .unwrap()
+            .contains("ToDo: the condition raised on 1 documents"),
+        "{pc}"
+    );
+    let cp = shown(&c, "producers").await;
+    assert_eq!(cp["status"], "Condition fails", "{cp}");
+    // Corrected on the consumer's Event Producer: what it held back arrives, the status clears.
+    let (_, ep) = c
+        .get(&format!("/api/resource/Event Producer/{}", p.url))
+        .await;
+    let mut rows = ep["data"]["producer_doctypes"].as_array().unwrap().clone();
+    rows[2]["condition"] = json!("doc.priority == \"Medium\"");
+    let (s, b) = c
+        .put(
+            &format!("/api/resource/Event Producer/{}", p.url),
+            json!({"producer_doctypes": rows}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    eventually(15, "the ToDo held back arrives", || {
+        get_opt(
+            &c,
+            format!("/api/resource/ToDo/{}", todo["name"].as_str().unwrap()),
+        )
+    })
+    .await;
+    let pc = shown(&p, "consumers").await;
+    assert_eq!(pc["condition_failures"], json!([]), "{pc}");
     // A private note made public later arrives whole, in its current state.
     p.put(
         &format!("/api/resource/Note/{private_name}"),
@@ -753,4 +787,12 @@ async fn two_rows_make_one_local_type_through_a_mapping() {
     );
     let retried = find(empty_name.clone()).await.expect("the retried ToDo");
     assert_eq!(retried["description"], "(no content)");
+}
+
+/// The first producer or consumer card of a site's streaming dashboard.
+async fn shown(site: &TestSite, side: &str) -> Value {
+    let (_, d) = site
+        .get("/api/method/docstream.desk.streaming_dashboard")
+        .await;
+    d["message"][side][0].clone()
 }

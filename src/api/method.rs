@@ -426,6 +426,9 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             };
             crate::streaming::verify::answer(site, caller, &ask).await?
         }
+        "docstream.streaming.condition_failures" => {
+            json!(crate::streaming::producer::condition_failures(site, caller, &args.required("event_consumer")?).await?)
+        }
         "docstream.streaming.verify" => {
             if !caller.is_system_manager() {
                 return Err(Error::Permission("Only a System Manager may verify".into()).into());

@@ -191,6 +191,9 @@ pub async fn create_internal_tables(conn: &mut Conn) -> Result<()> {
         // Linked documents held here that did not come from a producer, compared once with
         // that producer's copy (`differs` is null when they agree).
         r#"CREATE TABLE IF NOT EXISTS "__dependency_checks" (producer TEXT NOT NULL, ref_doctype TEXT NOT NULL, docname TEXT NOT NULL, differs TEXT, noted BIGINT NOT NULL DEFAULT 0, checked_at TEXT NOT NULL, PRIMARY KEY (producer, ref_doctype, docname))"#,
+        // Documents a consumer's condition raised on (at its last judging), held back until
+        // the condition passes them or is corrected.
+        r#"CREATE TABLE IF NOT EXISTS "__condition_failures" (consumer TEXT NOT NULL, ref_doctype TEXT NOT NULL, docname TEXT NOT NULL, error TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (consumer, ref_doctype, docname))"#,
         r#"CREATE TABLE IF NOT EXISTS "__file_chunks" (content_hash TEXT NOT NULL, n BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (content_hash, n))"#,
     ];
     for s in stmts {

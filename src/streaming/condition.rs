@@ -136,6 +136,8 @@ pub struct Judge<'a> {
     scripts: HashMap<String, std::result::Result<String, String>>,
     verdicts: HashMap<(String, String), Option<(bool, Doc)>>,
     sent: HashMap<(String, String), bool>,
+    /// Documents judged in this pull, with the error when the condition raised.
+    judged: Vec<(String, String, Option<String>)>,
 }
 
 /// Changes to the consumer's records that a pull makes.
@@ -171,6 +173,7 @@ impl<'a> Judge<'a> {
             scripts: HashMap::new(),
             verdicts: HashMap::new(),
             sent: HashMap::new(),
+            judged: Vec::new(),
         }
     }
 
@@ -358,6 +361,9 @@ impl<'a> Judge<'a> {
                 }
             },
         };
+        let key = (text(log.get("ref_doctype")), text(doc.get("name")));
+        self.judged
+            .push((key.0, key.1, outcome.as_ref().err().cloned()));
         match outcome {
             Ok(v) => sandbox::truthy(&v),
             Err(e) => {
@@ -418,12 +424,14 @@ impl<'a> Judge<'a> {
         v
     }
 
-    async fn record(&self, rec: Records) -> Result<()> {
-        if rec.changes.is_empty() && rec.delivered.is_empty() {
+    async fn record(&mut self, rec: Records) -> Result<()> {
+        let judged = std::mem::take(&mut self.judged);
+        if rec.changes.is_empty() && rec.delivered.is_empty() && judged.is_empty() {
             return Ok(());
         }
         let consumer = || Param::Text(Some(self.consumer_url.to_string()));
         let mut tx = self.site.store.begin().await?;
+        record_failures(&mut tx, self.site, self.consumer_url, &judged).await?;
         for (t, n, seq, sent) in &rec.changes {
             let sql = if *sent {
                 r#"INSERT INTO "__consumer_sent" (consumer, ref_doctype, docname, sent_seq, unsent_seq) VALUES ($1, $2, $3, $4, NULL)
@@ -463,4 +471,92 @@ impl<'a> Judge<'a> {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Records which judged documents the condition raised on, and forgets those it judged since
+/// (one statement each, and none while the consumer has no failure recorded).
+async fn record_failures(
+    conn: &mut crate::store::Conn,
+    site: &Site,
+    consumer: &str,
+    judged: &[(String, String, Option<String>)],
+) -> Result<()> {
+    let any_before = store::fetch_scalar(
+        conn,
+        r#"SELECT 1 FROM "__condition_failures" WHERE consumer = $1 LIMIT 1"#,
+        &[Param::text(consumer)],
+    )
+    .await?
+    .is_some();
+    let now = site.clock.now();
+    for (t, n, error) in judged {
+        match error {
+            Some(e) => {
+                store::execute(
+                    conn,
+                    r#"INSERT INTO "__condition_failures" (consumer, ref_doctype, docname, error, at) VALUES ($1, $2, $3, $4, $5)
+                       ON CONFLICT (consumer, ref_doctype, docname) DO UPDATE SET error = excluded.error, at = excluded.at"#,
+                    &[Param::text(consumer), Param::text(t), Param::text(n), Param::text(e), Param::text(&now)],
+                )
+                .await?;
+            }
+            None if any_before => {
+                store::execute(
+                    conn,
+                    r#"DELETE FROM "__condition_failures" WHERE consumer = $1 AND ref_doctype = $2 AND docname = $3"#,
+                    &[Param::text(consumer), Param::text(t), Param::text(n)],
+                )
+                .await?;
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Per type, how many documents a consumer's condition raised on, and the latest error.
+pub async fn failures(conn: &mut crate::store::Conn, consumer: &str) -> Result<Vec<Value>> {
+    let rows = store::fetch_docs(
+        conn,
+        r#"SELECT ref_doctype, COUNT(*) AS n, MAX(at) AS at FROM "__condition_failures" WHERE consumer = $1 GROUP BY ref_doctype ORDER BY ref_doctype"#,
+        &[Param::text(consumer)],
+    )
+    .await?;
+    let mut out = vec![];
+    for r in rows {
+        let t = text(r.get("ref_doctype"));
+        let error = store::fetch_scalar(
+            conn,
+            r#"SELECT error FROM "__condition_failures" WHERE consumer = $1 AND ref_doctype = $2 ORDER BY at DESC LIMIT 1"#,
+            &[Param::text(consumer), Param::text(&t)],
+        )
+        .await?;
+        out.push(json!({"doctype": t, "documents": r.get("n"), "error": error, "at": r.get("at")}));
+    }
+    Ok(out)
+}
+
+/// The documents a consumer's condition on `doctype` raised on, forgotten: a corrected
+/// condition judges them again (their names are returned, to be logged for that consumer).
+pub async fn take_failed(
+    conn: &mut crate::store::Conn,
+    consumer: &str,
+    doctype: &str,
+) -> Result<Vec<String>> {
+    let names: Vec<String> = store::fetch_docs(
+        conn,
+        r#"SELECT docname FROM "__condition_failures" WHERE consumer = $1 AND ref_doctype = $2 ORDER BY docname"#,
+        &[Param::text(consumer), Param::text(doctype)],
+    )
+    .await?
+    .iter()
+    .map(|r| text(r.get("docname")))
+    .collect();
+    store::execute(
+        conn,
+        r#"DELETE FROM "__condition_failures" WHERE consumer = $1 AND ref_doctype = $2"#,
+        &[Param::text(consumer), Param::text(doctype)],
+    )
+    .await?;
+    Ok(names)
 }

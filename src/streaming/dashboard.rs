@@ -124,6 +124,17 @@ async fn producer_card(site: &Site, url: String, unsent: bool) -> Result<Value> 
     .await?;
     let mut status = subscription_status(&types).to_string();
     let mut error = Value::Null;
+    // A condition that raises on the producer holds documents back: said on both sites.
+    if last_seq.is_some() {
+        if let Ok(Ok(f)) =
+            tokio::time::timeout(REMOTE_TIMEOUT, remote_condition_failures(site, &url)).await
+        {
+            if let Some(text) = condition_failure_text(&f) {
+                status = "Condition fails".into();
+                error = json!(text);
+            }
+        }
+    }
     // A producer that connects: whether it is connected now (this process's link) and since.
     let connection = if super::tunnel::is_producer_connects(site, &url).await? {
         let since = scalar(
@@ -223,6 +234,34 @@ async fn store_row(site: &Site, sql: &str, params: &[Param]) -> Result<crate::st
         .unwrap_or_default())
 }
 
+/// What the producer says its conditions on this site's rows raised on.
+async fn remote_condition_failures(site: &Site, url: &str) -> Result<Value> {
+    let remote = remote_for(site, url).await?;
+    remote
+        .call(
+            "docstream.streaming.condition_failures",
+            &[("event_consumer", site.config.url.clone())],
+        )
+        .await
+}
+
+/// The sentence a dashboard shows for a condition that raises, if one does.
+fn condition_failure_text(failures: &Value) -> Option<String> {
+    let parts: Vec<String> = failures
+        .as_array()?
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: the condition raised on {} documents, held back until it is corrected ({})",
+                value_text(f.get("doctype")),
+                f["documents"],
+                value_text(f.get("error"))
+            )
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 async fn remote_lag(site: &Site, url: &str, after: i64, types: &[String]) -> Result<i64> {
     if types.is_empty() {
         return Ok(0);
@@ -298,6 +337,14 @@ async fn consumer_card(site: &Site, url: String, high: i64) -> Result<Value> {
             (Value::Null, Value::Null)
         }
     };
+    let conditions = {
+        let mut conn = site.store.conn().await?;
+        json!(super::condition::failures(&mut conn, &url).await?)
+    };
+    if let Some(text) = condition_failure_text(&conditions) {
+        status = "Condition fails".into();
+        error = json!(text);
+    }
     let own =
         percent_encoding::utf8_percent_encode(&site.config.url, percent_encoding::NON_ALPHANUMERIC);
     Ok(json!({
@@ -306,6 +353,7 @@ async fn consumer_card(site: &Site, url: String, high: i64) -> Result<Value> {
         "error": error,
         "types": types,
         "acknowledged": acked,
+        "condition_failures": conditions,
         "current_seq": high,
         "lag": lag,
         "last_sync": last_sync,

@@ -671,6 +671,13 @@ pub async fn on_consumer_saved(
         if now != before {
             changed = true;
         }
+        if now == "Approved"
+            && before == "Approved"
+            && condition_of(old, &t) != condition_of(Some(doc), &t)
+        {
+            // A corrected condition judges again what the old one raised on.
+            resend_held_back(site, conn, &reg, &t, &url).await?;
+        }
         if now != "Approved" || before == "Approved" {
             continue;
         }
@@ -692,6 +699,56 @@ pub async fn on_consumer_saved(
         }
     }
     Ok(changed)
+}
+
+/// `docstream.streaming.condition_failures`: per type, the documents a consumer's condition
+/// raised on at its last judging (asked by that consumer, or a System Manager).
+pub async fn condition_failures(
+    site: &Site,
+    caller: &Caller,
+    consumer: &str,
+) -> Result<Vec<Value>> {
+    let mut conn = site.store.conn().await?;
+    check_consumer(&mut conn, site, caller, consumer).await?;
+    super::condition::failures(&mut conn, consumer).await
+}
+
+/// The condition of a consumer's row for `doctype`.
+fn condition_of(d: Option<&Doc>, doctype: &str) -> String {
+    d.and_then(|d| d.get("consumer_doctypes"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|r| text(r.get("ref_doctype")) == doctype)
+        .map(|r| text(r.get("condition")))
+        .unwrap_or_default()
+}
+
+/// Logs, for `consumer` only, a Create of each document its condition raised on: its next
+/// pull judges them under the condition as it is now.
+async fn resend_held_back(
+    site: &Site,
+    conn: &mut Conn,
+    reg: &crate::meta::Registry,
+    doctype: &str,
+    consumer: &str,
+) -> Result<()> {
+    let dt = reg.get(doctype)?;
+    for name in super::condition::take_failed(conn, consumer, doctype).await? {
+        let Some(doc) = load_doc(conn, reg, &dt, &name).await? else {
+            continue;
+        };
+        let log = NewLog {
+            update_type: "Create",
+            ref_doctype: doctype,
+            docname: &name,
+            data: Some(crate::service::diff::create_payload_json(&doc)),
+            origin: None,
+            for_consumer: Some(consumer.into()),
+        };
+        super::update_log::insert(site, conn, log).await?;
+    }
+    Ok(())
 }
 
 async fn write_snapshot(

@@ -85,7 +85,7 @@
   }
   const STATUS_COLORS = {
     green: ["Synced", "Approved", "Active", "Submitted", "Open", "Enabled", "Completed", "Closed", "Connected", "Resolved"],
-    red: ["Failed", "Rejected", "Cancelled", "Unreachable", "History changed", "Differences found", "Disabled", "High"],
+    red: ["Failed", "Rejected", "Cancelled", "Unreachable", "History changed", "Differences found", "Condition fails", "Disabled", "High"],
     orange: ["Pending", "Pending approval", "Draft", "Not Saved", "Medium", "Waiting"],
   };
   function pill(text, color) {
