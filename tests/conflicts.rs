@@ -65,13 +65,13 @@ async fn never_overwritten(backend: Backend) {
     )
     .await;
     let mut names = vec![];
-    for d in ["Call Acme", "Ship parts", "Order paper"] {
+    for d in ["Call Acme", "Ship parts", "Order paper", "Plan trip"] {
         let t = p
             .insert("ToDo", json!({"description": d, "priority": "Medium"}))
             .await;
         names.push(t["name"].as_str().unwrap().to_string());
     }
-    let (t1, t2, t3) = (&names[0], &names[1], &names[2]);
+    let (t1, t2, t3, t4) = (&names[0], &names[1], &names[2], &names[3]);
     for n in &names {
         eventually(15, "the ToDo arrives", || todo(&c, n)).await;
     }
@@ -252,6 +252,82 @@ async fn never_overwritten(backend: Backend) {
     assert_eq!(resolve(&c, &clash, "producer").await.0, 200);
     let (_, item) = c.get("/api/resource/Item/CLASH").await;
     assert_eq!(item["data"]["item_name"], "Theirs");
+
+    // Keep both: this site's stays, the producer's goes in beside it and its updates follow.
+    edit(&c, "ToDo", t4, json!({"priority": "High"})).await;
+    edit(&p, "ToDo", t4, json!({"priority": "Low"})).await;
+    let both = eventually(15, "a conflict to keep both of", || async {
+        sync_logs(&c, t4)
+            .await
+            .into_iter()
+            .find(|l| l["conflict"].is_string())
+    })
+    .await;
+    let (s, r) = resolve(&c, &both, "both").await;
+    assert_eq!((s, r["message"].clone()), (200, json!("Resolved")), "{r}");
+    let kept = format!("{t4}-1");
+    let (ours, theirs) = (todo(&c, t4).await.unwrap(), todo(&c, &kept).await.unwrap());
+    assert_eq!(
+        (ours["priority"].as_str(), theirs["priority"].as_str()),
+        (Some("High"), Some("Low"))
+    );
+    edit(
+        &p,
+        "ToDo",
+        t4,
+        json!({"description": "Plan the trip, by train"}),
+    )
+    .await;
+    eventually(15, "the producer's update follows it", || async {
+        todo(&c, &kept)
+            .await
+            .filter(|d| d["description"] == "Plan the trip, by train")
+    })
+    .await;
+    assert_eq!(
+        todo(&c, t4).await.unwrap()["description"],
+        "Plan trip",
+        "never overwritten"
+    );
+    let (s, v) = c
+        .post(
+            "/api/method/docstream.streaming.verify",
+            json!({"event_producer": p.public_url}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        !v["message"]["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == json!(t4)),
+        "the kept copy is verified under its own name: {v}"
+    );
+    // A type named by a field cannot hold two documents of one name: refused, saying why.
+    c.insert(
+        "Item",
+        json!({"item_code": "BOTH", "item_group": "All", "item_name": "Ours"}),
+    )
+    .await;
+    p.insert(
+        "Item",
+        json!({"item_code": "BOTH", "item_group": "All", "item_name": "Theirs"}),
+    )
+    .await;
+    let item_clash = eventually(15, "the second Create conflict", || async {
+        sync_logs(&c, "BOTH").await.into_iter().next()
+    })
+    .await;
+    let (s, r) = resolve(&c, &item_clash, "both").await;
+    assert_eq!(s, 417, "{r}");
+    assert!(
+        r["exception"]
+            .as_str()
+            .unwrap()
+            .contains("named by its field item_code"),
+        "{r}"
+    );
 
     // A row where the producer wins: overwritten, and the sync log says what was lost.
     edit(&c, "Customer", "Both", json!({"customer_group": "Retail"})).await;

@@ -194,6 +194,9 @@ pub async fn create_internal_tables(conn: &mut Conn) -> Result<()> {
         // Documents a consumer's condition raised on (at its last judging), held back until
         // the condition passes them or is corrected.
         r#"CREATE TABLE IF NOT EXISTS "__condition_failures" (consumer TEXT NOT NULL, ref_doctype TEXT NOT NULL, docname TEXT NOT NULL, error TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (consumer, ref_doctype, docname))"#,
+        // Conflicts resolved by keeping both: the producer's document lives here under another
+        // name, which its later updates follow.
+        r#"CREATE TABLE IF NOT EXISTS "__kept_both" (producer TEXT NOT NULL, ref_doctype TEXT NOT NULL, remote_name TEXT NOT NULL, local_name TEXT NOT NULL, PRIMARY KEY (producer, ref_doctype, remote_name))"#,
         r#"CREATE TABLE IF NOT EXISTS "__file_chunks" (content_hash TEXT NOT NULL, n BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (content_hash, n))"#,
     ];
     for s in stmts {

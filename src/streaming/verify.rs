@@ -447,7 +447,26 @@ async fn compare_type(
         .into_iter()
         .filter(|n| !in_flight.contains(n))
         .collect();
-    let ours = digest::digests(&mut conn, &reg, &dt, &spec, &received).await?;
+    // Documents kept beside this site's own (a conflict resolved by keeping both) are here
+    // under another name.
+    let local_of: BTreeMap<String, String> = store::fetch_docs(
+        &mut conn,
+        r#"SELECT remote_name, local_name FROM "__kept_both" WHERE producer = $1 AND ref_doctype = $2"#,
+        &[Param::text(&info.url), Param::text(&sub.local_type)],
+    )
+    .await?
+    .iter()
+    .map(|r| (text(r.get("remote_name")), text(r.get("local_name"))))
+    .collect();
+    let local = |n: &String| local_of.get(n).cloned().unwrap_or_else(|| n.clone());
+    let remote_of: BTreeMap<String, String> =
+        received.iter().map(|n| (local(n), n.clone())).collect();
+    let locals: Vec<String> = remote_of.keys().cloned().collect();
+    let ours: BTreeMap<String, String> = digest::digests(&mut conn, &reg, &dt, &spec, &locals)
+        .await?
+        .into_iter()
+        .map(|(l, d)| (remote_of.get(&l).cloned().unwrap_or(l), d))
+        .collect();
     let our_buckets = digest::buckets(&ours);
     let differing: BTreeSet<String> = our_buckets
         .keys()
@@ -472,7 +491,8 @@ async fn compare_type(
         let kind = match (ours.get(name), theirs.get(name)) {
             (Some(a), Some(b)) if **a == *b => continue,
             (Some(_), Some(_)) => {
-                let edits = super::local_edits::of(&mut conn, &sub.local_type, name).await?;
+                let edits =
+                    super::local_edits::of(&mut conn, &sub.local_type, &local(name)).await?;
                 if edits.is_empty() {
                     "different"
                 } else {
@@ -486,7 +506,17 @@ async fn compare_type(
         let fields = if matches!(kind, "different" | "edited here")
             && report.differences.len() < MAX_DETAILED
         {
-            field_differences(&mut conn, &reg, &dt, &spec, remote, sub, name).await
+            let names = (name.as_str(), local(name));
+            field_differences(
+                &mut conn,
+                &reg,
+                &dt,
+                &spec,
+                remote,
+                sub,
+                (names.0, &names.1),
+            )
+            .await
         } else {
             vec![]
         };
@@ -521,12 +551,12 @@ async fn field_differences(
     spec: &FieldSpec,
     remote: &RemoteSite,
     sub: &SubscribedType,
-    name: &str,
+    (name, local): (&str, &str),
 ) -> Vec<Value> {
     let Ok(theirs) = remote.get_doc(&sub.remote_type, name).await else {
         return vec![];
     };
-    let Ok(Some(ours)) = crate::service::documents::load_doc(conn, reg, dt, name).await else {
+    let Ok(Some(ours)) = crate::service::documents::load_doc(conn, reg, dt, local).await else {
         return vec![];
     };
     let Some(theirs) = theirs.as_object() else {

@@ -1130,6 +1130,7 @@
       if (this.dt.name === "Event Sync Log" && d.status === "Failed" && boot.is_system_manager) {
         if (d.conflict) {
           out.push(button(__("Keep this site's version"), "keep-local", () => this.resolve("local")));
+          if (!/"kind":\s*"delete"/.test(d.conflict)) out.push(button(__("Keep both"), "keep-both", () => this.resolve("both")));
           out.push(button(__("Take the producer's version"), "take-producer", () => this.resolve("producer"), "btn-primary"));
         } else out.push(button(__("Resync"), "resync", () => this.resync(), "btn-primary"));
       }

@@ -136,6 +136,9 @@ pub struct Known {
     pub(super) linked_here: std::collections::HashMap<(String, String), String>,
     /// Those noted by this page.
     pub(super) linked_noted: Vec<(String, String)>,
+    /// Producer documents kept here under another name (a conflict resolved by keeping
+    /// both), by (local type, producer's name): their updates follow that name.
+    pub(super) kept_both: std::collections::HashMap<(String, String), String>,
     /// The current update is a repair verification asked for (the note begins with this).
     pub(super) repair: Option<String>,
     /// Fields of the current update that conflict with this site's edits (`conflict.rs`),
@@ -156,6 +159,18 @@ impl BatchState {
             st.failed.insert(
                 (text(f.get("ref_doctype")), text(f.get("producer_doc"))),
                 text(f.get("name")),
+            );
+        }
+        for r in store::fetch_docs(
+            conn,
+            r#"SELECT ref_doctype, remote_name, local_name FROM "__kept_both" WHERE producer = $1"#,
+            &[Param::Text(Some(producer.into()))],
+        )
+        .await?
+        {
+            st.known.kept_both.insert(
+                (text(r.get("ref_doctype")), text(r.get("remote_name"))),
+                text(r.get("local_name")),
             );
         }
         let streamed = store::fetch_docs(

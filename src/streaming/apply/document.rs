@@ -123,17 +123,22 @@ pub(super) async fn apply_one(
                 .map(|v| text(Some(v)))
                 .filter(|s| !s.is_empty());
             let lookup = old_name.clone().unwrap_or_else(|| inc.docname.clone());
+            let kept = known
+                .kept_both
+                .get(&(dt.name.clone(), lookup.clone()))
+                .cloned();
             // The usual Update (same name, no rename) reads its document once: the read that
             // locks it also tells that it is here.
-            let plain = old_name.is_none() && sub.use_same_name;
+            let plain = kept.is_none() && old_name.is_none() && sub.use_same_name;
             let mut loaded = match plain {
                 true => load_doc_for_update(conn, reg, &dt, &lookup).await?,
                 false => None,
             };
-            let found = match (&loaded, plain) {
-                (Some(_), _) => Some(lookup.clone()),
-                (None, true) => None,
-                (None, false) => find_local(conn, &dt, info, sub, &lookup).await?,
+            let found = match (&loaded, plain, kept) {
+                (Some(_), _, _) => Some(lookup.clone()),
+                (None, true, _) => None,
+                (None, false, Some(k)) => Some(k),
+                (None, false, None) => find_local(conn, &dt, info, sub, &lookup).await?,
             };
             let Some(local) = found else {
                 if old_name.is_some()
@@ -197,7 +202,10 @@ pub(super) async fn apply_one(
             }
             Ok(local)
         }
-        "Delete" => match find_local(conn, &dt, info, sub, &inc.docname).await? {
+        "Delete" => match match known.kept_both.get(&(dt.name.clone(), inc.docname.clone())) {
+            Some(k) => Some(k.clone()),
+            None => find_local(conn, &dt, info, sub, &inc.docname).await?,
+        } {
             Some(local) => {
                 let d = load_doc(conn, reg, &dt, &local).await?.unwrap_or_default();
                 if super::conflict::delete_edited(conn, sub, &dt, &local, &d, known).await? {
@@ -259,7 +267,12 @@ async fn upsert(
         ..flags.clone()
     };
     let key = (dt.name.clone(), docname.to_string());
-    let here = if sub.use_same_name && known.absent.contains(&key) {
+    let kept = known.kept_both.get(&key).cloned();
+    let here = if let Some(k) = &kept {
+        store::row_exists(conn, dt, &Value::String(k.clone()))
+            .await?
+            .then(|| k.clone())
+    } else if sub.use_same_name && known.absent.contains(&key) {
         None
     } else {
         find_local(conn, dt, info, sub, docname).await?
@@ -298,7 +311,10 @@ async fn upsert(
         documents::update_in(&a.write(dt), conn, &local, doc, &f).await?;
         return Ok(local);
     }
-    if !sub.use_same_name {
+    if let Some(k) = kept {
+        // Kept both: the producer's document goes in under the name chosen for it.
+        doc.insert("name".into(), json!(k));
+    } else if !sub.use_same_name {
         doc.remove("name");
         doc.insert("remote_docname".into(), json!(docname));
         doc.insert("remote_site_name".into(), json!(info.url));

@@ -16,6 +16,31 @@ pub async fn repair(
     name: &str,
     found: &str,
 ) -> Result<String> {
+    apply_producers(site, info, remote, local_type, name, found, true).await
+}
+
+/// Applies the producer's current copy as a person asked (after a conflict resolved by
+/// keeping both): updates that waited on the conflict do not stop it.
+pub(super) async fn apply_current(
+    site: &Site,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    local_type: &str,
+    name: &str,
+    why: &str,
+) -> Result<String> {
+    apply_producers(site, info, remote, local_type, name, why, false).await
+}
+
+async fn apply_producers(
+    site: &Site,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    local_type: &str,
+    name: &str,
+    found: &str,
+    unless_failed: bool,
+) -> Result<String> {
     let reg = site.meta();
     let sub = info
         .types
@@ -39,10 +64,11 @@ pub async fn repair(
     let caller = site.caller_for(&info.user).await?;
     let mut tx = site.store.begin().await?;
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
-    if let Some(blocker) = batch
-        .failed
-        .get(&(local_type.to_string(), name.to_string()))
-    {
+    let key = (local_type.to_string(), name.to_string());
+    if !unless_failed {
+        batch.failed.remove(&key);
+    }
+    if let Some(blocker) = batch.failed.get(&key) {
         // A person decides that document first; a repair would only queue behind it.
         return Ok(format!(
             "not made: Event Sync Log {blocker} of it failed and waits for a person"
@@ -50,9 +76,12 @@ pub async fn repair(
     }
     batch.careful = true;
     batch.known.files = files;
-    batch.known.repair = Some(format!(
-        "repair: verification found it {found}; the producer's current version applied"
-    ));
+    batch.known.repair = Some(match unless_failed {
+        true => {
+            format!("repair: verification found it {found}; the producer's current version applied")
+        }
+        false => format!("the producer's current version applied, {found}"),
+    });
     let a = Applying {
         site,
         reg: &reg,

@@ -13,6 +13,9 @@ pub enum Keep {
     Local,
     /// The producer's values are written over this site's (a Delete deletes).
     Producer,
+    /// This site's document stays as it is and no longer follows the producer; the
+    /// producer's goes in under a new name, which its later updates follow.
+    Both,
 }
 
 impl Keep {
@@ -21,8 +24,9 @@ impl Keep {
         match s {
             "local" => Ok(Keep::Local),
             "producer" => Ok(Keep::Producer),
+            "both" => Ok(Keep::Both),
             other => Err(Error::Validation(format!(
-                "keep must be \"local\" (this site's version) or \"producer\" (the producer's), not {other:?}"
+                "keep must be \"local\" (this site's version), \"producer\" (the producer's) or \"both\", not {other:?}"
             ))),
         }
     }
@@ -60,7 +64,38 @@ pub async fn resolve_conflict(site: &Site, user: &str, name: &str, keep: Keep) -
     let caller = site.caller_for(&info.user).await?;
     let now = site.clock.now();
     let mut tx = site.store.begin().await?;
+    let mut kept_as = None;
     let (status, what) = match keep {
+        Keep::Both if kind == "delete" => {
+            return Err(Error::Validation(
+                "the producer deleted this document: keep this site's version or take the producer's (delete it)".into(),
+            ));
+        }
+        Keep::Both if dt.autoname.trim().starts_with("field:") => {
+            return Err(Error::Validation(format!(
+                "{doctype} is named by its field {}: two documents cannot both be {local}; keep one version, or change this site's document's {} (rename it), then resync",
+                dt.autoname.trim().trim_start_matches("field:"),
+                dt.autoname.trim().trim_start_matches("field:")
+            )));
+        }
+        Keep::Both => {
+            let new_name = free_name(&mut tx, &dt, &local).await?;
+            store::execute(
+                &mut tx,
+                r#"INSERT INTO "__kept_both" (producer, ref_doctype, remote_name, local_name) VALUES ($1, $2, $3, $4)"#,
+                &[
+                    Param::text(&producer),
+                    Param::text(&doctype),
+                    Param::text(&text(entry.get("producer_doc"))),
+                    Param::text(&new_name),
+                ],
+            )
+            .await?;
+            // This site's document is its own from now on.
+            local_edits::clear(&mut tx, &doctype, &local, None).await?;
+            kept_as = Some(new_name);
+            ("Resolved", "kept both versions")
+        }
         Keep::Local => {
             // A Create's differences were never edits here; from now on they are.
             local_edits::keep(&mut tx, &doctype, &local, &names, &now).await?;
@@ -90,7 +125,12 @@ pub async fn resolve_conflict(site: &Site, user: &str, name: &str, keep: Keep) -
             ("Synced", "took the producer's version")
         }
     };
-    let resolution = format!("{user} {what} of {} at {now}", names.join(", "));
+    let mut resolution = format!("{user} {what} of {} at {now}", names.join(", "));
+    if let Some(n) = &kept_as {
+        resolution.push_str(&format!(
+            ": this site's stays {local}, the producer's is {n} and its updates follow it there"
+        ));
+    }
     store::execute(
         &mut tx,
         r#"UPDATE "tabEvent Sync Log" SET status = $1, resolution = $2, resolved_by = $3, resolved_at = $4, modified = $5, next_retry = NULL WHERE name = $6 AND status = 'Failed'"#,
@@ -107,6 +147,25 @@ pub async fn resolve_conflict(site: &Site, user: &str, name: &str, keep: Keep) -
     tx.commit().await?;
     tracing::info!(sync_log = %name, %user, "conflict resolved: {what}");
     let remote = crate::streaming::consumer::remote_for(site, &producer).await?;
+    if kept_as.is_some() {
+        let found = format!("kept beside this site's {doctype} {local}");
+        let producer_doc = text(entry.get("producer_doc"));
+        super::repair::apply_current(site, &info, &remote, &doctype, &producer_doc, &found).await?;
+    }
     super::resync::retry_waiting(site, &reg, &info, &remote, name).await?;
     Ok(status.to_string())
+}
+
+/// The first of `name-1`, `name-2`, ... that no document of `dt` has.
+async fn free_name(conn: &mut Conn, dt: &DocType, name: &str) -> Result<String> {
+    for n in 1..1000 {
+        let candidate = format!("{name}-{n}");
+        if !store::row_exists(conn, dt, &Value::String(candidate.clone())).await? {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Validation(format!(
+        "no free name beside {} {name}: rename this site's document, then resync",
+        dt.name
+    )))
 }
