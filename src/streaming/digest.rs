@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 pub type FieldSpec = BTreeMap<String, Option<Vec<String>>>;
 
 /// Fields that are bookkeeping, not content, on both sides.
-const BOOKKEEPING: [&str; 12] = [
+pub const BOOKKEEPING: [&str; 12] = [
     "name",
     "owner",
     "creation",

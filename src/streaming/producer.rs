@@ -735,20 +735,33 @@ async fn resend_held_back(
 ) -> Result<()> {
     let dt = reg.get(doctype)?;
     for name in super::condition::take_failed(conn, consumer, doctype).await? {
-        let Some(doc) = load_doc(conn, reg, &dt, &name).await? else {
-            continue;
-        };
-        let log = NewLog {
-            update_type: "Create",
-            ref_doctype: doctype,
-            docname: &name,
-            data: Some(crate::service::diff::create_payload_json(&doc)),
-            origin: None,
-            for_consumer: Some(consumer.into()),
-        };
-        super::update_log::insert(site, conn, log).await?;
+        log_create_for(site, conn, (reg, &dt), &name, None, consumer).await?;
     }
     Ok(())
+}
+
+/// Logs, for `consumer` only, a Create of the document `name` as it is now (nothing when it
+/// is gone).
+async fn log_create_for(
+    site: &Site,
+    conn: &mut Conn,
+    (reg, dt): (&crate::meta::Registry, &crate::meta::DocType),
+    name: &str,
+    origin: Option<String>,
+    consumer: &str,
+) -> Result<()> {
+    let Some(doc) = load_doc(conn, reg, dt, name).await? else {
+        return Ok(());
+    };
+    let log = NewLog {
+        update_type: "Create",
+        ref_doctype: &dt.name,
+        docname: name,
+        data: Some(crate::service::diff::create_payload_json(&doc)),
+        origin,
+        for_consumer: Some(consumer.into()),
+    };
+    super::update_log::insert(site, conn, log).await
 }
 
 async fn write_snapshot(
@@ -787,18 +800,7 @@ async fn write_snapshot(
         if origin.as_deref() == Some(consumer) {
             continue;
         }
-        let Some(doc) = load_doc(conn, reg, &dt, &name).await? else {
-            continue;
-        };
-        let log = NewLog {
-            update_type: "Create",
-            ref_doctype: doctype,
-            docname: &name,
-            data: Some(crate::service::diff::create_payload_json(&doc)),
-            origin,
-            for_consumer: Some(consumer.into()),
-        };
-        super::update_log::insert(site, conn, log).await?;
+        log_create_for(site, conn, (reg, &dt), &name, origin, consumer).await?;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::streaming::local_edits;
 pub(super) const CONFLICT: &str = "conflict: ";
 
 /// Keys of a child row that are bookkeeping, not content.
-const ROW_BOOKKEEPING: [&str; 10] = [
+pub(super) const ROW_BOOKKEEPING: [&str; 10] = [
     "name",
     "parent",
     "parenttype",
@@ -25,6 +25,18 @@ const ROW_BOOKKEEPING: [&str; 10] = [
     "modified_by",
     "docstatus",
     "doctype",
+];
+
+/// Keys a document written over a local one never takes from the producer: the local
+/// document's identity and stamps stay its own.
+pub(super) const OWN_KEYS: [&str; 7] = [
+    "name",
+    "owner",
+    "creation",
+    "modified",
+    "modified_by",
+    "doctype",
+    "idx",
 ];
 
 /// Equal as field values: numbers by value, empty as empty, child rows by their content.
@@ -178,15 +190,7 @@ pub(super) async fn name_held(
             names.join(", ")
         ));
         let mut patch = incoming.clone();
-        for k in [
-            "name",
-            "owner",
-            "creation",
-            "modified",
-            "modified_by",
-            "doctype",
-            "idx",
-        ] {
+        for k in OWN_KEYS {
             patch.remove(k);
         }
         documents::update_in(&a.write(dt), conn, local, patch, t.flags).await?;

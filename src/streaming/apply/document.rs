@@ -294,15 +294,7 @@ async fn upsert(
         if known.replaying {
             super::replay::check_same_document(a, conn, dt, &local, &doc).await?;
         }
-        for k in [
-            "name",
-            "owner",
-            "creation",
-            "modified",
-            "modified_by",
-            "doctype",
-            "idx",
-        ] {
+        for k in super::conflict::OWN_KEYS {
             doc.remove(k);
         }
         super::conflict::settle(a, conn, t, &local, None, &mut doc, known).await?;

@@ -181,18 +181,7 @@ fn taken_from_echo(dt: &DocType, current: &Doc, incoming: &Doc) -> Doc {
 /// A child row as a new row of the local document (the producer's row names stay there).
 fn fresh_row(row: &Value) -> Value {
     let mut r = row.as_object().cloned().unwrap_or_default();
-    for k in [
-        "name",
-        "parent",
-        "parenttype",
-        "parentfield",
-        "owner",
-        "creation",
-        "modified",
-        "modified_by",
-        "docstatus",
-        "doctype",
-    ] {
+    for k in super::conflict::ROW_BOOKKEEPING {
         r.remove(k);
     }
     Value::Object(r)

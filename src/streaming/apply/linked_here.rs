@@ -9,18 +9,6 @@ use super::conflict::same_field;
 use super::*;
 use std::collections::HashMap;
 
-/// Keys of a document that are bookkeeping, not content.
-const BOOKKEEPING: [&str; 8] = [
-    "name",
-    "owner",
-    "creation",
-    "modified",
-    "modified_by",
-    "idx",
-    "docstatus",
-    "doctype",
-];
-
 /// The notes still to write for documents the page links to that are held here and differ
 /// from the producer's copy: new ones are compared first (fetched in parallel, best effort,
 /// each once per producer), and every comparison is recorded in its own transaction.
@@ -110,7 +98,7 @@ fn differences(dt: &DocType, ours: &Doc, theirs: &Doc) -> Option<String> {
         .fields
         .iter()
         .filter(|f| f.has_column() || f.fieldtype.is_table())
-        .filter(|f| !BOOKKEEPING.contains(&f.fieldname.as_str()))
+        .filter(|f| !crate::streaming::digest::BOOKKEEPING.contains(&f.fieldname.as_str()))
         .filter_map(|f| {
             let t = theirs.get(&f.fieldname)?;
             let o = ours.get(&f.fieldname).unwrap_or(&Value::Null);
