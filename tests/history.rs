@@ -253,3 +253,63 @@ async fn restored_from_an_older_backup(backend: Backend) {
         .await;
     assert_eq!(d["message"]["producers"][0]["status"], "Active", "{d}");
 }
+
+/// A consumer restored from an older backup pulls again from the checkpoint it had, receives
+/// what came after it, and verification finds it in step.
+async fn restored_consumer(backend: Backend) {
+    let Some((p, mut c)) = start_pair_on(backend).await else {
+        return;
+    };
+    subscribe(&p, &c, json!([{"ref_doctype": "ToDo", "use_same_name": 1}])).await;
+    let todo = |d: &'static str| {
+        let p = &p;
+        async move {
+            p.insert("ToDo", json!({"description": d})).await["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let first = todo("Before the backup").await;
+    eventually(15, "the first ToDo", || {
+        get_opt(&c, format!("/api/resource/ToDo/{first}"))
+    })
+    .await;
+    let backup_at = c.dir.path().join("consumer-backup");
+    backup(&mut c, &backup_at).await;
+    let second = todo("After the backup").await;
+    eventually(15, "the second ToDo", || {
+        get_opt(&c, format!("/api/resource/ToDo/{second}"))
+    })
+    .await;
+    restore(&mut c, &backup_at).await;
+    eventually(15, "the second ToDo again, after the restore", || {
+        get_opt(&c, format!("/api/resource/ToDo/{second}"))
+    })
+    .await;
+    let (s, v) = c
+        .post(
+            "/api/method/docstream.streaming.verify",
+            json!({"event_producer": p.public_url}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (
+            v["message"]["documents"].clone(),
+            v["message"]["differences"].clone()
+        ),
+        (json!(2), json!([])),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_consumer_catches_up_sqlite() {
+    restored_consumer(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_consumer_catches_up_postgres() {
+    restored_consumer(Backend::Postgres).await;
+}

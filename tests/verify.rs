@@ -317,6 +317,49 @@ async fn verified_on_a_schedule(backend: Backend) {
     );
 }
 
+/// A producer unreachable for longer than `pull_interval`: once it answers again, the consumer
+/// verifies (and repairs) at once, even with scheduled verification off.
+async fn verified_after_an_outage(backend: Backend) {
+    let settings = [
+        ("pull_interval", json!(0.5)),
+        ("retry_base_seconds", json!(3600)),
+        ("verify_interval_minutes", json!(0)),
+    ];
+    let Some(mut p) = TestSite::start_with(backend, &settings).await else {
+        return;
+    };
+    let c = TestSite::start_with(backend, &settings).await.unwrap();
+    let t = p.insert("ToDo", json!({"description": "Kept"})).await;
+    let name = t["name"].as_str().unwrap().to_string();
+    subscribe(&p, &c, json!([{"ref_doctype": "ToDo", "use_same_name": 1}])).await;
+    eventually(15, "the ToDo arrives", || {
+        get_opt(&c, format!("/api/resource/ToDo/{name}"))
+    })
+    .await;
+    p.kill();
+    behind_the_back(
+        &c,
+        &format!(r#"DELETE FROM "tabToDo" WHERE name = '{name}'"#),
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    p.serve().await;
+    let back = eventually(20, "repaired by the verification after the outage", || {
+        get_opt(&c, format!("/api/resource/ToDo/{name}"))
+    })
+    .await;
+    assert_eq!(back["description"], "Kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_after_an_outage_sqlite() {
+    verified_after_an_outage(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_after_an_outage_postgres() {
+    verified_after_an_outage(Backend::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verified_on_a_schedule_sqlite() {
     verified_on_a_schedule(Backend::Sqlite).await;

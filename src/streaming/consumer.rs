@@ -827,9 +827,11 @@ pub async fn run_worker(site: std::sync::Arc<Site>) {
                     {
                         return;
                     }
-                    if let Err(e) = pull(site, &p).await {
+                    let outcome = pull(site, &p).await;
+                    if let Err(e) = &outcome {
                         tracing::warn!(producer = %p, "pull failed: {e}");
                     }
+                    after_pull(site, &p, outcome.is_ok()).await;
                 }
             })
             .await;
@@ -849,6 +851,33 @@ pub async fn run_worker(site: std::sync::Arc<Site>) {
             _ = rt.pull_wakeup.notified() => {}
             _ = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+/// Remembers since when a producer's pulls fail; once one succeeds after more than
+/// `pull_interval` of failures, its verification is due (what happened meanwhile is found).
+async fn after_pull(site: &Site, producer: &str, ok: bool) {
+    let rt = site.streaming();
+    let since = {
+        let mut map = rt.unreachable_since.lock().expect("unreachable lock");
+        if !ok {
+            map.entry(producer.to_string())
+                .or_insert_with(std::time::Instant::now);
+            return;
+        }
+        map.remove(producer)
+    };
+    let Some(since) = since else { return };
+    if since.elapsed().as_secs_f64() <= site.config.pull_interval {
+        return;
+    }
+    let due = async {
+        let mut tx = site.store.begin().await?;
+        super::verify::due_now(&mut tx, producer).await?;
+        tx.commit().await
+    };
+    if let Err(e) = due.await {
+        tracing::warn!(producer = %producer, "could not make its verification due: {e}");
     }
 }
 

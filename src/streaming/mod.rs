@@ -49,6 +49,8 @@ pub struct Runtime {
     /// Producers this site keeps a long-poll pull open to, each with what restarts it.
     pub long_polls: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     pull_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Since when the worker's pulls of each producer have failed (cleared by a success).
+    pub unreachable_since: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Runtime {
