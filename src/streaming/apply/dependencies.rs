@@ -168,7 +168,6 @@ pub(super) async fn prefetch_dependencies(
     std::collections::HashMap<(String, String), Value>,
     Vec<(String, String)>,
 ) {
-    use futures_util::stream::{self, StreamExt};
     use std::borrow::Cow;
     let mut fetched = std::collections::HashMap::new();
     // Dunder keys are not fields, so links are read from the data as it came.
@@ -218,14 +217,7 @@ pub(super) async fn prefetch_dependencies(
         if missing.is_empty() {
             break;
         }
-        let results: Vec<((String, String), Option<Value>)> = stream::iter(missing)
-            .map(|(t, n)| async move {
-                let doc = remote.get_doc(&t, &n).await.ok();
-                ((t, n), doc)
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
+        let results = fetch_each(remote, missing).await;
         docs.clear();
         for (key, doc) in results {
             if let Some(doc) = doc.filter(|d| d.is_object()) {
@@ -235,6 +227,22 @@ pub(super) async fn prefetch_dependencies(
         }
     }
     (fetched, here)
+}
+
+/// Fetches documents from the producer, 8 at a time; `None` for one that could not be read.
+pub(super) async fn fetch_each(
+    remote: &RemoteSite,
+    keys: Vec<(String, String)>,
+) -> Vec<((String, String), Option<Value>)> {
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(keys)
+        .map(|(t, n)| async move {
+            let doc = remote.get_doc(&t, &n).await.ok();
+            ((t, n), doc)
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await
 }
 
 /// Same-name Creates of a page whose documents are not here yet (one query per type).

@@ -43,15 +43,7 @@ pub(super) async fn check(
     if unchecked.is_empty() {
         return notes;
     }
-    use futures_util::stream::{self, StreamExt};
-    let theirs: Vec<((String, String), Option<Value>)> = stream::iter(unchecked)
-        .map(|(t, n)| async move {
-            let doc = remote.get_doc(&t, &n).await.ok();
-            ((t, n), doc)
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
+    let theirs = super::dependencies::fetch_each(remote, unchecked).await;
     let Ok(mut tx) = site.store.begin().await else {
         return notes;
     };

@@ -58,55 +58,25 @@ async fn apply_producers(
         "update_type": "Create", "ref_doctype": sub.remote_type, "docname": name,
         "data": doc.to_string(), "seq": null, "origin": info.url,
     }));
-    let one = std::slice::from_ref(&inc);
-    super::held::follow_unheld(site, info, remote, one).await;
-    let files = super::files::prefetch_files(site, &reg, info, remote, one).await;
-    let caller = site.caller_for(&info.user).await?;
-    let mut tx = site.store.begin().await?;
-    let mut batch = BatchState::load(&mut tx, &info.url).await?;
     let key = (local_type.to_string(), name.to_string());
-    if !unless_failed {
-        batch.failed.remove(&key);
-    }
-    if let Some(blocker) = batch.failed.get(&key) {
-        // A person decides that document first; a repair would only queue behind it.
-        return Ok(format!(
-            "not made: Event Sync Log {blocker} of it failed and waits for a person"
-        ));
-    }
-    batch.careful = true;
-    batch.known.files = files;
-    batch.known.repair = Some(match unless_failed {
+    let note = match unless_failed {
         true => {
             format!("repair: verification found it {found}; the producer's current version applied")
         }
         false => format!("the producer's current version applied, {found}"),
-    });
-    let a = Applying {
-        site,
-        reg: &reg,
-        info,
-        caller: &caller,
-        remote,
     };
-    let wrote = apply_and_log(&a, &mut tx, &sub, &inc, None, &mut batch).await?;
-    batch.known.flush_sync_logs(&mut tx).await?;
-    tx.commit().await?;
-    if wrote {
-        if let Some(me) = site.arc() {
-            crate::streaming::notifier::notify_consumers(me);
+    let prepare = |batch: &mut BatchState| {
+        if !unless_failed {
+            batch.failed.remove(&key);
         }
-    }
-    let failed = batch.told.last().and_then(|o| o.error.clone());
-    super::story::resynced(
-        site,
-        &info.url,
-        local_type,
-        name,
-        if failed.is_some() { "Failed" } else { "Synced" },
-    );
-    Ok(match failed {
-        None => "Synced".into(),
-        Some(_) => "Failed".into(),
-    })
+        if let Some(blocker) = batch.failed.get(&key) {
+            // A person decides that document first; a repair would only queue behind it.
+            return Err(format!(
+                "not made: Event Sync Log {blocker} of it failed and waits for a person"
+            ));
+        }
+        batch.known.repair = Some(note);
+        Ok(())
+    };
+    super::resync::apply_alone(site, &reg, info, remote, (&sub, &inc), None, prepare).await
 }

@@ -97,13 +97,35 @@ pub(super) async fn retry_entry(
         "update_type": entry.get("update_type"), "ref_doctype": sub.remote_type, "docname": entry.get("producer_doc"),
         "data": raw, "seq": entry.get("seq"), "origin": info.url,
     }));
-    let caller = site.caller_for(&info.user).await?;
-    super::held::follow_unheld(site, info, remote, std::slice::from_ref(&inc)).await;
+    apply_alone(site, reg, info, remote, (&sub, &inc), Some(entry), |_| {
+        Ok(())
+    })
+    .await
+}
+
+/// Applies one update on its own, outside a page (a resync, a repair): the types followed and
+/// the files fetched before its transaction, applied with its sync log (updated when it is
+/// `retry_of`), the consumers told after the commit, and the terminal told. Returns the new
+/// status, or the reason `prepare` gave for not applying it.
+pub(super) async fn apply_alone(
+    site: &Site,
+    reg: &Registry,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    (sub, inc): (&SubscribedType, &Incoming),
+    retry_of: Option<&Doc>,
+    prepare: impl FnOnce(&mut BatchState) -> std::result::Result<(), String>,
+) -> Result<String> {
+    let one = std::slice::from_ref(inc);
+    super::held::follow_unheld(site, info, remote, one).await;
     // Downloads happen before the transaction, which must not wait on the network.
-    let files =
-        super::files::prefetch_files(site, reg, info, remote, std::slice::from_ref(&inc)).await;
+    let files = super::files::prefetch_files(site, reg, info, remote, one).await;
+    let caller = site.caller_for(&info.user).await?;
     let mut tx = site.store.begin().await?;
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
+    if let Err(reason) = prepare(&mut batch) {
+        return Ok(reason);
+    }
     batch.careful = true;
     batch.known.files = files;
     let a = Applying {
@@ -113,32 +135,20 @@ pub(super) async fn retry_entry(
         caller: &caller,
         remote,
     };
-    let wrote = apply_and_log(&a, &mut tx, &sub, &inc, Some(entry), &mut batch).await?;
+    let wrote = apply_and_log(&a, &mut tx, sub, inc, retry_of, &mut batch).await?;
     batch.known.flush_sync_logs(&mut tx).await?;
-    let status = store::fetch_docs(
-        &mut tx,
-        r#"SELECT status FROM "tabEvent Sync Log" WHERE name = $1"#,
-        &[Param::Text(Some(text(entry.get("name"))))],
-    )
-    .await?;
     tx.commit().await?;
     if wrote {
         if let Some(me) = site.arc() {
             crate::streaming::notifier::notify_consumers(me);
         }
     }
-    let status = status
-        .first()
-        .map(|r| text(r.get("status")))
-        .unwrap_or_default();
-    super::story::resynced(
-        site,
-        &info.url,
-        &local_type,
-        &text(entry.get("producer_doc")),
-        &status,
-    );
-    Ok(status)
+    let status = match batch.told.last().and_then(|o| o.error.as_ref()) {
+        None => "Synced",
+        Some(_) => "Failed",
+    };
+    super::story::resynced(site, &info.url, &sub.local_type, &inc.docname, status);
+    Ok(status.to_string())
 }
 
 /// Retries Failed entries whose `next_retry` has come.
