@@ -40,6 +40,9 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1:8000")]
         bind: String,
+        /// Log one line per request (method, path without its query, status, time, peer).
+        #[arg(long)]
+        access_log: bool,
     },
     /// Manage one site.
     Site {
@@ -86,6 +89,18 @@ enum SiteAction {
     Insert { file: PathBuf },
     /// Delete the site (its folder, and its tables on PostgreSQL).
     Drop,
+    /// Write a backup of the site (database and site_config.json, compressed) to FILE, while
+    /// it serves. FILE holds the site's encryption key: it is made readable by its owner only.
+    Backup { file: PathBuf },
+    /// Replace the site's database and site_config.json with those of a backup FILE (the site
+    /// is made when missing); refused while the site is served. Its consumers are told at
+    /// their next pull.
+    Restore {
+        file: PathBuf,
+        /// Restore into this PostgreSQL database (default: the site's own, else the backup's).
+        #[arg(long)]
+        db: Option<String>,
+    },
     /// Compare what this site holds with what its producers sent it, print the differences
     /// and exit 0 when in step, 1 when differences remain, 2 when it could not compare.
     Verify {
@@ -115,11 +130,20 @@ impl std::error::Error for Exit {}
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let access = match cli.command {
+        Command::Serve {
+            access_log: true, ..
+        } => "info",
+        _ => "off",
+    };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,tokio_postgres=warn".into());
+    // RUST_LOG may name the access log itself.
+    let filter = match filter.contains(crate::api::ACCESS_LOG) {
+        true => filter,
+        false => format!("{filter},{}={access}", crate::api::ACCESS_LOG),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -170,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 site.dir.display()
             );
         }
-        Command::Serve { data_dir, bind } => {
+        Command::Serve { data_dir, bind, .. } => {
             let sites = Arc::new(Sites::open_all(&data_dir).await?);
             let listener = server::bind(&bind)?;
             serve_until_signal(sites, listener).await?;
@@ -189,6 +213,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                     .exit();
             };
+            if let SiteAction::Restore { file, db } = &action {
+                return restore(&data_dir, &name, file, db.as_deref()).await;
+            }
             let dir = data_dir.join(&name);
             if !dir.join("site_config.json").is_file() {
                 anyhow::bail!("no site {name} in {}", data_dir.display());
@@ -231,6 +258,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         return Err(Exit(code).into());
                     }
                 }
+                SiteAction::Backup { file } => {
+                    let m = crate::service::backup::backup(&dir, &file).await?;
+                    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                    println!(
+                        "Backed up site {name} to {} ({}, {} rows, update log up to {}, {:.1} MB)",
+                        file.display(),
+                        m.snapshot.backend,
+                        m.snapshot.rows,
+                        m.snapshot.newest_seq,
+                        size as f64 / 1e6
+                    );
+                }
+                SiteAction::Restore { .. } => unreachable!("handled above"),
                 SiteAction::Drop => {
                     provisioning::drop_site(&dir).await?;
                     eprintln!("Dropped site {name}");
@@ -288,6 +328,30 @@ async fn serve_until_signal(
         Ok(joined) => joined??,
         Err(_) => tracing::warn!("in-flight requests did not finish in 9 s; exiting"),
     }
+    Ok(())
+}
+
+/// `site NAME restore FILE`: the backup in place, then the site opened once (which brings an
+/// older backup's tables up to this version).
+async fn restore(
+    data_dir: &std::path::Path,
+    name: &str,
+    file: &std::path::Path,
+    db: Option<&str>,
+) -> anyhow::Result<()> {
+    let r = crate::service::backup::restore(data_dir, name, file, db).await?;
+    let dir = std::fs::canonicalize(data_dir)?.join(name);
+    let site = crate::hooks::open(&dir).await?;
+    site.store.close().await;
+    println!(
+        "Restored site {name} from {} (made {} UTC by docstream {}, update log up to {}) into {}",
+        file.display(),
+        r.manifest.made_at,
+        r.manifest.docstream,
+        r.manifest.snapshot.newest_seq,
+        r.db
+    );
+    println!("Its consumers are told it was restored at their next pull.");
     Ok(())
 }
 

@@ -97,6 +97,14 @@ impl Error {
         self.to_string()
     }
 
+    /// Turns a file system error into "cannot WHAT PATH: error".
+    pub fn file<'a>(
+        what: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl Fn(std::io::Error) -> Error + 'a {
+        move |e| Error::Validation(format!("cannot {what} {}: {e}", path.display()))
+    }
+
     /// Shorthand for a validation error.
     pub fn validation(msg: impl Into<String>) -> Self {
         Error::Validation(msg.into())

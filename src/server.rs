@@ -69,8 +69,17 @@ pub async fn serve(
         .map(|s| tokio::spawn(crate::shop_link::run(state.clone(), s.clone())))
         .collect();
     let app = api::router(state);
-    let local = listener.local_addr().ok();
-    tracing::info!(addr = ?local, sites = sites.all().len(), "serving");
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let names: Vec<&str> = sites.all().iter().map(|s| s.name.as_str()).collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        addr = %local,
+        sites = %names.join(", "),
+        "serving"
+    );
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

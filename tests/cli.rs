@@ -359,3 +359,56 @@ async fn a_cli_insert_is_logged_and_streamed() {
         .await;
     }
 }
+
+/// A site made with a relative `--data-dir` stores absolute paths, so `serve` started from
+/// another folder opens it; its first log line names the version.
+#[tokio::test]
+async fn a_relative_data_dir_is_stored_absolute() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .current_dir(tmp.path())
+        .args(["new-site", "rel", "--data-dir", "data", "--admin-password", "pw"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("data/rel/site_config.json")).unwrap(),
+    )
+    .unwrap();
+    let real = tmp.path().canonicalize().unwrap();
+    assert_eq!(
+        config["db_url"],
+        format!("sqlite://{}/data/rel/site.sqlite3", real.display())
+    );
+    let port = free_port();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .current_dir(elsewhere.path())
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(real.join("data"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "serve did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let first = log.lines().find(|l| l.contains("serving")).unwrap_or("");
+    assert!(
+        first.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+            && first.contains(&format!("addr=127.0.0.1:{port}"))
+            && first.contains("sites=rel")
+            && !first.contains("Some("),
+        "{log}"
+    );
+}

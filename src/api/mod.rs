@@ -73,6 +73,8 @@ async fn dispatch(
 ) -> Response {
     let started = Instant::now();
     let kind = metrics::Kind::of(req.method(), req.uri());
+    // The path without its query string, which may carry a password (`login?pwd=`).
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let waited = std::cell::Cell::new(false);
     let (response, waited) = crate::streaming::log_watch::LONG_POLL_WAITED
         .scope(waited, async {
@@ -88,8 +90,19 @@ async fn dispatch(
         .await;
     app.metrics
         .observe_request(response.status().as_u16(), started.elapsed(), waited);
+    tracing::info!(
+        target: ACCESS_LOG,
+        peer = %peer.ip(),
+        "{method} {path} {} {:.1}ms",
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
     response
 }
+
+/// The tracing target of the access log (one line per request; off unless `serve
+/// --access-log` or `RUST_LOG` turns it on).
+pub const ACCESS_LOG: &str = "docstream::access";
 
 /// Answers a request that did not come over this server's listener (one the hosted site
 /// handed a shop through its connection, see `shop_link`), exactly as if it had.

@@ -10,6 +10,8 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct Sites {
     sites: Vec<Arc<Site>>,
+    /// Held while these sites are served: a restore of one of them is refused meanwhile.
+    _serving: Vec<crate::store::ServingMark>,
 }
 
 fn host_of_url(url: &str) -> String {
@@ -24,6 +26,11 @@ impl Sites {
             .map_err(|e| Error::Validation(format!("cannot read data dir {}: {e}", dir.display())))?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
+            // Hidden folders are a backup's or restore's work in progress.
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
             .filter(|p| p.join("site_config.json").is_file())
             .collect();
         entries.sort();
@@ -34,15 +41,24 @@ impl Sites {
             )));
         }
         let mut sites = Vec::new();
+        let mut marks = Vec::new();
         for p in entries {
-            sites.push(crate::hooks::open(&p).await?.into_arc());
+            let site = crate::hooks::open(&p).await?;
+            marks.push(site.store.mark_serving().await?);
+            sites.push(site.into_arc());
         }
-        Ok(Sites { sites })
+        Ok(Sites {
+            sites,
+            _serving: marks,
+        })
     }
 
     /// Wraps already opened sites.
     pub fn from_sites(sites: Vec<Arc<Site>>) -> Sites {
-        Sites { sites }
+        Sites {
+            sites,
+            _serving: Vec::new(),
+        }
     }
 
     /// All sites.

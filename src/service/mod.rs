@@ -3,6 +3,7 @@
 //! behaviour only through `hooks`.
 
 pub mod auth;
+pub mod backup;
 pub mod diff;
 pub mod documents;
 pub mod files;

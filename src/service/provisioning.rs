@@ -48,6 +48,10 @@ pub async fn new_site(
     }
     std::fs::create_dir_all(data_dir)
         .map_err(|e| Error::Validation(format!("cannot create {}: {e}", data_dir.display())))?;
+    // Paths stored in the config are absolute: `serve` may start from any folder.
+    let dir = std::fs::canonicalize(data_dir)
+        .map_err(Error::file("read", data_dir))?
+        .join(name);
     std::fs::create_dir(&dir)
         .map_err(|e| Error::Validation(format!("cannot create {}: {e}", dir.display())))?;
     let result = create_in(&dir, name, (url, db), admin_password, install).await;

@@ -12,6 +12,7 @@ mod raw_sql;
 mod rows;
 mod schema;
 mod select;
+mod snapshot;
 mod sqlite;
 
 pub use postgres::admin_execute as postgres_admin_execute;
@@ -25,6 +26,7 @@ pub use schema::{
     table_exists,
 };
 pub use select::{Filter, ListQuery, Op};
+pub use snapshot::{restore_snapshot, ServingMark, Snapshot, RESTORED_SETTING, SQLITE_FILE};
 
 use crate::error::Result;
 use serde_json::{Map, Value};

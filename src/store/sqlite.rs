@@ -161,7 +161,7 @@ impl Handle {
 }
 
 /// The path in a `sqlite://PATH` (or `sqlite:PATH`) URL, without query options.
-fn path_of(url: &str) -> PathBuf {
+pub(super) fn path_of(url: &str) -> PathBuf {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -203,6 +203,11 @@ impl Db {
             permits: Arc::new(Semaphore::new(MAX_READERS)),
             checkpoints,
         }))
+    }
+
+    /// The database file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The writer, once no other task of this process holds it.

@@ -102,7 +102,7 @@ pub async fn follow(site: &Site, remote: &RemoteSite, doctype: &str) -> Result<F
     if !f.done.is_empty() {
         tracing::info!(
             producer = %remote.url,
-            created = ?f.done.created,
+            created = %f.done.created.join(", "),
             fields = f.done.added.len(),
             "types follow the producer's definitions"
         );

@@ -12,6 +12,10 @@
 //! checkpoint is not the one it sent, when that checkpoint is past its newest log, or when it
 //! is behind logs pruned here (the newest pruned log's identity is kept, so pruning does not
 //! hide a change). Consumers that do not ask get today's page.
+//!
+//! A restore made by the binary (`site NAME restore`) leaves a mark with an id in the
+//! database; identities then include that id, so every consumer's checkpoint is another
+//! history at its next pull, whatever seq it stood at, and the answer names the restore.
 //! Must not decide what a consumer does about a change (`consumer.rs` and `apply/` do).
 
 use crate::error::Result;
@@ -26,9 +30,69 @@ fn text(v: Option<&Value>) -> String {
 /// Where the newest pruned log's seq and identity are kept.
 const PRUNED_KEY: &str = "history_pruned";
 
-/// The identity of an update log row.
-pub fn identity(row: &Doc) -> String {
+/// The restore this database came from, as `site NAME restore` marked it (empty when none).
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// A random id per restore: the history's epoch.
+    pub id: String,
+    made_at: String,
+    restored_at: String,
+}
+
+impl Restored {
+    /// The mark of this site's database, read once per process (a restore is refused while
+    /// the site is served, so it cannot change under a running server).
+    pub async fn of(site: &crate::site::Site) -> Result<Restored> {
+        use super::Streaming;
+        let rt = site.streaming();
+        let r = rt
+            .restored
+            .get_or_try_init(|| async {
+                let mut conn = site.store.conn().await?;
+                Restored::read(&mut conn).await
+            })
+            .await?;
+        Ok(r.clone())
+    }
+
+    async fn read(conn: &mut Conn) -> Result<Restored> {
+        let mark = store::get_setting(conn, store::RESTORED_SETTING).await?;
+        let mark: Value = mark
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .unwrap_or_default();
+        let field = |k: &str| {
+            mark.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        Ok(Restored {
+            id: field("id"),
+            made_at: field("made_at"),
+            restored_at: field("restored_at"),
+        })
+    }
+
+    /// A reason that names the restore, when there was one.
+    fn name(&self, reason: String) -> String {
+        if self.id.is_empty() {
+            return reason;
+        }
+        format!(
+            "this site was restored with `docstream site ... restore` at {} UTC from a backup made at {} UTC ({reason})",
+            self.restored_at, self.made_at
+        )
+    }
+}
+
+/// The identity of an update log row in the history `epoch` (a restore's id; empty before
+/// any restore, which keeps identities as they were).
+pub fn identity(row: &Doc, epoch: &str) -> String {
     let mut h = Sha256::new();
+    if !epoch.is_empty() {
+        h.update((epoch.len() as u64).to_be_bytes());
+        h.update(epoch.as_bytes());
+    }
     let seq = row
         .get("seq")
         .or_else(|| row.get("name"))
@@ -48,16 +112,32 @@ pub fn identity(row: &Doc) -> String {
 }
 
 /// The identity at `seq` among `rows` (sorted by seq): that of the newest row at or before it.
-pub fn identity_in(rows: &[Doc], seq: i64) -> Option<String> {
+pub fn identity_in(rows: &[Doc], seq: i64, epoch: &str) -> Option<String> {
     rows.iter()
         .rev()
         .find(|r| r.get("seq").and_then(Value::as_i64).unwrap_or(i64::MAX) <= seq)
-        .map(identity)
+        .map(|r| identity(r, epoch))
 }
 
 /// Why the consumer's checkpoint `after` with identity `given` is not in this producer's
 /// history, or None when it is (or cannot be told: no checkpoint, or no identity yet).
-pub async fn changed(conn: &mut Conn, after: i64, given: &str) -> Result<Option<String>> {
+pub async fn changed(
+    conn: &mut Conn,
+    after: i64,
+    given: &str,
+    restored: &Restored,
+) -> Result<Option<String>> {
+    Ok(changed_in(conn, after, given, &restored.id)
+        .await?
+        .map(|r| restored.name(r)))
+}
+
+async fn changed_in(
+    conn: &mut Conn,
+    after: i64,
+    given: &str,
+    epoch: &str,
+) -> Result<Option<String>> {
     let high = super::update_log::current_seq(conn).await?;
     if after > high {
         return Ok(Some(format!(
@@ -73,11 +153,16 @@ pub async fn changed(conn: &mut Conn, after: i64, given: &str) -> Result<Option<
         Some(_) => None,
         None => store::get_setting(conn, PRUNED_KEY).await?,
     };
+    // "seq identity epoch": an identity kept before a restore is of another history.
     let pruned = pruned.as_deref().and_then(|p| p.split_once(' '));
     let here = match (rows.first(), pruned) {
-        (Some(row), _) => Some(identity(row)),
-        (None, Some((p, id))) if p.parse::<i64>().unwrap_or(i64::MAX) <= after => {
-            Some(id.to_string())
+        (Some(row), _) => Some(identity(row, epoch)),
+        (None, Some((p, kept))) if p.parse::<i64>().unwrap_or(i64::MAX) <= after => {
+            let (id, kept_epoch) = kept.split_once(' ').unwrap_or((kept, ""));
+            Some(match kept_epoch == epoch {
+                true => id.to_string(),
+                false => String::new(),
+            })
         }
         (None, Some((p, _))) => {
             return Ok(Some(format!(
@@ -115,7 +200,10 @@ fn row_seq(row: &Doc) -> i64 {
 pub async fn keep_pruned(conn: &mut Conn, upto: i64) -> Result<()> {
     let rows = newest_at(conn, upto).await?;
     if let Some(row) = rows.first() {
-        let value = format!("{} {}", row_seq(row), identity(row));
+        let epoch = Restored::read(conn).await?.id;
+        let value = format!("{} {} {epoch}", row_seq(row), identity(row, &epoch))
+            .trim_end()
+            .to_string();
         store::set_setting(conn, PRUNED_KEY, &value).await?;
     }
     Ok(())
@@ -156,11 +244,18 @@ mod tests {
     fn a_log_minted_again_has_another_identity() {
         let first = row(2, "2026-12-07 08:00:00.000001");
         let again = row(2, "2026-12-07 08:00:00.000002");
-        assert_ne!(identity(&first), identity(&again));
-        assert_eq!(identity(&first), identity(&first.clone()));
+        assert_ne!(identity(&first, ""), identity(&again, ""));
+        assert_eq!(identity(&first, ""), identity(&first.clone(), ""));
         let rows = vec![row(1, "a"), first.clone()];
-        assert_eq!(identity_in(&rows, 5), Some(identity(&first)));
-        assert_eq!(identity_in(&rows, 1), Some(identity(&rows[0])));
-        assert_eq!(identity_in(&rows, 0), None);
+        assert_eq!(identity_in(&rows, 5, ""), Some(identity(&first, "")));
+        assert_eq!(identity_in(&rows, 1, ""), Some(identity(&rows[0], "")));
+        assert_eq!(identity_in(&rows, 0, ""), None);
+    }
+
+    #[test]
+    fn a_restore_starts_another_history() {
+        let log = row(2, "2026-12-07 08:00:00.000001");
+        assert_ne!(identity(&log, ""), identity(&log, "r1"));
+        assert_ne!(identity(&log, "r1"), identity(&log, "r2"));
     }
 }

@@ -51,6 +51,8 @@ pub struct Runtime {
     pull_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Since when the worker's pulls of each producer have failed (cleared by a success).
     pub unreachable_since: Mutex<HashMap<String, std::time::Instant>>,
+    /// The restore this site's database came from (read once).
+    pub restored: tokio::sync::OnceCell<history::Restored>,
 }
 
 impl Runtime {

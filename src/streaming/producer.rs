@@ -382,7 +382,10 @@ pub async fn get_update_logs(
     match after_seq {
         Some(after) => {
             if let Some(given) = history {
-                if let Some(reason) = super::history::changed(&mut conn, after, given).await? {
+                let restored = super::history::Restored::of(site).await?;
+                if let Some(reason) =
+                    super::history::changed(&mut conn, after, given, &restored).await?
+                {
                     let high = current_seq(&mut conn).await?;
                     tracing::warn!(consumer = consumer_url, after, "history changed: {reason}");
                     // An empty page that says so, bound to its request like any page (a
@@ -401,6 +404,10 @@ pub async fn get_update_logs(
                 }
             }
             drop(conn);
+            let epoch = match history {
+                Some(_) => super::history::Restored::of(site).await?.id,
+                None => String::new(),
+            };
             // The identity at `from`, as the consumer sent it (checked above).
             let mut known_id = history.unwrap_or_default().to_string();
             let limit = limit.unwrap_or(500).clamp(1, MAX_PULL_LIMIT) as i64;
@@ -467,14 +474,14 @@ pub async fn get_update_logs(
                 // do not end a long poll: it waits on past them, and the page says so.
                 let time_left = until.is_some_and(|u| tokio::time::Instant::now() < u);
                 if page.count == 0 && !page.has_more && upto > from && time_left {
-                    known_id = super::history::identity_in(&rows, upto).unwrap_or(known_id);
+                    known_id = super::history::identity_in(&rows, upto, &epoch).unwrap_or(known_id);
                     from = upto;
                     continue;
                 }
                 let body = match history {
                     Some(_) => {
-                        let id =
-                            super::history::identity_in(&rows, page.last_seq).unwrap_or(known_id);
+                        let id = super::history::identity_in(&rows, page.last_seq, &epoch)
+                            .unwrap_or(known_id);
                         Arc::from(super::history::with_history(&page.body, &id))
                     }
                     None => page.body,
