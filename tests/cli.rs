@@ -367,10 +367,21 @@ async fn a_relative_data_dir_is_stored_absolute() {
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(bin())
         .current_dir(tmp.path())
-        .args(["new-site", "rel", "--data-dir", "data", "--admin-password", "pw"])
+        .args([
+            "new-site",
+            "rel",
+            "--data-dir",
+            "data",
+            "--admin-password",
+            "pw",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let config: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(tmp.path().join("data/rel/site_config.json")).unwrap(),
     )
@@ -384,7 +395,12 @@ async fn a_relative_data_dir_is_stored_absolute() {
     let elsewhere = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin())
         .current_dir(elsewhere.path())
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(real.join("data"))
         .stderr(std::process::Stdio::piped())
         .spawn()

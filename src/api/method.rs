@@ -1,14 +1,17 @@
 //! `/api/method/{dotted.path}` and `POST /` with `cmd`: Frappe's whitelisted methods.
 
+use super::args::Args;
 use super::envelope::{message, ApiError};
 use super::resource::list_query;
 use super::Ctx;
 use crate::error::Error;
 use crate::service::documents::{name_text, WriteFlags};
+use crate::service::permissions::Caller;
+use crate::site::Site;
 use crate::store::{Doc, Filter, ListQuery};
 use crate::streaming::Streaming;
 use axum::http::{header, HeaderValue};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 fn doc_arg(ctx: &Ctx, key: &str) -> Result<Doc, Error> {
@@ -334,32 +337,25 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             json!(crate::streaming::producer::register_consumer(site, caller, &data).await?)
         }
         "frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer" => {
-            let pulled = crate::streaming::producer::get_update_logs(
-                site,
-                caller,
-                args.required("event_consumer")?.trim_end_matches('/'),
-                crate::streaming::producer::PullArgs {
-                    doctypes: args.map.get("doctypes").unwrap_or(&Value::Null),
-                    after_seq: args.map.get("after_seq"),
-                    last_update: args.str("last_update").as_deref(),
-                    limit: args.uint("limit")?,
-                    acked_seq: args.uint("acked_seq")?,
-                    wait: args.str("wait").as_deref(),
-                    bound: matches!(args.str("bound").as_deref().map(str::trim), Some("1" | "true")),
-                    consumer_text: &args.str("event_consumer").unwrap_or_default(),
-                    history: args.str("history").as_deref(),
-                },
-            )
-            .await?;
-            let mut r = match pulled.page {
-                Some(body) => super::envelope::raw_json(body.to_string()),
-                None => message(Value::Array(pulled.logs)),
+            // A long poll may wait past a heartbeat: it then runs in a task of its own.
+            let asked = args.str("heartbeat").as_deref().map(str::trim) == Some("1");
+            let (site, caller, args) = (site.clone(), caller.clone(), args.clone());
+            let answer = async move {
+                pull(&site, &caller, &args)
+                    .await
+                    .unwrap_or_else(IntoResponse::into_response)
             };
-            let h = r.headers_mut();
-            h.insert("x-docstream-last-seq", HeaderValue::from(pulled.last_seq));
-            if pulled.has_more {
-                h.insert("x-docstream-has-more", HeaderValue::from_static("1"));
+            // Heartbeats are asked for: a consumer of an earlier version gets what it got.
+            if !asked {
+                return Ok(answer.await);
             }
+            let coding = super::encoding::Coding::preferred(&ctx.headers);
+            let mut r = super::encoding::with_heartbeat(answer, coding).await;
+            let secs = super::encoding::HEARTBEAT.as_secs();
+            r.headers_mut().insert(
+                crate::streaming::remote::HEARTBEAT_HEADER,
+                HeaderValue::from(secs),
+            );
             return Ok(r);
         }
         "docstream.tunnel.poll" => {
@@ -550,6 +546,40 @@ async fn login(ctx: &Ctx) -> Result<Response, ApiError> {
         if let Ok(h) = HeaderValue::from_str(&format!("{k}={enc}; Path=/; SameSite=Lax")) {
             r.headers_mut().append(header::SET_COOKIE, h);
         }
+    }
+    Ok(r)
+}
+
+/// A pull of update logs (`get_update_logs_for_consumer`), docstream's page or Frappe's list.
+async fn pull(site: &Site, caller: &Caller, args: &Args) -> Result<Response, ApiError> {
+    let pulled = crate::streaming::producer::get_update_logs(
+        site,
+        caller,
+        args.required("event_consumer")?.trim_end_matches('/'),
+        crate::streaming::producer::PullArgs {
+            doctypes: args.map.get("doctypes").unwrap_or(&Value::Null),
+            after_seq: args.map.get("after_seq"),
+            last_update: args.str("last_update").as_deref(),
+            limit: args.uint("limit")?,
+            acked_seq: args.uint("acked_seq")?,
+            wait: args.str("wait").as_deref(),
+            bound: matches!(
+                args.str("bound").as_deref().map(str::trim),
+                Some("1" | "true")
+            ),
+            consumer_text: &args.str("event_consumer").unwrap_or_default(),
+            history: args.str("history").as_deref(),
+        },
+    )
+    .await?;
+    let mut r = match pulled.page {
+        Some(body) => super::envelope::raw_json(body.to_string()),
+        None => message(Value::Array(pulled.logs)),
+    };
+    let h = r.headers_mut();
+    h.insert("x-docstream-last-seq", HeaderValue::from(pulled.last_seq));
+    if pulled.has_more {
+        h.insert("x-docstream-has-more", HeaderValue::from_static("1"));
     }
     Ok(r)
 }

@@ -5,6 +5,7 @@
 
 mod args;
 mod desk_methods;
+pub mod encoding;
 pub mod envelope;
 mod files;
 mod method;
@@ -75,6 +76,7 @@ async fn dispatch(
     let kind = metrics::Kind::of(req.method(), req.uri());
     // The path without its query string, which may carry a password (`login?pwd=`).
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let coding = encoding::Coding::preferred(req.headers());
     let waited = std::cell::Cell::new(false);
     let (response, waited) = crate::streaming::log_watch::LONG_POLL_WAITED
         .scope(waited, async {
@@ -88,6 +90,7 @@ async fn dispatch(
             )
         })
         .await;
+    let response = encoding::encode_answer(response, coding).await;
     app.metrics
         .observe_request(response.status().as_u16(), started.elapsed(), waited);
     tracing::info!(
@@ -345,6 +348,13 @@ async fn handle(
             return Err(Error::Permission("Log in to upload files".into()).into());
         }
         check_csrf(&parts.method, &parts.headers, &auth)?;
+        // An upload streams to its own bound; it is taken only as it is.
+        if encoding::Coding::of_body(&parts.headers)?.is_some() {
+            return Err(Error::BadRequest(
+                "upload_file takes its body as it is, without Content-Encoding".into(),
+            )
+            .into());
+        }
         return files::upload(&site, &parts.headers, body, &auth.caller).await;
     }
     let limit = if path == "/api/method/docstream.tunnel.reply" {
@@ -352,11 +362,17 @@ async fn handle(
     } else {
         site.config.max_body_bytes
     };
+    let coded = encoding::Coding::of_body(&parts.headers)?;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         Error::TooLarge(format!(
             "Request body is larger than the limit of {limit} bytes (max_body_bytes)"
         ))
     })?;
+    // The bound holds for what the body becomes, not what it weighed on the wire.
+    let bytes = match coded {
+        Some(c) => axum::body::Bytes::from(c.decompress(&bytes, limit)?),
+        None => bytes,
+    };
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)

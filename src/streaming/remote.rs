@@ -16,6 +16,44 @@ pub struct RemoteSite {
     /// The largest answer read (`SiteConfig::max_answer_bytes`): a body is bounded before it
     /// is read, the other site's too.
     max_answer: usize,
+    /// Abandon a request whose answer sends no byte for this long (a long poll to a producer
+    /// that sends heartbeats: a half-open line is given up quickly).
+    idle: Option<Duration>,
+}
+
+/// How long a long poll to a producer that sends heartbeats may go without a byte (three
+/// heartbeats).
+pub const ABANDON_AFTER: Duration = Duration::from_secs(15);
+
+/// What other sites were found to do, for this process's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Trait {
+    /// Serves event streaming as Frappe v15's app.
+    FrappeV15,
+    /// Sends heartbeats while a long poll waits.
+    Heartbeat,
+    /// Takes request bodies compressed with zstd (its answers say `Accept-Encoding: zstd`).
+    TakesZstd,
+}
+
+fn learned() -> &'static std::sync::Mutex<std::collections::HashSet<(Trait, String)>> {
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<(Trait, String)>>> =
+        std::sync::OnceLock::new();
+    SEEN.get_or_init(Default::default)
+}
+
+fn knows(t: Trait, url: &str) -> bool {
+    learned()
+        .lock()
+        .expect("learned lock")
+        .contains(&(t, url.to_string()))
+}
+
+fn learn(t: Trait, url: &str) {
+    learned()
+        .lock()
+        .expect("learned lock")
+        .insert((t, url.to_string()));
 }
 
 impl std::fmt::Debug for RemoteSite {
@@ -64,6 +102,7 @@ impl RemoteSite {
             auth: format!("token {key}:{secret}"),
             tunnel: None,
             max_answer,
+            idle: None,
         }
     }
 
@@ -81,7 +120,11 @@ impl RemoteSite {
             return Err(too_large());
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = r.chunk().await.map_err(|e| self.unreachable(e))? {
+        while let Some(chunk) = self
+            .idle_bound(r.chunk())
+            .await?
+            .map_err(|e| self.unreachable(e))?
+        {
             if bytes.len() + chunk.len() > self.max_answer {
                 return Err(too_large());
             }
@@ -112,9 +155,23 @@ impl RemoteSite {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        self.transmit(req)
-            .await
+        self.idle_bound(self.transmit(req))
+            .await?
             .map_err(|e| Error::Validation(format!("{} did not answer: {e}", self.url)))
+    }
+
+    /// `f`, given up after `idle` without a result when an idle bound is set.
+    async fn idle_bound<T>(&self, f: impl std::future::Future<Output = T>) -> Result<T> {
+        match self.idle {
+            None => Ok(f.await),
+            Some(d) => tokio::time::timeout(d, f).await.map_err(|_| {
+                Error::Validation(format!(
+                    "{} did not answer: no byte for {} s (the line is down or half-open)",
+                    self.url,
+                    d.as_secs()
+                ))
+            }),
+        }
     }
 
     fn unreachable(&self, e: reqwest::Error) -> Error {
@@ -193,16 +250,35 @@ impl RemoteSite {
         )))
     }
 
-    /// Calls a whitelisted method with form arguments; returns `message`.
+    /// Calls a whitelisted method with form arguments; returns `message`. The form goes
+    /// compressed to a site that said it takes zstd (a shop's answers up a weak line).
     pub async fn call(&self, method: &str, args: &[(&str, String)]) -> Result<Value> {
-        let text = self.send_method(method, method, |r| r.form(args)).await?;
+        let form = serde_urlencoded::to_string(args)
+            .map_err(|e| Error::Internal(format!("cannot encode the arguments: {e}")))?;
+        let packed = (form.len() >= 1024 && knows(Trait::TakesZstd, &self.url))
+            .then(|| zstd::bulk::compress(form.as_bytes(), 3).ok())
+            .flatten();
+        let text = self
+            .send_method(method, method, |r| {
+                let r = r.header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                );
+                match &packed {
+                    Some(p) => r
+                        .header(reqwest::header::CONTENT_ENCODING, "zstd")
+                        .body(p.clone()),
+                    None => r.body(form.clone()),
+                }
+            })
+            .await?;
         let body = self.parse(method, &text)?;
         Ok(body.get("message").cloned().unwrap_or(Value::Null))
     }
 
     fn method_request(&self, method: &str) -> reqwest::RequestBuilder {
         let method = match method.strip_prefix(FRAPPE_14_MODULE) {
-            Some(rest) if is_v15(&self.url) => format!("{FRAPPE_15_APP}{rest}"),
+            Some(rest) if knows(Trait::FrappeV15, &self.url) => format!("{FRAPPE_15_APP}{rest}"),
             _ => method.to_string(),
         };
         self.http
@@ -221,20 +297,28 @@ impl RemoteSite {
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<String> {
         let r = self.send(build(self.method_request(method))).await?;
+        if r.headers().contains_key(HEARTBEAT_HEADER) {
+            learn(Trait::Heartbeat, &self.url);
+        }
+        let takes_zstd = r
+            .headers()
+            .get(reqwest::header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|c| c.trim() == "zstd"));
+        if takes_zstd {
+            learn(Trait::TakesZstd, &self.url);
+        }
         let status = r.status();
         let text = self.body_text(r).await?;
         let missing = status == reqwest::StatusCode::EXPECTATION_FAILED
             && method.starts_with(FRAPPE_14_MODULE)
-            && !is_v15(&self.url)
+            && !knows(Trait::FrappeV15, &self.url)
             && text.contains("Failed to get method for command");
         if !missing {
             return self.answer(what, status, text);
         }
         tracing::info!(site = %self.url, "no frappe.event_streaming module there: calling the event_streaming app (Frappe v15)");
-        v15_sites()
-            .lock()
-            .expect("v15 sites lock")
-            .insert(self.url.clone());
+        learn(Trait::FrappeV15, &self.url);
         let r = self.send(build(self.method_request(method))).await?;
         self.read_text(what, r).await
     }
@@ -438,10 +522,19 @@ impl RemoteSite {
             None => args.push(("last_update", ask.last_update.to_string())),
         }
         const METHOD: &str = "frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer";
+        let mut this = std::borrow::Cow::Borrowed(self);
         if let Some(w) = ask.wait {
             args.push(("wait", format!("{:.3}", w.as_secs_f64())));
+            // Asked for; an answer that says it sends them lets later polls give up a silent
+            // line after ABANDON_AFTER instead of their whole wait.
+            if ask.after_seq.is_some() && self.tunnel.is_none() {
+                args.push(("heartbeat", "1".to_string()));
+                if knows(Trait::Heartbeat, &self.url) {
+                    this.to_mut().idle = Some(ABANDON_AFTER);
+                }
+            }
         }
-        let body = self
+        let body = this
             .send_method(METHOD, "a pull", |req| {
                 let req = match ask.wait {
                     // The usual timeout would cut a long poll: it gets its wait and as long again.
@@ -471,20 +564,12 @@ impl RemoteSite {
     }
 }
 
+/// The header a producer's pull answer carries when it sends heartbeats while it waits.
+pub const HEARTBEAT_HEADER: &str = "x-docstream-heartbeat";
+
 /// Where Frappe 14 keeps event streaming's methods, and where Frappe v15's app does.
 const FRAPPE_14_MODULE: &str = "frappe.event_streaming.";
 const FRAPPE_15_APP: &str = "event_streaming.event_streaming.";
-
-/// The sites found to serve event streaming as Frappe v15's app, for this process's life.
-fn v15_sites() -> &'static std::sync::Mutex<std::collections::HashSet<String>> {
-    static SITES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
-        std::sync::OnceLock::new();
-    SITES.get_or_init(Default::default)
-}
-
-fn is_v15(url: &str) -> bool {
-    v15_sites().lock().expect("v15 sites lock").contains(url)
-}
 
 fn short_reqwest(e: &reqwest::Error) -> String {
     if e.is_connect() {

@@ -21,7 +21,8 @@ pub struct Faults {
     pub max_delay_ms: u64,
     pub min_chunk: usize,
     /// Forward requests, never answer: the server's bytes are dropped, the connection stays
-    /// open (a half-open line).
+    /// open (a half-open line). A connection that lost a byte so stays silent for good, as a
+    /// half-open TCP connection does; new ones work once the hold is lifted.
     pub hold: bool,
 }
 
@@ -35,6 +36,8 @@ pub struct Injected {
     pub cuts: AtomicU64,
     pub drops: AtomicU64,
     pub delays: AtomicU64,
+    /// Bytes the server sent that went on to the client.
+    pub bytes_down: AtomicU64,
 }
 
 /// A running proxy to `127.0.0.1:upstream`.
@@ -150,13 +153,15 @@ async fn relay(
     }));
     let mut rng = StdRng::seed_from_u64(seed);
     let mut buf = vec![0u8; 64 * 1024];
+    let mut dead = false;
     loop {
         let n = match sr.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         let f = faults.lock().unwrap().clone();
-        if f.hold {
+        dead |= f.hold;
+        if dead {
             // The request went through; its answer never comes back.
             continue;
         }
@@ -186,6 +191,9 @@ async fn relay(
         if cw.write_all(chunk).await.is_err() {
             break;
         }
+        injected
+            .bytes_down
+            .fetch_add(chunk.len() as u64, Ordering::SeqCst);
     }
     let _ = cw.shutdown().await;
     drop(upstream);
