@@ -70,7 +70,7 @@ enum Command {
         /// and drops databases of its own there.
         #[arg(long)]
         db: Option<String>,
-        /// Only these groups of measures, comma-separated: stream, waiting_pulls,
+        /// Only these groups of measures, comma-separated: stream, verify, wire, waiting_pulls,
         /// concurrent_write, fanout, fanin, multi_process.
         #[arg(long)]
         only: Option<String>,

@@ -59,11 +59,13 @@ async fn damaged_line(backend: Backend) {
     )
     .await;
     proxy.set(Faults {
-        flip: 0.25,
-        cut: 0.1,
-        drop: 0.1,
+        // Answers travel compressed: few chunks are large (a flip lands past the first 400
+        // bytes), so each is damaged more often.
+        flip: 0.4,
+        cut: 0.15,
+        drop: 0.15,
         max_delay_ms: 20,
-        min_chunk: 1500,
+        min_chunk: 420,
         ..Default::default()
     });
     // Writes on the producer go straight to it; only the consumer's line is bad.
@@ -138,4 +140,69 @@ async fn damaged_line(backend: Backend) {
         "the consumer logged its refused pulls"
     );
     eprintln!("faults injected: {injected}");
+}
+
+/// A shop's line: 256 kbit/s with 300 ms of delay each way (the bench's slow link). 500
+/// invoices arrive whole, and no pull gave up on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoices_cross_a_slow_line_whole() {
+    let link_port = free_port();
+    let settings = [
+        ("pull_interval", json!(1)),
+        ("retry_base_seconds", json!(3600)),
+    ];
+    let p = TestSite::start_behind(Backend::Sqlite, &settings, Some(link_port))
+        .await
+        .unwrap();
+    let link = docstream::bench::slow_link::SlowLink::start(
+        link_port,
+        p.port,
+        256,
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    let c = TestSite::start_with(Backend::Sqlite, &settings)
+        .await
+        .unwrap();
+    for s in [&p, &c] {
+        seed_invoice_masters(s).await;
+    }
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1}]),
+    )
+    .await;
+    let started = Instant::now();
+    for batch in 0..5 {
+        let docs: Vec<Value> = (0..100)
+            .map(|i| json!({"doctype": "Sales Invoice", "customer": "Both", "items": [{"item_code": "I1", "qty": 1, "rate": batch * 100 + i + 1}]}))
+            .collect();
+        let (s, b) = p
+            .request(
+                &p.admin_auth,
+                Method::POST,
+                "/api/method/frappe.client.insert_many",
+                Some(json!({ "docs": docs })),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    eventually(180, "500 invoices over the slow line", || async {
+        (count_of(&c, "Sales Invoice", json!({})).await == 500).then_some(())
+    })
+    .await;
+    let took = started.elapsed();
+    assert_eq!(
+        count_of(&c, "Event Sync Log", json!({"status": "Failed"})).await,
+        0
+    );
+    let log = c.log();
+    assert!(
+        !log.contains("timed out") && !log.contains("no byte for"),
+        "a pull gave up on the slow line: {log}"
+    );
+    let down = link.bytes_down.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("500 invoices over 256 kbit/s, 300 ms: {took:?}, {down} bytes down");
 }

@@ -20,7 +20,9 @@ mod fanin;
 mod fanout;
 mod long_poll;
 mod multi_process;
+pub mod slow_link;
 mod verify;
+mod wire;
 
 const ITEM_GROUPS: usize = 100;
 const ROWS_PER_INVOICE: usize = 5;
@@ -399,9 +401,10 @@ pub async fn run(
 }
 
 /// The groups of measures `--only` may name, in the order they run.
-const GROUPS: [&str; 7] = [
+const GROUPS: [&str; 8] = [
     "stream",
     "verify",
+    "wire",
     "waiting_pulls",
     "concurrent_write",
     "fanout",
@@ -448,6 +451,10 @@ async fn run_in(tmp: &Path, docs: usize, db: Option<&str>, only: &Only) -> Resul
     if only.has("verify") {
         eprintln!("== verify");
         verify::run(tmp, docs, &client, &mut report).await?;
+    }
+    if only.has("wire") {
+        eprintln!("== wire");
+        wire::run(tmp, docs, &client, &mut report).await?;
     }
     if only.has("waiting_pulls") {
         eprintln!("== waiting_pulls");
@@ -571,6 +578,11 @@ async fn core_measures(
 
 /// Writes documents in-process, 1,000 per transaction (fast set-up of a backlog).
 async fn write_backlog(site: &Site, prefix: &str, n: usize) -> Result<()> {
+    write_first(site, prefix, n, n).await
+}
+
+/// Writes the first `upto` of the `n` benchmark documents (`n / 2`: the Items only).
+async fn write_first(site: &Site, prefix: &str, n: usize, upto: usize) -> Result<()> {
     let admin = Caller::administrator();
     let flags = WriteFlags {
         ignore_permissions: true,
@@ -580,9 +592,9 @@ async fn write_backlog(site: &Site, prefix: &str, n: usize) -> Result<()> {
     let (item_dt, inv_dt) = (reg.get("Item")?, reg.get("Sales Invoice")?);
     let half = n / 2;
     let mut i = 0;
-    while i < n {
+    while i < upto {
         let mut tx = site.store.begin().await?;
-        for j in i..(i + 1000).min(n) {
+        for j in i..(i + 1000).min(upto) {
             if j < half {
                 documents::insert_in(
                     &Write {
@@ -613,7 +625,7 @@ async fn write_backlog(site: &Site, prefix: &str, n: usize) -> Result<()> {
         }
         tx.commit().await?;
         i += 1000;
-        crate::progress::report("backlog", i.min(n) as u64, Some(n as u64));
+        crate::progress::report("backlog", i.min(upto) as u64, Some(upto as u64));
     }
     Ok(())
 }
@@ -1167,6 +1179,43 @@ fn print_table(r: &Report) {
             "{:<40}{:>10.2} s\n",
             "verify, find and repair 10",
             g("ten_differences_found_and_repaired_seconds")
+        ));
+    }
+    if let Some(w) = extra("wire") {
+        let g = |k: &str| w.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        for (label, key) in [
+            (
+                "wire per 1,000 invoices, plain",
+                "bytes_per_1000_invoices_plain",
+            ),
+            (
+                "wire per 1,000 invoices, gzip",
+                "bytes_per_1000_invoices_gzip",
+            ),
+            (
+                "wire per 1,000 invoices, zstd",
+                "bytes_per_1000_invoices_zstd",
+            ),
+        ] {
+            out.push_str(&format!("{label:<40}{:>10.1} KB\n", g(key) / 1024.0));
+        }
+        out.push_str(&format!(
+            "{:<40}{:>10.1}x\n",
+            "wire, zstd smaller by",
+            g("bytes_per_1000_invoices_plain") / g("bytes_per_1000_invoices_zstd")
+        ));
+        out.push_str(&format!(
+            "{:<40}{:>10.1} s\n",
+            format!(
+                "slow link, {} invoices (256 kbit/s, 300 ms)",
+                g("slow_link_invoices")
+            ),
+            g("slow_link_seconds")
+        ));
+        out.push_str(&format!(
+            "{:<40}{:>10.1} KB\n",
+            "slow link, bytes down",
+            g("slow_link_bytes_down") / 1024.0
         ));
     }
     if let Some(fi) = extra("fanin") {
