@@ -578,11 +578,17 @@ async fn core_measures(
 
 /// Writes documents in-process, 1,000 per transaction (fast set-up of a backlog).
 async fn write_backlog(site: &Site, prefix: &str, n: usize) -> Result<()> {
-    write_first(site, prefix, n, n).await
+    write_range(site, prefix, n, 0..n).await
 }
 
-/// Writes the first `upto` of the `n` benchmark documents (`n / 2`: the Items only).
-async fn write_first(site: &Site, prefix: &str, n: usize, upto: usize) -> Result<()> {
+/// Writes the documents `range` of the `n` benchmark documents (`0..n / 2`: the Items).
+async fn write_range(
+    site: &Site,
+    prefix: &str,
+    n: usize,
+    range: std::ops::Range<usize>,
+) -> Result<()> {
+    let upto = range.end;
     let admin = Caller::administrator();
     let flags = WriteFlags {
         ignore_permissions: true,
@@ -591,7 +597,7 @@ async fn write_first(site: &Site, prefix: &str, n: usize, upto: usize) -> Result
     let reg = site.meta();
     let (item_dt, inv_dt) = (reg.get("Item")?, reg.get("Sales Invoice")?);
     let half = n / 2;
-    let mut i = 0;
+    let mut i = range.start;
     while i < upto {
         let mut tx = site.store.begin().await?;
         for j in i..(i + 1000).min(upto) {
