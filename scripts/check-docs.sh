@@ -20,7 +20,7 @@
 # Environment: DOCSTREAM_BIN (default ${CARGO_TARGET_DIR:-target}/release/docstream),
 # DOCS_PORT_BASE (default 18150), DOCS_BLOCK_TIMEOUT (seconds per block, default 120),
 # DOCS_FILES (the files to check, space-separated; default README.md and docs/*.md, in reading
-# order), DOCS_KEEP=1 keeps the temporary folder. Needs curl, jq, sqlite3 and zstd.
+# order), DOCS_KEEP=1 keeps the temporary folder. Needs curl, jq, sqlite3, zstd and openssl.
 # Ends with the line `docs: N passed, M failed`; exits non-zero when M > 0.
 set -euo pipefail
 

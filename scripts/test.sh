@@ -14,8 +14,9 @@ if command -v npm >/dev/null && [ -f tests/js/package-lock.json ] && { [ ! -d te
   echo "test.sh: installing the npm packages of tests/js (npm ci)" >&2
   npm ci --prefix tests/js --no-audit --no-fund
 fi
-# The documentation's shell examples (scripts/check-docs.sh) need curl, jq, sqlite3 and zstd.
-for tool in curl jq sqlite3 zstd; do
+# The documentation's shell examples (scripts/check-docs.sh) need curl, jq, sqlite3, zstd and
+# openssl (tests/https.rs makes its certificates with openssl too).
+for tool in curl jq sqlite3 zstd openssl; do
   if ! command -v "$tool" >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     echo "test.sh: installing $tool with apt-get (for scripts/check-docs.sh)" >&2

@@ -43,6 +43,13 @@ enum Command {
         /// Log one line per request (method, path without its query, status, time, peer).
         #[arg(long)]
         access_log: bool,
+        /// Serve HTTPS with this certificate chain (PEM), read again when it changes; a site
+        /// may have its own (tls_cert in its site_config.json), chosen by SNI.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Manage one site.
     Site {
@@ -194,10 +201,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 site.dir.display()
             );
         }
-        Command::Serve { data_dir, bind, .. } => {
+        Command::Serve {
+            data_dir,
+            bind,
+            tls_cert,
+            tls_key,
+            ..
+        } => {
             let sites = Arc::new(Sites::open_all(&data_dir).await?);
+            let default = tls_cert.as_deref().zip(tls_key.as_deref());
+            let tls = crate::tls::server_config(default, &sites)?;
             let listener = server::bind(&bind)?;
-            serve_until_signal(sites, listener).await?;
+            serve_until_signal(sites, listener, tls).await?;
         }
         Command::Site {
             name,
@@ -317,9 +332,10 @@ fn documents_of(text: &str) -> anyhow::Result<Vec<(String, crate::store::Doc)>> 
 async fn serve_until_signal(
     sites: Arc<Sites>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(sites, listener, async {
+    let server = tokio::spawn(server::serve(sites, listener, tls, async {
         let _ = rx.await;
     }));
     server::shutdown_signal().await;

@@ -46,6 +46,16 @@ pub struct SiteConfig {
     /// A bearer token that may read `/metrics`' per-peer figures (empty: a System Manager's
     /// session or API key only). Never logged.
     pub metrics_token: String,
+    /// Addresses or CIDR ranges of proxies in front of this site whose `X-Forwarded-Proto`
+    /// and `X-Forwarded-For` are believed (from anyone else they are ignored).
+    pub trusted_proxies: Vec<String>,
+    /// This site's own certificate and key (PEM files) when `serve` terminates TLS: chosen
+    /// by SNI for the host of `url`, read again when they change.
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// A PEM file of certificate authorities trusted, besides the system's, when this site
+    /// calls `https://` sites (a private CA, a self-signed peer).
+    pub ca_file: String,
 }
 
 impl Default for SiteConfig {
@@ -72,6 +82,10 @@ impl Default for SiteConfig {
             follow_link_depth: 1,
             verify_interval_minutes: 60.0,
             metrics_token: String::new(),
+            trusted_proxies: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            ca_file: String::new(),
         }
     }
 }

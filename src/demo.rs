@@ -119,7 +119,7 @@ pub async fn run(dir: &Path, port: u16) -> Result<()> {
         let sites = Arc::new(Sites::from_sites(vec![site.clone()]));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         servers.push((
-            tokio::spawn(server::serve(sites, listener, async {
+            tokio::spawn(server::serve(sites, listener, None, async {
                 let _ = rx.await;
             })),
             tx,

@@ -22,5 +22,6 @@ pub mod site;
 pub mod store;
 pub mod streaming;
 pub mod time;
+pub mod tls;
 
 pub use error::{Error, Result};

@@ -42,16 +42,19 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// Serves the sites on one listener until a shutdown signal; in-flight requests finish first.
+/// Serves the sites on one listener (over TLS with `tls`) until a shutdown signal; in-flight
+/// requests finish first.
 pub async fn serve(
     sites: Arc<Sites>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let state = AppState {
         sites: sites.clone(),
         metrics: Arc::default(),
         pages: Some(Arc::new(crate::desk::Desk)),
+        tls: tls.is_some(),
     };
     let workers: Vec<_> = sites
         .all()
@@ -68,6 +71,7 @@ pub async fn serve(
         .iter()
         .map(|s| tokio::spawn(crate::shop_link::run(state.clone(), s.clone())))
         .collect();
+    let state_tls = state.tls;
     let app = api::router(state);
     let local = listener
         .local_addr()
@@ -77,14 +81,11 @@ pub async fn serve(
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         addr = %local,
+        https = state_tls,
         sites = %names.join(", "),
         "serving"
     );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown({
+    let signal = {
         let sites = sites.clone();
         async move {
             shutdown.await;
@@ -94,9 +95,24 @@ pub async fn serve(
                 s.streaming().tunnels.close();
             }
         }
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("server failed: {e}")))?;
+    };
+    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let served = match tls {
+        None => {
+            axum::serve(listener, make)
+                .with_graceful_shutdown(signal)
+                .await
+        }
+        Some(config) => {
+            use axum::serve::ListenerExt;
+            // `tap_io` lends the TLS listener the peer address as connection info.
+            let listener = crate::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            axum::serve(listener, make)
+                .with_graceful_shutdown(signal)
+                .await
+        }
+    };
+    served.map_err(|e| Error::Internal(format!("server failed: {e}")))?;
     for w in workers.into_iter().chain(links).chain(flushers) {
         w.abort();
     }

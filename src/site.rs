@@ -123,6 +123,7 @@ impl Site {
         let clock = Clock::new(&config.time_zone).ok_or_else(|| {
             Error::Validation(format!("unknown time_zone {:?}", config.time_zone))
         })?;
+        let http = http_client(&config.ca_file)?;
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -135,7 +136,7 @@ impl Site {
             cipher,
             clock,
             meta: RwLock::new(Arc::new(Registry::builtin())),
-            http: http_client(),
+            http,
             extensions: Extensions::default(),
             meta_seen: std::sync::Mutex::new((0, std::time::Instant::now())),
             me: std::sync::OnceLock::new(),
@@ -309,13 +310,21 @@ impl Site {
 }
 
 /// The shared HTTP client settings for calls between sites.
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// The client this site calls other sites with; `ca_file` adds certificate authorities.
+fn http_client(ca_file: &str) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(60))
-        .pool_max_idle_per_host(4)
-        .build()
-        .expect("HTTP client with default TLS settings")
+        .pool_max_idle_per_host(4);
+    if !ca_file.is_empty() {
+        let bad = |e: String| Error::Validation(format!("ca_file {ca_file}: {e}"));
+        let pem = std::fs::read(ca_file).map_err(|e| bad(e.to_string()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))? {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build()
+        .map_err(|e| Error::Internal(format!("HTTP client: {e}")))
 }
 
 /// The counter bumped by every change of a DocType or Custom Field.

@@ -11,6 +11,7 @@ mod files;
 mod method;
 pub mod metrics;
 mod openapi;
+pub mod origin;
 mod resource;
 mod sites;
 
@@ -34,6 +35,8 @@ use std::time::Instant;
 pub struct AppState {
     pub sites: Arc<Sites>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The server terminates TLS: every request came over HTTPS.
+    pub tls: bool,
     /// Pages served before the API's own routes (the web desk), given by the server.
     pub pages: Option<Arc<dyn Pages>>,
 }
@@ -77,6 +80,15 @@ async fn dispatch(
     // The path without its query string, which may carry a password (`login?pwd=`).
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let coding = encoding::Coding::preferred(req.headers());
+    let origin = {
+        let site = app.sites.resolve(req.headers()).ok();
+        let trusted = site
+            .as_ref()
+            .map_or(&[][..], |s| &s.config.trusted_proxies[..]);
+        origin::Origin::of(app.tls, peer.ip(), req.headers(), trusted)
+    };
+    // Behind a trusted proxy, the client is the one it names.
+    let peer = SocketAddr::new(origin.client, peer.port());
     let waited = std::cell::Cell::new(false);
     let (response, waited) = crate::streaming::log_watch::LONG_POLL_WAITED
         .scope(waited, async {
@@ -90,7 +102,8 @@ async fn dispatch(
             )
         })
         .await;
-    let response = encoding::encode_answer(response, coding).await;
+    let mut response = encoding::encode_answer(response, coding).await;
+    origin.secure_cookies(response.headers_mut());
     app.metrics
         .observe_request(response.status().as_u16(), started.elapsed(), waited);
     tracing::info!(

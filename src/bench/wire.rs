@@ -19,8 +19,8 @@ pub(super) async fn run(
 
     // The pages, pulled as a consumer would, in each coding.
     let (pport, cport) = (free_port()?, free_port()?);
-    let producer = make_site(&tmp.join("wp"), "wp", pport).await?;
-    let consumer = make_site(&tmp.join("wc"), "wc", cport).await?;
+    let producer = make_site(&tmp.join("wire-p"), "wirep", pport).await?;
+    let consumer = make_site(&tmp.join("wire-c"), "wirec", cport).await?;
     seed_masters(&producer).await?;
     let p = start_served(&producer, pport, client).await?;
     // Not served: its pages are pulled here. Registration still needs its keys.
@@ -51,8 +51,8 @@ pub(super) async fn run(
     let link = SlowLink::start(0, pport, 256, Duration::from_millis(300))
         .await
         .map_err(|e| Error::Internal(format!("slow link: {e}")))?;
-    let producer = make_site(&tmp.join("sp"), "sp", link.port).await?;
-    let consumer = make_site(&tmp.join("sc"), "sc", cport).await?;
+    let producer = make_site(&tmp.join("slow-p"), "slowp", link.port).await?;
+    let consumer = make_site(&tmp.join("slow-c"), "slowc", cport).await?;
     seed_masters(&producer).await?;
     seed_masters(&consumer).await?;
     let mut p = start_served(&producer, pport, client).await?;
