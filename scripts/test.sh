@@ -14,13 +14,16 @@ if command -v npm >/dev/null && [ -f tests/js/package-lock.json ] && { [ ! -d te
   echo "test.sh: installing the npm packages of tests/js (npm ci)" >&2
   npm ci --prefix tests/js --no-audit --no-fund
 fi
-# The documentation's shell examples (scripts/check-docs.sh) need curl, jq, sqlite3, zstd and
-# openssl (tests/https.rs makes its certificates with openssl too).
-for tool in curl jq sqlite3 zstd openssl; do
+# The documentation's shell examples (scripts/check-docs.sh) need curl, jq, sqlite3, zstd,
+# openssl (tests/https.rs makes its certificates with openssl too), nginx and
+# systemd-analyze (Debian's systemd package).
+for pair in curl:curl jq:jq sqlite3:sqlite3 zstd:zstd openssl:openssl nginx:nginx \
+            systemd-analyze:systemd; do
+  tool=${pair%%:*} package=${pair#*:}
   if ! command -v "$tool" >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
-    echo "test.sh: installing $tool with apt-get (for scripts/check-docs.sh)" >&2
-    apt-get install -y "$tool" || { apt-get update && apt-get install -y "$tool"; }
+    echo "test.sh: installing $package with apt-get (for scripts/check-docs.sh)" >&2
+    apt-get install -y "$package" || { apt-get update && apt-get install -y "$package"; }
   fi
 done
 # tests/py_client.rs makes the Python virtual environment tests/python/.venv (pip, pinned
