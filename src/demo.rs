@@ -1,5 +1,5 @@
 //! `docstream demo`: two wired sites (head office and a branch) with sample data, served on
-//! two ports until Ctrl-C.
+//! two ports, as `ho.localhost` and `branch.localhost`, until Ctrl-C.
 
 use crate::api::Sites;
 use crate::config::SiteConfig;
@@ -17,8 +17,16 @@ use std::sync::Arc;
 const PASSWORD: &str = "admin";
 const SUBSCRIBER: &str = "sync@example.com";
 
+/// A demo site's URL: a host name of its own under `localhost` (a browser keeps one session
+/// per host name, so both sites stay logged in side by side; the sites resolve such names to
+/// the loopback address themselves).
+fn demo_url(name: &str, port: u16) -> String {
+    let host = if name == "branch" { "branch" } else { "ho" };
+    format!("http://{host}.localhost:{port}")
+}
+
 async fn open_or_create(dir: &Path, name: &str, port: u16) -> Result<(Arc<Site>, bool)> {
-    let url = format!("http://127.0.0.1:{port}");
+    let url = demo_url(name, port);
     if dir.join(name).join("site_config.json").is_file() {
         return Ok((crate::hooks::open(&dir.join(name)).await?.into_arc(), false));
     }
@@ -170,6 +178,7 @@ pub async fn run(dir: &Path, port: u16) -> Result<()> {
         head.config.url, branch.config.url
     );
     println!("  log in on either as Administrator / {PASSWORD} (REST API under /api)");
+    println!("  each site has a host name of its own, so a browser keeps both sessions at once");
     println!("  the Event Subscriber on both is {SUBSCRIBER} / {PASSWORD}");
     println!("  try it: create an Item on the head office, and watch the branch log it here:\n");
     println!(

@@ -310,9 +310,30 @@ impl Site {
 }
 
 /// The shared HTTP client settings for calls between sites.
+/// Resolves names as the system does, except that `localhost` and every `*.localhost` name
+/// is the loopback address (RFC 6761), as browsers have it: sites on one machine may then go
+/// by names such as `ho.localhost` without an entry in `/etc/hosts`.
+struct LoopbackNames;
+
+impl reqwest::dns::Resolve for LoopbackNames {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
+        Box::pin(async move {
+            if host == "localhost" || host.ends_with(".localhost") {
+                let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                return Ok(Box::new(std::iter::once(loopback)) as reqwest::dns::Addrs);
+            }
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// The client this site calls other sites with; `ca_file` adds certificate authorities.
 fn http_client(ca_file: &str) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
+        .dns_resolver(Arc::new(LoopbackNames))
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(60))
         .pool_max_idle_per_host(4);

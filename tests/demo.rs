@@ -61,11 +61,17 @@ async fn demo_wires_two_sites_and_streams_both_ways() {
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
+    // The demo's sites go by host names of their own under localhost (RFC 6761).
     let (head, branch) = (
-        format!("http://127.0.0.1:{port}"),
-        format!("http://127.0.0.1:{}", port + 1),
+        format!("http://ho.localhost:{port}"),
+        format!("http://branch.localhost:{}", port + 1),
     );
-    let client = reqwest::Client::new();
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let client = reqwest::Client::builder()
+        .resolve("ho.localhost", loopback)
+        .resolve("branch.localhost", loopback)
+        .build()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ok = client

@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["doctypes", "streaming"],
     &["hooks"],
     &["api"],
-    &["desk", "shop_link"],
+    &["desk", "shop_link", "tls"],
     &["server"],
     &["demo", "bench"],
     &["cli"],
