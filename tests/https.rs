@@ -56,6 +56,17 @@ fn trusting(cert: &Path) -> reqwest::Client {
         .unwrap()
 }
 
+/// The `sid` cookie a login answer sets, with its attributes (`common::sid_cookie` keeps only
+/// the value).
+fn sid_with_attributes(r: &reqwest::Response) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("sid="))
+        .unwrap()
+}
+
 fn set_config(dir: &Path, settings: &[(&str, Value)]) {
     let p = dir.join("site_config.json");
     let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
@@ -115,13 +126,7 @@ async fn a_consumer_pulls_over_https() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let sid = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("sid="))
-        .unwrap();
+    let sid = sid_with_attributes(&r);
     assert!(
         sid.ends_with("; Secure") && sid.contains("HttpOnly"),
         "{sid}"
@@ -192,12 +197,6 @@ async fn a_consumer_pulls_over_https() {
         .send()
         .await
         .unwrap();
-    let sid = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("sid="))
-        .unwrap();
+    let sid = sid_with_attributes(&r);
     assert!(!sid.contains("Secure"), "{sid}");
 }

@@ -91,15 +91,18 @@ async fn answers_and_bodies_travel_compressed() {
         );
     }
 
+    // A ToDo sent with a Content-Encoding.
+    let insert = |coding: &'static str, body: Vec<u8>| {
+        raw.post(format!("{}/api/resource/ToDo", site.url))
+            .header("Authorization", &site.admin_auth)
+            .header("content-type", "application/json")
+            .header(CONTENT_ENCODING, coding)
+            .body(body)
+            .send()
+    };
     // A body sent compressed is taken ...
     let doc = json!({"description": "sent as zstd"}).to_string();
-    let r = raw
-        .post(format!("{}/api/resource/ToDo", site.url))
-        .header("Authorization", &site.admin_auth)
-        .header("content-type", "application/json")
-        .header(CONTENT_ENCODING, "zstd")
-        .body(zstd::bulk::compress(doc.as_bytes(), 3).unwrap())
-        .send()
+    let r = insert("zstd", zstd::bulk::compress(doc.as_bytes(), 3).unwrap())
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -111,15 +114,7 @@ async fn answers_and_bodies_travel_compressed() {
     bomb.push(b'}');
     let packed = zstd::bulk::compress(&bomb, 3).unwrap();
     assert!(packed.len() < 100_000);
-    let r = raw
-        .post(format!("{}/api/resource/ToDo", site.url))
-        .header("Authorization", &site.admin_auth)
-        .header("content-type", "application/json")
-        .header(CONTENT_ENCODING, "zstd")
-        .body(packed)
-        .send()
-        .await
-        .unwrap();
+    let r = insert("zstd", packed).await.unwrap();
     let status = r.status().as_u16();
     let b: Value = r.json().await.unwrap();
     assert_eq!(
@@ -135,15 +130,7 @@ async fn answers_and_bodies_travel_compressed() {
         "{b}"
     );
     // A coding it does not read is refused, saying which it reads.
-    let r = raw
-        .post(format!("{}/api/resource/ToDo", site.url))
-        .header("Authorization", &site.admin_auth)
-        .header("content-type", "application/json")
-        .header(CONTENT_ENCODING, "br")
-        .body(doc)
-        .send()
-        .await
-        .unwrap();
+    let r = insert("br", doc.into_bytes()).await.unwrap();
     assert_eq!(r.status(), 400);
     let b: Value = r.json().await.unwrap();
     assert!(

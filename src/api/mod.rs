@@ -80,8 +80,9 @@ async fn dispatch(
     // The path without its query string, which may carry a password (`login?pwd=`).
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let coding = encoding::Coding::preferred(req.headers());
+    // Resolved once: the origin needs the site's trusted proxies, the handler the site.
+    let site = app.sites.resolve(req.headers());
     let origin = {
-        let site = app.sites.resolve(req.headers()).ok();
         let trusted = site
             .as_ref()
             .map_or(&[][..], |s| &s.config.trusted_proxies[..]);
@@ -92,7 +93,11 @@ async fn dispatch(
     let waited = std::cell::Cell::new(false);
     let (response, waited) = crate::streaming::log_watch::LONG_POLL_WAITED
         .scope(waited, async {
-            let r = match app.metrics.on_cpu(kind, handle(&app, peer, req)).await {
+            let r = match app
+                .metrics
+                .on_cpu(kind, handle(&app, site, peer, req))
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => e.into_response(),
             };
@@ -286,11 +291,12 @@ fn prefers_html(accept: &str) -> bool {
 
 async fn handle(
     app: &AppState,
+    site: Result<Arc<Site>, Error>,
     peer: SocketAddr,
     req: Request<Body>,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let site = app.sites.resolve(&parts.headers)?;
+    let site = site?;
     site.refresh_meta().await?;
     let raw_path = parts.uri.path().to_string();
     let path = if raw_path.len() > 1 {

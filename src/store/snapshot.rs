@@ -202,12 +202,7 @@ async fn postgres_snapshot(pool: &postgres::Pool, dir: &Path) -> Result<Snapshot
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
-        let names: Vec<String> = client
-            .query(SITE_TABLES, &[])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let names = texts(&client, SITE_TABLES, &[]).await?;
         let mut defs = Vec::new();
         let mut rows = 0u64;
         for (i, name) in names.into_iter().enumerate() {
@@ -257,38 +252,43 @@ async fn postgres_snapshot(pool: &postgres::Pool, dir: &Path) -> Result<Snapshot
     result
 }
 
+/// The first column of every row of `sql`, as text.
+async fn texts(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<String>> {
+    Ok(client
+        .query(sql, params)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 async fn table_def(
     client: &tokio_postgres::Client,
     name: &str,
     rows_file: String,
 ) -> Result<TableDef> {
-    let columns = client
-        .query(
-            &format!("SELECT quote_ident(a.attname::text) || ' ' || format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END || COALESCE(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '') FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attrelid = {TABLE_OID} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"),
-            &[&name],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let constraints = client
-        .query(
-            &format!("SELECT 'CONSTRAINT ' || quote_ident(conname::text) || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = {TABLE_OID} ORDER BY conname"),
-            &[&name],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let indexes = client
-        .query(
-            &format!("SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = {TABLE_OID} AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) ORDER BY i.indexrelid"),
-            &[&name],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let columns = texts(
+        client,
+        &format!("SELECT quote_ident(a.attname::text) || ' ' || format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END || COALESCE(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '') FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attrelid = {TABLE_OID} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"),
+        &[&name],
+    )
+    .await?;
+    let constraints = texts(
+        client,
+        &format!("SELECT 'CONSTRAINT ' || quote_ident(conname::text) || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = {TABLE_OID} ORDER BY conname"),
+        &[&name],
+    )
+    .await?;
+    let indexes = texts(
+        client,
+        &format!("SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = {TABLE_OID} AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) ORDER BY i.indexrelid"),
+        &[&name],
+    )
+    .await?;
     Ok(TableDef {
         name: name.to_string(),
         columns,
@@ -382,12 +382,7 @@ async fn postgres_restore(url: &str, dir: &Path, marker: &str) -> Result<()> {
                 super::redact(url)
             )));
         }
-        let old: Vec<String> = client
-            .query(SITE_TABLES, &[])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let old = texts(&client, SITE_TABLES, &[]).await?;
         for t in old {
             client
                 .batch_execute(&format!("DROP TABLE {} CASCADE", super::q(&t)))

@@ -381,8 +381,12 @@ pub async fn get_update_logs(
     site.streaming().notifier.pulled(consumer_url);
     match after_seq {
         Some(after) => {
+            // This database's restore, for a consumer that asks for history identities.
+            let restored = match history {
+                Some(_) => super::history::Restored::of(site).await?,
+                None => Default::default(),
+            };
             if let Some(given) = history {
-                let restored = super::history::Restored::of(site).await?;
                 if let Some(reason) =
                     super::history::changed(&mut conn, after, given, &restored).await?
                 {
@@ -404,10 +408,7 @@ pub async fn get_update_logs(
                 }
             }
             drop(conn);
-            let epoch = match history {
-                Some(_) => super::history::Restored::of(site).await?.id,
-                None => String::new(),
-            };
+            let epoch = restored.id;
             // The identity at `from`, as the consumer sent it (checked above).
             let mut known_id = history.unwrap_or_default().to_string();
             let limit = limit.unwrap_or(500).clamp(1, MAX_PULL_LIMIT) as i64;
