@@ -56,6 +56,12 @@ pub struct SiteConfig {
     /// A PEM file of certificate authorities trusted, besides the system's, when this site
     /// calls `https://` sites (a private CA, a self-signed peer).
     pub ca_file: String,
+    /// Hours between scheduled backups made by `serve` (0: none; the smallest is one second).
+    pub backup_interval_hours: f64,
+    /// How many scheduled backups to keep (the oldest go once a new one is written).
+    pub backup_keep: u32,
+    /// Where scheduled backups go (empty: the `backups` folder in the site's own).
+    pub backup_dir: String,
 }
 
 impl Default for SiteConfig {
@@ -86,6 +92,9 @@ impl Default for SiteConfig {
             tls_cert: String::new(),
             tls_key: String::new(),
             ca_file: String::new(),
+            backup_interval_hours: 0.0,
+            backup_keep: 7,
+            backup_dir: String::new(),
         }
     }
 }

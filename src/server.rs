@@ -71,6 +71,11 @@ pub async fn serve(
         .iter()
         .map(|s| tokio::spawn(crate::shop_link::run(state.clone(), s.clone())))
         .collect();
+    let backups: Vec<_> = sites
+        .all()
+        .iter()
+        .map(|s| tokio::spawn(crate::service::backup_schedule::run(s.clone())))
+        .collect();
     let state_tls = state.tls;
     let app = api::router(state);
     let local = listener
@@ -113,7 +118,12 @@ pub async fn serve(
         }
     };
     served.map_err(|e| Error::Internal(format!("server failed: {e}")))?;
-    for w in workers.into_iter().chain(links).chain(flushers) {
+    for w in workers
+        .into_iter()
+        .chain(links)
+        .chain(flushers)
+        .chain(backups)
+    {
         w.abort();
     }
     for s in sites.all() {

@@ -52,6 +52,31 @@ async fn descriptions(site: &TestSite) -> Vec<String> {
         .collect()
 }
 
+/// Serves the site restored as `name` in `into` (on PostgreSQL into `db`, dropped with it),
+/// with the keys of the site it was backed up from.
+async fn serve_restored(
+    from: &TestSite,
+    into: tempfile::TempDir,
+    name: &str,
+    db: Option<&str>,
+) -> TestSite {
+    let port = free_port();
+    let mut copy = TestSite {
+        dir: into,
+        name: name.into(),
+        port,
+        url: format!("http://127.0.0.1:{port}"),
+        public_url: String::new(),
+        child: None,
+        client: from.client.clone(),
+        admin_auth: from.admin_auth.clone(),
+        backend: from.backend,
+        pg_db: db.and_then(|u| u.rsplit('/').next()).map(str::to_string),
+    };
+    copy.serve().await;
+    copy
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_while_writing_restores_one_point_in_time_sqlite() {
     backup_while_writing(Backend::Sqlite).await;
@@ -150,23 +175,7 @@ async fn backup_while_writing(backend: Backend) {
         ),
         Some(db) => assert_eq!(db_url, db),
     }
-    let mut copy = TestSite {
-        dir: into,
-        name: "copy".into(),
-        port: free_port(),
-        url: String::new(),
-        public_url: String::new(),
-        child: None,
-        client: site.client.clone(),
-        admin_auth: site.admin_auth.clone(),
-        backend,
-        pg_db: db
-            .as_ref()
-            .and_then(|u| u.rsplit('/').next())
-            .map(str::to_string),
-    };
-    copy.url = format!("http://127.0.0.1:{}", copy.port);
-    copy.serve().await;
+    let copy = serve_restored(&site, into, "copy", db.as_deref()).await;
     // The same keys log in: the backup carried the users and the site's encryption key.
     let held = descriptions(&copy).await;
     assert!(
@@ -262,5 +271,148 @@ async fn restored_producer(backend: Backend) {
         count_of(&c, "Event Sync Log", json!({"status": "Failed"})).await,
         0,
         "the replay passed over what the consumer already held"
+    );
+}
+
+/// What the streaming dashboard shows of the scheduled backups.
+async fn backups_shown(site: &TestSite) -> Value {
+    let (s, d) = site
+        .get("/api/method/docstream.desk.streaming_dashboard")
+        .await;
+    assert_eq!(s, 200, "{d}");
+    d["message"]["backups"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_run_once_per_interval_across_processes_sqlite() {
+    scheduled_backups(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_run_once_per_interval_across_processes_postgres() {
+    scheduled_backups(Backend::Postgres).await;
+}
+
+/// Two processes serve one site with backups every 2 s, the newest 2 kept: between them one
+/// backup is written per interval (the site's backup lock and its record), old ones go, the
+/// dashboard and `/metrics` say how it went, and the newest restores.
+async fn scheduled_backups(backend: Backend) {
+    const EVERY_S: f64 = 2.0;
+    let began = std::time::Instant::now();
+    let Some(site) = TestSite::start_with(
+        backend,
+        &[
+            ("backup_interval_hours", json!(EVERY_S / 3600.0)),
+            ("backup_keep", json!(2)),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let log2 = site.dir.path().join("serve2.log");
+    let other = site.serve_another(Some(&log2)).await;
+    site.insert("ToDo", json!({"description": "held by the schedule"}))
+        .await;
+    // Files the schedule reports, until three written after the ToDo.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while seen.len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{seen:?}: {}",
+            site.log()
+        );
+        if let Some(f) = backups_shown(&site).await["last_file"].as_str() {
+            seen.insert(f.to_string());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    drop(other);
+    let logs = site.log() + &std::fs::read_to_string(&log2).unwrap();
+    let written = logs.matches("scheduled backup written").count();
+    assert!(
+        written as f64 <= elapsed / EVERY_S + 1.0,
+        "{written} backups in {elapsed:.1} s from two processes: more than one per interval"
+    );
+    let b = backups_shown(&site).await;
+    assert_eq!(b["enabled"], true, "{b}");
+    assert_eq!(b["failures_in_a_row"], 0, "{b}");
+    assert_eq!(b["last_error"], Value::Null, "{b}");
+    assert_eq!(b["overdue"], false, "{b}");
+    // The newest two are kept.
+    let folder = site.site_dir().join("backups");
+    let mut files: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let newest = b["last_file"].as_str().unwrap();
+    assert_eq!(files[1], newest);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(newest).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let (_, m) = site
+        .request(&site.admin_auth, reqwest::Method::GET, "/metrics", None)
+        .await;
+    let m = m.as_str().unwrap().to_string();
+    assert!(m.contains("docstream_backup_failures 0"), "{m}");
+    assert!(
+        !m.contains("docstream_backup_last_success_timestamp_seconds 0\n"),
+        "{m}"
+    );
+    // The newest restores, with the ToDo.
+    let into = tempfile::tempdir().unwrap();
+    let db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(fresh_pg_database().await),
+    };
+    let mut args = vec!["restore", newest];
+    if let Some(db) = &db {
+        args.extend(["--db", db]);
+    }
+    ok(&site_cmd(into.path(), "copy", &args));
+    let copy = serve_restored(&site, into, "copy", db.as_deref()).await;
+    assert!(descriptions(&copy)
+        .await
+        .contains(&"held by the schedule".to_string()));
+}
+
+/// A schedule that cannot write shows as failing on the dashboard and in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_scheduled_backup_is_shown() {
+    let site = TestSite::start_with(
+        Backend::Sqlite,
+        &[
+            ("backup_interval_hours", json!(1.0 / 3600.0)),
+            ("backup_dir", json!("/dev/null/backups")),
+        ],
+    )
+    .await
+    .unwrap();
+    let b = eventually(15, "two failed backups", || async {
+        let b = backups_shown(&site).await;
+        (b["failures_in_a_row"].as_i64() >= Some(2)).then_some(b)
+    })
+    .await;
+    let why = b["last_error"].as_str().unwrap();
+    assert!(why.contains("/dev/null/backups"), "{b}");
+    assert_eq!(b["last_ok"], Value::Null, "{b}");
+    let (_, m) = site
+        .request(&site.admin_auth, reqwest::Method::GET, "/metrics", None)
+        .await;
+    let m = m.as_str().unwrap();
+    assert!(
+        m.lines().any(|l| l
+            .strip_prefix("docstream_backup_failures ")
+            .and_then(|n| n.parse::<u32>().ok())
+            >= Some(2)),
+        "{m}"
+    );
+    assert!(
+        m.contains("docstream_backup_last_success_timestamp_seconds 0\n"),
+        "{m}"
     );
 }

@@ -85,36 +85,10 @@ async fn three_processes_on_one_postgres_producer_lose_nothing() {
     )
     .await;
     // Two more processes serve the producer's site (same folder, same database).
-    let mut others = Vec::new();
-    for _ in 0..2 {
-        let port = free_port();
-        let child = std::process::Command::new(bin())
-            .args(["serve", "--data-dir"])
-            .arg(p.dir.path())
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        others.push((port, child));
-    }
+    let mut others = vec![p.serve_another(None).await, p.serve_another(None).await];
     let client = reqwest::Client::new();
-    for (port, _) in &others {
-        eventually(20, "the extra process answers", || async {
-            client
-                .get(format!("http://127.0.0.1:{port}/health"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        })
-        .await;
-    }
     let urls: Vec<String> = std::iter::once(p.url.clone())
-        .chain(
-            others
-                .iter()
-                .map(|(port, _)| format!("http://127.0.0.1:{port}")),
-        )
+        .chain(others.iter().map(|o| o.url()))
         .collect();
     // Eight writers spread over the three processes; the third process is SIGKILLed midway.
     let writers: Vec<_> = (0..8)
@@ -134,9 +108,7 @@ async fn three_processes_on_one_postgres_producer_lose_nothing() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let (_, mut killed) = others.pop().unwrap();
-    let _ = killed.kill();
-    let _ = killed.wait();
+    drop(others.pop());
     for w in writers {
         w.await.unwrap();
     }
@@ -179,8 +151,5 @@ async fn three_processes_on_one_postgres_producer_lose_nothing() {
     .await;
     let synced = count_of(&c, "Event Sync Log", json!({"status": "Synced"})).await;
     assert_eq!(synced as usize, want.len(), "each applied once");
-    for (_, mut child) in others {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(others);
 }

@@ -111,12 +111,16 @@ pub async fn search_link(
 }
 
 /// `docstream.desk.streaming_dashboard`: per producer and consumer, status, lag, last sync and
-/// failures. System Managers only: it reads every streaming document.
+/// failures, and how the scheduled backups go. System Managers only: it reads every streaming document.
 pub async fn streaming_dashboard(site: &Site, caller: &Caller) -> Result<Value> {
     if !caller.is_system_manager() {
         return Err(Error::Permission(
             "Only a System Manager may see the streaming dashboard".into(),
         ));
     }
-    crate::streaming::dashboard::build(site).await
+    let mut dash = crate::streaming::dashboard::build(site).await?;
+    dash["backups"] = crate::service::backup_schedule::view(site)
+        .await?
+        .unwrap_or(Value::Null);
+    Ok(dash)
 }

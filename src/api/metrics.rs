@@ -167,6 +167,24 @@ impl Metrics {
                 let _ = writeln!(out, "docstream_update_logs_written_total {n}");
             }
         }
+        use crate::service::backup_schedule as backups;
+        match backups::status(site).await {
+            Ok(s) if backups::shown(site, &s) => {
+                out.push_str("# HELP docstream_backup_last_success_timestamp_seconds When the last scheduled backup was written (0: never).\n# TYPE docstream_backup_last_success_timestamp_seconds gauge\n");
+                let _ = writeln!(
+                    out,
+                    "docstream_backup_last_success_timestamp_seconds {}",
+                    s.last_ok
+                );
+                out.push_str("# HELP docstream_backup_failures Scheduled backups failed since the last one written.\n# TYPE docstream_backup_failures gauge\n");
+                let _ = writeln!(out, "docstream_backup_failures {}", s.failures_in_a_row);
+                out.push_str("# HELP docstream_backup_overdue 1 when no scheduled backup was written for two intervals.\n# TYPE docstream_backup_overdue gauge\n");
+                let overdue = u8::from(backups::overdue(site, &s));
+                let _ = writeln!(out, "docstream_backup_overdue {overdue}");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("backup metrics: {e}"),
+        }
         if peers {
             match crate::streaming::peer_metrics::render(site).await {
                 Ok(p) => out.push_str(&p),

@@ -64,9 +64,16 @@ fn utc_now() -> String {
 pub async fn backup(site_dir: &Path, file: &Path) -> Result<Manifest> {
     let config = SiteConfig::load(&site_dir.join(CONFIG))?;
     let store = Store::open(&config.db_url, false).await?;
+    let made = backup_from(&store, site_dir, file).await;
+    store.close().await;
+    made
+}
+
+/// Writes a backup of the site in `site_dir`, whose database `store` has open, to `file`.
+pub async fn backup_from(store: &Store, site_dir: &Path, file: &Path) -> Result<Manifest> {
+    let config = SiteConfig::load(&site_dir.join(CONFIG))?;
     let scratch = Scratch::beside(file)?;
     let snapshot = store.snapshot_into(&scratch.0).await;
-    store.close().await;
     let manifest = Manifest {
         format: FORMAT,
         docstream: env!("CARGO_PKG_VERSION").to_string(),

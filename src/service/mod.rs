@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod backup_schedule;
 pub mod diff;
 pub mod documents;
 pub mod files;

@@ -22,6 +22,8 @@ pub const SQLITE_FILE: &str = "site.sqlite3";
 const POSTGRES_SCHEMA: &str = "postgres.json";
 /// The advisory lock key serving processes share on PostgreSQL ("docs").
 const SERVING_LOCK: i64 = 0x646f_6373;
+/// The advisory lock of the scheduled backup ("docsbkup"): one process at a time backs a site up.
+const BACKUP_LOCK: i64 = 0x646f_6373_626b_7570;
 
 /// What a snapshot holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,7 +99,32 @@ impl Store {
     }
 }
 
-/// Held while a process serves a site (see [`Store::mark_serving`]).
+impl Store {
+    /// The site's scheduled-backup lock, taken without waiting: None while another process
+    /// (or task) holds it. Released when the returned mark is dropped.
+    pub async fn try_backup_lock(&self) -> Result<Option<ServingMark>> {
+        match &self.backend {
+            Backend::Sqlite(db) => Ok(lock_file_at(
+                &suffixed(db.path(), ".backup-lock"),
+                libc::LOCK_EX,
+            )?
+            .map(ServingMark::File)),
+            Backend::Postgres(pool) => {
+                let client = postgres::get(pool).await?;
+                let held = client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&BACKUP_LOCK])
+                    .await?
+                    .get::<_, bool>(0);
+                // A session lock outlives its use: the connection goes with the mark, and
+                // closing it releases the lock (a pooled connection would keep it).
+                let client = deadpool_postgres::Object::take(client);
+                Ok(held.then_some(ServingMark::Postgres(client)))
+            }
+        }
+    }
+}
+
+/// Held while a process serves a site (see [`Store::mark_serving`]), or backs it up.
 pub enum ServingMark {
     File(std::fs::File),
     Postgres(deadpool_postgres::ClientWrapper),
@@ -109,18 +136,23 @@ impl std::fmt::Debug for ServingMark {
     }
 }
 
-/// The lock file beside a SQLite database.
-fn lock_path(db: &Path) -> PathBuf {
-    let mut p = db.as_os_str().to_owned();
-    p.push(".lock");
+/// `path` with `suffix` appended to its file name.
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
     PathBuf::from(p)
 }
 
 /// `flock`s the lock file of `db` (`LOCK_SH` or `LOCK_EX`) without waiting; None when another
 /// process holds it the other way.
 fn lock_file(db: &Path, how: libc::c_int) -> Result<Option<std::fs::File>> {
+    lock_file_at(&suffixed(db, ".lock"), how)
+}
+
+/// `flock`s the file `path` (made if missing) without waiting; None when another holds it.
+fn lock_file_at(path: &Path, how: libc::c_int) -> Result<Option<std::fs::File>> {
     use std::os::unix::io::AsRawFd;
-    let path = lock_path(db);
+    let path = path.to_path_buf();
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -6,7 +6,7 @@ pub mod node;
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -358,6 +358,55 @@ impl TestSite {
     /// Path to the site's folder.
     pub fn site_dir(&self) -> PathBuf {
         self.dir.path().join(&self.name)
+    }
+
+    /// Starts one more `docstream serve` of this site's folder (same database) on a port of
+    /// its own, its stderr in `log` when given, and waits until it answers.
+    pub async fn serve_another(&self, log: Option<&Path>) -> OtherProcess {
+        let port = free_port();
+        let stderr = match log {
+            Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+            None => Stdio::null(),
+        };
+        let child = Command::new(bin())
+            .args(["serve", "--data-dir"])
+            .arg(self.dir.path())
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let other = OtherProcess { port, child };
+        let health = format!("{}/health", other.url());
+        eventually(20, "the other process answers", || async {
+            self.client
+                .get(&health)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
+        .await;
+        other
+    }
+}
+
+/// Another process serving a test site; SIGKILLed when dropped.
+pub struct OtherProcess {
+    pub port: u16,
+    pub child: Child,
+}
+
+impl OtherProcess {
+    /// `http://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OtherProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1297,6 +1297,15 @@
         h("td", null, lagEl(r.lag)),
         h("td", null, timeEl(r.last_sync)),
         h("td", { dataset: { role: "failed" } }, failedEl(r.failed, r.failures_link, kind === "consumer", r.conflicts)))))));
+    // Scheduled backups: a failing or overdue schedule is shown in red, not only logged.
+    const backupsEl = (b) => h("section", { class: "card dash-section", dataset: { role: "backups" } },
+      h("h3", { class: "section-title" }, __("Backups"), h("span", { class: "muted small" }, " · " + (b.enabled
+        ? __("every {0} h, newest {1} kept in {2}", b.interval_hours, b.keep, b.folder) : __("scheduled backups are off")))),
+      b.last_ok ? h("p", { class: "small" }, __("Last backup: {0} ({1}, {2} KB)", b.last_ok, b.last_file, NUM.format(Math.round(b.last_bytes / 1024))))
+        : h("p", { class: "small muted" }, __("No scheduled backup written yet")),
+      b.last_error ? h("p", { class: "small text-error", dataset: { role: "backup-error" } },
+        __("Backups failing: {0} in a row, last at {1}: {2}", b.failures_in_a_row, b.last_error_at, b.last_error)) : null,
+      b.overdue ? h("p", { class: "small text-error", dataset: { role: "backup-overdue" } }, __("No backup written for over two intervals")) : null);
     const stat = (n, text, cls) => h("div", { class: "stat card " + (cls || "") }, h("div", { class: "stat-n" }, n), h("div", { class: "muted small" }, text));
     async function load() {
       clearTimeout(timer);
@@ -1310,6 +1319,7 @@
             stat(NUM.format(d.consumers.length), __("Consumers")),
             stat(NUM.format(failed), __("Failed syncs"), failed ? "stat-bad" : ""),
             stat(String(d.current_seq), __("Update log position"))),
+          d.backups ? backupsEl(d.backups) : null,
           h("section", { class: "card dash-section" },
             h("h3", { class: "section-title" }, __("Producers"), h("span", { class: "muted small" }, " · " + __("sites this site receives documents from"))),
             d.producers.length ? table(d.producers, "producer") : h("p", { class: "muted" }, __("None yet."), " ", h("a", { href: "/app/event-producer/new" }, __("Add an Event Producer")))),
