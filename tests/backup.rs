@@ -60,21 +60,7 @@ async fn serve_restored(
     name: &str,
     db: Option<&str>,
 ) -> TestSite {
-    let port = free_port();
-    let mut copy = TestSite {
-        dir: into,
-        name: name.into(),
-        port,
-        url: format!("http://127.0.0.1:{port}"),
-        public_url: String::new(),
-        child: None,
-        client: from.client.clone(),
-        admin_auth: from.admin_auth.clone(),
-        backend: from.backend,
-        pg_db: db.and_then(|u| u.rsplit('/').next()).map(str::to_string),
-    };
-    copy.serve().await;
-    copy
+    TestSite::serve_existing(into, name, free_port(), &from.admin_auth, from.backend, db).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

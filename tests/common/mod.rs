@@ -182,6 +182,32 @@ impl TestSite {
         Some(site)
     }
 
+    /// Serves a site folder made elsewhere (a restored copy, a fixture) as `name` in `dir` on
+    /// `port`, calling it with `admin_auth`; on PostgreSQL `pg_db` is dropped with it.
+    pub async fn serve_existing(
+        dir: tempfile::TempDir,
+        name: &str,
+        port: u16,
+        admin_auth: &str,
+        backend: Backend,
+        pg_db: Option<&str>,
+    ) -> TestSite {
+        let mut site = TestSite {
+            dir,
+            name: name.into(),
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            public_url: format!("http://127.0.0.1:{port}"),
+            child: None,
+            client: Client::builder().cookie_store(false).build().unwrap(),
+            admin_auth: admin_auth.into(),
+            backend,
+            pg_db: pg_db.and_then(|u| u.rsplit('/').next()).map(str::to_string),
+        };
+        site.serve().await;
+        site
+    }
+
     /// Starts `docstream serve` and waits until it answers.
     pub async fn serve(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
