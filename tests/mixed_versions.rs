@@ -393,8 +393,11 @@ async fn this_consumer_streams_from_a_v0_1_0_producer_as_recorded() {
     );
     // It pulled by seq, as a docstream consumer, and took v0.1.0's unbound pages without the
     // history it asked for.
-    let st = state.lock().unwrap();
-    let first = &st.pulls[0];
+    let (first, unknown) = {
+        let st = state.lock().unwrap();
+        (st.pulls[0].clone(), st.unknown.clone())
+    };
+    let first = &first;
     assert!(arg(first, "after_seq").is_some(), "{first:?}");
     assert!(arg(first, "last_update").is_none(), "{first:?}");
     // It asked for the wire additions (the newer side asks), and v0.1.0 ignored them.
@@ -403,13 +406,11 @@ async fn this_consumer_streams_from_a_v0_1_0_producer_as_recorded() {
         "{first:?}"
     );
     // Nothing was asked that v0.1.0 had no answer for.
-    let unknown: Vec<&String> = st
-        .unknown
+    let unknown: Vec<&String> = unknown
         .iter()
         .filter(|u| !u.starts_with("pull after_seq"))
         .collect();
     assert!(unknown.is_empty(), "{unknown:?}");
-    drop(st);
     let (_, lu) = c
         .get(&format!(
             "/api/resource/Event Producer Last Update/{producer}"
