@@ -6,6 +6,7 @@ mod common;
 use common::fault_proxy::{FaultProxy, Faults};
 use common::*;
 use serde_json::json;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +211,8 @@ async fn shop_behind_nat(backend: Backend) {
                 .await;
         }
     }
-    // A backlog of several pages.
+    // A backlog of several pages, which goes up in the shop's tunnel replies.
+    let up_before = line.injected.bytes_up.load(Ordering::SeqCst);
     let many: Vec<_> = (0..1200)
         .map(|i| json!({"doctype": "ToDo", "description": format!("backlog {i}")}))
         .collect();
@@ -245,6 +247,17 @@ async fn shop_behind_nat(backend: Backend) {
     .await;
     let synced = count_of(&hosted, "Event Sync Log", json!({"status": "Synced"})).await;
     assert_eq!(synced, 1227, "each document applied exactly once");
+    // Compressed on the way up: the hosted site said it takes zstd, so the replies carrying
+    // those pages are far smaller than the logs' data alone.
+    let up = line.injected.bytes_up.load(Ordering::SeqCst) - up_before;
+    let (_, logs) = shop
+        .get(r#"/api/resource/Event Update Log?fields=["data"]&limit_page_length=0"#)
+        .await;
+    let plain = logs.to_string().len() as u64;
+    assert!(
+        up * 3 < plain,
+        "{up} bytes went up for logs whose data alone is {plain} bytes"
+    );
     let want = field_by_name(&hosted, "Note", "title").await;
     assert_eq!(want.len(), 16);
     eventually(60, "the shop holds the hosted site's Notes", || async {

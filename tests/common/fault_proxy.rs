@@ -38,6 +38,8 @@ pub struct Injected {
     pub delays: AtomicU64,
     /// Bytes the server sent that went on to the client.
     pub bytes_down: AtomicU64,
+    /// Bytes the client sent that went on to the server.
+    pub bytes_up: AtomicU64,
 }
 
 /// A running proxy to `127.0.0.1:upstream`.
@@ -147,8 +149,9 @@ async fn relay(
 ) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
+    let up = injected.clone();
     let upstream = AbortOnDrop(tokio::spawn(async move {
-        let _ = forward_requests(&mut cr, &mut sw, &rewrite).await;
+        let _ = forward_requests(&mut cr, &mut sw, &rewrite, &up.bytes_up).await;
         let _ = sw.shutdown().await;
     }));
     let mut rng = StdRng::seed_from_u64(seed);
@@ -205,6 +208,7 @@ async fn forward_requests(
     from: &mut (impl AsyncReadExt + Unpin),
     to: &mut (impl AsyncWriteExt + Unpin),
     rewrite: &Mutex<Option<Rewrite>>,
+    sent: &AtomicU64,
 ) -> std::io::Result<()> {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -213,6 +217,7 @@ async fn forward_requests(
         if n == 0 {
             return to.write_all(&pending).await;
         }
+        sent.fetch_add(n as u64, Ordering::SeqCst);
         pending.extend_from_slice(&buf[..n]);
         loop {
             let rw = rewrite.lock().unwrap().clone();
