@@ -421,4 +421,18 @@ async fn this_consumer_streams_from_a_v0_1_0_producer_as_recorded() {
         "",
         "{lu}"
     );
+    // Verification needs 0.2's digest method: `verify` says it cannot compare, and why.
+    let out = std::process::Command::new(bin())
+        .args(["site", &c.name, "--data-dir"])
+        .arg(c.dir.path())
+        .arg("verify")
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("cannot be verified") && said.contains("docstream before 0.2"),
+        "{said}"
+    );
 }

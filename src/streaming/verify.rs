@@ -422,7 +422,15 @@ async fn compare_type(
         async move {
             let answer = remote
                 .call("docstream.streaming.verify_digests", &args)
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    // An older docstream (0.1) has pulls by seq but not this method.
+                    Error::DoesNotExist(m) if m.contains("verify_digests") => Error::Validation(format!(
+                        "{} cannot be verified: it has no docstream.streaming.verify_digests (docstream before 0.2); upgrade it to 0.2 or later to verify it",
+                        remote.url
+                    )),
+                    e => e,
+                })?;
             let received = answer.to_string().len();
             Ok::<_, Error>((answer, sent, received))
         }
