@@ -174,10 +174,28 @@ async fn browser_walkthrough_of_streaming_setup() {
         ("pull_interval", json!(1)),
         ("retry_base_seconds", json!(3600)),
     ];
-    let p = TestSite::start_with(Backend::Sqlite, &settings)
+    // The producer backs itself up every hour (the first at start); the consumer's backup
+    // folder cannot be made, so its dashboard shows the failure.
+    let p_settings = [
+        settings.clone(),
+        [
+            ("backup_interval_hours", json!(1)),
+            ("backup_dir", json!("backups")),
+        ],
+    ]
+    .concat();
+    let c_settings = [
+        settings.clone(),
+        [
+            ("backup_interval_hours", json!(1.0 / 3600.0)),
+            ("backup_dir", json!("/dev/null/backups")),
+        ],
+    ]
+    .concat();
+    let p = TestSite::start_with(Backend::Sqlite, &p_settings)
         .await
         .unwrap();
-    let c = TestSite::start_with(Backend::Sqlite, &settings)
+    let c = TestSite::start_with(Backend::Sqlite, &c_settings)
         .await
         .unwrap();
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -82,6 +82,19 @@ pub fn overdue(site: &Site, s: &BackupStatus) -> bool {
     interval(site).is_some_and(|e| since > 0 && unix_now() - since > 2 * e.as_secs() as i64)
 }
 
+/// An interval as a person reads it ("30 s", "15 min", "6 h", "1.5 d").
+fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    let (n, unit) = match s {
+        s if s < 60.0 => (s, "s"),
+        s if s < 3600.0 => (s / 60.0, "min"),
+        s if s < 86400.0 => (s / 3600.0, "h"),
+        s => (s / 86400.0, "d"),
+    };
+    let n = (n * 10.0).round() / 10.0;
+    format!("{n} {unit}")
+}
+
 /// What the dashboard shows of the schedule: None when it is off and never ran.
 pub async fn view(site: &Site) -> Result<Option<serde_json::Value>> {
     let s = status(site).await?;
@@ -99,6 +112,7 @@ pub async fn view(site: &Site) -> Result<Option<serde_json::Value>> {
     Ok(Some(serde_json::json!({
         "enabled": interval(site).is_some(),
         "interval_hours": site.config.backup_interval_hours,
+        "every": interval(site).map(human),
         "keep": site.config.backup_keep,
         "folder": folder(site).display().to_string(),
         "last_ok": at(s.last_ok),
@@ -206,6 +220,15 @@ pub async fn run(site: Arc<Site>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_read_as_a_person_says_them() {
+        let h = |s: f64| human(Duration::from_secs_f64(s));
+        assert_eq!(h(1.0), "1 s");
+        assert_eq!(h(900.0), "15 min");
+        assert_eq!(h(6.0 * 3600.0), "6 h");
+        assert_eq!(h(1.5 * 86400.0), "1.5 d");
+    }
 
     #[test]
     fn prune_keeps_the_newest_of_this_sites_backups_only() {

@@ -259,6 +259,9 @@ try {
     await open(c, C + "/app/" + "streaming-dashboard", '[data-role="failures"]');
     assert(/1/.test(await c.textContent('[data-role="failures"]')), "one failure counted");
     assert(/1/.test(await c.textContent('[data-role="conflicts"]')), "one conflict to resolve");
+    // The consumer's scheduled backups cannot write their folder: shown, not only logged.
+    const failing = await c.textContent('[data-role="backup-error"]');
+    assert(/Backups failing: \d+ in a row/.test(failing) && failing.includes("/dev/null/backups"), "failing backups shown: " + failing);
     await shot(c, "12-dashboard-consumer");
     await c.click('[data-role="failures"]');
     await c.waitForSelector("tr[data-name]");
@@ -290,6 +293,8 @@ try {
   await step("producer dashboard and update log with its consumers", p, async () => {
     await open(p, P + "/app/streaming-dashboard", `tr[data-url="${C}"]`);
     assert(await p.locator(`tr[data-url="${C}"] .pill`, { hasText: "Active" }).count() === 1, "consumer Active");
+    const backups = await p.textContent('[data-role="backups"]');
+    assert(/Last backup: .*docstream-backup/.test(backups) && !/failing/.test(backups), "producer's backups shown: " + backups);
     await shot(p, "15-dashboard-producer");
     await open(p, P + "/app/event-update-log?ref_doctype=Item", "tr[data-name]");
     await shot(p, "16-event-update-log-list");

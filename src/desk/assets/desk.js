@@ -1300,7 +1300,7 @@
     // Scheduled backups: a failing or overdue schedule is shown in red, not only logged.
     const backupsEl = (b) => h("section", { class: "card dash-section", dataset: { role: "backups" } },
       h("h3", { class: "section-title" }, __("Backups"), h("span", { class: "muted small" }, " · " + (b.enabled
-        ? __("every {0} h, newest {1} kept in {2}", b.interval_hours, b.keep, b.folder) : __("scheduled backups are off")))),
+        ? __("every {0}, newest {1} kept in {2}", b.every, b.keep, b.folder) : __("scheduled backups are off")))),
       b.last_ok ? h("p", { class: "small" }, __("Last backup: {0} ({1}, {2} KB)", b.last_ok, b.last_file, NUM.format(Math.round(b.last_bytes / 1024))))
         : h("p", { class: "small muted" }, __("No scheduled backup written yet")),
       b.last_error ? h("p", { class: "small text-error", dataset: { role: "backup-error" } },
