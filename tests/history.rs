@@ -313,3 +313,94 @@ async fn a_restored_consumer_catches_up_sqlite() {
 async fn a_restored_consumer_catches_up_postgres() {
     restored_consumer(Backend::Postgres).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_consumer_behind_pruned_logs_is_repaired_sqlite() {
+    restored_behind_pruned_logs(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_consumer_behind_pruned_logs_is_repaired_postgres() {
+    restored_behind_pruned_logs(Backend::Postgres).await;
+}
+
+/// A consumer restored from a backup older than the producer's oldest kept log (the producer
+/// pruned the logs it had acknowledged since): the producer answers "history changed", the
+/// consumer says so, and the verification that follows the replay fetches the documents whose
+/// only logs were pruned, each as a repair.
+async fn restored_behind_pruned_logs(backend: Backend) {
+    let settings = [
+        ("pull_interval", json!(1)),
+        ("retry_base_seconds", json!(3600)),
+    ];
+    // The producer keeps its logs about a second once every consumer has them.
+    let pruning = [
+        settings[0].clone(),
+        settings[1].clone(),
+        ("update_log_retention_days", json!(1.0 / 86_400.0)),
+    ];
+    let Some(p) = TestSite::start_with(backend, &pruning).await else {
+        return;
+    };
+    let mut c = TestSite::start_with(backend, &settings).await.unwrap();
+    subscribe(&p, &c, json!([{"ref_doctype": "ToDo", "use_same_name": 1}])).await;
+    let todo = |d: &'static str| {
+        let p = &p;
+        async move {
+            p.insert("ToDo", json!({"description": d})).await["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let first = todo("Before the backup").await;
+    eventually(15, "the first ToDo", || {
+        get_opt(&c, format!("/api/resource/ToDo/{first}"))
+    })
+    .await;
+    let backup_at = c.dir.path().join("consumer-backup");
+    backup(&mut c, &backup_at).await;
+    let later = [
+        todo("After the backup 1").await,
+        todo("After the backup 2").await,
+    ];
+    for name in &later {
+        eventually(15, "the later ToDos", || {
+            get_opt(&c, format!("/api/resource/ToDo/{name}"))
+        })
+        .await;
+    }
+    eventually(20, "the producer pruned every log", || async {
+        (count_of(&p, "Event Update Log", json!({"ref_doctype": "ToDo"})).await == 0).then_some(())
+    })
+    .await;
+    // The restored consumer lacks them (its checkpoint is that of the backup; the repair
+    // below, whose sync logs are counted, is what brings them back).
+    restore(&mut c, &backup_at).await;
+    for name in &later {
+        eventually(30, "the pruned ToDos, repaired by verification", || {
+            get_opt(&c, format!("/api/resource/ToDo/{name}"))
+        })
+        .await;
+    }
+    let lu_path = format!("/api/resource/Event Producer Last Update/{}", p.public_url);
+    let (_, lu) = c.get(&lu_path).await;
+    let note = lu["data"]["history_changed"].as_str().unwrap_or("");
+    assert!(note.contains("pruned"), "{lu}");
+    let repairs = count_of(
+        &c,
+        "Event Sync Log",
+        json!({"status": "Synced", "note": ["like", "%repair%"]}),
+    )
+    .await;
+    assert_eq!(
+        repairs,
+        2,
+        "{:?}",
+        field_by_name(&c, "Event Sync Log", "note").await
+    );
+    assert_eq!(
+        count_of(&c, "Event Sync Log", json!({"status": "Failed"})).await,
+        0
+    );
+}
