@@ -390,9 +390,9 @@ async fn verify(site: &crate::site::Site, producer: Option<String>, repair: bool
             Ok(report) => {
                 let remaining = report.remaining();
                 println!(
-                    "{p}: {} documents as of seq {}, {} differences{}",
+                    "{p}: {} documents as of {}, {} differences{}",
                     report.documents,
-                    report.as_of,
+                    report.position,
                     remaining,
                     if repair {
                         format!(" left ({} repaired)", report.repaired)

@@ -29,6 +29,13 @@ fn captured_logs(deleted: bool) -> Vec<Value> {
     logs
 }
 
+/// A ToDo as Frappe's REST API returns it.
+fn todo(name: &str, description: &str, modified: &str) -> Value {
+    json!({"doctype": "ToDo", "name": name, "owner": "es@example.com", "creation": "2026-11-23 14:08:20.000000",
+           "modified": modified, "modified_by": "es@example.com", "docstatus": 0, "idx": 0,
+           "status": "Open", "priority": "Medium", "description": description})
+}
+
 #[derive(Default)]
 struct Producer {
     /// The `data` argument of `register_consumer`, as received.
@@ -39,6 +46,10 @@ struct Producer {
     /// Answer as a Frappe v15 site with the `event_streaming` app: Frappe 14's module names
     /// fail as v15 fails them.
     v15: bool,
+    /// Logs after the captured ones.
+    later: Vec<Value>,
+    /// What `frappe.client.get_list` and `GET /api/resource/ToDo/<name>` answer.
+    docs: Vec<Value>,
 }
 
 /// Answers as Frappe 14 did in the capture.
@@ -63,6 +74,32 @@ async fn frappe14(State(st): State<Arc<Mutex<Producer>>>, req: Request<Body>) ->
     };
     let message = match method.as_str() {
         "frappe.ping" => json!("pong"),
+        "frappe.client.get_list" => {
+            let st = st.lock().unwrap();
+            let start: usize = arg(&args, "limit_start").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let len: usize = arg(&args, "limit_page_length").and_then(|v| v.parse().ok()).unwrap_or(20);
+            let mut docs = st.docs.clone();
+            docs.sort_by_key(|d| d["name"].as_str().unwrap().to_string());
+            Value::Array(
+                docs.iter()
+                    .skip(start)
+                    .take(len)
+                    .map(|d| json!({"name": d["name"], "modified": d["modified"]}))
+                    .collect(),
+            )
+        }
+        "" if path.starts_with("/api/resource/ToDo/") => {
+            let name = path.trim_start_matches("/api/resource/ToDo/");
+            let st = st.lock().unwrap();
+            return match st.docs.iter().find(|d| d["name"] == name) {
+                Some(d) => axum::Json(json!({"data": d})).into_response(),
+                None => (
+                    axum::http::StatusCode::NOT_FOUND,
+                    axum::Json(json!({"exc_type": "DoesNotExistError", "exception": format!("frappe.exceptions.DoesNotExistError: ToDo {name} not found")})),
+                )
+                    .into_response(),
+            };
+        }
         "frappe.auth.get_logged_user" => json!("es@example.com"),
         "frappe.event_streaming.doctype.event_consumer.event_consumer.register_consumer" => {
             let data: Value = serde_json::from_str(&arg(&args, "data").unwrap_or_default())
@@ -77,6 +114,7 @@ async fn frappe14(State(st): State<Arc<Mutex<Producer>>>, req: Request<Body>) ->
             Value::Array(
                 captured_logs(st.deleted)
                     .into_iter()
+                    .chain(st.later.clone())
                     .filter(|l| l["creation"].as_str().unwrap_or("") > since.as_str())
                     .collect(),
             )
@@ -104,7 +142,9 @@ async fn a_frappe_15_event_streaming_app_producer() {
     replay_producer(true).await;
 }
 
-async fn replay_producer(v15: bool) {
+/// A consumer subscribed to ToDos of the fake Frappe producer: the producer's state, URL and
+/// the consumer.
+async fn subscribed(v15: bool) -> (Arc<Mutex<Producer>>, String, TestSite) {
     let state = Arc::new(Mutex::new(Producer {
         v15,
         ..Default::default()
@@ -136,6 +176,85 @@ async fn replay_producer(v15: bool) {
         )
         .await;
     assert_eq!(s, 200, "{b}\n{}", c.log());
+    (state, producer_url, c)
+}
+
+fn cli_verify(c: &TestSite, repair: bool) -> (i32, String) {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["site", &c.name, "--data-dir"])
+        .arg(c.dir.path())
+        .arg("verify");
+    if repair {
+        cmd.arg("--repair");
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Verification against a Frappe producer (no digests): its REST lists give each document's
+/// `modified`, compared with the creation of the last log applied here for it. An update the
+/// consumer never received and a document it was never sent are found and repaired; a
+/// document gone from the producer is listed, never deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frappe_producer_is_verified_through_its_lists() {
+    let (state, _, c) = subscribed(false).await;
+    eventually(15, "the captured ToDo", || async {
+        let t = get_opt(&c, "/api/resource/ToDo/0c3f434e01").await?;
+        (t["description"] == "sample doc edited").then_some(())
+    })
+    .await;
+    // One more log moves the consumer's cursor past the other changes below.
+    state.lock().unwrap().later = vec![
+        json!({"update_type": "Create", "ref_doctype": "ToDo", "docname": "later00001",
+        "data": todo("later00001", "sent", "2026-11-23 14:08:28.000000").to_string(),
+        "name": 3530, "creation": "2026-11-23 14:08:28.000000"}),
+    ];
+    eventually(15, "the later ToDo", || {
+        get_opt(&c, "/api/resource/ToDo/later00001")
+    })
+    .await;
+    // Behind the consumer's back: the first ToDo changed without a log reaching it, and a
+    // ToDo it was never sent.
+    state.lock().unwrap().docs = vec![
+        todo(
+            "0c3f434e01",
+            "changed without a log",
+            "2026-11-23 14:08:27.500000",
+        ),
+        todo("later00001", "sent", "2026-11-23 14:08:28.000000"),
+        todo("missed0001", "never sent", "2026-11-23 14:08:27.900000"),
+    ];
+    let (code, out) = cli_verify(&c, false);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("different ToDo 0c3f434e01"), "{out}");
+    assert!(out.contains("missing here ToDo missed0001"), "{out}");
+    assert!(!out.contains("later00001"), "in step: {out}");
+    let (code, out) = cli_verify(&c, true);
+    assert_eq!(code, 0, "{out}");
+    let t = get_opt(&c, "/api/resource/ToDo/0c3f434e01").await.unwrap();
+    assert_eq!(t["description"], "changed without a log");
+    let t = get_opt(&c, "/api/resource/ToDo/missed0001").await.unwrap();
+    assert_eq!(t["description"], "never sent");
+    // The repairs recorded the versions they applied: in step now.
+    let (code, out) = cli_verify(&c, false);
+    assert_eq!(code, 0, "{out}");
+    // Gone from the producer: listed, kept.
+    state
+        .lock()
+        .unwrap()
+        .docs
+        .retain(|d| d["name"] != "later00001");
+    let (code, out) = cli_verify(&c, true);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("only here ToDo later00001"), "{out}");
+    assert!(get_opt(&c, "/api/resource/ToDo/later00001").await.is_some());
+}
+
+async fn replay_producer(v15: bool) {
+    let (state, producer_url, c) = subscribed(v15).await;
     // What Frappe's register_consumer expects: consumer_doctypes as a JSON string.
     let data = state
         .lock()

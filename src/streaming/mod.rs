@@ -23,6 +23,7 @@ pub mod tunnel;
 mod types;
 pub mod update_log;
 pub mod verify;
+pub mod verify_by_list;
 
 use crate::error::{Error, Result};
 use crate::site::Site;

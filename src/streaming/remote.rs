@@ -396,6 +396,39 @@ impl RemoteSite {
             .collect())
     }
 
+    /// One page of a type's documents as (name, modified), in name order, through Frappe's
+    /// `get_list` (what any Frappe site or docstream answers).
+    pub async fn list_modified(
+        &self,
+        doctype: &str,
+        start: usize,
+        page: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = self
+            .call(
+                "frappe.client.get_list",
+                &[
+                    ("doctype", doctype.to_string()),
+                    ("fields", r#"["name","modified"]"#.to_string()),
+                    ("order_by", "name asc".to_string()),
+                    ("limit_start", start.to_string()),
+                    ("limit_page_length", page.to_string()),
+                ],
+            )
+            .await?;
+        let text = |v: Option<&Value>| match v {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        Ok(rows
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| (text(r.get("name")), text(r.get("modified"))))
+            .collect())
+    }
+
     /// Downloads a file of the site (`/files/...` or `/private/files/...`) into `to`, at most
     /// `limit` bytes; returns its size and hex SHA-256.
     pub async fn download(

@@ -57,6 +57,8 @@ async fn apply_producers(
     let inc = Incoming::from_log(json!({
         "update_type": "Create", "ref_doctype": sub.remote_type, "docname": name,
         "data": doc.to_string(), "seq": null, "origin": info.url,
+        // The version applied is the one last modified then (what verification compares).
+        "creation": doc.get("modified"),
     }));
     let key = (local_type.to_string(), name.to_string());
     let note = match unless_failed {

@@ -10,7 +10,7 @@ pub(super) const HISTORY_CONFLICT: &str = "history changed: ";
 
 /// The fields of a new Event Sync Log row after the standard columns, in the order
 /// `write_sync_log` buffers them.
-const SYNC_LOG_FIELDS: [&str; 15] = [
+const SYNC_LOG_FIELDS: [&str; 16] = [
     "update_type",
     "ref_doctype",
     "status",
@@ -26,6 +26,7 @@ const SYNC_LOG_FIELDS: [&str; 15] = [
     "next_retry",
     "note",
     "conflict",
+    "log_creation",
 ];
 
 /// What became of one update.
@@ -148,6 +149,7 @@ pub(super) async fn write_sync_log(
         Param::Text(next_retry),
         Param::Text(note),
         Param::Text(conflict),
+        Param::Text(Some(inc.creation.clone()).filter(|c| !c.is_empty())),
     ]);
     Ok(name)
 }

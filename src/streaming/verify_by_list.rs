@@ -1,0 +1,242 @@
+//! Verification against a producer without digests (Frappe, docstream before 0.2), through
+//! its ordinary REST lists: a document is in step when the producer's `modified` is not later
+//! than the `creation` of the last update log applied here for it (`log_creation` of its sync
+//! log; both by the producer's clock). Documents modified after the consumer's cursor (the
+//! creation of the last log it applied) are in flight and left out.
+//!
+//! Missing here: a document the producer has, not here, that this site received before, or
+//! that it should have received (the row syncs existing documents, or it was modified after
+//! the first log this site applied from that producer); rows with a condition are judged on
+//! the producer, so only the documents received are compared for them. Only here: received,
+//! held, and no longer in the producer's list. Reads names and `modified` only, a page at a
+//! time, at most [`MAX_DOCUMENTS`] per type.
+//! Must not repair: `verify` does, as for digests.
+
+use super::apply::{ProducerInfo, SubscribedType};
+use super::remote::RemoteSite;
+use super::verify::{Difference, Report};
+use crate::error::{Error, Result};
+use crate::site::Site;
+use crate::store::{self, Param};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Documents of one type a list verification reads at most.
+const MAX_DOCUMENTS: usize = 1_000_000;
+/// Names per page of the producer's list.
+const PAGE: usize = 1_000;
+
+fn text(v: Option<&Value>) -> String {
+    super::producer::value_text(v)
+}
+
+/// What this site received of one type from a producer: per producer name, the last applied
+/// update's kind and its log's creation (empty when applied before that was recorded).
+async fn received(
+    site: &Site,
+    info: &ProducerInfo,
+    doctype: &str,
+) -> Result<BTreeMap<String, (String, String)>> {
+    let mut conn = site.store.conn().await?;
+    let rows = store::fetch_docs(
+        &mut conn,
+        r#"SELECT producer_doc, update_type, log_creation FROM "tabEvent Sync Log"
+           WHERE event_producer = $1 AND ref_doctype = $2 AND status IN ('Synced', 'Resolved')
+             AND producer_doc IS NOT NULL ORDER BY creation, name"#,
+        &[Param::text(&info.url), Param::text(doctype)],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let name = text(r.get("producer_doc"));
+            (
+                name,
+                (text(r.get("update_type")), text(r.get("log_creation"))),
+            )
+        })
+        .collect())
+}
+
+/// The consumer's cursor and the first log it applied from the producer, both by the
+/// producer's clock.
+async fn window(site: &Site, info: &ProducerInfo) -> Result<(String, String)> {
+    let mut conn = site.store.conn().await?;
+    let cursor = store::fetch_docs(
+        &mut conn,
+        r#"SELECT last_update FROM "tabEvent Producer Last Update" WHERE name = $1"#,
+        &[Param::text(&info.url)],
+    )
+    .await?
+    .first()
+    .map(|r| text(r.get("last_update")))
+    .unwrap_or_default();
+    let first = store::fetch_docs(
+        &mut conn,
+        r#"SELECT MIN(log_creation) AS first FROM "tabEvent Sync Log" WHERE event_producer = $1 AND log_creation IS NOT NULL AND log_creation <> ''"#,
+        &[Param::text(&info.url)],
+    )
+    .await?
+    .first()
+    .map(|r| text(r.get("first")))
+    .unwrap_or_default();
+    Ok((cursor, first))
+}
+
+/// The row's condition and Sync Existing, as this site's Event Producer says.
+async fn row_rules(site: &Site, info: &ProducerInfo, remote_type: &str) -> Result<(bool, bool)> {
+    let mut conn = site.store.conn().await?;
+    let rows = store::fetch_docs(
+        &mut conn,
+        r#"SELECT "condition", sync_existing FROM "tabEvent Producer Document Type" WHERE parent = $1 AND ref_doctype = $2"#,
+        &[Param::text(&info.url), Param::text(remote_type)],
+    )
+    .await?;
+    let row = rows.first();
+    let conditioned = row.is_some_and(|r| !text(r.get("condition")).trim().is_empty());
+    let existing = row
+        .and_then(|r| r.get("sync_existing"))
+        .and_then(Value::as_i64)
+        .is_some_and(|v| v != 0);
+    Ok((conditioned, existing))
+}
+
+/// Of `names`, those this site holds in `doctype`.
+async fn held_here(site: &Site, doctype: &str, names: &[&String]) -> Result<BTreeSet<String>> {
+    let table = store::q(&crate::meta::table_name(doctype));
+    let mut conn = site.store.conn().await?;
+    let mut out = BTreeSet::new();
+    for chunk in names.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let params: Vec<Param> = chunk.iter().map(|n| Param::text(n)).collect();
+        let rows = store::fetch_docs(
+            &mut conn,
+            &format!(
+                "SELECT name FROM {table} WHERE name IN ({})",
+                marks.join(", ")
+            ),
+            &params,
+        )
+        .await?;
+        out.extend(rows.iter().map(|r| text(r.get("name"))));
+    }
+    Ok(out)
+}
+
+/// The producer's documents of a type as (name -> modified), every page.
+async fn theirs(remote: &RemoteSite, remote_type: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    loop {
+        let page = remote.list_modified(remote_type, out.len(), PAGE).await?;
+        let n = page.len();
+        out.extend(page);
+        if n < PAGE {
+            return Ok(out);
+        }
+        if out.len() >= MAX_DOCUMENTS {
+            return Err(Error::Validation(format!(
+                "{} holds more than {MAX_DOCUMENTS} {remote_type} documents: too many to compare by its lists",
+                remote.url
+            )));
+        }
+    }
+}
+
+/// Compares one subscribed type by the producer's lists; adds to `report`.
+pub async fn compare_type(
+    site: &Site,
+    info: &ProducerInfo,
+    remote: &RemoteSite,
+    sub: &SubscribedType,
+    report: &mut Report,
+) -> Result<()> {
+    let (cursor, first) = window(site, info).await?;
+    let (conditioned, existing) = row_rules(site, info, &sub.remote_type).await?;
+    let theirs = theirs(remote, &sub.remote_type).await?;
+    report.bytes_received += theirs
+        .iter()
+        .map(|(n, m)| n.len() + m.len() + 30)
+        .sum::<usize>();
+    let received = received(site, info, &sub.local_type).await?;
+    let kept: Vec<&String> = received
+        .iter()
+        .filter(|(_, (kind, _))| kind != "Delete")
+        .map(|(n, _)| n)
+        .collect();
+    let candidates: Vec<&String> = kept
+        .iter()
+        .copied()
+        .chain(theirs.keys().filter(|n| !received.contains_key(*n)))
+        .collect();
+    let here = held_here(site, &sub.local_type, &candidates).await?;
+    let in_flight = |modified: &str| !cursor.is_empty() && modified > cursor.as_str();
+    let mut unknown = 0;
+    let mut conn = site.store.conn().await?;
+    for (name, modified) in &theirs {
+        if in_flight(modified) {
+            continue;
+        }
+        let kind = match received.get(name) {
+            Some((last, applied)) if last != "Delete" => {
+                report.documents += 1;
+                if !here.contains(name) {
+                    "missing here"
+                } else if applied.is_empty() {
+                    unknown += 1;
+                    continue;
+                } else if modified.as_str() > applied.as_str() {
+                    match super::local_edits::of(&mut conn, &sub.local_type, name)
+                        .await?
+                        .is_empty()
+                    {
+                        true => "different",
+                        false => "edited here",
+                    }
+                } else {
+                    continue;
+                }
+            }
+            // Deleted here by the producer's own log, or never received.
+            _ => {
+                let should = !conditioned
+                    && (existing || (!first.is_empty() && modified.as_str() >= first.as_str()));
+                if !should || here.contains(name) {
+                    continue;
+                }
+                report.documents += 1;
+                "missing here"
+            }
+        };
+        report.differences.push(Difference {
+            doctype: sub.local_type.clone(),
+            name: name.clone(),
+            kind,
+            fields: vec![],
+            repair: None,
+        });
+    }
+    for name in kept {
+        if !theirs.contains_key(name) && here.contains(name) {
+            report.differences.push(Difference {
+                doctype: sub.local_type.clone(),
+                name: name.clone(),
+                kind: "only here",
+                fields: vec![],
+                repair: None,
+            });
+        }
+    }
+    if unknown > 0 {
+        report.skipped.push(format!(
+            "{}: {unknown} documents received before docstream 0.2 recorded when their logs were written (compared once they change again)",
+            sub.local_type
+        ));
+    }
+    if conditioned {
+        report.skipped.push(format!(
+            "{}: the row has a condition, judged on the producer: only the documents received are compared",
+            sub.local_type
+        ));
+    }
+    Ok(())
+}
