@@ -254,30 +254,37 @@ async fn restored_from_an_older_backup(backend: Backend) {
     assert_eq!(d["message"]["producers"][0]["status"], "Active", "{d}");
 }
 
+/// A ToDo made on `p`; its name.
+async fn todo(p: &TestSite, description: &str) -> String {
+    p.insert("ToDo", json!({ "description": description }))
+        .await["name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Subscribes `c` to `p`'s ToDos, waits until a first one arrives, and backs `c` up (as the
+/// operations guide says); the backup.
+async fn subscribed_then_backed_up(p: &TestSite, c: &mut TestSite) -> PathBuf {
+    subscribe(p, c, json!([{"ref_doctype": "ToDo", "use_same_name": 1}])).await;
+    let first = todo(p, "Before the backup").await;
+    eventually(15, "the first ToDo", || {
+        get_opt(c, format!("/api/resource/ToDo/{first}"))
+    })
+    .await;
+    let backup_at = c.dir.path().join("consumer-backup");
+    backup(c, &backup_at).await;
+    backup_at
+}
+
 /// A consumer restored from an older backup pulls again from the checkpoint it had, receives
 /// what came after it, and verification finds it in step.
 async fn restored_consumer(backend: Backend) {
     let Some((p, mut c)) = start_pair_on(backend).await else {
         return;
     };
-    subscribe(&p, &c, json!([{"ref_doctype": "ToDo", "use_same_name": 1}])).await;
-    let todo = |d: &'static str| {
-        let p = &p;
-        async move {
-            p.insert("ToDo", json!({"description": d})).await["name"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let first = todo("Before the backup").await;
-    eventually(15, "the first ToDo", || {
-        get_opt(&c, format!("/api/resource/ToDo/{first}"))
-    })
-    .await;
-    let backup_at = c.dir.path().join("consumer-backup");
-    backup(&mut c, &backup_at).await;
-    let second = todo("After the backup").await;
+    let backup_at = subscribed_then_backed_up(&p, &mut c).await;
+    let second = todo(&p, "After the backup").await;
     eventually(15, "the second ToDo", || {
         get_opt(&c, format!("/api/resource/ToDo/{second}"))
     })
@@ -343,26 +350,10 @@ async fn restored_behind_pruned_logs(backend: Backend) {
         return;
     };
     let mut c = TestSite::start_with(backend, &settings).await.unwrap();
-    subscribe(&p, &c, json!([{"ref_doctype": "ToDo", "use_same_name": 1}])).await;
-    let todo = |d: &'static str| {
-        let p = &p;
-        async move {
-            p.insert("ToDo", json!({"description": d})).await["name"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let first = todo("Before the backup").await;
-    eventually(15, "the first ToDo", || {
-        get_opt(&c, format!("/api/resource/ToDo/{first}"))
-    })
-    .await;
-    let backup_at = c.dir.path().join("consumer-backup");
-    backup(&mut c, &backup_at).await;
+    let backup_at = subscribed_then_backed_up(&p, &mut c).await;
     let later = [
-        todo("After the backup 1").await,
-        todo("After the backup 2").await,
+        todo(&p, "After the backup 1").await,
+        todo(&p, "After the backup 2").await,
     ];
     for name in &later {
         eventually(15, "the later ToDos", || {
