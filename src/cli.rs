@@ -118,6 +118,10 @@ enum SiteAction {
         /// edited here, unless the row says the producer wins).
         #[arg(long)]
         repair: bool,
+        /// Against a producer without digests (Frappe, docstream before 0.2): compare whole
+        /// documents, fetching each, besides their times.
+        #[arg(long)]
+        deep: bool,
     },
 }
 
@@ -265,9 +269,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{}", crate::service::documents::name_text(&name));
                     }
                 }
-                SiteAction::Verify { producer, repair } => {
+                SiteAction::Verify {
+                    producer,
+                    repair,
+                    deep,
+                } => {
                     let site = crate::hooks::open(&dir).await?;
-                    let code = verify(&site, producer, repair).await;
+                    let how = crate::streaming::verify::How { repair, deep };
+                    let code = verify(&site, producer, how).await;
                     site.store.close().await;
                     if code != 0 {
                         return Err(Exit(code).into());
@@ -373,7 +382,11 @@ async fn restore(
 
 /// `site NAME verify`: the differences per producer on stdout; 0 in step, 1 differences left,
 /// 2 could not compare (the reason on stderr).
-async fn verify(site: &crate::site::Site, producer: Option<String>, repair: bool) -> u8 {
+async fn verify(
+    site: &crate::site::Site,
+    producer: Option<String>,
+    how: crate::streaming::verify::How,
+) -> u8 {
     let producers = match producer {
         Some(p) => vec![p.trim_end_matches('/').to_string()],
         None => match crate::streaming::consumer::producer_urls(site).await {
@@ -386,7 +399,7 @@ async fn verify(site: &crate::site::Site, producer: Option<String>, repair: bool
     };
     let mut code = 0;
     for p in producers {
-        match crate::streaming::verify::verify(site, &p, repair).await {
+        match crate::streaming::verify::verify(site, &p, how).await {
             Ok(report) => {
                 let remaining = report.remaining();
                 println!(
@@ -394,7 +407,7 @@ async fn verify(site: &crate::site::Site, producer: Option<String>, repair: bool
                     report.documents,
                     report.position,
                     remaining,
-                    if repair {
+                    if how.repair {
                         format!(" left ({} repaired)", report.repaired)
                     } else {
                         String::new()

@@ -429,9 +429,13 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             if !caller.is_system_manager() {
                 return Err(Error::Permission("Only a System Manager may verify".into()).into());
             }
-            let repair = matches!(args.str("repair").as_deref(), Some("1" | "true" | "True"));
+            let yes = |k: &str| matches!(args.str(k).as_deref(), Some("1" | "true" | "True"));
+            let how = crate::streaming::verify::How {
+                repair: yes("repair"),
+                deep: yes("deep"),
+            };
             let producer = args.required("event_producer")?;
-            json!(crate::streaming::verify::verify(site, &producer, repair).await?)
+            json!(crate::streaming::verify::verify(site, &producer, how).await?)
         }
         "docstream.streaming.resolve_conflict" => {
             if !caller.is_system_manager() {

@@ -30,7 +30,7 @@ pub(super) async fn run(
 
     let cpu0 = cpu_seconds(p.child.id());
     let started = Instant::now();
-    let in_step = crate::streaming::verify::verify(&consumer, &p.url, false).await?;
+    let in_step = crate::streaming::verify::verify(&consumer, &p.url, Default::default()).await?;
     let took = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(p.child.id()) - cpu0;
     if in_step.remaining() != 0 || in_step.documents != docs {
@@ -57,7 +57,15 @@ pub(super) async fn run(
     }
     tx.commit().await?;
     let started = Instant::now();
-    let repaired = crate::streaming::verify::verify(&consumer, &p.url, true).await?;
+    let repaired = crate::streaming::verify::verify(
+        &consumer,
+        &p.url,
+        crate::streaming::verify::How {
+            repair: true,
+            deep: false,
+        },
+    )
+    .await?;
     let repair_took = started.elapsed().as_secs_f64();
     if repaired.repaired != made || repaired.remaining() != 0 {
         return Err(Error::Internal(format!(

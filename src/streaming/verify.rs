@@ -228,11 +228,21 @@ impl Report {
     }
 }
 
+/// What a verification is asked to do besides comparing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct How {
+    /// Fetch and apply what is missing or different here.
+    pub repair: bool,
+    /// Against a producer without digests: compare whole documents, each fetched (digests
+    /// compare whole documents always).
+    pub deep: bool,
+}
+
 /// Verifies what this site holds from `producer`, repairing when asked; the report is also
 /// recorded on the producer's Event Producer Last Update. An error means it could not compare.
-pub async fn verify(site: &Site, producer: &str, repair: bool) -> Result<Report> {
+pub async fn verify(site: &Site, producer: &str, how: How) -> Result<Report> {
     super::consumer::with_pull_lock(site, producer, async {
-        let report = compare(site, producer, repair).await?;
+        let report = compare(site, producer, how).await?;
         record(site, &report).await?;
         Ok(report)
     })
@@ -294,7 +304,11 @@ pub async fn verify_due(site: &Site) -> Result<()> {
                 return Ok(None);
             }
             drop(conn);
-            match compare(site, &p, true).await {
+            let how = How {
+                repair: true,
+                deep: false,
+            };
+            match compare(site, &p, how).await {
                 Ok(report) => {
                     record(site, &report).await?;
                     Ok(Some(report))
@@ -327,7 +341,7 @@ pub async fn verify_due(site: &Site) -> Result<()> {
     Ok(())
 }
 
-async fn compare(site: &Site, producer: &str, repair: bool) -> Result<Report> {
+async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
     let info = ProducerInfo::load(site, producer).await?;
     // A producer pulled by time (Frappe) keeps no seq: its lists are compared instead.
     let (as_of, last_update) = checkpoint(site, producer).await?;
@@ -367,9 +381,10 @@ async fn compare(site: &Site, producer: &str, repair: bool) -> Result<Report> {
                 }
             }
         }
-        super::verify_by_list::compare_type(site, &info, &remote, sub, &mut report).await?;
+        super::verify_by_list::compare_type(site, &info, &remote, sub, how.deep, &mut report)
+            .await?;
     }
-    if repair {
+    if how.repair {
         for d in report.differences.iter_mut() {
             let sub = info
                 .types
@@ -586,12 +601,22 @@ async fn field_differences(
     let Some(theirs) = theirs.as_object() else {
         return vec![];
     };
+    differing_fields(&ours, theirs, spec)
+}
+
+/// Each field of `spec` whose value differs between this site's copy and the producer's, with
+/// both values.
+pub(super) fn differing_fields(
+    ours: &serde_json::Map<String, Value>,
+    theirs: &serde_json::Map<String, Value>,
+    spec: &FieldSpec,
+) -> Vec<Value> {
     spec.iter()
         .filter_map(|(f, cols)| {
             let mut one = FieldSpec::new();
             one.insert(f.clone(), cols.clone());
             let (a, b) = (
-                digest::canonical_text(&ours, &one),
+                digest::canonical_text(ours, &one),
                 digest::canonical_text(theirs, &one),
             );
             (a != b).then(|| {

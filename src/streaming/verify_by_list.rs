@@ -25,6 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 const MAX_DOCUMENTS: usize = 1_000_000;
 /// Names per page of the producer's list.
 const PAGE: usize = 1_000;
+/// Differences found by time whose fields are fetched and listed.
+const DETAILED: usize = 200;
 
 fn text(v: Option<&Value>) -> String {
     super::producer::value_text(v)
@@ -142,12 +144,52 @@ async fn theirs(remote: &RemoteSite, remote_type: &str) -> Result<BTreeMap<Strin
     }
 }
 
+/// "edited here" when this site's users changed the document since it was received, else
+/// "different".
+async fn edited_or_different(
+    conn: &mut store::Conn,
+    sub: &SubscribedType,
+    name: &str,
+) -> Result<&'static str> {
+    let edits = super::local_edits::of(conn, &sub.local_type, name).await?;
+    Ok(if edits.is_empty() {
+        "different"
+    } else {
+        "edited here"
+    })
+}
+
+/// The fields in which this site's copy of `name` differs from the producer's, both read
+/// whole; an error when the producer's cannot be read.
+async fn whole(
+    site: &Site,
+    remote: &RemoteSite,
+    sub: &SubscribedType,
+    name: &str,
+) -> Result<Vec<Value>> {
+    let reg = site.meta();
+    let dt = reg.get(&sub.local_type)?;
+    let theirs = remote.get_doc(&sub.remote_type, name).await?;
+    let mut conn = site.store.conn().await?;
+    let ours = crate::service::documents::load_doc(&mut conn, &reg, &dt, name)
+        .await?
+        .unwrap_or_default();
+    let spec = super::digest::spec_of(&reg, &dt);
+    let empty = serde_json::Map::new();
+    Ok(super::verify::differing_fields(
+        &ours,
+        theirs.as_object().unwrap_or(&empty),
+        &spec,
+    ))
+}
+
 /// Compares one subscribed type by the producer's lists; adds to `report`.
 pub async fn compare_type(
     site: &Site,
     info: &ProducerInfo,
     remote: &RemoteSite,
     sub: &SubscribedType,
+    deep: bool,
     report: &mut Report,
 ) -> Result<()> {
     let (cursor, first) = window(site, info).await?;
@@ -176,22 +218,28 @@ pub async fn compare_type(
         if in_flight(modified) {
             continue;
         }
+        let mut fields = vec![];
         let kind = match received.get(name) {
             Some((last, applied)) if last != "Delete" => {
                 report.documents += 1;
                 if !here.contains(name) {
                     "missing here"
+                } else if deep {
+                    // Whole documents: fetched and compared over the fields both types have.
+                    fields = whole(site, remote, sub, name).await?;
+                    if fields.is_empty() {
+                        continue;
+                    }
+                    edited_or_different(&mut conn, sub, name).await?
                 } else if applied.is_empty() {
                     unknown += 1;
                     continue;
                 } else if modified.as_str() > applied.as_str() {
-                    match super::local_edits::of(&mut conn, &sub.local_type, name)
-                        .await?
-                        .is_empty()
-                    {
-                        true => "different",
-                        false => "edited here",
+                    if report.differences.len() < DETAILED {
+                        // Which fields, for the person reading the report (best effort).
+                        fields = whole(site, remote, sub, name).await.unwrap_or_default();
                     }
+                    edited_or_different(&mut conn, sub, name).await?
                 } else {
                     continue;
                 }
@@ -211,7 +259,7 @@ pub async fn compare_type(
             doctype: sub.local_type.clone(),
             name: name.clone(),
             kind,
-            fields: vec![],
+            fields,
             repair: None,
         });
     }
