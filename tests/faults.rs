@@ -5,7 +5,6 @@
 mod common;
 use common::fault_proxy::{FaultProxy, Faults};
 use common::*;
-use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -74,19 +73,9 @@ async fn damaged_line(backend: Backend) {
         let docs: Vec<Value> = (0..100)
             .map(|i| json!({"doctype": "ToDo", "description": format!("doc {batch}-{i} ünïcode \"quoted\"")}))
             .collect();
-        let (s, b) = p
-            .request(
-                &p.admin_auth,
-                Method::POST,
-                "/api/method/frappe.client.insert_many",
-                Some(json!({ "docs": docs })),
-            )
-            .await;
-        assert_eq!(s, 200, "{b}");
         names.extend(
-            b["message"]
-                .as_array()
-                .unwrap()
+            p.insert_many(docs)
+                .await
                 .iter()
                 .map(|n| n.as_str().unwrap().to_string()),
         );
@@ -179,15 +168,7 @@ async fn invoices_cross_a_slow_line_whole() {
         let docs: Vec<Value> = (0..100)
             .map(|i| json!({"doctype": "Sales Invoice", "customer": "Both", "items": [{"item_code": "I1", "qty": 1, "rate": batch * 100 + i + 1}]}))
             .collect();
-        let (s, b) = p
-            .request(
-                &p.admin_auth,
-                Method::POST,
-                "/api/method/frappe.client.insert_many",
-                Some(json!({ "docs": docs })),
-            )
-            .await;
-        assert_eq!(s, 200, "{b}");
+        p.insert_many(docs).await;
     }
     eventually(180, "500 invoices over the slow line", || async {
         (count_of(&c, "Sales Invoice", json!({})).await == 500).then_some(())

@@ -179,20 +179,6 @@ async fn subscribed(v15: bool) -> (Arc<Mutex<Producer>>, String, TestSite) {
     (state, producer_url, c)
 }
 
-fn cli_verify(c: &TestSite, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(bin())
-        .args(["site", &c.name, "--data-dir"])
-        .arg(c.dir.path())
-        .arg("verify")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
 /// Verification against a Frappe producer (no digests): its REST lists give each document's
 /// `modified`, compared with the creation of the last log applied here for it. An update the
 /// consumer never received and a document it was never sent are found and repaired; a
@@ -226,27 +212,27 @@ async fn a_frappe_producer_is_verified_through_its_lists() {
         todo("later00001", "sent", "2026-11-23 14:08:28.000000"),
         todo("missed0001", "never sent", "2026-11-23 14:08:27.900000"),
     ];
-    let (code, out) = cli_verify(&c, &[]);
-    assert_eq!(code, 1, "{out}");
+    let (code, out, err) = cli_verify(&c, &[]);
+    assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("different ToDo 0c3f434e01"), "{out}");
     assert!(out.contains("missing here ToDo missed0001"), "{out}");
     assert!(!out.contains("later00001"), "in step: {out}");
-    let (code, out) = cli_verify(&c, &["--repair"]);
-    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = cli_verify(&c, &["--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
     let t = get_opt(&c, "/api/resource/ToDo/0c3f434e01").await.unwrap();
     assert_eq!(t["description"], "changed without a log");
     let t = get_opt(&c, "/api/resource/ToDo/missed0001").await.unwrap();
     assert_eq!(t["description"], "never sent");
     // The repairs recorded the versions they applied: in step now.
-    let (code, out) = cli_verify(&c, &[]);
-    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = cli_verify(&c, &[]);
+    assert_eq!(code, 0, "{out}{err}");
     // Changed on the producer behind its server's back, `modified` kept: only a deep
     // verification, which reads whole documents, sees it.
     state.lock().unwrap().docs[1]["description"] = json!("changed in the database");
-    let (code, out) = cli_verify(&c, &[]);
-    assert_eq!(code, 0, "{out}");
-    let (code, out) = cli_verify(&c, &["--deep"]);
-    assert_eq!(code, 1, "{out}");
+    let (code, out, err) = cli_verify(&c, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli_verify(&c, &["--deep"]);
+    assert_eq!(code, 1, "{out}{err}");
     assert!(
         out.contains(r#"different ToDo later00001: description (here "sent", there "changed in the database")"#),
         "{out}"
@@ -257,8 +243,8 @@ async fn a_frappe_producer_is_verified_through_its_lists() {
         .unwrap()
         .docs
         .retain(|d| d["name"] != "later00001");
-    let (code, out) = cli_verify(&c, &["--repair"]);
-    assert_eq!(code, 1, "{out}");
+    let (code, out, err) = cli_verify(&c, &["--repair"]);
+    assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("only here ToDo later00001"), "{out}");
     assert!(get_opt(&c, "/api/resource/ToDo/later00001").await.is_some());
 }

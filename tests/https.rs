@@ -131,23 +131,7 @@ async fn a_consumer_pulls_over_https() {
         sid.ends_with("; Secure") && sid.contains("HttpOnly"),
         "{sid}"
     );
-    let keys = p
-        .call_session(
-            "frappe.core.doctype.user.user.generate_keys",
-            json!({"user": "Administrator"}),
-        )
-        .await;
-    let secret = keys["message"]["api_secret"].as_str().unwrap().to_string();
-    let user = p
-        .call_session(
-            "frappe.client.get_value",
-            json!({"doctype": "User", "fieldname": "api_key", "filters": "Administrator"}),
-        )
-        .await;
-    p.admin_auth = format!(
-        "token {}:{secret}",
-        user["message"]["api_key"].as_str().unwrap()
-    );
+    p.admin_auth = p.admin_key().await;
 
     // A consumer that trusts the certificate through ca_file pulls over HTTPS.
     let c = TestSite::start_with(

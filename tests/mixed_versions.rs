@@ -128,19 +128,8 @@ async fn a_v0_1_0_site_upgraded_in_place_answers_its_v0_1_0_consumer_as_before()
     let c = TestSite::start(Backend::Sqlite).await.unwrap();
     // The branch's user on the head office subscribes this one too; the head office's
     // Administrator (a key made now, with the password the fixture was made with) approves.
-    let keys = ho
-        .call_session(
-            "frappe.core.doctype.user.user.generate_keys",
-            json!({"user": "Administrator"}),
-        )
-        .await;
-    let (_, user) = ho.get("/api/resource/User/Administrator").await;
     let mut ho = ho;
-    ho.admin_auth = format!(
-        "token {}:{}",
-        user["data"]["api_key"].as_str().unwrap(),
-        keys["message"]["api_secret"].as_str().unwrap()
-    );
+    ho.admin_auth = ho.admin_key().await;
     subscriber(&c).await;
     let (key, secret) = auth["token ".len()..].split_once(':').unwrap();
     subscribe_with_keys(
@@ -422,15 +411,8 @@ async fn this_consumer_streams_from_a_v0_1_0_producer_as_recorded() {
         "{lu}"
     );
     // 0.1 has no digests: verification reads its lists (as for Frappe) and finds it in step.
-    let out = std::process::Command::new(bin())
-        .args(["site", &c.name, "--data-dir"])
-        .arg(c.dir.path())
-        .arg("verify")
-        .output()
-        .unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{said}");
+    let (code, said, err) = cli_verify(&c, &[]);
+    assert_eq!(code, 0, "{said}{err}");
     assert!(
         said.contains("3 documents as of seq 7, 0 differences"),
         "{said}"

@@ -33,22 +33,6 @@ fn behind_the_back(site: &TestSite, sql: &str) {
     );
 }
 
-/// `docstream site NAME verify [args]`: exit code and stdout.
-fn cli_verify(c: &TestSite, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .args(["site", &c.name, "--data-dir"])
-        .arg(c.dir.path())
-        .arg("verify")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 async fn rest_verify(c: &TestSite, p: &TestSite, repair: bool) -> Value {
     let (s, r) = c
         .post(

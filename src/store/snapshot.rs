@@ -79,27 +79,18 @@ impl Store {
                 Ok(ServingMark::File(file))
             }
             Backend::Postgres(pool) => {
-                let client = postgres::get(pool).await?;
-                let held = client
-                    .query_one("SELECT pg_try_advisory_lock_shared($1)", &[&SERVING_LOCK])
+                pg_session_lock(pool, "SELECT pg_try_advisory_lock_shared($1)", SERVING_LOCK)
                     .await?
-                    .get::<_, bool>(0);
-                if !held {
-                    return Err(Error::Validation(
-                        "the database is being restored: serve it once the restore has ended"
-                            .into(),
-                    ));
-                }
-                // The lock lives with this connection: it must never serve anyone else.
-                Ok(ServingMark::Postgres(deadpool_postgres::Object::take(
-                    client,
-                )))
+                    .ok_or_else(|| {
+                        Error::Validation(
+                            "the database is being restored: serve it once the restore has ended"
+                                .into(),
+                        )
+                    })
             }
         }
     }
-}
 
-impl Store {
     /// The site's scheduled-backup lock, taken without waiting: None while another process
     /// (or task) holds it. Released when the returned mark is dropped.
     pub async fn try_backup_lock(&self) -> Result<Option<ServingMark>> {
@@ -110,18 +101,24 @@ impl Store {
             )?
             .map(ServingMark::File)),
             Backend::Postgres(pool) => {
-                let client = postgres::get(pool).await?;
-                let held = client
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&BACKUP_LOCK])
-                    .await?
-                    .get::<_, bool>(0);
-                // A session lock outlives its use: the connection goes with the mark, and
-                // closing it releases the lock (a pooled connection would keep it).
-                let client = deadpool_postgres::Object::take(client);
-                Ok(held.then_some(ServingMark::Postgres(client)))
+                pg_session_lock(pool, "SELECT pg_try_advisory_lock($1)", BACKUP_LOCK).await
             }
         }
     }
+}
+
+/// Takes a session advisory lock with `try_sql` (`pg_try_advisory_lock...($1)`) without
+/// waiting; None while another session holds it the other way.
+async fn pg_session_lock(
+    pool: &deadpool_postgres::Pool,
+    try_sql: &str,
+    key: i64,
+) -> Result<Option<ServingMark>> {
+    let client = postgres::get(pool).await?;
+    let held = client.query_one(try_sql, &[&key]).await?.get::<_, bool>(0);
+    // A session lock outlives its use: the connection leaves the pool with the mark, and
+    // closing it releases the lock (a pooled connection would keep it for its next user).
+    Ok(held.then(|| ServingMark::Postgres(deadpool_postgres::Object::take(client))))
 }
 
 /// Held while a process serves a site (see [`Store::mark_serving`]), or backs it up.

@@ -168,6 +168,19 @@ pub struct Difference {
     pub repair: Option<String>,
 }
 
+impl Difference {
+    /// A difference of `doctype` `name`, not repaired yet.
+    pub fn new(doctype: &str, name: &str, kind: &'static str, fields: Vec<Value>) -> Difference {
+        Difference {
+            doctype: doctype.to_string(),
+            name: name.to_string(),
+            kind,
+            fields,
+            repair: None,
+        }
+    }
+}
+
 /// What a verification found.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
@@ -559,13 +572,9 @@ async fn compare_type(
         } else {
             vec![]
         };
-        report.differences.push(Difference {
-            doctype: sub.local_type.clone(),
-            name: name.clone(),
-            kind,
-            fields,
-            repair: None,
-        });
+        report
+            .differences
+            .push(Difference::new(&sub.local_type, name, kind, fields));
     }
     Ok(())
 }

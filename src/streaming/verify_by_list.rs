@@ -255,23 +255,15 @@ pub async fn compare_type(
                 "missing here"
             }
         };
-        report.differences.push(Difference {
-            doctype: sub.local_type.clone(),
-            name: name.clone(),
-            kind,
-            fields,
-            repair: None,
-        });
+        report
+            .differences
+            .push(Difference::new(&sub.local_type, name, kind, fields));
     }
     for name in kept {
         if !theirs.contains_key(name) && here.contains(name) {
-            report.differences.push(Difference {
-                doctype: sub.local_type.clone(),
-                name: name.clone(),
-                kind: "only here",
-                fields: vec![],
-                repair: None,
-            });
+            report
+                .differences
+                .push(Difference::new(&sub.local_type, name, "only here", vec![]));
         }
     }
     if unknown > 0 {

@@ -164,21 +164,7 @@ impl TestSite {
                 .map(str::to_string),
         };
         site.serve().await;
-        let keys = site
-            .call_session(
-                "frappe.core.doctype.user.user.generate_keys",
-                json!({"user": "Administrator"}),
-            )
-            .await;
-        let secret = keys["message"]["api_secret"].as_str().unwrap().to_string();
-        let user = site
-            .call_session(
-                "frappe.client.get_value",
-                json!({"doctype": "User", "fieldname": "api_key", "filters": "Administrator"}),
-            )
-            .await;
-        let key = user["message"]["api_key"].as_str().unwrap().to_string();
-        site.admin_auth = format!("token {key}:{secret}");
+        site.admin_auth = site.admin_key().await;
         Some(site)
     }
 
@@ -381,6 +367,40 @@ impl TestSite {
         b["data"].clone()
     }
 
+    /// Inserts `docs` in one `frappe.client.insert_many`; the documents made.
+    pub async fn insert_many(&self, docs: Vec<Value>) -> Vec<Value> {
+        let (s, b) = self
+            .post(
+                "/api/method/frappe.client.insert_many",
+                json!({ "docs": docs }),
+            )
+            .await;
+        assert_eq!(s, 200, "insert_many failed: {b}");
+        b["message"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Makes the Administrator an API key (logging in with the test password); the
+    /// `token key:secret` to send.
+    pub async fn admin_key(&self) -> String {
+        let keys = self
+            .call_session(
+                "frappe.core.doctype.user.user.generate_keys",
+                json!({"user": "Administrator"}),
+            )
+            .await;
+        let secret = keys["message"]["api_secret"].as_str().unwrap().to_string();
+        let user = self
+            .call_session(
+                "frappe.client.get_value",
+                json!({"doctype": "User", "fieldname": "api_key", "filters": "Administrator"}),
+            )
+            .await;
+        format!(
+            "token {}:{secret}",
+            user["message"]["api_key"].as_str().unwrap()
+        )
+    }
+
     /// Path to the site's folder.
     pub fn site_dir(&self) -> PathBuf {
         self.dir.path().join(&self.name)
@@ -414,6 +434,22 @@ impl TestSite {
         .await;
         other
     }
+}
+
+/// `docstream site NAME verify [args]`: exit code, stdout and stderr.
+pub fn cli_verify(c: &TestSite, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(["site", &c.name, "--data-dir"])
+        .arg(c.dir.path())
+        .arg("verify")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 /// Another process serving a test site; SIGKILLed when dropped.
