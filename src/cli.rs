@@ -119,9 +119,15 @@ enum SiteAction {
         #[arg(long)]
         repair: bool,
         /// Against a producer without digests (Frappe, docstream before 0.2): compare whole
-        /// documents, fetching each, besides their times.
+        /// documents, fetching each, besides their times. With --consumer: fetch each
+        /// document the consumer holds and compare it.
         #[arg(long)]
         deep: bool,
+        /// Check what this consumer (its URL) holds of what this site sends it, through its
+        /// REST lists (for consumers that check nothing themselves: Frappe). Nothing is
+        /// repaired: a producer cannot write to its consumers.
+        #[arg(long, conflicts_with_all = ["producer", "repair"])]
+        consumer: Option<String>,
     },
 }
 
@@ -273,10 +279,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     producer,
                     repair,
                     deep,
+                    consumer,
                 } => {
                     let site = crate::hooks::open(&dir).await?;
                     let how = crate::streaming::verify::How { repair, deep };
-                    let code = verify(&site, producer, how).await;
+                    let code = match consumer {
+                        Some(c) => verify_consumer(&site, &c, deep).await,
+                        None => verify(&site, producer, how).await,
+                    };
                     site.store.close().await;
                     if code != 0 {
                         return Err(Exit(code).into());
@@ -378,6 +388,30 @@ async fn restore(
     );
     println!("Its consumers are told it was restored at their next pull.");
     Ok(())
+}
+
+/// `site NAME verify --consumer URL`: what the consumer lacks or holds otherwise on stdout;
+/// 0 in step, 1 differences, 2 could not compare (the reason on stderr).
+async fn verify_consumer(site: &crate::site::Site, consumer: &str, deep: bool) -> u8 {
+    let consumer = consumer.trim_end_matches('/');
+    match crate::streaming::verify_consumer::verify_consumer(site, consumer, deep).await {
+        Ok(report) => {
+            println!(
+                "{consumer}: {} documents as of {}, {} differences",
+                report.documents,
+                report.position,
+                report.remaining()
+            );
+            for line in report.lines() {
+                println!("  {line}");
+            }
+            u8::from(report.remaining() > 0)
+        }
+        Err(e) => {
+            eprintln!("{consumer}: could not compare: {}", e.message());
+            2
+        }
+    }
 }
 
 /// `site NAME verify`: the differences per producer on stdout; 0 in step, 1 differences left,

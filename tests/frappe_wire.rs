@@ -13,6 +13,9 @@ use common::*;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
+/// The types the fake Frappe consumer subscribes to.
+const NOTE_AND_TODO: &str = "[\"Note\", \"ToDo\"]";
+
 /// The three logs of the capture: Create, Update, then (once deleted) Delete.
 fn captured_logs(deleted: bool) -> Vec<Value> {
     let mut logs = vec![
@@ -378,35 +381,6 @@ async fn frappe14_consumer(State(st): State<Arc<Mutex<Consumer>>>, req: Request<
     axum::Json(answer).into_response()
 }
 
-/// A Frappe consumer's pull: a POST to `/` with `cmd`, as FrappeClient.post_request sends it.
-async fn frappe_pull(p: &TestSite, auth: &str, consumer: &str, since: &str) -> Vec<Value> {
-    let (s, b) = p
-        .post_form(auth, "/", &[
-            ("cmd", "frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer"),
-            ("event_consumer", consumer),
-            ("doctypes", "[\"Note\", \"ToDo\"]"),
-            ("last_update", since),
-        ])
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let logs = b["message"].as_array().cloned().expect("a list of logs");
-    for l in &logs {
-        // What Frappe's consumer reads of each log.
-        for k in ["update_type", "ref_doctype", "docname", "creation", "name"] {
-            assert!(!l[k].is_null(), "{k} missing from {l}");
-        }
-        match l["update_type"].as_str().unwrap() {
-            "Delete" => assert!(l["data"].is_null(), "{l}"),
-            _ => assert!(l["data"].is_string(), "data is a JSON string: {l}"),
-        }
-    }
-    logs
-}
-
-fn data_of(log: &Value) -> Value {
-    serde_json::from_str(log["data"].as_str().unwrap()).unwrap()
-}
-
 /// A Frappe 14 consumer against a docstream producer, in the requests Frappe's code sends
 /// (register_consumer with its arguments in the query string, pulls by `last_update` through
 /// `cmd`) and checked against the fields Frappe's consumer reads in what docstream sends back
@@ -525,7 +499,7 @@ async fn a_frappe_14_consumer_as_frappe_speaks_it() {
     .await;
     assert_eq!(state.lock().unwrap().notified[0], p.public_url);
 
-    let logs = frappe_pull(&p, &auth, &consumer, &since).await;
+    let logs = frappe_pull(&p, &auth, &consumer, NOTE_AND_TODO, &since).await;
     let kinds: Vec<&str> = logs
         .iter()
         .map(|l| l["update_type"].as_str().unwrap())
@@ -558,7 +532,7 @@ async fn a_frappe_14_consumer_as_frappe_speaks_it() {
         )
         .await;
     let old = todo["name"].as_str().unwrap().to_string();
-    since = frappe_pull(&p, &auth, &consumer, &since)
+    since = frappe_pull(&p, &auth, &consumer, NOTE_AND_TODO, &since)
         .await
         .last()
         .unwrap()["creation"]
@@ -572,7 +546,7 @@ async fn a_frappe_14_consumer_as_frappe_speaks_it() {
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let logs = frappe_pull(&p, &auth, &consumer, &since).await;
+    let logs = frappe_pull(&p, &auth, &consumer, NOTE_AND_TODO, &since).await;
     let seen: Vec<(&str, &str)> = logs
         .iter()
         .map(|l| {
@@ -609,7 +583,7 @@ async fn a_frappe_14_consumer_as_frappe_speaks_it() {
 
     // Frappe's consumer drops a notification that comes while its pull job runs, and pulls on
     // nothing else: a notification no pull followed is sent again, until one does.
-    since = frappe_pull(&p, &auth, &consumer, &since)
+    since = frappe_pull(&p, &auth, &consumer, NOTE_AND_TODO, &since)
         .await
         .last()
         .unwrap()["creation"]
@@ -624,7 +598,7 @@ async fn a_frappe_14_consumer_as_frappe_speaks_it() {
         || async { (state.lock().unwrap().notified.len() >= told + 2).then_some(()) },
     )
     .await;
-    let logs = frappe_pull(&p, &auth, &consumer, &since).await;
+    let logs = frappe_pull(&p, &auth, &consumer, NOTE_AND_TODO, &since).await;
     assert_eq!(logs.len(), 1, "{logs:?}");
     let told = state.lock().unwrap().notified.len();
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;

@@ -437,6 +437,14 @@ pub async fn call(ctx: &Ctx, method: &str) -> Result<Response, ApiError> {
             let producer = args.required("event_producer")?;
             json!(crate::streaming::verify::verify(site, &producer, how).await?)
         }
+        "docstream.streaming.verify_consumer" => {
+            if !caller.is_system_manager() {
+                return Err(Error::Permission("Only a System Manager may verify".into()).into());
+            }
+            let deep = matches!(args.str("deep").as_deref(), Some("1" | "true" | "True"));
+            let consumer = args.required("event_consumer")?;
+            json!(crate::streaming::verify_consumer::verify_consumer(site, &consumer, deep).await?)
+        }
         "docstream.streaming.resolve_conflict" => {
             if !caller.is_system_manager() {
                 return Err(

@@ -197,6 +197,9 @@ pub async fn create_internal_tables(conn: &mut Conn) -> Result<()> {
         // Conflicts resolved by keeping both: the producer's document lives here under another
         // name, which its later updates follow.
         r#"CREATE TABLE IF NOT EXISTS "__kept_both" (producer TEXT NOT NULL, ref_doctype TEXT NOT NULL, remote_name TEXT NOT NULL, local_name TEXT NOT NULL, PRIMARY KEY (producer, ref_doctype, remote_name))"#,
+        // What this site found when it last checked what a consumer holds (one that pulls by
+        // time, Frappe, verifies nothing itself); `by_time` marks such consumers.
+        r#"CREATE TABLE IF NOT EXISTS "__consumer_verification" (consumer TEXT PRIMARY KEY, by_time BIGINT NOT NULL DEFAULT 0, verified_at TEXT, documents BIGINT, differences BIGINT, report TEXT, in_step_at TEXT)"#,
         r#"CREATE TABLE IF NOT EXISTS "__file_chunks" (content_hash TEXT NOT NULL, n BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (content_hash, n))"#,
     ];
     for s in stmts {

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::site::Site;
 use crate::store::{self, Param};
 use crate::streaming::Streaming;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ pub struct Acks {
     pending: Mutex<HashMap<String, i64>>,
     /// Held while a batch is written, so a reader that flushes sees every earlier batch.
     writing: tokio::sync::Mutex<()>,
+    /// Consumers seen pulling by time (Frappe), not yet written as such; and those written.
+    by_time: Mutex<(HashSet<String>, HashSet<String>)>,
 }
 
 impl Acks {
@@ -38,12 +40,23 @@ impl Acks {
         }
     }
 
+    /// Records an acknowledgement from a consumer that pulls by time (Frappe's form), which
+    /// verifies nothing itself: this site checks what it holds (`verify_consumer`).
+    pub fn note_by_time(&self, consumer: &str, seq: i64) {
+        self.note(consumer, seq);
+        let mut by_time = self.by_time.lock().expect("acks lock");
+        if !by_time.1.contains(consumer) {
+            by_time.0.insert(consumer.to_string());
+        }
+    }
+
     /// Writes what is pending in one transaction. Rows only move forward, and only for
     /// consumers that still exist (another process may have deleted one meanwhile).
     pub async fn flush(&self, site: &Site) -> Result<()> {
         let _writing = self.writing.lock().await;
         let batch = std::mem::take(&mut *self.pending.lock().expect("acks lock"));
-        if batch.is_empty() {
+        let by_time = std::mem::take(&mut self.by_time.lock().expect("acks lock").0);
+        if batch.is_empty() && by_time.is_empty() {
             return Ok(());
         }
         let written = async {
@@ -58,14 +71,28 @@ impl Acks {
                 )
                 .await?;
             }
+            for consumer in &by_time {
+                store::execute(
+                    &mut tx,
+                    r#"INSERT INTO "__consumer_verification" (consumer, by_time)
+                       SELECT $1, 1 WHERE EXISTS (SELECT 1 FROM "tabEvent Consumer" WHERE name = $1)
+                       ON CONFLICT (consumer) DO UPDATE SET by_time = 1"#,
+                    &[Param::text(consumer)],
+                )
+                .await?;
+            }
             tx.commit().await
         }
         .await;
+        let mut marks = self.by_time.lock().expect("acks lock");
         if written.is_err() {
             // Kept for the next flush rather than lost (a newer note wins).
             for (consumer, seq) in batch {
                 self.note(&consumer, seq);
             }
+            marks.0.extend(by_time);
+        } else {
+            marks.1.extend(by_time);
         }
         written
     }

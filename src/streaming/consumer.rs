@@ -841,6 +841,9 @@ pub async fn run_worker(site: std::sync::Arc<Site>) {
         if let Err(e) = super::verify::verify_due(&site).await {
             tracing::warn!("verifying producers: {e}");
         }
+        if let Err(e) = super::verify_consumer::verify_due(&site).await {
+            tracing::warn!("checking consumers: {e}");
+        }
         if let Err(e) = super::tunnel::mark_away(&site).await {
             tracing::warn!("marking producers away: {e}");
         }

@@ -345,6 +345,30 @@ async fn consumer_card(site: &Site, url: String, high: i64) -> Result<Value> {
         status = "Condition fails".into();
         error = json!(text);
     }
+    // This site's last check of what the consumer holds (consumers that check nothing
+    // themselves): what it lacks is shown until a check finds nothing.
+    let verified = store_row(
+        site,
+        r#"SELECT verified_at, documents, differences, report, in_step_at FROM "__consumer_verification" WHERE consumer = $1"#,
+        &[Param::Text(Some(url.clone()))],
+    )
+    .await?;
+    let differences = verified
+        .get("differences")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if differences > 0 {
+        status = "Differences found".into();
+        let report = value_text(verified.get("report"));
+        let mut lines: Vec<&str> = report.lines().skip(1).take(5).collect();
+        if differences > 5 {
+            lines.push("...");
+        }
+        error = json!(format!(
+            "the last check found {differences} documents missing or different on the consumer (a producer cannot repair them): {}",
+            lines.join("; ")
+        ));
+    }
     let own =
         percent_encoding::utf8_percent_encode(&site.config.url, percent_encoding::NON_ALPHANUMERIC);
     Ok(json!({
@@ -354,6 +378,12 @@ async fn consumer_card(site: &Site, url: String, high: i64) -> Result<Value> {
         "types": types,
         "acknowledged": acked,
         "condition_failures": conditions,
+        "verified": {
+            "at": verified.get("verified_at"),
+            "documents": verified.get("documents"),
+            "differences": differences,
+            "in_step_at": verified.get("in_step_at"),
+        },
         "current_seq": high,
         "lag": lag,
         "last_sync": last_sync,

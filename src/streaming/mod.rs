@@ -24,6 +24,7 @@ mod types;
 pub mod update_log;
 pub mod verify;
 pub mod verify_by_list;
+pub mod verify_consumer;
 
 use crate::error::{Error, Result};
 use crate::site::Site;

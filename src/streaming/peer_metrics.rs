@@ -118,5 +118,19 @@ pub async fn render(site: &Site) -> Result<String> {
             num(&c["failed"]),
         );
     }
+    let consumer_checks: [(&str, &str, Pick); 2] = [
+        ("docstream_consumer_verify_differences", "Documents missing or different on the consumer at this site's last check of it (consumers that pull by time).", &|c| num(&c["verified"]["differences"]).filter(|_| !c["verified"]["documents"].is_null())),
+        ("docstream_consumer_last_in_step_timestamp_seconds", "Time of this site's last check that found the consumer holding what it was sent.", &|c| epoch(site, c["verified"].get("in_step_at"))),
+    ];
+    for (name, help, pick) in consumer_checks {
+        f.head(name, "gauge", help);
+        for c in consumers {
+            f.line(
+                name,
+                ("consumer", c["url"].as_str().unwrap_or_default()),
+                pick(c),
+            );
+        }
+    }
     Ok(out)
 }

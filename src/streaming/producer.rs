@@ -501,7 +501,15 @@ pub async fn get_update_logs(
         }
         None => {
             let since = last_update.map(str::to_string).unwrap_or_default();
-            let rows = match first_seq_after(&mut conn, &since).await? {
+            let first = first_seq_after(&mut conn, &since).await?;
+            // A consumer that pulls by time (Frappe) has received every log created up to
+            // `since`: acknowledged as a seq, so its lag, pruning and verification know.
+            let acked = match first {
+                Some(f) => f - 1,
+                None => current_seq(&mut conn).await?,
+            };
+            site.streaming().acks.note_by_time(consumer_url, acked);
+            let rows = match first {
                 None => Vec::new(),
                 Some(first) => {
                     let mut sql = format!(

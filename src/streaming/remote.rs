@@ -405,28 +405,35 @@ impl RemoteSite {
         page: usize,
     ) -> Result<Vec<(String, String)>> {
         let rows = self
-            .call(
-                "frappe.client.get_list",
-                &[
-                    ("doctype", doctype.to_string()),
-                    ("fields", r#"["name","modified"]"#.to_string()),
-                    ("order_by", "name asc".to_string()),
-                    ("limit_start", start.to_string()),
-                    ("limit_page_length", page.to_string()),
-                ],
-            )
+            .list_page(doctype, &["name", "modified"], &Value::Null, start, page)
             .await?;
-        let text = |v: Option<&Value>| match v {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => other.to_string(),
-        };
         Ok(rows
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| (text(r.get("name")), text(r.get("modified"))))
+            .iter()
+            .map(|r| (list_text(r.get("name")), list_text(r.get("modified"))))
             .collect())
+    }
+
+    /// One page of a type's documents, `fields` of each, in name order, through `get_list`.
+    pub async fn list_page(
+        &self,
+        doctype: &str,
+        fields: &[&str],
+        filters: &Value,
+        start: usize,
+        page: usize,
+    ) -> Result<Vec<Value>> {
+        let mut args = vec![
+            ("doctype", doctype.to_string()),
+            ("fields", serde_json::json!(fields).to_string()),
+            ("order_by", "name asc".to_string()),
+            ("limit_start", start.to_string()),
+            ("limit_page_length", page.to_string()),
+        ];
+        if !filters.is_null() {
+            args.push(("filters", filters.to_string()));
+        }
+        let rows = self.call("frappe.client.get_list", &args).await?;
+        Ok(rows.as_array().cloned().unwrap_or_default())
     }
 
     /// Downloads a file of the site (`/files/...` or `/private/files/...`) into `to`, at most
@@ -611,5 +618,14 @@ fn short_reqwest(e: &reqwest::Error) -> String {
         "timed out".into()
     } else {
         e.to_string()
+    }
+}
+
+/// A listed value as text (names may be numbers; empty for null).
+pub fn list_text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
     }
 }

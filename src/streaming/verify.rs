@@ -48,84 +48,110 @@ pub struct Ask {
     pub buckets: Option<BTreeSet<String>>,
 }
 
-/// Answers a consumer's verification question about one type.
-pub async fn answer(site: &Site, caller: &Caller, ask: &Ask) -> Result<Value> {
-    let reg = site.meta();
-    let mut conn = site.store.conn().await?;
-    super::producer::check_consumer(&mut conn, site, caller, &ask.consumer).await?;
+/// What a consumer should hold of one type as of its checkpoint `as_of`: the names (in flight
+/// and its own left out) and the names in flight (with logs after `as_of`).
+pub(super) struct ShouldHold {
+    pub wanted: Vec<String>,
+    pub in_flight: BTreeSet<String>,
+}
+
+/// Per approved row: the documents sent under its condition, or without one every document
+/// (Sync Existing) or those changed since the approval; documents whose latest log came from
+/// the consumer are its own and left out, as are documents with logs after `as_of`.
+pub(super) async fn should_hold(
+    conn: &mut Conn,
+    site: &Site,
+    consumer: &str,
+    doctype: &str,
+    as_of: i64,
+) -> Result<ShouldHold> {
     let rows = store::fetch_docs(
-        &mut conn,
+        conn,
         r#"SELECT t.condition, t.sync_existing, COALESCE(s.approved_after_seq, 0) AS after
            FROM "tabEvent Consumer Document Type" t
            LEFT JOIN "__consumer_type_state" s ON s.consumer = t.parent AND s.ref_doctype = t.ref_doctype
            WHERE t.parent = $1 AND t.ref_doctype = $2 AND t.status = 'Approved' AND COALESCE(t.unsubscribed, 0) = 0"#,
-        &[Param::text(&ask.consumer), Param::text(&ask.doctype)],
+        &[Param::text(consumer), Param::text(doctype)],
     )
     .await?;
     let Some(row) = rows.first() else {
         return Err(Error::Validation(format!(
-            "{} is not an approved type of consumer {} on {}",
-            ask.doctype, ask.consumer, site.config.url
+            "{doctype} is not an approved type of consumer {consumer} on {}",
+            site.config.url
         )));
     };
-    let dt = reg.get(&ask.doctype)?;
-    let spec = digest::narrow(&reg, &dt, &ask.fields);
+    let dt = site.meta().get(doctype)?;
     let in_flight: BTreeSet<String> = names(
-        &mut conn,
+        conn,
         r#"SELECT DISTINCT docname AS n FROM "tabEvent Update Log" WHERE ref_doctype = $1 AND name > $2"#,
-        &[Param::text(&ask.doctype), Param::Int(Some(ask.as_of))],
+        &[Param::text(doctype), Param::Int(Some(as_of))],
     )
     .await?
     .into_iter()
     .collect();
     if in_flight.len() > MAX_IN_FLIGHT {
         return Err(Error::Validation(format!(
-            "{} has more than {MAX_IN_FLIGHT} documents of {} changed after seq {}: verify once the consumer has caught up",
-            site.config.url, ask.doctype, ask.as_of
+            "{} has more than {MAX_IN_FLIGHT} documents of {doctype} changed after seq {as_of}: verify once the consumer has caught up",
+            site.config.url
         )));
     }
     let condition = text(row.get("condition"));
     let should = if !condition.trim().is_empty() {
         names(
-            &mut conn,
+            conn,
             r#"SELECT docname AS n FROM "__consumer_sent" WHERE consumer = $1 AND ref_doctype = $2 AND unsent_seq IS NULL"#,
-            &[Param::text(&ask.consumer), Param::text(&ask.doctype)],
+            &[Param::text(consumer), Param::text(doctype)],
         )
         .await?
     } else if row.get("sync_existing").and_then(Value::as_i64) == Some(1) {
         names(
-            &mut conn,
+            conn,
             &format!("SELECT name AS n FROM {}", store::q(&dt.table())),
             &[],
         )
         .await?
     } else {
         names(
-            &mut conn,
+            conn,
             r#"SELECT DISTINCT docname AS n FROM "tabEvent Update Log" WHERE ref_doctype = $1 AND name > $2
                  AND (for_consumer IS NULL OR for_consumer = $3)"#,
             &[
-                Param::text(&ask.doctype),
+                Param::text(doctype),
                 Param::Int(row.get("after").and_then(Value::as_i64)),
-                Param::text(&ask.consumer),
+                Param::text(consumer),
             ],
         )
         .await?
     };
     // Documents that came from the consumer are its own: they are never sent back to it.
     let theirs: BTreeSet<String> = names(
-        &mut conn,
+        conn,
         r#"SELECT l.docname AS n FROM "tabEvent Update Log" l JOIN
              (SELECT MAX(name) AS last FROM "tabEvent Update Log" WHERE ref_doctype = $1 AND for_consumer IS NULL GROUP BY docname) x
              ON l.name = x.last WHERE l.origin = $2"#,
-        &[Param::text(&ask.doctype), Param::text(&ask.consumer)],
+        &[Param::text(doctype), Param::text(consumer)],
     )
     .await?
     .into_iter()
     .collect();
-    let wanted: Vec<String> = should
+    let wanted = should
         .into_iter()
         .filter(|n| !in_flight.contains(n) && !theirs.contains(n))
+        .collect();
+    Ok(ShouldHold { wanted, in_flight })
+}
+
+/// Answers a consumer's verification question about one type.
+pub async fn answer(site: &Site, caller: &Caller, ask: &Ask) -> Result<Value> {
+    let reg = site.meta();
+    let mut conn = site.store.conn().await?;
+    super::producer::check_consumer(&mut conn, site, caller, &ask.consumer).await?;
+    let should = should_hold(&mut conn, site, &ask.consumer, &ask.doctype, ask.as_of).await?;
+    let dt = reg.get(&ask.doctype)?;
+    let spec = digest::narrow(&reg, &dt, &ask.fields);
+    let wanted: Vec<String> = should
+        .wanted
+        .into_iter()
         .filter(|n| {
             ask.buckets
                 .as_ref()
@@ -135,7 +161,7 @@ pub async fn answer(site: &Site, caller: &Caller, ask: &Ask) -> Result<Value> {
     let digests = digest::digests(&mut conn, &reg, &dt, &spec, &wanted).await?;
     let mut out = json!({
         "fields": spec,
-        "in_flight": in_flight,
+        "in_flight": should.in_flight,
         "count": digests.len(),
     });
     match ask.buckets {
@@ -185,6 +211,9 @@ impl Difference {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub producer: String,
+    /// The consumer, when the producer checked what a consumer holds (`verify_consumer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
     /// The consumer's checkpoint it compared as of.
     pub as_of: i64,
     /// The same as a person reads it: "seq N", or the time of the last log applied from a
@@ -367,6 +396,7 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
     let remote = info.remote(site).await?;
     let mut report = Report {
         producer: producer.to_string(),
+        consumer: None,
         as_of,
         position,
         documents: 0,

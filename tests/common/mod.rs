@@ -605,6 +605,42 @@ pub fn arg(args: &[(String, String)], k: &str) -> Option<String> {
     args.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
 }
 
+/// A Frappe consumer's pull: a POST to `/` with `cmd`, as FrappeClient.post_request sends it.
+pub async fn frappe_pull(
+    p: &TestSite,
+    auth: &str,
+    consumer: &str,
+    doctypes: &str,
+    since: &str,
+) -> Vec<Value> {
+    let (s, b) = p
+        .post_form(auth, "/", &[
+            ("cmd", "frappe.event_streaming.doctype.event_update_log.event_update_log.get_update_logs_for_consumer"),
+            ("event_consumer", consumer),
+            ("doctypes", doctypes),
+            ("last_update", since),
+        ])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let logs = b["message"].as_array().cloned().expect("a list of logs");
+    for l in &logs {
+        // What Frappe's consumer reads of each log.
+        for k in ["update_type", "ref_doctype", "docname", "creation", "name"] {
+            assert!(!l[k].is_null(), "{k} missing from {l}");
+        }
+        match l["update_type"].as_str().unwrap() {
+            "Delete" => assert!(l["data"].is_null(), "{l}"),
+            _ => assert!(l["data"].is_string(), "data is a JSON string: {l}"),
+        }
+    }
+    logs
+}
+
+/// A log's `data`, parsed.
+pub fn data_of(log: &Value) -> Value {
+    serde_json::from_str(log["data"].as_str().unwrap()).unwrap()
+}
+
 // ---- Event streaming between two sites ----
 
 /// Polls `f` until it returns Some, or fails after `secs`.

@@ -1136,6 +1136,7 @@
       }
       if (this.dt.name === "Event Producer") out.push(button(__("Pull Now"), "pull-now", () => this.pullNow()));
       if (this.dt.name === "Event Producer" && boot.is_system_manager) out.push(button(__("Verify"), "verify", () => this.verify()));
+      if (this.dt.name === "Event Consumer" && boot.is_system_manager) out.push(button(__("Verify"), "verify", () => this.verifyConsumer()));
       return out;
     }
 
@@ -1231,6 +1232,16 @@
         if (!left) this.show("success", __("In step: {0} documents ({1} repaired)", r.documents, r.repaired));
         else this.show("error", __("{0} differences left ({1} repaired): {2}", left, r.repaired,
           r.differences.filter((d) => d.repair !== "repaired").map((d) => d.kind + " " + d.doctype + " " + d.name).join("; ")));
+      } catch (e) { this.showError(e); }
+    }
+
+    async verifyConsumer() {
+      try {
+        this.show("info", __("Verifying..."));
+        const r = await api.call("docstream.streaming.verify_consumer", { event_consumer: this.doc.name });
+        if (!r.differences.length) this.show("success", __("The consumer holds what it was sent: {0} documents", r.documents));
+        else this.show("error", __("{0} differences on the consumer (a producer cannot repair them): {1}", r.differences.length,
+          r.differences.map((d) => d.kind + " " + d.doctype + " " + d.name).join("; ")));
       } catch (e) { this.showError(e); }
     }
 

@@ -118,6 +118,7 @@ pub async fn before_delete(conn: &mut Conn, doc: &Doc) -> Result<()> {
         "__consumer_progress",
         "__consumer_sent",
         "__condition_deliveries",
+        "__consumer_verification",
     ] {
         store::execute(
             conn,
