@@ -363,3 +363,68 @@ async fn verified_and_repaired_sqlite() {
 async fn verified_and_repaired_postgres() {
     verified_and_repaired(Backend::Postgres).await;
 }
+
+/// A row without Use Same Name: the consumer keeps the producer's ToDos under names of its
+/// own and rewrites links between them (a ToDo referring to another); verification compares
+/// them under the producer's names (links turned back), so a consumer in step is in step, and
+/// a change behind its back is found under the producer's name and repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_under_local_names_are_verified() {
+    let (p, c) = start_pair().await;
+    subscribe(&p, &c, json!([{"ref_doctype": "ToDo", "use_same_name": 0}])).await;
+    let first = p.insert("ToDo", json!({"description": "first"})).await;
+    let first = first["name"].as_str().unwrap().to_string();
+    let second = p
+        .insert(
+            "ToDo",
+            json!({"description": "second", "reference_type": "ToDo", "reference_name": first}),
+        )
+        .await;
+    let second = second["name"].as_str().unwrap().to_string();
+    let local_of = |remote: String| {
+        let c = &c;
+        async move {
+            let (_, b) = c
+                .get(&format!(
+                    r#"/api/resource/ToDo?fields=["name","reference_name"]&filters=[["remote_docname","=","{remote}"]]"#
+                ))
+                .await;
+            b["data"].as_array().and_then(|r| r.first()).cloned()
+        }
+    };
+    let local_second = eventually(15, "the second ToDo", || local_of(second.clone())).await;
+    let local_first = local_of(first.clone()).await.unwrap();
+    let local_first = local_first["name"].as_str().unwrap().to_string();
+    assert_ne!(local_first, first, "kept under a local name");
+    assert_eq!(
+        local_second["reference_name"],
+        local_first.as_str(),
+        "the link follows the local name"
+    );
+
+    let report = rest_verify(&c, &p, false).await;
+    assert_eq!(kinds(&report), vec![], "{report}");
+    assert_eq!(report["skipped"], json!([]), "{report}");
+    assert_eq!(report["documents"], 2, "{report}");
+
+    // Behind the consumer's back, its copy of the first ToDo changes: found under the
+    // producer's name, with the field, and repaired in place.
+    behind_the_back(
+        &c,
+        &format!(r#"UPDATE "tabToDo" SET description = 'changed' WHERE name = '{local_first}'"#),
+    );
+    let report = rest_verify(&c, &p, true).await;
+    assert_eq!(
+        kinds(&report),
+        vec![("different".to_string(), first.clone())],
+        "{report}"
+    );
+    assert_eq!(
+        report["differences"][0]["fields"][0]["field"],
+        "description"
+    );
+    assert_eq!(report["repaired"], 1, "{report}");
+    let (_, fixed) = c.get(&format!("/api/resource/ToDo/{local_first}")).await;
+    assert_eq!(fixed["data"]["description"], "first", "{fixed}");
+    assert_eq!(kinds(&rest_verify(&c, &p, false).await), vec![]);
+}

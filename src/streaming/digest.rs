@@ -168,6 +168,19 @@ pub async fn digests(
     spec: &FieldSpec,
     names: &[String],
 ) -> Result<BTreeMap<String, String>> {
+    digests_as(conn, reg, dt, spec, names, &|_| {}).await
+}
+
+/// [`digests`] of the documents as `shape` makes them first (a consumer's links turned back
+/// into the producer's names).
+pub async fn digests_as(
+    conn: &mut Conn,
+    reg: &Registry,
+    dt: &DocType,
+    spec: &FieldSpec,
+    names: &[String],
+    shape: &(dyn Fn(&mut serde_json::Map<String, Value>) + Sync),
+) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     let scalar: Vec<&String> = spec
         .iter()
@@ -227,7 +240,8 @@ pub async fn digests(
                 }
             }
         }
-        for (name, d) in docs {
+        for (name, mut d) in docs {
+            shape(&mut d);
             out.insert(name, digest_of(&d, spec));
         }
     }

@@ -407,9 +407,9 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
         bytes_received: 0,
     };
     for sub in info.types.iter().filter(|t| !t.unsubscribed) {
-        if sub.mapping.is_some() || !sub.use_same_name {
+        if sub.mapping.is_some() {
             report.skipped.push(format!(
-                "{}: rows with a mapping or without Use Same Name are not verified yet",
+                "{}: rows with a mapping are not verified yet",
                 sub.local_type
             ));
             continue;
@@ -423,6 +423,13 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
                     continue;
                 }
             }
+        }
+        if !sub.use_same_name {
+            report.skipped.push(format!(
+                "{}: a row without Use Same Name is verified only against a producer with digests (docstream 0.2 or later)",
+                sub.local_type
+            ));
+            continue;
         }
         super::verify_by_list::compare_type(site, &info, &remote, sub, how.deep, &mut report)
             .await?;
@@ -531,7 +538,7 @@ async fn compare_type(
         .collect();
     // Documents kept beside this site's own (a conflict resolved by keeping both) are here
     // under another name.
-    let local_of: BTreeMap<String, String> = store::fetch_docs(
+    let mut local_of: BTreeMap<String, String> = store::fetch_docs(
         &mut conn,
         r#"SELECT remote_name, local_name FROM "__kept_both" WHERE producer = $1 AND ref_doctype = $2"#,
         &[Param::text(&info.url), Param::text(&sub.local_type)],
@@ -540,15 +547,27 @@ async fn compare_type(
     .iter()
     .map(|r| (text(r.get("remote_name")), text(r.get("local_name"))))
     .collect();
+    // Documents and links kept here under local names are compared under the producer's.
+    let back = super::apply::producer_names(&mut conn, &reg, info).await?;
+    if !sub.use_same_name {
+        local_of.extend(
+            back.iter()
+                .filter(|((t, _), _)| *t == sub.local_type)
+                .map(|((_, local), remote)| (remote.clone(), local.clone())),
+        );
+    }
     let local = |n: &String| local_of.get(n).cloned().unwrap_or_else(|| n.clone());
     let remote_of: BTreeMap<String, String> =
         received.iter().map(|n| (local(n), n.clone())).collect();
     let locals: Vec<String> = remote_of.keys().cloned().collect();
-    let ours: BTreeMap<String, String> = digest::digests(&mut conn, &reg, &dt, &spec, &locals)
-        .await?
-        .into_iter()
-        .map(|(l, d)| (remote_of.get(&l).cloned().unwrap_or(l), d))
-        .collect();
+    let as_producer =
+        |d: &mut serde_json::Map<String, Value>| super::apply::rename_links(&reg, &dt, d, &back);
+    let ours: BTreeMap<String, String> =
+        digest::digests_as(&mut conn, &reg, &dt, &spec, &locals, &as_producer)
+            .await?
+            .into_iter()
+            .map(|(l, d)| (remote_of.get(&l).cloned().unwrap_or(l), d))
+            .collect();
     let our_buckets = digest::buckets(&ours);
     let differing: BTreeSet<String> = our_buckets
         .keys()
@@ -591,12 +610,11 @@ async fn compare_type(
             let names = (name.as_str(), local(name));
             field_differences(
                 &mut conn,
-                &reg,
-                &dt,
-                &spec,
+                (&reg, &dt, &spec),
                 remote,
                 sub,
                 (names.0, &names.1),
+                &as_producer,
             )
             .await
         } else {
@@ -624,19 +642,19 @@ async fn received(conn: &mut Conn, info: &ProducerInfo, doctype: &str) -> Result
 /// producer's copy cannot be read).
 async fn field_differences(
     conn: &mut Conn,
-    reg: &crate::meta::Registry,
-    dt: &crate::meta::DocType,
-    spec: &FieldSpec,
+    (reg, dt, spec): (&crate::meta::Registry, &crate::meta::DocType, &FieldSpec),
     remote: &RemoteSite,
     sub: &SubscribedType,
     (name, local): (&str, &str),
+    as_producer: &(dyn Fn(&mut serde_json::Map<String, Value>) + Sync),
 ) -> Vec<Value> {
     let Ok(theirs) = remote.get_doc(&sub.remote_type, name).await else {
         return vec![];
     };
-    let Ok(Some(ours)) = crate::service::documents::load_doc(conn, reg, dt, local).await else {
+    let Ok(Some(mut ours)) = crate::service::documents::load_doc(conn, reg, dt, local).await else {
         return vec![];
     };
+    as_producer(&mut ours);
     let Some(theirs) = theirs.as_object() else {
         return vec![];
     };

@@ -36,7 +36,8 @@ pub(super) fn incoming_part(reg: &Registry, dt: &DocType, current: &Doc, diff: &
     out
 }
 
-pub(super) type LocalNames = std::collections::HashMap<(String, String), String>;
+/// (type, name as one site calls it) -> the name the other site gives the same document.
+pub type LocalNames = std::collections::HashMap<(String, String), String>;
 
 /// For links to types this consumer keeps under local names (`use_same_name` off): the
 /// producer's name of each linked document and its local name.
@@ -68,8 +69,48 @@ pub(super) async fn local_names(
     Ok(names)
 }
 
+/// For each type this site keeps under local names from `info`'s producer: (type, local name)
+/// -> the producer's name; [`rename_links`] with it turns local links back into the producer's
+/// (verification compares documents as the producer has them).
+pub async fn producer_names(
+    conn: &mut Conn,
+    reg: &Registry,
+    info: &ProducerInfo,
+) -> Result<LocalNames> {
+    let mut names = LocalNames::new();
+    for sub in info
+        .types
+        .iter()
+        .filter(|t| !t.use_same_name && !t.unsubscribed)
+    {
+        let dt = reg.get(&sub.local_type)?;
+        if dt.field("remote_docname").is_none() {
+            continue;
+        }
+        let rows = store::fetch_docs(
+            conn,
+            &format!(
+                r#"SELECT name, remote_docname FROM {} WHERE remote_site_name = $1 AND remote_docname IS NOT NULL"#,
+                store::q(&dt.table())
+            ),
+            &[Param::text(&info.url)],
+        )
+        .await?;
+        for r in rows {
+            names.insert(
+                (
+                    sub.local_type.clone(),
+                    name_text(r.get("name").unwrap_or(&Value::Null)),
+                ),
+                text(r.get("remote_docname")),
+            );
+        }
+    }
+    Ok(names)
+}
+
 /// Replaces producer names by local names in a document's links, child rows included.
-pub(super) fn rename_links(reg: &Registry, dt: &DocType, doc: &mut Doc, names: &LocalNames) {
+pub fn rename_links(reg: &Registry, dt: &DocType, doc: &mut Doc, names: &LocalNames) {
     if names.is_empty() {
         return;
     }

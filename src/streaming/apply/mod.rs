@@ -42,6 +42,7 @@ use batch::*;
 use dependencies::*;
 use document::*;
 use local_names::*;
+pub use local_names::{producer_names, rename_links, LocalNames};
 use mapped::*;
 use producer_info::{binds_key, read_stamp};
 pub use producer_info::{
