@@ -652,10 +652,12 @@ both_backends!(
         )
         .await;
         // Methods: ping without auth, arguments in the query string with an empty body, POST / with cmd.
-        let (s, p) = site
-            .request("", Method::GET, "/api/method/frappe.ping", None)
-            .await;
-        assert_eq!((s.as_u16(), p["message"].clone()), (200, json!("pong")));
+        for method in ["frappe.ping", "ping"] {
+            let (s, p) = site
+                .request("", Method::GET, &format!("/api/method/{method}"), None)
+                .await;
+            assert_eq!((s.as_u16(), p["message"].clone()), (200, json!("pong")));
+        }
         let (s, v) = site.request(&site.admin_auth, Method::POST, "/api/method/frappe.client.get_value?doctype=User&fieldname=full_name&filters=clerk%40example.com", None).await;
         assert_eq!(
             (s.as_u16(), v["message"]["full_name"].clone()),

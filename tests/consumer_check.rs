@@ -238,6 +238,26 @@ async fn a_frappe_consumer_is_checked_through_its_lists() {
     }
     let (s, b) = p.put(&path, json!({"consumer_doctypes": rows})).await;
     assert_eq!(s, 200, "{b}");
+    // Frappe's consumer rewrites its rows when its Event Producer is edited, without Sync
+    // Existing: they stay approved and keep sending nothing that existed before.
+    let frappe_rows = json!([{"ref_doctype": "ToDo", "status": "Pending", "unsubscribed": 0},
+                             {"ref_doctype": "Note", "status": "Pending", "unsubscribed": 0}]);
+    let (s, b) = p
+        .request(
+            &auth,
+            reqwest::Method::PUT,
+            &path,
+            Some(json!({"consumer_doctypes": frappe_rows, "incoming_change": 1})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    for r in b["data"]["consumer_doctypes"].as_array().unwrap() {
+        assert_eq!(
+            (&r["status"], &r["sync_existing"]),
+            (&json!("Approved"), &json!(0)),
+            "{b}"
+        );
+    }
 
     let mut todos = vec![];
     for i in 1..=3 {

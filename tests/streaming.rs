@@ -1016,3 +1016,75 @@ async fn a_cancelled_document_arrives_cancelled() {
         0
     );
 }
+
+/// A dependency inserted by an update whose save then fails is rolled back with it: its Synced
+/// sync log goes too, and the next update of the page that needs it inserts it again instead
+/// of taking it for present (it was, until the rollback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_rolled_back_with_its_update_is_not_counted() {
+    let (p, c) = start_pair().await;
+    seed_invoice_masters(&p).await;
+    p.insert("Item", json!({"item_code": "I2", "item_group": "All"}))
+        .await;
+    // The consumer's Items need a shelf code the producer's lack: I1 cannot be saved here.
+    let (s, b) = c
+        .post(
+            "/api/resource/Custom Field",
+            json!({"dt": "Item", "fieldname": "shelf_code", "fieldtype": "Data", "label": "Shelf Code", "reqd": 1}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    seed_invoice_masters_but_customer(&c).await;
+    c.insert(
+        "Item",
+        json!({"item_code": "I2", "item_group": "All", "shelf_code": "A1"}),
+    )
+    .await;
+    let line = |item: &str| json!({"customer": "Both", "items": [{"item_code": item, "qty": 1, "rate": 3}]});
+    let first = p.insert("Sales Invoice", line("I1")).await;
+    let second = p.insert("Sales Invoice", line("I2")).await;
+    // Both existing invoices come in one page: the first fails after inserting Customer Both.
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 1}]),
+    )
+    .await;
+    let second = second["name"].as_str().unwrap().to_string();
+    eventually(15, "the second invoice", || {
+        get_opt(&c, format!("/api/resource/Sales Invoice/{second}"))
+    })
+    .await;
+    assert!(
+        get_opt(&c, "/api/resource/Customer/Both").await.is_some(),
+        "the customer the second invoice links to is here"
+    );
+    let (_, logs) = c
+        .get(r#"/api/resource/Event Sync Log?fields=["status","ref_doctype","docname","producer_doc","error"]&limit_page_length=0"#)
+        .await;
+    let logs = logs["data"].as_array().unwrap();
+    let customer_logs: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["ref_doctype"] == "Customer")
+        .collect();
+    assert_eq!(
+        customer_logs.len(),
+        1,
+        "one Synced Create of the customer: {logs:?}"
+    );
+    assert_eq!(customer_logs[0]["status"], "Synced");
+    let first = first["name"].as_str().unwrap();
+    let failed = logs
+        .iter()
+        .find(|l| l["producer_doc"] == first)
+        .expect("the first invoice's sync log");
+    assert_eq!(failed["status"], "Failed", "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("I1"), "{failed}");
+}
+
+/// The invoice masters of [`seed_invoice_masters`] without its Customer.
+async fn seed_invoice_masters_but_customer(site: &TestSite) {
+    site.insert("UOM", json!({"uom_name": "Nos"})).await;
+    site.insert("Item Group", json!({"item_group_name": "All"}))
+        .await;
+}

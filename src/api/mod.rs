@@ -212,7 +212,7 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// Methods that need no authentication.
 fn is_open_method(m: &str) -> bool {
-    matches!(m, "login" | "frappe.ping" | "logout")
+    matches!(m, "login" | "frappe.ping" | "ping" | "logout")
 }
 
 /// A desk session (one that was given a CSRF token) must send it with every request that

@@ -243,7 +243,9 @@ impl FieldType {
                         .map(Value::String)
                         .ok_or_else(|| bad("time (HH:MM:SS)")),
                     FieldType::Select => {
-                        if options.split('\n').any(|o| o == s) {
+                        // As in Frappe, a Select without options takes any value (ERPNext
+                        // fills some, such as Company's chart of accounts, in the browser).
+                        if options.trim().is_empty() || options.split('\n').any(|o| o == s) {
                             Ok(Value::String(s))
                         } else {
                             let choices: Vec<&str> =
@@ -307,6 +309,13 @@ mod tests {
         assert!(FieldType::Select
             .coerce(&json!("Maybe"), "Status", "Open\nClosed")
             .is_err());
+        // Frappe's rule: no options, any value (ERPNext's Company.chart_of_accounts).
+        assert_eq!(
+            FieldType::Select
+                .coerce(&json!("Standard"), "Chart Of Accounts Template", "")
+                .unwrap(),
+            json!("Standard")
+        );
         assert_eq!(
             FieldType::Data.coerce(&json!(""), "Title", "").unwrap(),
             Value::Null

@@ -23,6 +23,9 @@ pub(super) async fn apply_and_log(
     let outcome = match blocker {
         Some(b) => Err(Error::Validation(format!("waiting on {b}"))),
         None => {
+            // A failed attempt's savepoint takes back its writes; what it taught the batch
+            // (dependencies inserted and their Synced logs) is taken back with them.
+            let mark = batch.careful.then(|| batch.known.mark());
             let known = &mut batch.known;
             let mut attempt = async |conn: &mut Conn| {
                 known.note = None;
@@ -31,8 +34,12 @@ pub(super) async fn apply_and_log(
                 files::store_files(a, conn, sub, inc, &local, known).await?;
                 Ok(local)
             };
-            if batch.careful {
-                store::in_savepoint(tx, attempt).await?
+            if let Some(mark) = mark {
+                let out = store::in_savepoint(tx, attempt).await?;
+                if out.is_err() {
+                    batch.known.rewind(mark);
+                }
+                out
             } else {
                 // Optimistic: no savepoint. A failure leaves the transaction dirty, so the
                 // page is rolled back and applied again with one savepoint per update.
@@ -144,6 +151,40 @@ pub struct Known {
     /// Fields of the current update that conflict with this site's edits (`conflict.rs`),
     /// kept here and recorded on its sync log.
     pub(super) conflict: Option<Value>,
+}
+
+/// What [`Known`] held before an attempt, to take back what a failed one added.
+pub(super) struct Mark {
+    sync_logs: usize,
+    linked_noted: usize,
+    present: std::collections::HashSet<(String, String)>,
+    absent: std::collections::HashSet<(String, String)>,
+    synced: std::collections::HashSet<(String, String)>,
+    kept_both: std::collections::HashMap<(String, String), String>,
+}
+
+impl Known {
+    /// Where the batch stands before an attempt.
+    pub(super) fn mark(&self) -> Mark {
+        Mark {
+            sync_logs: self.sync_logs.len(),
+            linked_noted: self.linked_noted.len(),
+            present: self.present.clone(),
+            absent: self.absent.clone(),
+            synced: self.synced.clone(),
+            kept_both: self.kept_both.clone(),
+        }
+    }
+
+    /// Takes back what an attempt rolled back to its savepoint had added.
+    pub(super) fn rewind(&mut self, m: Mark) {
+        self.sync_logs.truncate(m.sync_logs);
+        self.linked_noted.truncate(m.linked_noted);
+        self.present = m.present;
+        self.absent = m.absent;
+        self.synced = m.synced;
+        self.kept_both = m.kept_both;
+    }
 }
 
 impl BatchState {

@@ -66,7 +66,8 @@ pub(super) fn fetch_missing<'a>(
                 known.present.insert(key);
                 continue;
             }
-            let fetched = match known.fetched.remove(&key) {
+            // Kept for another attempt, should this one be rolled back.
+            let fetched = match known.fetched.get(&key).cloned() {
                 Some(doc) => doc,
                 None => remote.get_doc(&target, &value).await.map_err(|e| {
                     Error::LinkValidation(format!(

@@ -49,13 +49,20 @@ pub fn validate(
             .and_then(Value::as_array_mut)
         {
             for r in rs.iter_mut() {
-                let status = before
-                    .iter()
-                    .find(|b| row_type(b) == row_type(r))
+                let was = before.iter().find(|b| row_type(b) == row_type(r));
+                let status = was
                     .map(row_status)
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| "Pending".into());
                 r["status"] = Value::String(status);
+                // Frappe's consumer rewrites its rows without Sync Existing: a row keeps what
+                // it was registered with, and a new one without it sends nothing existing,
+                // as Frappe's producer does (else a row approved again would send them all).
+                let given = r.get("sync_existing").filter(|v| !v.is_null()).cloned();
+                r["sync_existing"] = match was {
+                    Some(b) => b.get("sync_existing").cloned().unwrap_or(Value::from(0)),
+                    None => given.unwrap_or(Value::from(0)),
+                };
             }
         }
     } else if old.is_some() {
