@@ -76,7 +76,8 @@ impl Frappe {
 }
 
 /// Answers as a Frappe 14 consumer site: its Event Producer (ToDo under the producer's names,
-/// Note under its own), lists, documents, and the calls a producer makes.
+/// Note under its own through a mapping into Note), lists, documents, and the calls a producer
+/// makes.
 async fn frappe_site(State(st): State<Arc<Mutex<Frappe>>>, req: Request<Body>) -> Response {
     let method = req.method().clone();
     let auth = req
@@ -90,14 +91,19 @@ async fn frappe_site(State(st): State<Arc<Mutex<Frappe>>>, req: Request<Body>) -
         .into_owned();
     let mut st = st.lock().unwrap();
     let url = st.producer_url.clone();
-    let row = |n: u32, t: &str, same: u8| {
+    let row = |n: u32, t: &str, same: u8, mapping: Option<&str>| {
         json!({"name": format!("row-{n}"), "idx": n, "ref_doctype": t, "status": "Approved",
-               "has_mapping": 0, "mapping": null, "use_same_name": same, "unsubscribe": 0})
+               "has_mapping": u8::from(mapping.is_some()), "mapping": mapping, "use_same_name": same, "unsubscribe": 0})
     };
     let message = match (method.as_str(), path.as_str()) {
         ("GET", p) if p == format!("/api/resource/Event Producer/{url}") => {
             return axum::Json(json!({"data": {"name": url, "producer_url": url,
-                "producer_doctypes": [row(1, "ToDo", 1), row(2, "Note", 0)]}}))
+                "producer_doctypes": [row(1, "ToDo", 1, None), row(2, "Note", 0, Some("Note as is"))]}}))
+            .into_response()
+        }
+        ("GET", "/api/resource/Document Type Mapping/Note as is") => {
+            return axum::Json(json!({"data": {"name": "Note as is", "local_doctype": "Note",
+                "remote_doctype": "Note", "field_mapping": []}}))
             .into_response()
         }
         ("PUT", p) if p.starts_with("/api/resource/Event Producer/") => {
@@ -364,6 +370,10 @@ async fn a_frappe_consumer_is_checked_through_its_lists() {
     assert!(
         out.contains(&format!("missing there ToDo {}", todos[2])),
         "{out}"
+    );
+    assert!(
+        out.contains("not compared: Note: ") && out.contains("compared by presence only"),
+        "a row mapped into the same type is compared by presence: {out}"
     );
     let card = consumer_card(&p, &consumer).await;
     assert_eq!(card["status"], "Differences found", "{card}");

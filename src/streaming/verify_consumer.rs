@@ -40,12 +40,14 @@ enum Kept {
     SameName,
     /// Under names of its own, with the producer's in `remote_docname`.
     OwnNames,
-    /// Mapped to another type, or no plain row: not compared.
+    /// Mapped to another type, or no row: not compared.
     Elsewhere(String),
 }
 
-/// Reads the consumer's Event Producer for this site: how each type is kept there.
-async fn kept_there(site: &Site, remote: &RemoteSite, doctype: &str) -> Result<Kept> {
+/// Reads the consumer's Event Producer for this site: how each type is kept there, and
+/// whether through a mapping (into the same type: its fields are the mapping's, so only
+/// presence is compared).
+async fn kept_there(site: &Site, remote: &RemoteSite, doctype: &str) -> Result<(Kept, bool)> {
     let doc = remote.get_doc("Event Producer", &site.config.url).await?;
     let rows = doc
         .get("producer_doctypes")
@@ -53,19 +55,35 @@ async fn kept_there(site: &Site, remote: &RemoteSite, doctype: &str) -> Result<K
         .cloned()
         .unwrap_or_default();
     let flag = |r: &Value, k: &str| r.get(k).and_then(Value::as_i64).unwrap_or(0) != 0;
-    let plain = rows.iter().find(|r| {
-        text(r.get("ref_doctype")) == doctype
-            && !flag(r, "has_mapping")
-            && text(r.get("mapping")).is_empty()
-    });
-    Ok(match plain {
-        Some(r) if flag(r, "use_same_name") => Kept::SameName,
-        Some(_) => Kept::OwnNames,
-        None => Kept::Elsewhere(format!(
-            "{doctype}: {} keeps it through a mapping (or has no row for it): not compared",
+    let elsewhere = || {
+        Kept::Elsewhere(format!(
+            "{doctype}: {} keeps it through a mapping into another type (or has no row for it): not compared",
             remote.url
-        )),
-    })
+        ))
+    };
+    let kept = |r: &Value| match flag(r, "use_same_name") {
+        true => Kept::SameName,
+        false => Kept::OwnNames,
+    };
+    for r in &rows {
+        let mapping = text(r.get("mapping"));
+        let mapped = flag(r, "has_mapping") || !mapping.is_empty();
+        if !mapped && text(r.get("ref_doctype")) == doctype {
+            return Ok((kept(r), false));
+        }
+    }
+    // A Frappe row names the local type and its mapping the remote one.
+    for r in &rows {
+        let mapping = text(r.get("mapping"));
+        if mapping.is_empty() || text(r.get("ref_doctype")) != doctype {
+            continue;
+        }
+        let m = remote.get_doc("Document Type Mapping", &mapping).await?;
+        if text(m.get("remote_doctype")) == doctype && text(m.get("local_doctype")) == doctype {
+            return Ok((kept(r), true));
+        }
+    }
+    Ok((elsewhere(), false))
 }
 
 /// The consumer's documents of a type, as (producer's name -> its name there).
@@ -153,11 +171,18 @@ async fn compare_type(
     deep: bool,
     report: &mut Report,
 ) -> Result<()> {
-    let kept = kept_there(site, remote, doctype).await?;
+    let (kept, mapped) = kept_there(site, remote, doctype).await?;
     if let Kept::Elsewhere(why) = &kept {
         report.skipped.push(why.clone());
         return Ok(());
     }
+    if mapped && deep {
+        report.skipped.push(format!(
+            "{doctype}: {} maps it (its fields are the mapping's): compared by presence only",
+            remote.url
+        ));
+    }
+    let deep = deep && !mapped;
     let should = {
         let mut conn = site.store.conn().await?;
         super::verify::should_hold(&mut conn, site, &remote.url, doctype, report.as_of).await?
