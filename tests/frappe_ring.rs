@@ -50,7 +50,12 @@ fn frappe_site(state: Arc<Mutex<FrappeLog>>) -> axum::Router {
 
 /// A log as Frappe 14 serves it (data as a JSON string, named by a hash, ordered by creation).
 fn log(n: u32, update_type: &str, docname: &str, data: Value) -> Value {
-    json!({"update_type": update_type, "ref_doctype": "ToDo", "docname": docname,
+    log_of(n, "ToDo", update_type, docname, data)
+}
+
+/// [`log`] of another type.
+fn log_of(n: u32, doctype: &str, update_type: &str, docname: &str, data: Value) -> Value {
+    json!({"update_type": update_type, "ref_doctype": doctype, "docname": docname,
            "name": format!("log{n}"), "creation": format!("2026-12-01 10:00:{n:02}.000000"),
            "data": data.to_string()})
 }
@@ -73,6 +78,10 @@ async fn an_echo_is_merged(backend: Backend) {
         )
         .await;
     assert_eq!(s, 200, "{b}");
+    // A Note of this site's that a ToDo refers to: the Frappe site fetches it as a dependency
+    // (it consumes ToDos only) and re-logs it as its own Create.
+    let terms = d.insert("Note", json!({"title": "Acme terms"})).await;
+    let terms = terms["name"].as_str().unwrap().to_string();
     // A ToDo made before the Frappe site subscribed (it goes out with the first snapshot).
     let early = d
         .insert(
@@ -151,13 +160,22 @@ async fn an_echo_is_merged(backend: Backend) {
             &sent,
             json!({"changed": {"description": "Call Acme Corp"}, "added": {}, "removed": {}, "row_changed": {}}),
         ));
+        st.logs.push(log_of(
+            4,
+            "Note",
+            "Create",
+            &terms,
+            json!({"name": terms, "doctype": "Note", "title": "Acme terms", "public": 0, "notify_on_login": 0,
+                   "content": "<p>Net 30</p>", "seen_by": []}),
+        ));
     }
     // This site subscribes to the Frappe site's ToDos: a ring.
     let (s, b) = d
         .post(
             "/api/resource/Event Producer",
             json!({"producer_url": frappe, "user": "es@example.com", "api_key": "k", "api_secret": "s",
-                   "producer_doctypes": [{"ref_doctype": "ToDo", "use_same_name": 1}]}),
+                   "producer_doctypes": [{"ref_doctype": "ToDo", "use_same_name": 1},
+                                         {"ref_doctype": "Note", "use_same_name": 1}]}),
         )
         .await;
     assert_eq!(s, 200, "{b}\n{}", d.log());
@@ -170,6 +188,13 @@ async fn an_echo_is_merged(backend: Backend) {
     assert_eq!(todo["date"], "2026-12-10", "what was empty here is taken");
     let (_, first) = d.get(&format!("/api/resource/ToDo/{early}")).await;
     assert_eq!(first["data"]["date"], "2026-12-10", "{first}");
+    // The dependency the Frappe site fetched comes back merged too, not as a name clash.
+    let note = eventually(15, "the fetched Note's echo", || async {
+        let n = get_opt(&d, &format!("/api/resource/Note/{terms}")).await?;
+        (n["content"] == "<p>Net 30</p>").then_some(n)
+    })
+    .await;
+    assert_eq!(note["title"], "Acme terms");
     assert_eq!(
         count_of(&d, "Event Sync Log", json!({"status": "Failed"})).await,
         0
@@ -189,7 +214,7 @@ async fn an_echo_is_merged(backend: Backend) {
     );
     // A Create for a name held here that this site never sent there is still a name clash.
     state.lock().unwrap().logs.push(log(
-        4,
+        6,
         "Create",
         &clash,
         json!({"name": clash, "doctype": "ToDo", "description": "Theirs", "status": "Open"}),

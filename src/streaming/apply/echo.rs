@@ -8,7 +8,7 @@
 use super::*;
 
 /// True when the producer's Create of `docname` is this site's own document coming back: the
-/// producer is an approved consumer of the type here, and the Create carries what this
+/// producer is an approved consumer here (of the type, or of one linking to it), and the Create carries what this
 /// site's own Create log of it carried (a log that did not come from the producer), field
 /// for field (the producer may add what was empty).
 pub(super) async fn is_echo(
@@ -18,7 +18,7 @@ pub(super) async fn is_echo(
     docname: &str,
     incoming: &Doc,
 ) -> Result<bool> {
-    if !consumes_here(a, conn, dt).await? {
+    if !consumes_here(a, conn).await? {
         return Ok(false);
     }
     let created = store::fetch_docs(
@@ -67,7 +67,7 @@ pub(super) async fn sent_here(
     field: &str,
     value: &Value,
 ) -> Result<bool> {
-    if !consumes_here(a, conn, dt).await? {
+    if !consumes_here(a, conn).await? {
         return Ok(false);
     }
     let logs = store::fetch_docs(
@@ -96,18 +96,15 @@ pub(super) async fn sent_here(
     }))
 }
 
-/// Whether the producer is an approved consumer of `dt` here (what this site sends it comes
-/// back from a Frappe site).
-async fn consumes_here(a: &Applying<'_>, conn: &mut Conn, dt: &DocType) -> Result<bool> {
+/// Whether the producer is an approved consumer here (what this site sends it comes back
+/// from a Frappe site): of `dt`, or of any type, since a Frappe consumer fetches the documents
+/// its documents link to itself and re-logs them as its own Creates.
+async fn consumes_here(a: &Applying<'_>, conn: &mut Conn) -> Result<bool> {
     let consumer = store::fetch_docs(
         conn,
         r#"SELECT 1 AS hit FROM "tabEvent Consumer Document Type" t
-           WHERE t.parent = $1 AND t.parenttype = 'Event Consumer' AND t.ref_doctype = $2
-             AND t.status = 'Approved' LIMIT 1"#,
-        &[
-            Param::Text(Some(a.info.url.clone())),
-            Param::Text(Some(dt.name.clone())),
-        ],
+           WHERE t.parent = $1 AND t.parenttype = 'Event Consumer' AND t.status = 'Approved' LIMIT 1"#,
+        &[Param::Text(Some(a.info.url.clone()))],
     )
     .await?;
     Ok(!consumer.is_empty())
