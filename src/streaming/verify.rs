@@ -662,26 +662,75 @@ async fn field_differences(
 }
 
 /// Each field of `spec` whose value differs between this site's copy and the producer's, with
-/// both values.
+/// both values; in a child table, each differing column of each row (`items[2].rate`), or the
+/// row itself (its compared columns) where only one side has it.
 pub(super) fn differing_fields(
     ours: &serde_json::Map<String, Value>,
     theirs: &serde_json::Map<String, Value>,
     spec: &FieldSpec,
 ) -> Vec<Value> {
-    spec.iter()
-        .filter_map(|(f, cols)| {
-            let mut one = FieldSpec::new();
-            one.insert(f.clone(), cols.clone());
-            let (a, b) = (
-                digest::canonical_text(ours, &one),
-                digest::canonical_text(theirs, &one),
-            );
-            (a != b).then(|| {
+    let mut out = vec![];
+    for (f, cols) in spec {
+        let mut one = FieldSpec::new();
+        one.insert(f.clone(), cols.clone());
+        if digest::canonical_text(ours, &one) == digest::canonical_text(theirs, &one) {
+            continue;
+        }
+        let Some(cols) = cols else {
+            out.push(
                 json!({"field": f, "here": ours.get(f).cloned().unwrap_or(Value::Null),
-                       "there": theirs.get(f).cloned().unwrap_or(Value::Null)})
-            })
-        })
-        .collect()
+                            "there": theirs.get(f).cloned().unwrap_or(Value::Null)}),
+            );
+            continue;
+        };
+        let (a, b) = (rows_by_idx(ours, f), rows_by_idx(theirs, f));
+        let only = |r: Option<&serde_json::Map<String, Value>>| match r {
+            Some(r) => Value::Object(
+                cols.iter()
+                    .filter_map(|c| {
+                        r.get(c)
+                            .filter(|v| !v.is_null())
+                            .map(|v| (c.clone(), v.clone()))
+                    })
+                    .collect(),
+            ),
+            None => Value::Null,
+        };
+        for i in 0..a.len().max(b.len()) {
+            let (x, y) = (a.get(i).copied(), b.get(i).copied());
+            match (x, y) {
+                (Some(x), Some(y)) => {
+                    for c in cols {
+                        let mut col = FieldSpec::new();
+                        col.insert(c.clone(), None);
+                        if digest::canonical_text(x, &col) != digest::canonical_text(y, &col) {
+                            out.push(json!({"field": format!("{f}[{}].{c}", i + 1),
+                                            "here": x.get(c).cloned().unwrap_or(Value::Null),
+                                            "there": y.get(c).cloned().unwrap_or(Value::Null)}));
+                        }
+                    }
+                }
+                _ => out.push(
+                    json!({"field": format!("{f}[{}]", i + 1), "here": only(x), "there": only(y)}),
+                ),
+            }
+        }
+    }
+    out
+}
+
+/// A document's rows of a table field, in `idx` order.
+fn rows_by_idx<'a>(
+    doc: &'a serde_json::Map<String, Value>,
+    field: &str,
+) -> Vec<&'a serde_json::Map<String, Value>> {
+    let mut rows: Vec<&serde_json::Map<String, Value>> = doc
+        .get(field)
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_object).collect())
+        .unwrap_or_default();
+    rows.sort_by_key(|r| r.get("idx").and_then(Value::as_i64).unwrap_or(0));
+    rows
 }
 
 /// Records that an automatic verification could not compare (the counts are unknown).
@@ -730,4 +779,37 @@ async fn record(site: &Site, report: &Report) -> Result<()> {
     )
     .await?;
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_rows_difference_names_its_row_and_column() {
+        let mut spec = FieldSpec::new();
+        spec.insert("description".into(), None);
+        spec.insert(
+            "item_defaults".into(),
+            Some(vec!["company".into(), "income_account".into()]),
+        );
+        let ours = json!({"description": "Box", "item_defaults": [
+            {"idx": 1, "company": "HO", "income_account": null, "owner": "a", "modified": "x"}]});
+        let theirs = json!({"description": "Box", "item_defaults": [
+            {"idx": 2, "company": "BR", "income_account": "Sales - BR"},
+            {"idx": 1, "company": "HO", "income_account": "Sales - HO", "owner": "b", "modified": "y"}]});
+        let found = differing_fields(
+            ours.as_object().unwrap(),
+            theirs.as_object().unwrap(),
+            &spec,
+        );
+        assert_eq!(
+            found,
+            vec![
+                json!({"field": "item_defaults[1].income_account", "here": null, "there": "Sales - HO"}),
+                json!({"field": "item_defaults[2]", "here": null,
+                       "there": {"company": "BR", "income_account": "Sales - BR"}}),
+            ]
+        );
+    }
 }
