@@ -653,3 +653,48 @@ async fn a_frappe_14_consumer_as_frappe_speaks_it() {
         state.lock().unwrap().unknown
     );
 }
+
+/// Frappe sends no document that existed before the subscription: with Sync Existing, once the
+/// producer approves the row the consumer fetches them itself (one verification with repairs
+/// by the producer's lists), each with a sync log noted "repair".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frappe_producers_existing_documents_arrive() {
+    let (state, producer_url, c) = subscribed(false).await;
+    state.lock().unwrap().docs = vec![todo(
+        "exist00001",
+        "made before the subscription",
+        "2026-11-23 14:08:10.000000",
+    )];
+    // Frappe's producer mirrors its approval onto the consumer's Event Producer.
+    let path = format!("/api/resource/Event Producer/{producer_url}");
+    let (_, ep) = c.get(&path).await;
+    let mut rows = ep["data"]["producer_doctypes"].as_array().unwrap().clone();
+    for r in rows.iter_mut() {
+        assert_eq!(r["sync_existing"], 1, "the default: {r}");
+        r["status"] = json!("Approved");
+    }
+    let (s, b) = c
+        .put(
+            &path,
+            json!({"producer_doctypes": rows, "incoming_change": 1}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let t = eventually(15, "the ToDo that existed before", || {
+        get_opt(&c, "/api/resource/ToDo/exist00001")
+    })
+    .await;
+    assert_eq!(t["description"], "made before the subscription");
+    let (_, logs) = c
+        .get(r#"/api/resource/Event Sync Log?filters=[["producer_doc","=","exist00001"]]&fields=["status","note"]"#)
+        .await;
+    let log = &logs["data"][0];
+    assert_eq!(log["status"], "Synced", "{logs}");
+    assert!(
+        log["note"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("repair"),
+        "{logs}"
+    );
+}

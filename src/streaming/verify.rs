@@ -307,8 +307,14 @@ async fn due(site: &Site, conn: &mut Conn, producer: Option<&str>) -> Result<Vec
         (DUE_NOW.to_string(), "last_verified = $1")
     };
     let mut params = vec![Param::Text(Some(cutoff))];
+    // A producer pulled by time (Frappe) sends nothing that existed before the subscription:
+    // one verification with repairs, once it was approved, fetches what Sync Existing asks
+    // for. Later ones are on demand (each reads every name of the types).
     let mut sql = format!(
-        r#"SELECT name AS n FROM "tabEvent Producer Last Update" WHERE last_seq IS NOT NULL AND {test}"#
+        r#"SELECT name AS n FROM "tabEvent Producer Last Update" u WHERE ((last_seq IS NOT NULL AND {test})
+             OR (last_seq IS NULL AND last_verified IS NULL AND EXISTS (SELECT 1 FROM "tabEvent Producer Document Type" r
+                 WHERE r.parent = u.name AND r.status = 'Approved' AND COALESCE(r.sync_existing, 0) = 1
+                   AND COALESCE(r.unsubscribe, 0) = 0 AND COALESCE(r.has_mapping, 0) = 0)))"#
     );
     if let Some(p) = producer {
         params.push(Param::text(p));
