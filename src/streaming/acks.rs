@@ -24,8 +24,9 @@ pub struct Acks {
     pending: Mutex<HashMap<String, i64>>,
     /// Held while a batch is written, so a reader that flushes sees every earlier batch.
     writing: tokio::sync::Mutex<()>,
-    /// Consumers seen pulling by time (Frappe), not yet written as such; and those written.
-    by_time: Mutex<(HashSet<String>, HashSet<String>)>,
+    /// Consumers seen pulling by time (Frappe) since the last flush (a pull of theirs is
+    /// rare: marking each costs one write per pull).
+    by_time: Mutex<HashSet<String>>,
 }
 
 impl Acks {
@@ -45,9 +46,7 @@ impl Acks {
     pub fn note_by_time(&self, consumer: &str, seq: i64) {
         self.note(consumer, seq);
         let mut by_time = self.by_time.lock().expect("acks lock");
-        if !by_time.1.contains(consumer) {
-            by_time.0.insert(consumer.to_string());
-        }
+        by_time.insert(consumer.to_string());
     }
 
     /// Writes what is pending in one transaction. Rows only move forward, and only for
@@ -55,7 +54,7 @@ impl Acks {
     pub async fn flush(&self, site: &Site) -> Result<()> {
         let _writing = self.writing.lock().await;
         let batch = std::mem::take(&mut *self.pending.lock().expect("acks lock"));
-        let by_time = std::mem::take(&mut self.by_time.lock().expect("acks lock").0);
+        let by_time = std::mem::take(&mut *self.by_time.lock().expect("acks lock"));
         if batch.is_empty() && by_time.is_empty() {
             return Ok(());
         }
@@ -84,15 +83,12 @@ impl Acks {
             tx.commit().await
         }
         .await;
-        let mut marks = self.by_time.lock().expect("acks lock");
         if written.is_err() {
             // Kept for the next flush rather than lost (a newer note wins).
             for (consumer, seq) in batch {
                 self.note(&consumer, seq);
             }
-            marks.0.extend(by_time);
-        } else {
-            marks.1.extend(by_time);
+            self.by_time.lock().expect("acks lock").extend(by_time);
         }
         written
     }

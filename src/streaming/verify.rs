@@ -233,6 +233,22 @@ pub struct Report {
 }
 
 impl Report {
+    /// An empty report on `producer`'s documents as of `as_of` (`position` as a person reads it).
+    pub fn new(producer: &str, as_of: i64, position: String) -> Report {
+        Report {
+            producer: producer.to_string(),
+            consumer: None,
+            as_of,
+            position,
+            documents: 0,
+            differences: vec![],
+            repaired: 0,
+            skipped: vec![],
+            bytes_sent: 0,
+            bytes_received: 0,
+        }
+    }
+
     /// Differences left after repairs.
     pub fn remaining(&self) -> usize {
         self.differences.len() - self.repaired
@@ -400,18 +416,7 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
     };
     let as_of = as_of.unwrap_or(0);
     let remote = info.remote(site).await?;
-    let mut report = Report {
-        producer: producer.to_string(),
-        consumer: None,
-        as_of,
-        position,
-        documents: 0,
-        differences: vec![],
-        repaired: 0,
-        skipped: vec![],
-        bytes_sent: 0,
-        bytes_received: 0,
-    };
+    let mut report = Report::new(producer, as_of, position);
     for sub in info.types.iter().filter(|t| !t.unsubscribed) {
         if sub.mapping.is_some() {
             report.skipped.push(format!(

@@ -273,18 +273,8 @@ async fn compare(site: &Site, consumer: &str, deep: bool) -> Result<Report> {
         .collect()
     };
     let remote = super::remote_with_stored_keys(site, "Event Consumer", consumer).await?;
-    let mut report = Report {
-        producer: site.config.url.clone(),
-        consumer: Some(consumer.to_string()),
-        as_of,
-        position: format!("seq {as_of}"),
-        documents: 0,
-        differences: vec![],
-        repaired: 0,
-        skipped: vec![],
-        bytes_sent: 0,
-        bytes_received: 0,
-    };
+    let mut report = Report::new(&site.config.url, as_of, format!("seq {as_of}"));
+    report.consumer = Some(consumer.to_string());
     let mut seen = BTreeSet::new();
     for t in types.into_iter().filter(|t| seen.insert(t.clone())) {
         compare_type(site, &remote, &t, deep, &mut report).await?;
