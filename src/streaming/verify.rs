@@ -408,7 +408,14 @@ pub async fn verify_due(site: &Site) -> Result<()> {
 async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
     let info = ProducerInfo::load(site, producer).await?;
     // A producer pulled by time (Frappe) keeps no seq: its lists are compared instead.
-    let (as_of, last_update) = checkpoint(site, producer).await?;
+    let (as_of, last_update) = super::consumer::checkpoint(site, producer)
+        .await
+        .map_err(|e| match e {
+            Error::DoesNotExist(_) => Error::Validation(format!(
+                "{producer} was never pulled from: verification compares once it has been"
+            )),
+            e => e,
+        })?;
     let mut by_list = as_of.is_none();
     let position = match as_of {
         Some(n) => format!("seq {n}"),
@@ -417,6 +424,12 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
     let as_of = as_of.unwrap_or(0);
     let remote = info.remote(site).await?;
     let mut report = Report::new(producer, as_of, position);
+    // Documents and links kept here under local names are compared under the producer's.
+    let back = {
+        let mut conn = site.store.conn().await?;
+        super::apply::producer_names(&mut conn, &site.meta(), &info).await?
+    };
+    let mut window = None;
     for sub in info.types.iter().filter(|t| !t.unsubscribed) {
         if sub.mapping.is_some() {
             report.skipped.push(format!(
@@ -426,7 +439,7 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
             continue;
         }
         if !by_list {
-            match compare_type(site, &info, &remote, sub, &mut report).await {
+            match compare_type(site, (&info, &back), &remote, sub, &mut report).await {
                 // docstream before 0.2 pulls by seq but has no digests.
                 Err(Error::DoesNotExist(m)) if m.contains("verify_digests") => by_list = true,
                 done => {
@@ -442,8 +455,19 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
             ));
             continue;
         }
-        super::verify_by_list::compare_type(site, &info, &remote, sub, how.deep, &mut report)
-            .await?;
+        if window.is_none() {
+            window = Some(super::verify_by_list::window(site, &info, &last_update).await?);
+        }
+        let window = window.as_ref().expect("just read");
+        super::verify_by_list::compare_type(
+            site,
+            (&info, window),
+            &remote,
+            sub,
+            how.deep,
+            &mut report,
+        )
+        .await?;
     }
     if how.repair {
         for d in report.differences.iter_mut() {
@@ -476,31 +500,10 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
     Ok(report)
 }
 
-/// The consumer's seq checkpoint with `producer` (None when it pulls by time: a Frappe
-/// producer); an error when it was never pulled from.
-async fn checkpoint(site: &Site, producer: &str) -> Result<(Option<i64>, String)> {
-    let mut conn = site.store.conn().await?;
-    let rows = store::fetch_docs(
-        &mut conn,
-        r#"SELECT last_seq, last_update FROM "tabEvent Producer Last Update" WHERE name = $1"#,
-        &[Param::text(producer)],
-    )
-    .await?;
-    let row = rows.first().ok_or_else(|| {
-        Error::Validation(format!(
-            "{producer} was never pulled from: verification compares once it has been"
-        ))
-    })?;
-    Ok((
-        row.get("last_seq").and_then(Value::as_i64),
-        text(row.get("last_update")),
-    ))
-}
-
 /// Compares one subscribed type.
 async fn compare_type(
     site: &Site,
-    info: &ProducerInfo,
+    (info, back): (&ProducerInfo, &super::apply::LocalNames),
     remote: &RemoteSite,
     sub: &SubscribedType,
     report: &mut Report,
@@ -558,8 +561,6 @@ async fn compare_type(
     .iter()
     .map(|r| (text(r.get("remote_name")), text(r.get("local_name"))))
     .collect();
-    // Documents and links kept here under local names are compared under the producer's.
-    let back = super::apply::producer_names(&mut conn, &reg, info).await?;
     if !sub.use_same_name {
         local_of.extend(
             back.iter()
@@ -572,7 +573,7 @@ async fn compare_type(
         received.iter().map(|n| (local(n), n.clone())).collect();
     let locals: Vec<String> = remote_of.keys().cloned().collect();
     let as_producer =
-        |d: &mut serde_json::Map<String, Value>| super::apply::rename_links(&reg, &dt, d, &back);
+        |d: &mut serde_json::Map<String, Value>| super::apply::rename_links(&reg, &dt, d, back);
     let ours: BTreeMap<String, String> =
         digest::digests_as(&mut conn, &reg, &dt, &spec, &locals, &as_producer)
             .await?

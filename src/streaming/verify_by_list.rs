@@ -60,19 +60,16 @@ async fn received(
         .collect())
 }
 
-/// The consumer's cursor and the first log it applied from the producer, both by the
-/// producer's clock.
-async fn window(site: &Site, info: &ProducerInfo) -> Result<(String, String)> {
+/// The consumer's cursor (the creation of the last log it applied, `last_update`) and the
+/// first log it applied from the producer, both by the producer's clock.
+pub struct Window {
+    cursor: String,
+    first: String,
+}
+
+/// The window of a verification by lists, read once for all its types.
+pub async fn window(site: &Site, info: &ProducerInfo, last_update: &str) -> Result<Window> {
     let mut conn = site.store.conn().await?;
-    let cursor = store::fetch_docs(
-        &mut conn,
-        r#"SELECT last_update FROM "tabEvent Producer Last Update" WHERE name = $1"#,
-        &[Param::text(&info.url)],
-    )
-    .await?
-    .first()
-    .map(|r| text(r.get("last_update")))
-    .unwrap_or_default();
     let first = store::fetch_docs(
         &mut conn,
         r#"SELECT MIN(log_creation) AS first FROM "tabEvent Sync Log" WHERE event_producer = $1 AND log_creation IS NOT NULL AND log_creation <> ''"#,
@@ -82,7 +79,10 @@ async fn window(site: &Site, info: &ProducerInfo) -> Result<(String, String)> {
     .first()
     .map(|r| text(r.get("first")))
     .unwrap_or_default();
-    Ok((cursor, first))
+    Ok(Window {
+        cursor: last_update.to_string(),
+        first,
+    })
 }
 
 /// The row's condition and Sync Existing, as this site's Event Producer says.
@@ -186,13 +186,13 @@ async fn whole(
 /// Compares one subscribed type by the producer's lists; adds to `report`.
 pub async fn compare_type(
     site: &Site,
-    info: &ProducerInfo,
+    (info, window): (&ProducerInfo, &Window),
     remote: &RemoteSite,
     sub: &SubscribedType,
     deep: bool,
     report: &mut Report,
 ) -> Result<()> {
-    let (cursor, first) = window(site, info).await?;
+    let (cursor, first) = (&window.cursor, &window.first);
     let (conditioned, existing) = row_rules(site, info, &sub.remote_type).await?;
     let theirs = theirs(remote, &sub.remote_type).await?;
     report.bytes_received += theirs
