@@ -8,7 +8,8 @@
 use super::*;
 
 /// True when the producer's Create of `docname` is this site's own document coming back: the
-/// producer is an approved consumer here (of the type, or of one linking to it), and the Create carries what this
+/// producer is an approved consumer here (of the type, or of one linking to it), and the
+/// Create carries what this
 /// site's own Create log of it carried (a log that did not come from the producer), field
 /// for field (the producer may add what was empty).
 pub(super) async fn is_echo(
@@ -96,9 +97,9 @@ pub(super) async fn sent_here(
     }))
 }
 
-/// Whether the producer is an approved consumer here (what this site sends it comes back
-/// from a Frappe site): of `dt`, or of any type, since a Frappe consumer fetches the documents
-/// its documents link to itself and re-logs them as its own Creates.
+/// Whether the producer is an approved consumer here, of any type (what this site sends it
+/// comes back from a Frappe site, and a Frappe consumer fetches the documents its documents
+/// link to itself and re-logs them as its own Creates).
 async fn consumes_here(a: &Applying<'_>, conn: &mut Conn) -> Result<bool> {
     let consumer = store::fetch_docs(
         conn,
