@@ -9,9 +9,8 @@ use super::*;
 
 /// True when the producer's Create of `docname` is this site's own document coming back: the
 /// producer is an approved consumer here (of the type, or of one linking to it), and the
-/// Create carries what this
-/// site's own Create log of it carried (a log that did not come from the producer), field
-/// for field (the producer may add what was empty).
+/// Create carries what this site's own Create log of it carried (a log that did not come from
+/// the producer), field for field (the producer may add what was empty).
 pub(super) async fn is_echo(
     a: &Applying<'_>,
     conn: &mut Conn,
