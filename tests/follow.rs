@@ -313,3 +313,101 @@ async fn a_frappe_producers_type_is_made_without_its_scripts() {
         0
     );
 }
+
+/// A producer may hold a document without a field its own definition requires (ERPNext's root
+/// Accounts have no parent account): it arrives, into the type made from that definition, and
+/// its sync log says what it is held without. A field only the consumer requires stays its
+/// rule: a document without it fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_held_without_the_producers_mandatory_parent_arrives() {
+    let (p, c) = start_pair().await;
+    p.insert(
+        "DocType",
+        json!({"name": "Ledger", "autoname": "field:ledger_name", "fields": [
+            {"fieldname": "ledger_name", "label": "Ledger Name", "fieldtype": "Data", "reqd": 1, "unique": 1}]}),
+    )
+    .await;
+    p.insert("Ledger", json!({"ledger_name": "Root"})).await;
+    // The parent becomes mandatory once the root is in, as ERPNext's roots predate theirs.
+    let parent = json!({"dt": "Ledger", "fieldname": "parent_ledger", "label": "Parent Ledger",
+                        "fieldtype": "Link", "options": "Ledger", "reqd": 1});
+    let (s, b) = p.post("/api/resource/Custom Field", parent).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = p
+        .post("/api/resource/Ledger", json!({"ledger_name": "Orphan"}))
+        .await;
+    assert_eq!(s, 417, "the producer itself requires a parent now: {b}");
+    p.insert(
+        "Ledger",
+        json!({"ledger_name": "Sales", "parent_ledger": "Root"}),
+    )
+    .await;
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "Ledger", "use_same_name": 1, "sync_existing": 1}]),
+    )
+    .await;
+    eventually(15, "Sales on the consumer", || {
+        get_opt(&c, "/api/resource/Ledger/Sales")
+    })
+    .await;
+    let root = get_opt(&c, "/api/resource/Ledger/Root")
+        .await
+        .expect("the root is held here");
+    assert!(root["parent_ledger"].is_null(), "{root}");
+    let dt = get_opt(&c, "/api/resource/DocType/Ledger").await.unwrap();
+    let field = dt["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fieldname"] == "parent_ledger")
+        .expect("parent_ledger made from the producer's definition");
+    assert_eq!(field["reqd"], 1, "still mandatory here: {field}");
+    let (_, logs) = c
+        .get(r#"/api/resource/Event Sync Log?fields=["status","docname","error","note"]&filters=[["ref_doctype","=","Ledger"]]&limit_page_length=0"#)
+        .await;
+    let logs = logs["data"].as_array().unwrap().clone();
+    let root_log = logs
+        .iter()
+        .find(|l| l["docname"] == "Root")
+        .expect("Root's sync log");
+    assert_eq!(root_log["status"], "Synced", "{logs:?}");
+    assert!(
+        root_log["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("held without Parent Ledger (parent_ledger)")),
+        "{root_log}"
+    );
+    let sales_log = logs.iter().find(|l| l["docname"] == "Sales").unwrap();
+    assert!(
+        sales_log["note"].as_str().unwrap_or("").is_empty(),
+        "{sales_log}"
+    );
+    // A mandatory field of the consumer's own: the producer's documents lack it, and fail.
+    let own = json!({"dt": "Ledger", "fieldname": "cost_code", "label": "Cost Code",
+                     "fieldtype": "Data", "reqd": 1});
+    let (s, b) = c.post("/api/resource/Custom Field", own).await;
+    assert_eq!(s, 200, "{b}");
+    p.insert(
+        "Ledger",
+        json!({"ledger_name": "Income", "parent_ledger": "Root"}),
+    )
+    .await;
+    let failed = eventually(15, "Income's failed sync log", || async {
+        let (_, l) = c
+            .get(r#"/api/resource/Event Sync Log?fields=["status","error"]&filters=[["producer_doc","=","Income"]]"#)
+            .await;
+        l["data"].as_array().and_then(|a| a.first().cloned())
+    })
+    .await;
+    assert_eq!(failed["status"], "Failed", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("Cost Code (cost_code)"),
+        "{failed}"
+    );
+    assert!(get_opt(&c, "/api/resource/Ledger/Income").await.is_none());
+}

@@ -6,7 +6,7 @@
 use super::defaults::apply_defaults;
 use super::{is_empty, name_text, Pending, WriteFlags};
 use crate::error::{Error, Result};
-use crate::meta::{DocType, FieldType, Registry, Storage};
+use crate::meta::{DocField, DocType, FieldType, Registry, Storage};
 use crate::store::Doc;
 use serde_json::Value;
 
@@ -125,22 +125,37 @@ pub(super) fn check_set_only_once(dt: &DocType, old: &Doc, doc: &Doc) -> Result<
     Ok(())
 }
 
-pub(super) fn check_mandatory(reg: &Registry, dt: &DocType, doc: &Doc) -> Result<()> {
-    let mut missing = Vec::new();
-    for f in &dt.fields {
-        if f.reqd
-            && !matches!(
-                f.fieldtype,
-                FieldType::SectionBreak
-                    | FieldType::ColumnBreak
-                    | FieldType::TabBreak
-                    | FieldType::Password
-            )
-            && is_empty(doc.get(&f.fieldname))
-        {
-            missing.push(format!("{} ({})", f.label(), f.fieldname));
-        }
-    }
+/// The mandatory fields of `dt` (top level) that `empty` says are empty.
+pub fn missing_mandatory(dt: &DocType, empty: impl Fn(&str) -> bool) -> Vec<&DocField> {
+    dt.fields
+        .iter()
+        .filter(|f| {
+            f.reqd
+                && !matches!(
+                    f.fieldtype,
+                    FieldType::SectionBreak
+                        | FieldType::ColumnBreak
+                        | FieldType::TabBreak
+                        | FieldType::Password
+                )
+                && empty(&f.fieldname)
+        })
+        .collect()
+}
+
+/// Refuses a document that leaves a mandatory field empty, in it or in its child rows; the
+/// top-level fields in `unenforced` may stay empty.
+pub(super) fn check_mandatory(
+    reg: &Registry,
+    dt: &DocType,
+    doc: &Doc,
+    unenforced: &[String],
+) -> Result<()> {
+    let missing: Vec<String> = missing_mandatory(dt, |f| is_empty(doc.get(f)))
+        .into_iter()
+        .filter(|f| !unenforced.contains(&f.fieldname))
+        .map(|f| format!("{} ({})", f.label(), f.fieldname))
+        .collect();
     if !missing.is_empty() {
         let name = doc.get("name").map(name_text).unwrap_or_default();
         return Err(Error::Mandatory(format!(
@@ -164,7 +179,7 @@ pub(super) fn check_mandatory(reg: &Registry, dt: &DocType, doc: &Doc) -> Result
             .enumerate()
         {
             if let Some(r) = r.as_object() {
-                check_mandatory(reg, &child, r).map_err(|e| match e {
+                check_mandatory(reg, &child, r, &[]).map_err(|e| match e {
                     Error::Mandatory(m) => {
                         Error::Mandatory(format!("{} row {}: {m}", tf.label(), i + 1))
                     }

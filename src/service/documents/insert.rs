@@ -244,7 +244,7 @@ pub async fn insert_in(
     }
     doc.insert("docstatus".into(), Value::from(docstatus));
     doc.insert("idx".into(), Value::from(0));
-    check_mandatory(reg, dt, &doc)?;
+    check_mandatory(reg, dt, &doc, &flags.unenforced)?;
     // The link look-up and the insert go as one statement where the store can.
     let mut check = (!flags.ignore_links)
         .then(|| LinkCheck::new(reg, dt, &doc, hooks.change_log()))

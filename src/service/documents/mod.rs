@@ -19,6 +19,7 @@ mod singles;
 mod update;
 
 pub use delete::delete_in;
+pub use fields::missing_mandatory;
 pub use insert::{check_name, insert_in};
 pub use links::links_of;
 pub use load::{load_doc, load_doc_for_update, name_text, name_value};
@@ -52,6 +53,9 @@ pub struct WriteFlags {
     /// document, so local defaults and fetched values apply. Other applied documents are
     /// stored as sent.
     pub mapped: bool,
+    /// Mandatory fields (top level) that may stay empty: the producer holds the document
+    /// without them though its own definition requires them too (`streaming::apply`).
+    pub unenforced: Vec<String>,
 }
 
 /// Side effects collected while a document is prepared, applied after its row is written.
@@ -78,7 +82,8 @@ fn not_found(dt: &DocType, name: &str) -> Error {
     Error::DoesNotExist(format!("{} {} not found", dt.name, name))
 }
 
-fn is_empty(v: Option<&Value>) -> bool {
+/// True for a value Frappe counts as not set: none, null, blank text or no rows.
+pub fn is_empty(v: Option<&Value>) -> bool {
     match v {
         None | Some(Value::Null) => true,
         Some(Value::String(s)) => s.trim().is_empty(),

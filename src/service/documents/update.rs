@@ -159,7 +159,7 @@ pub async fn update_loaded(
     };
     doc.insert("modified".into(), modified);
     doc.insert("modified_by".into(), Value::String(caller.user.clone()));
-    check_mandatory(reg, dt, &doc)?;
+    check_mandatory(reg, dt, &doc, &flags.unenforced)?;
     let streamed = match flags.ignore_links {
         false => check_links(conn, reg, dt, &doc, hooks.change_log()).await?,
         true => None,

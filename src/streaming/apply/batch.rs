@@ -151,6 +151,9 @@ pub struct Known {
     /// Fields of the current update that conflict with this site's edits (`conflict.rs`),
     /// kept here and recorded on its sync log.
     pub(super) conflict: Option<Value>,
+    /// Fields the producer's definitions make mandatory, by type (`producer_mandatory.rs`).
+    pub(super) producer_required:
+        std::collections::HashMap<String, std::collections::HashSet<String>>,
 }
 
 /// What [`Known`] held before an attempt, to take back what a failed one added.

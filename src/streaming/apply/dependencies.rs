@@ -110,8 +110,14 @@ pub(super) fn fetch_missing<'a>(
                 ignore_links: false,
                 origin: Some(info.url.clone()),
                 mapped: false,
+                // Left empty until the document they point at is in, before the commit.
+                unenforced: deferred
+                    .iter()
+                    .filter(|(t, n, _, _)| *t == target && *n == value)
+                    .map(|(_, _, f, _)| f.clone())
+                    .collect(),
             };
-            insert_as_on_producer(a, conn, &tdt, dep, &flags)
+            insert_as_on_producer(a, conn, &tdt, dep, &flags, known)
                 .await
                 .map_err(|e| {
                     Error::LinkValidation(format!(

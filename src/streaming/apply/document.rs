@@ -105,6 +105,7 @@ pub(super) async fn apply_one(
         ignore_links: false,
         origin: Some(origin),
         mapped: sub.mapping.is_some(),
+        unenforced: Vec::new(),
     };
     let target = Target {
         sub,
@@ -198,6 +199,11 @@ pub(super) async fn apply_one(
                     ignore_links: true,
                     ..flags.clone()
                 };
+                let relaxed = as_the_producer_holds(a, known, &dt, &f, |k| {
+                    documents::is_empty(patch.get(k).or_else(|| current.get(k)))
+                })
+                .await?;
+                let f = relaxed.unwrap_or(f);
                 documents::update_loaded(&a.write(&dt), conn, current, patch, &f).await?;
             }
             Ok(local)
@@ -300,6 +306,11 @@ async fn upsert(
         super::conflict::settle(a, conn, t, &local, None, &mut doc, known).await?;
         let mut f = flags.clone();
         f.keep_timestamps = false;
+        if let Some(relaxed) =
+            as_the_producer_holds(a, known, dt, &f, |k| documents::is_empty(doc.get(k))).await?
+        {
+            f = relaxed;
+        }
         documents::update_in(&a.write(dt), conn, &local, doc, &f).await?;
         return Ok(local);
     }
@@ -312,7 +323,7 @@ async fn upsert(
         doc.insert("remote_site_name".into(), json!(info.url));
     }
     known.absent.remove(&key);
-    insert_as_on_producer(a, conn, dt, doc, flags).await
+    insert_as_on_producer(a, conn, dt, doc, flags, known).await
 }
 
 /// Inserts a document as the producer has it, owned and stamped by this site. A new document
@@ -324,6 +335,7 @@ pub(super) async fn insert_as_on_producer(
     dt: &DocType,
     mut doc: Doc,
     flags: &WriteFlags,
+    known: &mut Known,
 ) -> Result<String> {
     for k in ["owner", "creation", "modified", "modified_by", "doctype"] {
         doc.remove(k);
@@ -332,6 +344,9 @@ pub(super) async fn insert_as_on_producer(
     if cancelled {
         doc.insert("docstatus".into(), json!(1));
     }
+    let relaxed =
+        as_the_producer_holds(a, known, dt, flags, |f| documents::is_empty(doc.get(f))).await?;
+    let flags = relaxed.as_ref().unwrap_or(flags);
     let (saved, _) = documents::insert_in(&a.write(dt), conn, doc, flags).await?;
     let local = name_text(&saved["name"]);
     if cancelled {

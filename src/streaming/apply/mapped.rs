@@ -109,7 +109,7 @@ pub(super) fn resolve_document_rows<'a>(
             let inner_fields = remote_fields(remote, known, &inner.remote_doctype).await;
             let mut made = inner.map_doc(reg, &source, inner_fields.as_ref())?;
             resolve_document_rows(a, conn, known, inner, &source, &mut made).await?;
-            let local_name = made_locally(a, conn, inner, &source_name, made).await?;
+            let local_name = made_locally(a, conn, known, inner, &source_name, made).await?;
             local.insert(row.local.clone(), Value::String(local_name));
             if let Some(df) = dt.field(&row.local) {
                 if df.fieldtype == crate::meta::FieldType::DynamicLink {
@@ -129,6 +129,7 @@ pub(super) fn resolve_document_rows<'a>(
 pub(super) async fn made_locally(
     a: &Applying<'_>,
     conn: &mut Conn,
+    known: &mut Known,
     m: &crate::streaming::mapping::Mapping,
     source_name: &str,
     mut doc: Doc,
@@ -162,6 +163,7 @@ pub(super) async fn made_locally(
         ignore_links: false,
         origin: Some(info.url.clone()),
         mapped: true,
+        unenforced: Vec::new(),
     };
-    insert_as_on_producer(a, conn, &dt, doc, &flags).await
+    insert_as_on_producer(a, conn, &dt, doc, &flags, known).await
 }

@@ -31,6 +31,7 @@ mod linked_here;
 mod local_names;
 mod mapped;
 mod producer_info;
+mod producer_mandatory;
 mod repair;
 mod replay;
 mod resolve;
@@ -48,6 +49,7 @@ use producer_info::{binds_key, read_stamp};
 pub use producer_info::{
     stored_checkpoint, Checkpoint, ProducerInfo, ProducerInfos, SubscribedType,
 };
+use producer_mandatory::as_the_producer_holds;
 pub use repair::repair;
 pub use replay::{history_changed, history_key, stored_history};
 pub use resolve::{resolve_conflict, Keep};
