@@ -67,6 +67,12 @@ enum Command {
         #[arg(long, default_value_t = 8000)]
         port: u16,
     },
+    /// Shipped Document Type Mapping templates: what a consuming site (an ERPNext head
+    /// office) needs to take another site's documents into its own company.
+    Mappings {
+        #[command(subcommand)]
+        action: MappingsAction,
+    },
     /// Measure inserts and reads on temporary sites.
     Bench {
         #[arg(long, default_value_t = 100_000)]
@@ -82,6 +88,47 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum MappingsAction {
+    /// Print each template's name and what it is for.
+    List,
+    /// Fill TEMPLATE from the consuming site's own settings, write its Document Type Mappings
+    /// there and set them on that site's Event Producer for PRODUCER (adding rows it lacks).
+    /// Running it again updates what it wrote.
+    Install {
+        template: String,
+        /// The consuming site (Frappe, ERPNext or docstream), e.g. https://ho.example.com.
+        #[arg(long)]
+        site: String,
+        /// An API key of a user there who may write Document Type Mappings and the Event
+        /// Producer.
+        #[arg(long)]
+        api_key: String,
+        /// Its secret (read from the environment, never from the command line).
+        #[arg(long = "api-secret-env", default_value = "DOCSTREAM_API_SECRET")]
+        api_secret_env: String,
+        /// The producer's URL, as the consuming site's Event Producer names it.
+        #[arg(long)]
+        producer: String,
+        /// What the mapping names begin with (default: the producer's host).
+        #[arg(long)]
+        name: Option<String>,
+        /// A value given by hand, over the one read on the site (repeatable): KEY=VALUE.
+        #[arg(long = "set", value_parser = key_value)]
+        set: Vec<(String, String)>,
+        /// Print what would be written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,12 +359,69 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo { data_dir, port } => crate::demo::run(&data_dir, port).await?,
+        Command::Mappings { action } => mappings(action).await?,
         Command::Bench {
             docs,
             json,
             db,
             only,
         } => crate::bench::run(docs, json.as_deref(), db.as_deref(), only.as_deref()).await?,
+    }
+    Ok(())
+}
+
+async fn mappings(action: MappingsAction) -> anyhow::Result<()> {
+    use crate::streaming::mapping_templates::{install, templates, Install};
+    let MappingsAction::Install {
+        template,
+        site,
+        api_key,
+        api_secret_env,
+        producer,
+        name,
+        set,
+        dry_run,
+    } = action
+    else {
+        for (name, about) in templates() {
+            println!("{name}\n    {about}");
+        }
+        return Ok(());
+    };
+    let secret = std::env::var(&api_secret_env).map_err(|_| {
+        anyhow::anyhow!("set the API secret in the environment variable {api_secret_env}")
+    })?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let remote =
+        crate::streaming::remote::RemoteSite::new(http, &site, &api_key, &secret, 16 << 20);
+    let ask = Install {
+        template,
+        producer,
+        name,
+        given: set.into_iter().collect(),
+        dry_run,
+    };
+    let done = install(&remote, &ask).await?;
+    for (key, value, from) in &done.values {
+        println!("{key} = {value}  ({from})");
+    }
+    for (name, what) in &done.mappings {
+        println!("Document Type Mapping {name}: {what}");
+    }
+    for r in &done.rows {
+        println!("Event Producer {}: {r}", ask.producer);
+    }
+    if !done.to_approve.is_empty() {
+        println!(
+            "approve on {}'s Event Consumer for {site}: {}",
+            ask.producer,
+            done.to_approve.join(", ")
+        );
+    }
+    if dry_run {
+        println!("dry run: nothing written");
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod local_edits;
 pub mod log_watch;
 pub mod long_poll;
 pub mod mapping;
+pub mod mapping_templates;
 pub mod notifier;
 pub mod page;
 pub mod page_cache;

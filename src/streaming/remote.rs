@@ -332,12 +332,10 @@ impl RemoteSite {
         body: Option<&Value>,
         what: &str,
     ) -> Result<Value> {
-        let url = format!(
-            "{}/api/resource/{}/{}",
-            self.url,
-            percent(doctype),
-            percent(name)
-        );
+        let mut url = format!("{}/api/resource/{}", self.url, percent(doctype));
+        if !name.is_empty() {
+            url = format!("{url}/{}", percent(name));
+        }
         let mut req = self
             .http
             .request(method, url)
@@ -512,6 +510,18 @@ impl RemoteSite {
                 .filter_map(|f| f.get("fieldname")?.as_str().map(str::to_string))
                 .collect(),
         )
+    }
+
+    /// Inserts a document; returns it as saved there.
+    pub async fn insert_doc(&self, doctype: &str, doc: &Value) -> Result<Value> {
+        self.resource(
+            reqwest::Method::POST,
+            doctype,
+            "",
+            Some(doc),
+            &format!("insert of a {doctype}"),
+        )
+        .await
     }
 
     /// Updates a document (partial PUT).
