@@ -428,3 +428,82 @@ async fn rows_under_local_names_are_verified() {
     assert_eq!(fixed["data"]["description"], "first", "{fixed}");
     assert_eq!(kinds(&rest_verify(&c, &p, false).await), vec![]);
 }
+
+/// A row with a mapping (ToDos of the producer made Notes here) is verified by which
+/// documents are held: a Note deleted behind the consumer's back is missing here and
+/// repaired through the mapping, a ToDo deleted from the producer's database is only here
+/// (listed, never deleted); what the mapping made is not compared with the producer's
+/// content, and the report says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_row_is_verified_by_what_it_holds() {
+    let (p, c) = start_pair().await;
+    let mut names = vec![];
+    for i in 0..3 {
+        let t = p
+            .insert("ToDo", json!({"description": format!("Task {i}")}))
+            .await;
+        names.push(t["name"].as_str().unwrap().to_string());
+    }
+    let (s, b) = c
+        .post(
+            "/api/resource/Document Type Mapping",
+            json!({"mapping_name": "Note from ToDo", "local_doctype": "Note", "remote_doctype": "ToDo",
+                   "field_mapping": [{"local_fieldname": "title", "remote_fieldname": "description"}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "Note", "has_mapping": 1, "mapping": "Note from ToDo",
+                "use_same_name": 1, "sync_existing": 1}]),
+    )
+    .await;
+    for n in &names {
+        eventually(15, "the mapped Note", || {
+            get_opt(&c, format!("/api/resource/Note/{n}"))
+        })
+        .await;
+    }
+    let report = rest_verify(&c, &p, false).await;
+    assert_eq!(report["documents"], 3, "{report}");
+    assert_eq!(kinds(&report), vec![], "{report}");
+    assert!(
+        report["skipped"]
+            .to_string()
+            .contains("the content of Note (its row has a mapping"),
+        "{report}"
+    );
+    let (missing, gone) = (&names[0], &names[1]);
+    behind_the_back(
+        &c,
+        &format!(r#"DELETE FROM "tabNote" WHERE name = '{missing}'"#),
+    );
+    behind_the_back(
+        &p,
+        &format!(r#"DELETE FROM "tabToDo" WHERE name = '{gone}'"#),
+    );
+    let report = rest_verify(&c, &p, true).await;
+    let mut want = vec![
+        ("missing here".to_string(), missing.clone()),
+        ("only here".to_string(), gone.clone()),
+    ];
+    want.sort();
+    assert_eq!(kinds(&report), want, "{report}");
+    let back = get_opt(&c, format!("/api/resource/Note/{missing}"))
+        .await
+        .expect("repaired through the mapping");
+    assert_eq!(back["title"], "Task 0");
+    assert!(
+        get_opt(&c, format!("/api/resource/Note/{gone}"))
+            .await
+            .is_some(),
+        "only here: never deleted"
+    );
+    let report = rest_verify(&c, &p, false).await;
+    assert_eq!(
+        kinds(&report),
+        vec![("only here".to_string(), gone.clone())],
+        "{report}"
+    );
+}

@@ -431,9 +431,9 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
     };
     let mut window = None;
     for sub in info.types.iter().filter(|t| !t.unsubscribed) {
-        if sub.mapping.is_some() {
+        if sub.mapping.is_some() && by_list {
             report.skipped.push(format!(
-                "{}: rows with a mapping are not verified yet",
+                "{}: a row with a mapping is verified only against a producer with digests (docstream 0.2 or later)",
                 sub.local_type
             ));
             continue;
@@ -447,6 +447,13 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
                     continue;
                 }
             }
+        }
+        if sub.mapping.is_some() {
+            report.skipped.push(format!(
+                "{}: a row with a mapping is verified only against a producer with digests (docstream 0.2 or later)",
+                sub.local_type
+            ));
+            continue;
         }
         if !sub.use_same_name {
             report.skipped.push(format!(
@@ -530,7 +537,20 @@ async fn compare_type(
             Ok::<_, Error>((answer, sent, received))
         }
     };
-    let (first, up, down) = ask(None, &digest::spec_of(&reg, &dt)).await?;
+    // A mapped row's documents are what its mapping made of the producer's: which of them
+    // are held is compared (digests over no field), not their content.
+    let presence = sub.mapping.is_some();
+    if presence {
+        report.skipped.push(format!(
+            "the content of {} (its row has a mapping; which documents are held is compared)",
+            sub.local_type
+        ));
+    }
+    let asked = match presence {
+        true => FieldSpec::new(),
+        false => digest::spec_of(&reg, &dt),
+    };
+    let (first, up, down) = ask(None, &asked).await?;
     report.bytes_sent += up;
     report.bytes_received += down;
     let spec: FieldSpec = serde_json::from_value(first["fields"].clone()).map_err(|e| {
@@ -545,11 +565,6 @@ async fn compare_type(
         serde_json::from_value(first["buckets"].clone()).unwrap_or_default();
     report.documents += first["count"].as_u64().unwrap_or(0) as usize;
     let mut conn = site.store.conn().await?;
-    let received: Vec<String> = received(&mut conn, info, &sub.local_type)
-        .await?
-        .into_iter()
-        .filter(|n| !in_flight.contains(n))
-        .collect();
     // Documents kept beside this site's own (a conflict resolved by keeping both) are here
     // under another name.
     let mut local_of: BTreeMap<String, String> = store::fetch_docs(
@@ -569,17 +584,31 @@ async fn compare_type(
         );
     }
     let local = |n: &String| local_of.get(n).cloned().unwrap_or_else(|| n.clone());
-    let remote_of: BTreeMap<String, String> =
-        received.iter().map(|n| (local(n), n.clone())).collect();
-    let locals: Vec<String> = remote_of.keys().cloned().collect();
     let as_producer =
         |d: &mut serde_json::Map<String, Value>| super::apply::rename_links(&reg, &dt, d, back);
-    let ours: BTreeMap<String, String> =
+    let ours: BTreeMap<String, String> = if presence {
+        let held = digest::digest_of(&serde_json::Map::new(), &spec);
+        held_mapped(&mut conn, info, sub, &dt)
+            .await?
+            .into_iter()
+            .filter(|n| !in_flight.contains(n))
+            .map(|n| (n, held.clone()))
+            .collect()
+    } else {
+        let received: Vec<String> = received(&mut conn, info, &sub.local_type)
+            .await?
+            .into_iter()
+            .filter(|n| !in_flight.contains(n))
+            .collect();
+        let remote_of: BTreeMap<String, String> =
+            received.iter().map(|n| (local(n), n.clone())).collect();
+        let locals: Vec<String> = remote_of.keys().cloned().collect();
         digest::digests_as(&mut conn, &reg, &dt, &spec, &locals, &as_producer)
             .await?
             .into_iter()
             .map(|(l, d)| (remote_of.get(&l).cloned().unwrap_or(l), d))
-            .collect();
+            .collect()
+    };
     let our_buckets = digest::buckets(&ours);
     let differing: BTreeSet<String> = our_buckets
         .keys()
@@ -637,6 +666,31 @@ async fn compare_type(
             .push(Difference::new(&sub.local_type, name, kind, fields));
     }
     Ok(())
+}
+
+/// The producer's names of the documents a mapped row made here that this site still holds.
+async fn held_mapped(
+    conn: &mut Conn,
+    info: &ProducerInfo,
+    sub: &SubscribedType,
+    dt: &crate::meta::DocType,
+) -> Result<Vec<String>> {
+    let mapping = sub
+        .mapping
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    names(
+        conn,
+        &format!(
+            r#"SELECT DISTINCT l.producer_doc AS n FROM "tabEvent Sync Log" l JOIN {} t ON t.name = l.docname
+               WHERE l.event_producer = $1 AND l.ref_doctype = $2 AND l.mapping = $3
+                 AND l.status IN ('Synced', 'Resolved') AND l.producer_doc IS NOT NULL"#,
+            store::q(&dt.table())
+        ),
+        &[Param::text(&info.url), Param::text(&sub.local_type), Param::text(&mapping)],
+    )
+    .await
 }
 
 /// The documents this site received from the producer that it still holds.
