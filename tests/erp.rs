@@ -519,3 +519,95 @@ async fn applied_invoices_are_stored_as_the_producer_sent_them() {
     assert_eq!(got["items"][0]["item_name"], "Producer name");
     assert_eq!(got["total"], 21.0);
 }
+
+/// What an ERPNext branch's invoices bring to a hub: a naming series the hub does not list
+/// (kept as sent, said on the sync log), and a cancel that changes `status` with `docstatus`
+/// (as ERPNext's does, and Frappe allows): both arrive. A Custom Field deleted and added again
+/// takes its kept column back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branchs_series_and_its_cancel_with_a_status_arrive() {
+    let settings = |series: &[&str]| {
+        vec![
+            ("pull_interval", json!(1)),
+            ("retry_base_seconds", json!(3600)),
+            ("naming_series", json!({ "Sales Invoice": series })),
+        ]
+    };
+    let branch = TestSite::start_with(
+        Backend::Sqlite,
+        &settings(&["SINV-.YYYY.-", "ACC-SINV-.YYYY.-"]),
+    )
+    .await
+    .unwrap();
+    let hub = TestSite::start_with(Backend::Sqlite, &settings(&["SINV-.YYYY.-"]))
+        .await
+        .unwrap();
+    for site in [&branch, &hub] {
+        seed_invoice_masters(site).await;
+    }
+    let status = json!({"dt": "Sales Invoice", "fieldname": "status", "label": "Status",
+                        "fieldtype": "Data", "allow_on_submit": 1});
+    let (s, b) = branch
+        .post("/api/resource/Custom Field", status.clone())
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // The hub had such a field once: its column stays when it is deleted, and is taken back.
+    let (s, b) = hub.post("/api/resource/Custom Field", status.clone()).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = hub
+        .request(
+            &hub.admin_auth,
+            Method::DELETE,
+            "/api/resource/Custom Field/Sales Invoice-status",
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let (s, b) = hub.post("/api/resource/Custom Field", status).await;
+    assert_eq!(s, 200, "added again: {b}");
+    subscribe(
+        &branch,
+        &hub,
+        json!([{"ref_doctype": "Sales Invoice", "use_same_name": 1, "sync_existing": 0}]),
+    )
+    .await;
+    let inv = branch
+        .insert(
+            "Sales Invoice",
+            json!({"naming_series": "ACC-SINV-.YYYY.-", "customer": "Both", "status": "Draft",
+                   "items": [{"item_code": "I1", "qty": 1, "rate": 10}]}),
+        )
+        .await;
+    let name = inv["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("ACC-SINV-"), "{name}");
+    let path = format!("/api/resource/Sales Invoice/{name}");
+    let (s, b) = branch
+        .put(&path, json!({"docstatus": 1, "status": "Unpaid"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = branch
+        .put(&path, json!({"docstatus": 2, "status": "Cancelled"}))
+        .await;
+    assert_eq!(s, 200, "a cancel may change a field that allows it: {b}");
+    let (s, b) = branch.put(&path, json!({"customer": "Other"})).await;
+    assert_eq!(s, 417, "a cancelled invoice stays as it is: {b}");
+    let got = eventually(15, "the cancel on the hub", || async {
+        let d = get_opt(&hub, path.clone()).await?;
+        (d["docstatus"] == 2).then_some(d)
+    })
+    .await;
+    assert_eq!(got["status"], "Cancelled", "{got}");
+    assert_eq!(got["naming_series"], "ACC-SINV-.YYYY.-", "{got}");
+    let (_, logs) = hub
+        .get(r#"/api/resource/Event Sync Log?fields=["status","update_type","note"]&limit_page_length=0"#)
+        .await;
+    let logs = logs["data"].as_array().unwrap().clone();
+    assert!(logs.iter().all(|l| l["status"] == "Synced"), "{logs:?}");
+    let create = logs.iter().find(|l| l["update_type"] == "Create").unwrap();
+    assert!(
+        create["note"].as_str().unwrap_or("").contains(
+            "kept as sent, not one of this site's choices: Naming Series (naming_series) \"ACC-SINV-.YYYY.-\""
+        ),
+        "{create}"
+    );
+}

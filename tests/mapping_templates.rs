@@ -111,8 +111,9 @@ async fn a_shipped_template_books_a_shops_invoices_to_the_head_offices_company()
     let out = install(&ho, &shop, &[]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("territory (Selling Settings > Default Territory)")
-            && text(&out).contains("--set territory=VALUE"),
+        text(&out).contains(
+            "the template needs territory (Selling Settings > Default Territory), not set on"
+        ) && text(&out).contains("give --set territory=VALUE"),
         "{}",
         text(&out)
     );

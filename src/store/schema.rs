@@ -84,7 +84,21 @@ async fn create_index(conn: &mut Conn, table: &str, column: &str, unique: bool) 
     Ok(())
 }
 
-/// Adds one field's column (and unique index) to an existing table.
+/// The columns of a table (none when there is no such table).
+async fn columns(conn: &mut Conn, dialect: Dialect, table: &str) -> Result<Vec<String>> {
+    let sql = match dialect {
+        Dialect::Sqlite => "SELECT name FROM pragma_table_info($1)",
+        Dialect::Postgres => "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+    };
+    Ok(fetch_values(conn, sql, &[Param::Text(Some(table.into()))])
+        .await?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next()?.as_str().map(str::to_string))
+        .collect())
+}
+
+/// Adds one field's column (and unique index) to an existing table. A column left by a field
+/// of that name deleted earlier (columns are kept, as in Frappe) is taken again as it is.
 pub async fn add_column(
     conn: &mut Conn,
     dialect: Dialect,
@@ -95,6 +109,9 @@ pub async fn add_column(
         return Ok(());
     }
     let table = dt.table();
+    if columns(conn, dialect, &table).await?.contains(&f.fieldname) {
+        return create_field_indexes(conn, &table, f).await;
+    }
     execute_batch(
         conn,
         &format!(
@@ -125,16 +142,7 @@ pub async fn sync_table(conn: &mut Conn, dialect: Dialect, dt: &DocType) -> Resu
     if dt.issingle {
         return Ok(());
     }
-    let table = dt.table();
-    let sql = match dialect {
-        Dialect::Sqlite => "SELECT name FROM pragma_table_info($1)",
-        Dialect::Postgres => "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
-    };
-    let existing: Vec<String> = fetch_values(conn, sql, &[Param::Text(Some(table.clone()))])
-        .await?
-        .into_iter()
-        .filter_map(|r| r.into_iter().next()?.as_str().map(str::to_string))
-        .collect();
+    let existing = columns(conn, dialect, &dt.table()).await?;
     if existing.is_empty() {
         return create_table(conn, dialect, dt).await;
     }

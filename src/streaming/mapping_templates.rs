@@ -117,16 +117,39 @@ pub async fn install(site: &RemoteSite, ask: &Install) -> Result<Installed> {
         )));
     }
     let mut done = Installed::default();
+    let mut unknown = Vec::new();
     for s in &t.values {
         let (value, from) = match ask.given.get(&s.key) {
             Some(v) => (v.clone(), "given".to_string()),
-            None => (
-                read_value(site, s, &values).await?,
-                format!("{} on {}", s.place, site.url),
-            ),
+            None if fill_text(&s.from[1], &values).contains("{{") => {
+                unknown.push(format!(
+                    "{} ({}, read once the values it names are known)",
+                    s.key, s.place
+                ));
+                continue;
+            }
+            None => match read_value(site, s, &values).await? {
+                Some(v) => (v, format!("{} on {}", s.place, site.url)),
+                None => {
+                    unknown.push(format!("{} ({})", s.key, s.place));
+                    continue;
+                }
+            },
         };
         done.values.push((s.key.clone(), value.clone(), from));
         values.insert(s.key.clone(), value);
+    }
+    if !unknown.is_empty() {
+        let sets: Vec<String> = unknown
+            .iter()
+            .map(|u| format!("--set {}=VALUE", u.split(' ').next().unwrap_or("")))
+            .collect();
+        return Err(Error::Validation(format!(
+            "the template needs {}, not set on {}: set them there or give {}",
+            unknown.join(", "),
+            site.url,
+            sets.join(" ")
+        )));
     }
     let mappings: Vec<Value> = t.mappings.iter().map(|m| fill(m, &values)).collect();
     let producer = site
@@ -228,26 +251,16 @@ fn rows_with_mappings(
     (rows, changed)
 }
 
-/// A value read on the consuming site; refused when it is not set there.
+/// A value read on the consuming site; None when it is not set there.
 async fn read_value(
     site: &RemoteSite,
     s: &Source,
     values: &BTreeMap<String, String>,
-) -> Result<String> {
+) -> Result<Option<String>> {
     let [doctype, name, field] = &s.from;
     let name = fill_text(name, values);
     let doc = site.get_doc(doctype, &name).await?;
-    let v = text(doc.get(field));
-    if v.is_empty() {
-        return Err(Error::Validation(format!(
-            "the template needs {key} ({place}), which is not set on {url}: set it there or \
-             give --set {key}=VALUE",
-            key = s.key,
-            place = s.place,
-            url = site.url
-        )));
-    }
-    Ok(v)
+    Ok(Some(text(doc.get(field))).filter(|v| !v.is_empty()))
 }
 
 /// The mapping names' beginning: given, else the producer's host (and port).

@@ -735,6 +735,7 @@ pub(super) fn differing_fields(
     theirs: &serde_json::Map<String, Value>,
     spec: &FieldSpec,
 ) -> Vec<Value> {
+    let (ours, theirs) = (&padded_times(ours), &padded_times(theirs));
     let mut out = vec![];
     for (f, cols) in spec {
         let mut one = FieldSpec::new();
@@ -783,6 +784,45 @@ pub(super) fn differing_fields(
         }
     }
     out
+}
+
+/// `doc` with its times written in one way: Frappe's REST answers a Time as Python prints a
+/// timedelta (`3:53:01.641432`), docstream as stored (`03:53:01.641432`); the same value.
+fn padded_times(doc: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    fn pad(s: &str) -> Option<String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let [h, m, sec] = parts.as_slice() else {
+            return None;
+        };
+        let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
+        let digits =
+            |p: &str| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit());
+        if !(digits(h) && digits(m) && digits(whole) && frac.bytes().all(|b| b.is_ascii_digit())) {
+            return None;
+        }
+        let frac = match frac {
+            "" => String::new(),
+            f => format!(".{f}"),
+        };
+        Some(format!("{h:0>2}:{m:0>2}:{whole:0>2}{frac}"))
+    }
+    doc.iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => pad(s).map(Value::String).unwrap_or_else(|| v.clone()),
+                Value::Array(rows) => Value::Array(
+                    rows.iter()
+                        .map(|r| match r.as_object() {
+                            Some(r) => Value::Object(padded_times(r)),
+                            None => r.clone(),
+                        })
+                        .collect(),
+                ),
+                other => other.clone(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
 }
 
 /// A document's rows of a table field, in `idx` order.
@@ -875,6 +915,25 @@ mod tests {
                 json!({"field": "item_defaults[1].income_account", "here": null, "there": "Sales - HO"}),
                 json!({"field": "item_defaults[2]", "here": null,
                        "there": {"company": "BR", "income_account": "Sales - BR"}}),
+            ]
+        );
+    }
+
+    /// Frappe answers a Time unpadded (`3:53:1.641432`): the same time is no difference, a
+    /// later one is.
+    #[test]
+    fn a_time_written_two_ways_is_one_value() {
+        let mut spec = FieldSpec::new();
+        spec.insert("posting_time".into(), None);
+        let ours = json!({"posting_time": "03:53:01.641432"});
+        let same = json!({"posting_time": "3:53:1.641432"});
+        let later = json!({"posting_time": "3:53:2.641432"});
+        let ours = ours.as_object().unwrap();
+        assert!(differing_fields(ours, same.as_object().unwrap(), &spec).is_empty());
+        assert_eq!(
+            differing_fields(ours, later.as_object().unwrap(), &spec),
+            vec![
+                json!({"field": "posting_time", "here": "03:53:01.641432", "there": "03:53:02.641432"})
             ]
         );
     }

@@ -268,7 +268,7 @@ pub async fn compare_type(
     }
     if unknown > 0 {
         report.skipped.push(format!(
-            "{}: {unknown} documents received before docstream 0.2 recorded when their logs were written (compared once they change again)",
+            "{}: {unknown} documents received without the time of the producer's version (received by docstream before 0.2, or fetched as dependencies before it recorded that): compared once they change again",
             sub.local_type
         ));
     }

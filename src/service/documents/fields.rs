@@ -102,7 +102,12 @@ pub(super) fn merge_fields(
             }
             t if t.storage() == Storage::None => {}
             t => {
-                let c = t.coerce(v, f.label(), &f.options)?;
+                // A value kept as the producer sent it is not held to this site's choices.
+                let options = match flags.unenforced.contains(&f.fieldname) {
+                    true if t == FieldType::Select => "",
+                    _ => f.options.as_str(),
+                };
+                let c = t.coerce(v, f.label(), options)?;
                 base.insert(f.fieldname.clone(), c);
             }
         }

@@ -53,8 +53,8 @@ pub struct WriteFlags {
     /// document, so local defaults and fetched values apply. Other applied documents are
     /// stored as sent.
     pub mapped: bool,
-    /// Mandatory fields (top level) that may stay empty: the producer holds the document
-    /// without them though its own definition requires them too (`streaming::apply`).
+    /// Fields (top level) kept as the producer holds them (`streaming::apply::as_sent`): a
+    /// mandatory one may stay empty, a Select may hold a value that is not one of its options.
     pub unenforced: Vec<String>,
 }
 

@@ -151,7 +151,7 @@ pub struct Known {
     /// Fields of the current update that conflict with this site's edits (`conflict.rs`),
     /// kept here and recorded on its sync log.
     pub(super) conflict: Option<Value>,
-    /// Fields the producer's definitions make mandatory, by type (`producer_mandatory.rs`).
+    /// Fields the producer's definitions make mandatory, by type (`as_sent.rs`).
     pub(super) producer_required:
         std::collections::HashMap<String, std::collections::HashSet<String>>,
 }

@@ -141,10 +141,12 @@ pub(super) fn fetch_missing<'a>(
                 remote_type: target.clone(),
                 docname: value.clone(),
                 raw_data: Value::String(fetched.to_string()),
+                // The version fetched is the one last modified then (what verification by
+                // lists compares with the producer's `modified`).
+                creation: text(fetched.get("modified")),
                 data: fetched,
                 seq: None,
                 origin: info.url.clone(),
-                creation: String::new(),
             };
             write_sync_log(
                 a,

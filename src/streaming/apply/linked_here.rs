@@ -5,7 +5,6 @@
 //! different local document"), and the difference stays listed in `__dependency_checks`.
 //! Must not write the linked document.
 
-use super::conflict::same_field;
 use super::*;
 use std::collections::HashMap;
 
@@ -57,7 +56,7 @@ pub(super) async fn check(
         let Ok(Some(ours)) = load_doc(&mut tx, reg, &dt, &n).await else {
             continue;
         };
-        let differs = differences(&dt, &ours, &strip_dunder(&theirs));
+        let differs = differences(reg, &dt, &ours, &strip_dunder(&theirs));
         let stored = store::execute(
             &mut tx,
             r#"INSERT INTO "__dependency_checks" (producer, ref_doctype, docname, differs, noted, checked_at)
@@ -84,20 +83,31 @@ pub(super) async fn check(
     notes
 }
 
-/// What differs between this site's document and the producer's, in fields both have.
-fn differences(dt: &DocType, ours: &Doc, theirs: &Doc) -> Option<String> {
-    let differ: Vec<String> = dt
-        .fields
+/// What differs between this site's document and the producer's, in fields both have (a
+/// child table by row and column), the first few of them.
+fn differences(reg: &Registry, dt: &DocType, ours: &Doc, theirs: &Doc) -> Option<String> {
+    const SHOWN: usize = 5;
+    let spec: crate::streaming::digest::FieldSpec = crate::streaming::digest::spec_of(reg, dt)
+        .into_iter()
+        .filter(|(f, _)| theirs.contains_key(f))
+        .collect();
+    let differ = crate::streaming::verify::differing_fields(ours, theirs, &spec);
+    let mut parts: Vec<String> = differ
         .iter()
-        .filter(|f| f.has_column() || f.fieldtype.is_table())
-        .filter(|f| !crate::streaming::digest::BOOKKEEPING.contains(&f.fieldname.as_str()))
-        .filter_map(|f| {
-            let t = theirs.get(&f.fieldname)?;
-            let o = ours.get(&f.fieldname).unwrap_or(&Value::Null);
-            (!same_field(o, t)).then(|| format!("{}: here {}, there {}", f.fieldname, o, t))
+        .take(SHOWN)
+        .map(|d| {
+            format!(
+                "{}: here {}, there {}",
+                text(d.get("field")),
+                d["here"],
+                d["there"]
+            )
         })
         .collect();
-    (!differ.is_empty()).then(|| differ.join("; "))
+    if differ.len() > SHOWN {
+        parts.push(format!("and {} more", differ.len() - SHOWN));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Of `here`, those never compared for this producer; the recorded differences not yet noted
@@ -205,7 +215,7 @@ pub(super) fn note_for(
         let key = (target, value);
         if let Some(d) = known.linked_here.remove(&key) {
             parts.push(format!(
-                "linked to a different local document: {} {} is this site's own, not the producer's copy ({d})",
+                "linked to a different local document: {} {} here is not this producer's copy (made here or received from another site) ({d})",
                 key.0, key.1
             ));
             known.linked_noted.push(key);

@@ -20,6 +20,7 @@ use crate::store::{self, Conn, Doc, Param};
 use crate::streaming::Streaming;
 use serde_json::{json, Value};
 
+mod as_sent;
 mod batch;
 mod conflict;
 mod dependencies;
@@ -31,7 +32,6 @@ mod linked_here;
 mod local_names;
 mod mapped;
 mod producer_info;
-mod producer_mandatory;
 mod repair;
 mod replay;
 mod resolve;
@@ -39,6 +39,7 @@ mod resync;
 mod story;
 mod sync_log;
 
+use as_sent::as_sent;
 use batch::*;
 use dependencies::*;
 use document::*;
@@ -49,7 +50,6 @@ use producer_info::{binds_key, read_stamp};
 pub use producer_info::{
     stored_checkpoint, Checkpoint, ProducerInfo, ProducerInfos, SubscribedType,
 };
-use producer_mandatory::as_the_producer_holds;
 pub use repair::repair;
 pub use replay::{history_changed, history_key, stored_history};
 pub use resolve::{resolve_conflict, Keep};
