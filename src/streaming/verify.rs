@@ -787,24 +787,28 @@ pub(super) fn differing_fields(
 }
 
 /// `doc` with its times written in one way: Frappe's REST answers a Time as Python prints a
-/// timedelta (`3:53:01.641432`), docstream as stored (`03:53:01.641432`); the same value.
+/// timedelta (`3:53:1.64742`, `4:34:5e-05`), docstream as stored (`03:53:01.647420`); the
+/// same value, written `HH:MM:SS.ffffff` here.
 fn padded_times(doc: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
     fn pad(s: &str) -> Option<String> {
         let parts: Vec<&str> = s.split(':').collect();
         let [h, m, sec] = parts.as_slice() else {
             return None;
         };
-        let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
-        let digits =
-            |p: &str| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit());
-        if !(digits(h) && digits(m) && digits(whole) && frac.bytes().all(|b| b.is_ascii_digit())) {
+        let digits = |p: &str| (1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+        let number = sec
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+        let seconds: f64 = sec.parse().ok().filter(|_| number)?;
+        if !(digits(h) && digits(m) && (0.0..61.0).contains(&seconds)) {
             return None;
         }
-        let frac = match frac {
-            "" => String::new(),
-            f => format!(".{f}"),
-        };
-        Some(format!("{h:0>2}:{m:0>2}:{whole:0>2}{frac}"))
+        let micros = (seconds * 1e6).round() as u64;
+        Some(format!(
+            "{h:0>2}:{m:0>2}:{:02}.{:06}",
+            micros / 1_000_000,
+            micros % 1_000_000
+        ))
     }
     doc.iter()
         .map(|(k, v)| {
@@ -925,15 +929,21 @@ mod tests {
     fn a_time_written_two_ways_is_one_value() {
         let mut spec = FieldSpec::new();
         spec.insert("posting_time".into(), None);
-        let ours = json!({"posting_time": "03:53:01.641432"});
-        let same = json!({"posting_time": "3:53:1.641432"});
-        let later = json!({"posting_time": "3:53:2.641432"});
+        let ours = json!({"posting_time": "03:53:01.641430"});
         let ours = ours.as_object().unwrap();
-        assert!(differing_fields(ours, same.as_object().unwrap(), &spec).is_empty());
+        for same in ["3:53:1.641430", "3:53:01.64143"] {
+            let same = json!({ "posting_time": same });
+            assert!(differing_fields(ours, same.as_object().unwrap(), &spec).is_empty());
+        }
+        let tiny = json!({"posting_time": "04:34:00.000050"});
+        let python = json!({"posting_time": "4:34:5e-05"});
+        let (tiny, python) = (tiny.as_object().unwrap(), python.as_object().unwrap());
+        assert!(differing_fields(tiny, python, &spec).is_empty());
+        let later = json!({"posting_time": "3:53:2.64143"});
         assert_eq!(
             differing_fields(ours, later.as_object().unwrap(), &spec),
             vec![
-                json!({"field": "posting_time", "here": "03:53:01.641432", "there": "03:53:02.641432"})
+                json!({"field": "posting_time", "here": "03:53:01.641430", "there": "03:53:02.641430"})
             ]
         );
     }

@@ -70,10 +70,16 @@ pub struct Window {
 /// The window of a verification by lists, read once for all its types.
 pub async fn window(site: &Site, info: &ProducerInfo, last_update: &str) -> Result<Window> {
     let mut conn = site.store.conn().await?;
+    // The producer's logs this site applied, not the documents it fetched itself (whose
+    // log_creation is their own `modified`, however old).
+    let fetched = super::apply::FETCHED_NOTES;
+    let mut params = vec![Param::text(&info.url)];
+    params.extend(fetched.iter().map(|p| Param::Text(Some(format!("{p}%")))));
     let first = store::fetch_docs(
         &mut conn,
-        r#"SELECT MIN(log_creation) AS first FROM "tabEvent Sync Log" WHERE event_producer = $1 AND log_creation IS NOT NULL AND log_creation <> ''"#,
-        &[Param::text(&info.url)],
+        r#"SELECT MIN(log_creation) AS first FROM "tabEvent Sync Log" WHERE event_producer = $1 AND log_creation IS NOT NULL AND log_creation <> ''
+             AND COALESCE(note, '') NOT LIKE $2 AND COALESCE(note, '') NOT LIKE $3 AND COALESCE(note, '') NOT LIKE $4"#,
+        &params,
     )
     .await?
     .first()

@@ -13,12 +13,14 @@ use std::collections::HashSet;
 
 /// The flags a producer's document is written with: `flags`, plus the fields kept as sent (a
 /// mandatory field it leaves empty that the producer's definition of `dt` requires too, a
-/// choice this site lacks). None when there are none. `value` reads the document's fields.
+/// choice this site lacks among those `written`). None when there are none. `value` reads the
+/// document's fields as they will be.
 pub(super) async fn as_sent<'v>(
     a: &Applying<'_>,
     known: &mut Known,
     dt: &DocType,
     flags: &WriteFlags,
+    written: &Doc,
     value: impl Fn(&str) -> Option<&'v Value>,
 ) -> Result<Option<WriteFlags>> {
     if flags.mapped {
@@ -49,7 +51,7 @@ pub(super) async fn as_sent<'v>(
         .fields
         .iter()
         .filter(|f| f.fieldtype == FieldType::Select && !f.options.trim().is_empty())
-        .filter_map(|f| match value(&f.fieldname) {
+        .filter_map(|f| match written.get(&f.fieldname) {
             Some(Value::String(s)) if !s.is_empty() && !f.options.split('\n').any(|o| o == s) => {
                 Some((f, s))
             }

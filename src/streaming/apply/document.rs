@@ -199,7 +199,7 @@ pub(super) async fn apply_one(
                     ignore_links: true,
                     ..flags.clone()
                 };
-                let relaxed = as_sent(a, known, &dt, &f, |k| {
+                let relaxed = as_sent(a, known, &dt, &f, &patch, |k| {
                     patch.get(k).or_else(|| current.get(k))
                 })
                 .await?;
@@ -306,7 +306,7 @@ async fn upsert(
         super::conflict::settle(a, conn, t, &local, None, &mut doc, known).await?;
         let mut f = flags.clone();
         f.keep_timestamps = false;
-        if let Some(relaxed) = as_sent(a, known, dt, &f, |k| doc.get(k)).await? {
+        if let Some(relaxed) = as_sent(a, known, dt, &f, &doc, |k| doc.get(k)).await? {
             f = relaxed;
         }
         documents::update_in(&a.write(dt), conn, &local, doc, &f).await?;
@@ -342,7 +342,7 @@ pub(super) async fn insert_as_on_producer(
     if cancelled {
         doc.insert("docstatus".into(), json!(1));
     }
-    let relaxed = as_sent(a, known, dt, flags, |f| doc.get(f)).await?;
+    let relaxed = as_sent(a, known, dt, flags, &doc, |f| doc.get(f)).await?;
     let flags = relaxed.as_ref().unwrap_or(flags);
     let (saved, _) = documents::insert_in(&a.write(dt), conn, doc, flags).await?;
     let local = name_text(&saved["name"]);

@@ -54,6 +54,7 @@ pub use repair::repair;
 pub use replay::{history_changed, history_key, stored_history};
 pub use resolve::{resolve_conflict, Keep};
 pub use resync::{resync, retry_due};
+pub use sync_log::FETCHED_NOTES;
 use sync_log::*;
 
 fn text(v: Option<&Value>) -> String {

@@ -41,7 +41,6 @@ async fn apply_producers(
     found: &str,
     unless_failed: bool,
 ) -> Result<String> {
-    let reg = site.meta();
     let sub = info
         .types
         .iter()
@@ -63,9 +62,12 @@ async fn apply_producers(
     let key = (local_type.to_string(), name.to_string());
     let note = match unless_failed {
         true => {
-            format!("repair: verification found it {found}; the producer's current version applied")
+            format!(
+                "{} verification found it {found}; the producer's current version applied",
+                FETCHED_NOTES[1]
+            )
         }
-        false => format!("the producer's current version applied, {found}"),
+        false => format!("{}, {found}", FETCHED_NOTES[2]),
     };
     let prepare = |batch: &mut BatchState| {
         if !unless_failed {
@@ -80,5 +82,5 @@ async fn apply_producers(
         batch.known.repair = Some(note);
         Ok(())
     };
-    super::resync::apply_alone(site, &reg, info, remote, (&sub, &inc), None, prepare).await
+    super::resync::apply_alone(site, info, remote, (&sub, &inc), None, prepare).await
 }

@@ -17,7 +17,7 @@ pub async fn resync(site: &Site, sync_log: &str) -> Result<String> {
     let producer = text(entry.get("event_producer"));
     let info = ProducerInfo::load(site, &producer).await?;
     let remote = crate::streaming::consumer::remote_for(site, &producer).await?;
-    let status = retry_entry(site, &reg, &info, &remote, &entry).await?;
+    let status = retry_entry(site, &info, &remote, &entry).await?;
     if status == "Synced" {
         retry_waiting(site, &reg, &info, &remote, sync_log).await?;
     }
@@ -53,7 +53,7 @@ pub(super) async fn retry_waiting(
             continue;
         };
         drop(conn);
-        if retry_entry(site, reg, info, remote, &e).await? != "Synced" {
+        if retry_entry(site, info, remote, &e).await? != "Synced" {
             // The rest now wait on this one, so that its resync or resolution retries them.
             let now_blocking = text(w.get("name"));
             let mut tx = site.store.begin().await?;
@@ -77,7 +77,6 @@ pub(super) async fn retry_waiting(
 
 pub(super) async fn retry_entry(
     site: &Site,
-    reg: &Registry,
     info: &ProducerInfo,
     remote: &RemoteSite,
     entry: &Doc,
@@ -97,10 +96,7 @@ pub(super) async fn retry_entry(
         "update_type": entry.get("update_type"), "ref_doctype": sub.remote_type, "docname": entry.get("producer_doc"),
         "data": raw, "seq": entry.get("seq"), "origin": info.url,
     }));
-    apply_alone(site, reg, info, remote, (&sub, &inc), Some(entry), |_| {
-        Ok(())
-    })
-    .await
+    apply_alone(site, info, remote, (&sub, &inc), Some(entry), |_| Ok(())).await
 }
 
 /// Applies one update on its own, outside a page (a resync, a repair): the types followed and
@@ -109,7 +105,6 @@ pub(super) async fn retry_entry(
 /// status, or the reason `prepare` gave for not applying it.
 pub(super) async fn apply_alone(
     site: &Site,
-    reg: &Registry,
     info: &ProducerInfo,
     remote: &RemoteSite,
     (sub, inc): (&SubscribedType, &Incoming),
@@ -118,6 +113,8 @@ pub(super) async fn apply_alone(
 ) -> Result<String> {
     let one = std::slice::from_ref(inc);
     super::held::follow_unheld(site, info, remote, one).await;
+    // The types as following left them (a resync must not fail on a field just added).
+    let reg = &*site.meta();
     // Downloads happen before the transaction, which must not wait on the network.
     let files = super::files::prefetch_files(site, reg, info, remote, one).await;
     let caller = site.caller_for(&info.user).await?;

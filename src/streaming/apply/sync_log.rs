@@ -8,6 +8,16 @@ use super::*;
 /// take the producer's version over this site's copy).
 pub(super) const HISTORY_CONFLICT: &str = "history changed: ";
 
+/// How the note of a sync log begins when this site fetched the document itself (a
+/// dependency, a repair, a person's choice after a conflict) rather than applying a log of the
+/// producer's: its log_creation is the document's `modified`, not a time of the producer's log,
+/// so verification by lists leaves it out of where the producer's log began for this site.
+pub const FETCHED_NOTES: [&str; 3] = [
+    "fetched as a dependency",
+    "repair:",
+    "the producer's current version applied",
+];
+
 /// The fields of a new Event Sync Log row after the standard columns, in the order
 /// `write_sync_log` buffers them.
 const SYNC_LOG_FIELDS: [&str; 16] = [
