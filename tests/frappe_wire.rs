@@ -148,6 +148,11 @@ async fn a_frappe_15_event_streaming_app_producer() {
 /// A consumer subscribed to ToDos of the fake Frappe producer: the producer's state, URL and
 /// the consumer.
 async fn subscribed(v15: bool) -> (Arc<Mutex<Producer>>, String, TestSite) {
+    subscribed_to(v15, json!([{"ref_doctype": "ToDo", "use_same_name": 1}])).await
+}
+
+/// [`subscribed`] with the Event Producer's `rows`.
+async fn subscribed_to(v15: bool, rows: Value) -> (Arc<Mutex<Producer>>, String, TestSite) {
     let state = Arc::new(Mutex::new(Producer {
         v15,
         ..Default::default()
@@ -175,7 +180,7 @@ async fn subscribed(v15: bool) -> (Arc<Mutex<Producer>>, String, TestSite) {
         .post(
             "/api/resource/Event Producer",
             json!({"producer_url": producer_url, "user": "es@example.com", "api_key": "<producer key>", "api_secret": "<producer secret>",
-                   "producer_doctypes": [{"ref_doctype": "ToDo", "use_same_name": 1}]}),
+                   "producer_doctypes": rows}),
         )
         .await;
     assert_eq!(s, 200, "{b}\n{}", c.log());
@@ -250,6 +255,51 @@ async fn a_frappe_producer_is_verified_through_its_lists() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("only here ToDo later00001"), "{out}");
     assert!(get_opt(&c, "/api/resource/ToDo/later00001").await.is_some());
+}
+
+/// Verification by lists counts as "should be here" what the producer changed after the first
+/// of its logs applied here; a document this site fetched itself (a repair, a dependency)
+/// carries its own `modified`, however old, and must not move that start back: a ToDo made
+/// before the subscription (Sync Existing off) stays out of the comparison after a repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_fetched_here_do_not_move_where_the_producers_log_began() {
+    let (state, _, c) = subscribed_to(
+        false,
+        json!([{"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 0}]),
+    )
+    .await;
+    eventually(15, "the captured ToDo", || async {
+        let t = get_opt(&c, "/api/resource/ToDo/0c3f434e01").await?;
+        (t["description"] == "sample doc edited").then_some(())
+    })
+    .await;
+    // The captured ToDo as the producer holds it (its `modified` older than its Create log),
+    // and one made before the subscription, never sent.
+    state.lock().unwrap().docs = vec![
+        todo(
+            "0c3f434e01",
+            "sample doc edited",
+            "2026-11-23 14:08:27.071306",
+        ),
+        todo("before0001", "made before", "2026-11-23 14:08:27.080000"),
+    ];
+    let (code, out, err) = cli_verify(&c, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let out = std::process::Command::new("sqlite3")
+        .arg(c.site_dir().join("site.sqlite3"))
+        .arg(r#"DELETE FROM "tabToDo" WHERE name = '0c3f434e01'"#)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (code, out, err) = cli_verify(&c, &["--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("missing here ToDo 0c3f434e01"), "{out}");
+    let (code, out, err) = cli_verify(&c, &[]);
+    assert_eq!(
+        code, 0,
+        "the repair's old version moved nothing: {out}{err}"
+    );
+    assert!(!out.contains("before0001"), "{out}");
 }
 
 async fn replay_producer(v15: bool) {

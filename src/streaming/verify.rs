@@ -431,13 +431,6 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
     };
     let mut window = None;
     for sub in info.types.iter().filter(|t| !t.unsubscribed) {
-        if sub.mapping.is_some() && by_list {
-            report.skipped.push(format!(
-                "{}: a row with a mapping is verified only against a producer with digests (docstream 0.2 or later)",
-                sub.local_type
-            ));
-            continue;
-        }
         if !by_list {
             match compare_type(site, (&info, &back), &remote, sub, &mut report).await {
                 // docstream before 0.2 pulls by seq but has no digests.
@@ -540,17 +533,17 @@ async fn compare_type(
     // A mapped row's documents are what its mapping made of the producer's: which of them
     // are held is compared (digests over no field), not their content.
     let presence = sub.mapping.is_some();
+    let asked = match presence {
+        true => FieldSpec::new(),
+        false => digest::spec_of(&reg, &dt),
+    };
+    let (first, up, down) = ask(None, &asked).await?;
     if presence {
         report.skipped.push(format!(
             "the content of {} (its row has a mapping; which documents are held is compared)",
             sub.local_type
         ));
     }
-    let asked = match presence {
-        true => FieldSpec::new(),
-        false => digest::spec_of(&reg, &dt),
-    };
-    let (first, up, down) = ask(None, &asked).await?;
     report.bytes_sent += up;
     report.bytes_received += down;
     let spec: FieldSpec = serde_json::from_value(first["fields"].clone()).map_err(|e| {
