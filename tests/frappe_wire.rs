@@ -187,6 +187,15 @@ async fn subscribed_to(v15: bool, rows: Value) -> (Arc<Mutex<Producer>>, String,
     (state, producer_url, c)
 }
 
+/// Waits until the consumer holds the captured ToDo as its Update left it.
+async fn captured_todo_applied(c: &TestSite) {
+    eventually(15, "the captured ToDo", || async {
+        let t = get_opt(c, "/api/resource/ToDo/0c3f434e01").await?;
+        (t["description"] == "sample doc edited").then_some(())
+    })
+    .await;
+}
+
 /// Verification against a Frappe producer (no digests): its REST lists give each document's
 /// `modified`, compared with the creation of the last log applied here for it. An update the
 /// consumer never received and a document it was never sent are found and repaired; a
@@ -194,11 +203,7 @@ async fn subscribed_to(v15: bool, rows: Value) -> (Arc<Mutex<Producer>>, String,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frappe_producer_is_verified_through_its_lists() {
     let (state, _, c) = subscribed(false).await;
-    eventually(15, "the captured ToDo", || async {
-        let t = get_opt(&c, "/api/resource/ToDo/0c3f434e01").await?;
-        (t["description"] == "sample doc edited").then_some(())
-    })
-    .await;
+    captured_todo_applied(&c).await;
     // One more log moves the consumer's cursor past the other changes below.
     state.lock().unwrap().later = vec![
         json!({"update_type": "Create", "ref_doctype": "ToDo", "docname": "later00001",
@@ -268,11 +273,7 @@ async fn documents_fetched_here_do_not_move_where_the_producers_log_began() {
         json!([{"ref_doctype": "ToDo", "use_same_name": 1, "sync_existing": 0}]),
     )
     .await;
-    eventually(15, "the captured ToDo", || async {
-        let t = get_opt(&c, "/api/resource/ToDo/0c3f434e01").await?;
-        (t["description"] == "sample doc edited").then_some(())
-    })
-    .await;
+    captured_todo_applied(&c).await;
     // The captured ToDo as the producer holds it (its `modified` older than its Create log),
     // and one made before the subscription, never sent.
     state.lock().unwrap().docs = vec![

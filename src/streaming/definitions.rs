@@ -283,9 +283,7 @@ impl Follower<'_> {
         if !kept.is_empty() {
             return kept;
         }
-        let submittable = def
-            .get("is_submittable")
-            .is_some_and(|v| v.as_i64() == Some(1) || v.as_bool() == Some(true));
+        let submittable = checked(def.get("is_submittable"));
         vec![
             json!({"role": "System Manager", "read": 1, "write": 1, "create": 1, "delete": 1,
                     "submit": submittable as i64, "cancel": submittable as i64}),
@@ -309,6 +307,20 @@ fn already_made(e: Error) -> Result<()> {
         Error::DuplicateEntry(_) => Ok(()),
         other => Err(other),
     }
+}
+
+/// A Check as a Frappe site sends it: set when 1 or true.
+pub fn checked(v: Option<&Value>) -> bool {
+    v.is_some_and(|v| v.as_i64() == Some(1) || v.as_bool() == Some(true))
+}
+
+/// The fields a type's definition (`getdoctype`'s first doc) makes mandatory.
+pub fn required_fields(def: &Value) -> std::collections::HashSet<String> {
+    fields_of(def)
+        .iter()
+        .filter(|f| checked(f.get("reqd")))
+        .map(|f| text(f.get("fieldname")))
+        .collect()
 }
 
 fn fields_of(def: &Value) -> Vec<Map<String, Value>> {

@@ -122,16 +122,16 @@ pub async fn install(site: &RemoteSite, ask: &Install) -> Result<Installed> {
         let (value, from) = match ask.given.get(&s.key) {
             Some(v) => (v.clone(), "given".to_string()),
             None if fill_text(&s.from[1], &values).contains("{{") => {
-                unknown.push(format!(
-                    "{} ({}, read once the values it names are known)",
-                    s.key, s.place
+                unknown.push((
+                    &s.key,
+                    format!("{}, read once the values it names are known", s.place),
                 ));
                 continue;
             }
             None => match read_value(site, s, &values).await? {
                 Some(v) => (v, format!("{} on {}", s.place, site.url)),
                 None => {
-                    unknown.push(format!("{} ({})", s.key, s.place));
+                    unknown.push((&s.key, s.place.clone()));
                     continue;
                 }
             },
@@ -140,13 +140,17 @@ pub async fn install(site: &RemoteSite, ask: &Install) -> Result<Installed> {
         values.insert(s.key.clone(), value);
     }
     if !unknown.is_empty() {
+        let needs: Vec<String> = unknown
+            .iter()
+            .map(|(key, place)| format!("{key} ({place})"))
+            .collect();
         let sets: Vec<String> = unknown
             .iter()
-            .map(|u| format!("--set {}=VALUE", u.split(' ').next().unwrap_or("")))
+            .map(|(key, _)| format!("--set {key}=VALUE"))
             .collect();
         return Err(Error::Validation(format!(
             "the template needs {}, not set on {}: set them there or give {}",
-            unknown.join(", "),
+            needs.join(", "),
             site.url,
             sets.join(" ")
         )));
@@ -163,7 +167,7 @@ pub async fn install(site: &RemoteSite, ask: &Install) -> Result<Installed> {
             )),
             other => other,
         })?;
-    let (rows, changed) = rows_with_mappings(&t, &producer, &values, &mut done);
+    let rows = rows_with_mappings(&t, &producer, &values, &mut done);
     let verb = |v: &str| match ask.dry_run {
         true => format!("would be {v}"),
         false => v.to_string(),
@@ -189,7 +193,7 @@ pub async fn install(site: &RemoteSite, ask: &Install) -> Result<Installed> {
         done.mappings
             .push((name, verb(if exists { "updated" } else { "created" })));
     }
-    if changed && !ask.dry_run {
+    if !done.rows.is_empty() && !ask.dry_run {
         site.update_doc(
             "Event Producer",
             &ask.producer,
@@ -200,20 +204,19 @@ pub async fn install(site: &RemoteSite, ask: &Install) -> Result<Installed> {
     Ok(done)
 }
 
-/// The Event Producer's rows with the template's mappings set and its missing rows added;
-/// true when anything changed.
+/// The Event Producer's rows with the template's mappings set and its missing rows added,
+/// each change told in `done.rows`.
 fn rows_with_mappings(
     t: &Template,
     producer: &Value,
     values: &BTreeMap<String, String>,
     done: &mut Installed,
-) -> (Vec<Value>, bool) {
+) -> Vec<Value> {
     let mut rows: Vec<Value> = producer
         .get("producer_doctypes")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mut changed = false;
     for r in &t.rows {
         let mapping = r.mapping.as_ref().map(|m| fill_text(m, values));
         let why = fill_text(&r.why, values);
@@ -223,14 +226,15 @@ fn rows_with_mappings(
         {
             Some(row) => {
                 let Some(m) = mapping else { continue };
-                if text(row.get("mapping")) == m && truthy(row.get("has_mapping")) {
+                if text(row.get("mapping")) == m
+                    && super::definitions::checked(row.get("has_mapping"))
+                {
                     continue;
                 }
                 row["has_mapping"] = json!(1);
                 row["mapping"] = json!(m);
                 done.rows
                     .push(format!("{}: mapping {m} ({why})", r.ref_doctype));
-                changed = true;
             }
             None => {
                 rows.push(json!({"ref_doctype": r.ref_doctype, "use_same_name": 1,
@@ -244,11 +248,10 @@ fn rows_with_mappings(
                         .unwrap_or_default()
                 ));
                 done.to_approve.push(r.ref_doctype.clone());
-                changed = true;
             }
         }
     }
-    (rows, changed)
+    rows
 }
 
 /// A value read on the consuming site; None when it is not set there.
@@ -298,10 +301,6 @@ fn fill_text(s: &str, values: &BTreeMap<String, String>) -> String {
 
 fn text(v: Option<&Value>) -> String {
     super::remote::list_text(v)
-}
-
-fn truthy(v: Option<&Value>) -> bool {
-    v.is_some_and(|v| v.as_i64() == Some(1) || v.as_bool() == Some(true))
 }
 
 #[cfg(test)]

@@ -72,19 +72,22 @@ pub async fn window(site: &Site, info: &ProducerInfo, last_update: &str) -> Resu
     let mut conn = site.store.conn().await?;
     // The producer's logs this site applied, not the documents it fetched itself (whose
     // log_creation is their own `modified`, however old).
-    let fetched = super::apply::FETCHED_NOTES;
     let mut params = vec![Param::text(&info.url)];
-    params.extend(fetched.iter().map(|p| Param::Text(Some(format!("{p}%")))));
-    let first = store::fetch_docs(
-        &mut conn,
-        r#"SELECT MIN(log_creation) AS first FROM "tabEvent Sync Log" WHERE event_producer = $1 AND log_creation IS NOT NULL AND log_creation <> ''
-             AND COALESCE(note, '') NOT LIKE $2 AND COALESCE(note, '') NOT LIKE $3 AND COALESCE(note, '') NOT LIKE $4"#,
-        &params,
-    )
-    .await?
-    .first()
-    .map(|r| text(r.get("first")))
-    .unwrap_or_default();
+    let mut sql = String::from(
+        r#"SELECT MIN(log_creation) AS first FROM "tabEvent Sync Log" WHERE event_producer = $1 AND log_creation IS NOT NULL AND log_creation <> ''"#,
+    );
+    for p in super::apply::FETCHED_NOTES {
+        params.push(Param::Text(Some(format!("{p}%"))));
+        sql.push_str(&format!(
+            " AND COALESCE(note, '') NOT LIKE ${}",
+            params.len()
+        ));
+    }
+    let first = store::fetch_docs(&mut conn, &sql, &params)
+        .await?
+        .first()
+        .map(|r| text(r.get("first")))
+        .unwrap_or_default();
     Ok(Window {
         cursor: last_update.to_string(),
         first,

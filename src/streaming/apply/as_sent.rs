@@ -72,11 +72,7 @@ pub(super) async fn as_sent<'v>(
     if kept.is_empty() {
         return Ok(None);
     }
-    let n = notes.join("; ");
-    known.note = Some(match known.note.take() {
-        Some(before) => format!("{before}; {n}"),
-        None => n,
-    });
+    known.add_note(notes.join("; "));
     let mut f = flags.clone();
     f.unenforced.extend(kept);
     Ok(Some(f))
@@ -101,18 +97,6 @@ async fn required_there(a: &Applying<'_>, doctype: &str) -> HashSet<String> {
         }
     };
     docs.first()
-        .and_then(|d| d.get("fields"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|f| {
-            f.get("reqd")
-                .is_some_and(|r| r.as_i64() == Some(1) || r.as_bool() == Some(true))
-        })
-        .filter_map(|f| {
-            f.get("fieldname")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .collect()
+        .map(crate::streaming::definitions::required_fields)
+        .unwrap_or_default()
 }

@@ -61,18 +61,11 @@ pub(super) async fn apply_and_log(
         };
         let known = &mut batch.known;
         if let Some(n) = doc.and_then(|d| linked_here::note_for(a.reg, known, &sub.local_type, d)) {
-            known.note = Some(match known.note.take() {
-                Some(before) => format!("{before}; {n}"),
-                None => n,
-            });
+            known.add_note(n);
         }
     }
     if let Some(r) = batch.known.repair.clone() {
-        let known = &mut batch.known;
-        known.note = Some(match known.note.take() {
-            Some(n) => format!("{r}; {n}"),
-            None => r,
-        });
+        batch.known.note_first(r);
     }
     let outcome = match (outcome, batch.known.conflict.take()) {
         (Ok(local), Some(c)) => Outcome::Conflict(local, c),
@@ -167,6 +160,22 @@ pub(super) struct Mark {
 }
 
 impl Known {
+    /// Adds `n` after what the current update's note already says.
+    pub(super) fn add_note(&mut self, n: String) {
+        self.note = Some(match self.note.take() {
+            Some(before) => format!("{before}; {n}"),
+            None => n,
+        });
+    }
+
+    /// Puts `n` before what the current update's note already says.
+    pub(super) fn note_first(&mut self, n: String) {
+        self.note = Some(match self.note.take() {
+            Some(after) => format!("{n}; {after}"),
+            None => n,
+        });
+    }
+
     /// Where the batch stands before an attempt.
     pub(super) fn mark(&self) -> Mark {
         Mark {

@@ -148,16 +148,11 @@ pub(super) fn fetch_missing<'a>(
                 seq: None,
                 origin: info.url.clone(),
             };
-            let why = format!(
-                "{} of {} {}",
-                FETCHED_NOTES[0],
+            known.note_first(format!(
+                "{FETCHED_AS_DEPENDENCY} of {} {}",
                 dt.name,
                 text(doc.get("name"))
-            );
-            known.note = Some(match known.note.take() {
-                Some(n) => format!("{why}; {n}"),
-                None => why,
-            });
+            ));
             write_sync_log(
                 a,
                 conn,

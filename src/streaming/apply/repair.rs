@@ -63,11 +63,10 @@ async fn apply_producers(
     let note = match unless_failed {
         true => {
             format!(
-                "{} verification found it {found}; the producer's current version applied",
-                FETCHED_NOTES[1]
+                "{REPAIRED} verification found it {found}; the producer's current version applied"
             )
         }
-        false => format!("{}, {found}", FETCHED_NOTES[2]),
+        false => format!("{PRODUCERS_VERSION_APPLIED}, {found}"),
     };
     let prepare = |batch: &mut BatchState| {
         if !unless_failed {

@@ -8,15 +8,18 @@ use super::*;
 /// take the producer's version over this site's copy).
 pub(super) const HISTORY_CONFLICT: &str = "history changed: ";
 
+/// How the note of a dependency's sync log begins.
+pub(super) const FETCHED_AS_DEPENDENCY: &str = "fetched as a dependency";
+/// How the note of a repair verification asked for begins.
+pub(super) const REPAIRED: &str = "repair:";
+/// How the note of the producer's version applied after a person's choice begins.
+pub(super) const PRODUCERS_VERSION_APPLIED: &str = "the producer's current version applied";
+
 /// How the note of a sync log begins when this site fetched the document itself (a
 /// dependency, a repair, a person's choice after a conflict) rather than applying a log of the
 /// producer's: its log_creation is the document's `modified`, not a time of the producer's log,
 /// so verification by lists leaves it out of where the producer's log began for this site.
-pub const FETCHED_NOTES: [&str; 3] = [
-    "fetched as a dependency",
-    "repair:",
-    "the producer's current version applied",
-];
+pub const FETCHED_NOTES: [&str; 3] = [FETCHED_AS_DEPENDENCY, REPAIRED, PRODUCERS_VERSION_APPLIED];
 
 /// The fields of a new Event Sync Log row after the standard columns, in the order
 /// `write_sync_log` buffers them.
