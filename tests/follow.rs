@@ -411,3 +411,103 @@ async fn a_root_held_without_the_producers_mandatory_parent_arrives() {
     );
     assert!(get_opt(&c, "/api/resource/Ledger/Income").await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_held_here_as_text_is_followed() {
+    let (p, c) = start_pair().await;
+    // As ERPNext's Customer.customer_group meets docstream's built-in Customer (a Data field):
+    // the field keeps this site's definition, the documents it names arrive all the same, so
+    // that a Frappe consumer of this site (whose field is a Link) finds them here.
+    let region =
+        json!({"fieldname": "region", "label": "Region", "fieldtype": "Link", "options": "Region"});
+    let as_text = json!({"fieldname": "region", "label": "Region", "fieldtype": "Data"});
+    p.insert(
+        "DocType",
+        json!({"name": "Region", "autoname": "field:region_name", "fields": [
+            {"fieldname": "region_name", "label": "Region Name", "fieldtype": "Data", "reqd": 1, "unique": 1},
+            {"fieldname": "manager", "label": "Manager", "fieldtype": "Data"}]}),
+    )
+    .await;
+    for (site, region) in [(&p, &region), (&c, &as_text)] {
+        site.insert(
+            "DocType",
+            json!({"name": "Depot Bin", "istable": 1, "fields": [
+                {"fieldname": "bin_no", "label": "Bin No", "fieldtype": "Data"}, region]}),
+        )
+        .await;
+        site.insert(
+            "DocType",
+            json!({"name": "Depot", "autoname": "field:depot_name", "fields": [
+                {"fieldname": "depot_name", "label": "Depot Name", "fieldtype": "Data", "reqd": 1, "unique": 1},
+                region,
+                {"fieldname": "bins", "label": "Bins", "fieldtype": "Table", "options": "Depot Bin"}]}),
+        )
+        .await;
+    }
+    for (name, manager) in [("North", "Ann"), ("East", "Bo"), ("South", "Cy")] {
+        p.insert("Region", json!({"region_name": name, "manager": manager}))
+            .await;
+    }
+    p.insert(
+        "Depot",
+        json!({"depot_name": "D1", "region": "North", "bins": [{"bin_no": "B1", "region": "East"}]}),
+    )
+    .await;
+    subscribe(
+        &p,
+        &c,
+        json!([{"ref_doctype": "Depot", "use_same_name": 1, "sync_existing": 1}]),
+    )
+    .await;
+    eventually(15, "D1 on the consumer", || {
+        get_opt(&c, "/api/resource/Depot/D1")
+    })
+    .await;
+    for (name, manager) in [("North", "Ann"), ("East", "Bo")] {
+        let r = get_opt(&c, format!("/api/resource/Region/{name}"))
+            .await
+            .unwrap_or_else(|| panic!("Region {name}, named by a field held here as text"));
+        assert_eq!(r["manager"], manager, "{r}");
+    }
+    let dt = get_opt(&c, "/api/resource/DocType/Depot").await.unwrap();
+    let field = dt["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fieldname"] == "region")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        field["fieldtype"], "Data",
+        "the local definition is kept: {field}"
+    );
+    let (_, logs) = c
+        .get(r#"/api/resource/Event Sync Log?fields=["status","docname","note"]&filters=[["ref_doctype","=","Region"]]&limit_page_length=0"#)
+        .await;
+    let north = logs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["docname"] == "North")
+        .cloned()
+        .unwrap_or_else(|| panic!("North's sync log: {logs}"));
+    assert_eq!(north["status"], "Synced", "{north}");
+    assert!(
+        north["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("dependency of Depot D1")),
+        "{north}"
+    );
+    // Live, through an Update that names another.
+    let (s, b) = p
+        .put("/api/resource/Depot/D1", json!({"region": "South"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let south = eventually(15, "South on the consumer", || {
+        get_opt(&c, "/api/resource/Region/South")
+    })
+    .await;
+    assert_eq!(south["manager"], "Cy", "{south}");
+    let d1 = get_opt(&c, "/api/resource/Depot/D1").await.unwrap();
+    assert_eq!(d1["region"], "South", "{d1}");
+}

@@ -291,6 +291,22 @@ impl Follower<'_> {
     }
 }
 
+/// The fields `local` holds as Data that `def` (the producer's definition of that type) makes
+/// Links to a type this site has, as `(field, linked type)`: a field both have keeps the local
+/// definition, and the apply path follows these as links all the same.
+pub fn links_held_as_text(reg: &Registry, local: &DocType, def: &Value) -> Vec<(String, String)> {
+    fields_of(def)
+        .iter()
+        .filter(|f| text(f.get("fieldtype")) == "Link")
+        .filter_map(|f| {
+            let field = local.field(&text(f.get("fieldname")))?;
+            let target = text(f.get("options"));
+            (field.fieldtype == FieldType::Data && reg.exists(&target))
+                .then(|| (field.fieldname.clone(), target))
+        })
+        .collect()
+}
+
 /// Writes made by following are the site's own work.
 fn flags() -> WriteFlags {
     WriteFlags {

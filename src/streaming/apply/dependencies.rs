@@ -44,9 +44,10 @@ pub(super) fn fetch_missing<'a>(
     } = *a;
     Box::pin(async move {
         // Links with an empty Dynamic Link type are the document's own problem, found at save.
-        let Ok(links) = crate::service::documents::links_of(reg, dt, doc) else {
+        let Ok(mut links) = crate::service::documents::links_of(reg, dt, doc) else {
             return Ok(());
         };
+        links.extend(text_links_of(a, dt, doc).await);
         for (_, target, value) in links {
             let Ok(tdt) = reg.get(&target) else { continue };
             if target == "DocType" || tdt.issingle || tdt.istable {
@@ -166,6 +167,83 @@ pub(super) fn fetch_missing<'a>(
         }
         Ok(())
     })
+}
+
+/// The links of `doc` held here as text (a Data field) that the producer's definition makes
+/// Links, as `(field, linked type, name)`: followed like the type's own, so that a hub holds
+/// the documents its Frappe consumers, whose field is a Link, will ask it for (ERPNext's
+/// `Customer.customer_group`, Data on the built-in Customer). Only where the linked type is
+/// here, and only while types follow the producer's (the setting that reads its definitions).
+async fn text_links_of(a: &Applying<'_>, dt: &DocType, doc: &Doc) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    if !a.site.config.follow_producer_types {
+        return out;
+    }
+    let mut cache = a.info.text_links.lock().await;
+    let children: Vec<_> = dt
+        .fields
+        .iter()
+        .filter(|f| f.fieldtype.is_table())
+        .filter_map(|f| {
+            Some((
+                a.reg.get(&f.options).ok()?,
+                doc.get(&f.fieldname)?.as_array()?,
+            ))
+        })
+        .collect();
+    let mut parts: Vec<(&DocType, &Doc)> = vec![(dt, doc)];
+    for (child, rows) in &children {
+        parts.extend(
+            rows.iter()
+                .filter_map(Value::as_object)
+                .map(|r| (&**child, r)),
+        );
+    }
+    for (t, part) in parts {
+        let fields = producer_links(a, &mut cache, t).await;
+        for (field, target) in fields.iter() {
+            let value = part.get(field).map(name_text).unwrap_or_default();
+            if !value.is_empty() {
+                out.push((field.clone(), target.clone(), value));
+            }
+        }
+    }
+    out
+}
+
+/// The fields of `dt` held here as text that the producer makes Links (see [`text_links_of`]):
+/// its definition is read once per type (with its child tables) and kept with the producer's
+/// settings; one that cannot be read counts as none.
+async fn producer_links(
+    a: &Applying<'_>,
+    cache: &mut TextLinks,
+    dt: &DocType,
+) -> std::sync::Arc<Vec<(String, String)>> {
+    if let Some(found) = cache.get(&dt.name) {
+        return found.clone();
+    }
+    // A mapped type's documents are in this site's shape, not the producer's.
+    let mapped = a
+        .info
+        .types
+        .iter()
+        .any(|t| t.local_type == dt.name && t.mapping.is_some());
+    let docs = if mapped || dt.istable {
+        vec![]
+    } else {
+        a.remote.definition(&dt.name).await.unwrap_or_else(|e| {
+            tracing::warn!(producer = %a.info.url, doctype = %dt.name, "the producer's definition could not be read (its links held here as text are not followed): {e}");
+            vec![]
+        })
+    };
+    for def in &docs {
+        let Some(local) = a.reg.get(&text(def.get("name"))).ok() else {
+            continue;
+        };
+        let pairs = crate::streaming::definitions::links_held_as_text(a.reg, &local, def);
+        cache.insert(local.name.clone(), std::sync::Arc::new(pairs));
+    }
+    cache.entry(dt.name.clone()).or_default().clone()
 }
 
 /// Fetches, in parallel and each once, the linked documents of a page that are missing here,

@@ -46,7 +46,7 @@ use document::*;
 use local_names::*;
 pub use local_names::{producer_names, rename_links, LocalNames};
 use mapped::*;
-use producer_info::{binds_key, read_stamp};
+use producer_info::{binds_key, read_stamp, TextLinks};
 pub use producer_info::{
     stored_checkpoint, Checkpoint, ProducerInfo, ProducerInfos, SubscribedType,
 };

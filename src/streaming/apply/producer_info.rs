@@ -31,7 +31,14 @@ pub struct ProducerInfo {
     pub(super) stamp: Vec<Value>,
     /// The producer has sent pages bound to their request: an unbound one is refused.
     pub binds: bool,
+    /// Per local type, the fields held here as text that the producer's definition makes
+    /// Links, with their targets: read once per type (see `dependencies::producer_links`).
+    pub(super) text_links: std::sync::Arc<tokio::sync::Mutex<TextLinks>>,
 }
+
+/// Local type -> `(field, linked type)` pairs (see [`ProducerInfo::text_links`]).
+pub(super) type TextLinks =
+    std::collections::HashMap<String, std::sync::Arc<Vec<(String, String)>>>;
 
 /// What [`ProducerInfo::current`] compares to know that a producer it read is unchanged (the
 /// first four columns): its Event Producer's `modified`, the newest `modified` and number of
@@ -155,6 +162,7 @@ impl ProducerInfo {
             remote: Default::default(),
             stamp: Vec::new(),
             binds: false,
+            text_links: Default::default(),
         })
     }
 
