@@ -117,6 +117,10 @@ pub(super) async fn apply_alone(
     let reg = &*site.meta();
     // Downloads happen before the transaction, which must not wait on the network.
     let files = super::files::prefetch_files(site, reg, info, remote, one).await;
+    // As a page does: the documents it links to that are held here and differ are noted on
+    // this entry when it applies (a first attempt that failed noted nothing).
+    let (docs, here) = prefetch_dependencies(site, reg, info, remote, one).await;
+    let linked_here = super::linked_here::check(site, reg, info, remote, here).await;
     let caller = site.caller_for(&info.user).await?;
     let mut tx = site.store.begin().await?;
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
@@ -125,6 +129,8 @@ pub(super) async fn apply_alone(
     }
     batch.careful = true;
     batch.known.files = files;
+    batch.known.fetched = docs;
+    batch.known.linked_here = linked_here;
     let a = Applying {
         site,
         reg,
@@ -134,6 +140,7 @@ pub(super) async fn apply_alone(
     };
     let wrote = apply_and_log(&a, &mut tx, sub, inc, retry_of, &mut batch).await?;
     batch.known.flush_sync_logs(&mut tx).await?;
+    super::linked_here::mark_noted(&mut tx, &info.url, &batch.known.linked_noted).await?;
     tx.commit().await?;
     if wrote {
         if let Some(me) = site.arc() {

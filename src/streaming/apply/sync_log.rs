@@ -94,7 +94,16 @@ pub(super) async fn write_sync_log(
             let error = super::conflict::message(a, &sub.local_type, &local, &c);
             ("Failed", local, Some(error), Some(c.to_string()))
         }
-        Outcome::Failed(e) => ("Failed", String::new(), Some(e.message()), None),
+        // Under the same name the local document is the producer's name, applied or not (as
+        // Frappe records it); a person finds the document the failure is about.
+        Outcome::Failed(e) => {
+            let local = if sub.use_same_name && sub.mapping.is_none() {
+                inc.docname.clone()
+            } else {
+                String::new()
+            };
+            ("Failed", local, Some(e.message()), None)
+        }
     };
     // A person decides these, never an automatic retry.
     let waiting = error.as_deref().is_some_and(|e| {
