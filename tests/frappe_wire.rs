@@ -153,6 +153,15 @@ async fn subscribed(v15: bool) -> (Arc<Mutex<Producer>>, String, TestSite) {
 
 /// [`subscribed`] with the Event Producer's `rows`.
 async fn subscribed_to(v15: bool, rows: Value) -> (Arc<Mutex<Producer>>, String, TestSite) {
+    subscribed_with(v15, rows, json!([])).await
+}
+
+/// [`subscribed_to`], the consumer's Document Type `mappings` made first.
+async fn subscribed_with(
+    v15: bool,
+    rows: Value,
+    mappings: Value,
+) -> (Arc<Mutex<Producer>>, String, TestSite) {
     let state = Arc::new(Mutex::new(Producer {
         v15,
         ..Default::default()
@@ -176,6 +185,12 @@ async fn subscribed_to(v15: bool, rows: Value) -> (Arc<Mutex<Producer>>, String,
         )
         .await;
     assert_eq!(s, 200, "{b}");
+    for m in mappings.as_array().unwrap() {
+        let (s, b) = c
+            .post("/api/resource/Document Type Mapping", m.clone())
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
     let (s, b) = c
         .post(
             "/api/resource/Event Producer",
@@ -260,6 +275,57 @@ async fn a_frappe_producer_is_verified_through_its_lists() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("only here ToDo later00001"), "{out}");
     assert!(get_opt(&c, "/api/resource/ToDo/later00001").await.is_some());
+}
+
+/// A row with a mapping, against a Frappe producer: which mapped copies are held is compared
+/// with the producer's list (their content is this site's), and a copy gone is repaired
+/// through the mapping; one the producer no longer has is listed, never deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_row_from_a_frappe_producer_is_verified_by_presence() {
+    let (state, _, c) = subscribed_with(
+        false,
+        json!([{"ref_doctype": "Note", "has_mapping": 1, "mapping": "Note from ToDo",
+                "use_same_name": 1, "sync_existing": 1}]),
+        json!([{"mapping_name": "Note from ToDo", "local_doctype": "Note", "remote_doctype": "ToDo",
+                "field_mapping": [{"local_fieldname": "title", "remote_fieldname": "description"}]}]),
+    )
+    .await;
+    eventually(15, "the mapped Note", || async {
+        let n = get_opt(&c, "/api/resource/Note/0c3f434e01").await?;
+        (n["title"] == "sample doc edited").then_some(())
+    })
+    .await;
+    // The captured ToDo, and one made before the subscription (Sync Existing: due here).
+    state.lock().unwrap().docs = vec![
+        todo(
+            "0c3f434e01",
+            "sample doc edited",
+            "2026-11-23 14:08:27.071306",
+        ),
+        todo("missed0001", "never sent", "2026-11-23 14:08:27.100000"),
+    ];
+    let (code, out, err) = cli_verify(&c, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("missing here Note missed0001"), "{out}");
+    assert!(!out.contains("Note 0c3f434e01"), "held: {out}");
+    assert!(out.contains("not compared: the content of Note"), "{out}");
+    let (code, out, err) = cli_verify(&c, &["--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let n = get_opt(&c, "/api/resource/Note/missed0001")
+        .await
+        .expect("repaired through the mapping");
+    assert_eq!(n["title"], "never sent");
+    let (code, out, err) = cli_verify(&c, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    state
+        .lock()
+        .unwrap()
+        .docs
+        .retain(|d| d["name"] != "0c3f434e01");
+    let (code, out, err) = cli_verify(&c, &["--repair"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("only here Note 0c3f434e01"), "{out}");
+    assert!(get_opt(&c, "/api/resource/Note/0c3f434e01").await.is_some());
 }
 
 /// Verification by lists counts as "should be here" what the producer changed after the first

@@ -441,11 +441,13 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
                 }
             }
         }
+        if window.is_none() {
+            window = Some(super::verify_by_list::window(site, &info, &last_update).await?);
+        }
+        let window = window.as_ref().expect("just read");
         if sub.mapping.is_some() {
-            report.skipped.push(format!(
-                "{}: a row with a mapping is verified only against a producer with digests (docstream 0.2 or later)",
-                sub.local_type
-            ));
+            super::verify_by_list::compare_mapped(site, (&info, window), &remote, sub, &mut report)
+                .await?;
             continue;
         }
         if !sub.use_same_name {
@@ -455,10 +457,6 @@ async fn compare(site: &Site, producer: &str, how: How) -> Result<Report> {
             ));
             continue;
         }
-        if window.is_none() {
-            window = Some(super::verify_by_list::window(site, &info, &last_update).await?);
-        }
-        let window = window.as_ref().expect("just read");
         super::verify_by_list::compare_type(
             site,
             (&info, window),
@@ -662,7 +660,7 @@ async fn compare_type(
 }
 
 /// The producer's names of the documents a mapped row made here that this site still holds.
-async fn held_mapped(
+pub(super) async fn held_mapped(
     conn: &mut Conn,
     info: &ProducerInfo,
     sub: &SubscribedType,

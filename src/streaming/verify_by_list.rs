@@ -37,17 +37,22 @@ fn text(v: Option<&Value>) -> String {
 async fn received(
     site: &Site,
     info: &ProducerInfo,
-    doctype: &str,
+    sub: &SubscribedType,
 ) -> Result<BTreeMap<String, (String, String)>> {
     let mut conn = site.store.conn().await?;
-    let rows = store::fetch_docs(
-        &mut conn,
+    let mut sql = String::from(
         r#"SELECT producer_doc, update_type, log_creation FROM "tabEvent Sync Log"
            WHERE event_producer = $1 AND ref_doctype = $2 AND status IN ('Synced', 'Resolved')
-             AND producer_doc IS NOT NULL ORDER BY creation, name"#,
-        &[Param::text(&info.url), Param::text(doctype)],
-    )
-    .await?;
+             AND producer_doc IS NOT NULL"#,
+    );
+    let mut params = vec![Param::text(&info.url), Param::text(&sub.local_type)];
+    // A mapped row's entries are told from another row's of the same type by their mapping.
+    if let Some(m) = &sub.mapping {
+        sql.push_str(" AND mapping = $3");
+        params.push(Param::text(&m.name));
+    }
+    sql.push_str(" ORDER BY creation, name");
+    let rows = store::fetch_docs(&mut conn, &sql, &params).await?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -208,7 +213,7 @@ pub async fn compare_type(
         .iter()
         .map(|(n, m)| n.len() + m.len() + 30)
         .sum::<usize>();
-    let received = received(site, info, &sub.local_type).await?;
+    let received = received(site, info, sub).await?;
     let kept: Vec<&String> = received
         .iter()
         .filter(|(_, (kind, _))| kind != "Delete")
@@ -281,6 +286,76 @@ pub async fn compare_type(
             sub.local_type
         ));
     }
+    if conditioned {
+        report.skipped.push(format!(
+            "{}: the row has a condition, judged on the producer: only the documents received are compared",
+            sub.local_type
+        ));
+    }
+    Ok(())
+}
+
+/// Compares a row with a mapping by presence: its documents here are what the mapping made of
+/// the producer's (found through their sync logs), so which are held is compared, not their
+/// content. Missing here: received or due (as for [`compare_type`]) and not held; only here:
+/// held, and no longer in the producer's list.
+pub async fn compare_mapped(
+    site: &Site,
+    (info, window): (&ProducerInfo, &Window),
+    remote: &RemoteSite,
+    sub: &SubscribedType,
+    report: &mut Report,
+) -> Result<()> {
+    let (cursor, first) = (&window.cursor, &window.first);
+    let (conditioned, existing) = row_rules(site, info, &sub.local_type).await?;
+    let theirs = theirs(remote, &sub.remote_type).await?;
+    report.bytes_received += theirs
+        .iter()
+        .map(|(n, m)| n.len() + m.len() + 30)
+        .sum::<usize>();
+    let received = received(site, info, sub).await?;
+    let held: BTreeSet<String> = {
+        let reg = site.meta();
+        let dt = reg.get(&sub.local_type)?;
+        let mut conn = site.store.conn().await?;
+        super::verify::held_mapped(&mut conn, info, sub, &dt)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    for (name, modified) in &theirs {
+        if !cursor.is_empty() && modified > cursor {
+            continue;
+        }
+        let due = match received.get(name) {
+            Some((last, _)) => last != "Delete",
+            None => {
+                !conditioned
+                    && (existing || (!first.is_empty() && modified.as_str() >= first.as_str()))
+            }
+        };
+        if !due {
+            continue;
+        }
+        report.documents += 1;
+        if !held.contains(name) {
+            report.differences.push(Difference::new(
+                &sub.local_type,
+                name,
+                "missing here",
+                vec![],
+            ));
+        }
+    }
+    for name in held.iter().filter(|n| !theirs.contains_key(*n)) {
+        report
+            .differences
+            .push(Difference::new(&sub.local_type, name, "only here", vec![]));
+    }
+    report.skipped.push(format!(
+        "the content of {} (its row has a mapping; which documents are held is compared)",
+        sub.local_type
+    ));
     if conditioned {
         report.skipped.push(format!(
             "{}: the row has a condition, judged on the producer: only the documents received are compared",
