@@ -796,3 +796,76 @@ async fn shown(site: &TestSite, side: &str) -> Value {
         .await;
     d["message"][side][0].clone()
 }
+
+/// A producer's rule for one consumer: the fields and child tables its row leaves out are not
+/// sent (a branch of another company fills its own), later changes to them neither, and
+/// verification does not count them as differences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_left_out_for_a_consumer_are_not_sent() {
+    let (p, c) = start_pair().await;
+    subscribe(&p, &c, json!([{"ref_doctype": "Note", "use_same_name": 1}])).await;
+    let path = format!("/api/resource/Event Consumer/{}", c.url);
+    let (_, ec) = p.get(&path).await;
+    let mut rows = ec["data"]["consumer_doctypes"].as_array().unwrap().clone();
+    rows[0]["leave_out"] = json!("content\nseen_by");
+    let (s, b) = p.put(&path, json!({"consumer_doctypes": rows})).await;
+    assert_eq!(s, 200, "{b}");
+    let note = p
+        .insert(
+            "Note",
+            json!({"title": "N1", "content": "the head office's own",
+               "seen_by": [{"user": "Administrator"}]}),
+        )
+        .await;
+    let at = format!("/api/resource/Note/{}", note["name"].as_str().unwrap());
+    let n1 = eventually(15, "N1 on the consumer", || get_opt(&c, &at)).await;
+    assert!(n1["content"].is_null(), "{n1}");
+    assert_eq!(n1["seen_by"], json!([]), "{n1}");
+    // The consumer's own value of a field left out is never written over.
+    let (s, b) = c.put(&at, json!({"content": "the branch's own"})).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = p
+        .put(
+            &at,
+            json!({"title": "N1 v2", "content": "changed at the head office",
+                   "seen_by": [{"user": "Administrator"}, {"user": "sync@example.com"}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let n1 = eventually(15, "the update on the consumer", || async {
+        let n = get_opt(&c, &at).await?;
+        (n["title"] == "N1 v2").then_some(n)
+    })
+    .await;
+    assert_eq!(n1["content"], "the branch's own", "{n1}");
+    assert_eq!(n1["seen_by"], json!([]), "{n1}");
+    let (_, logs) = c
+        .get(r#"/api/resource/Event Sync Log?fields=["status","error"]&filters=[["ref_doctype","=","Note"]]"#)
+        .await;
+    assert!(
+        logs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["status"] == "Synced"),
+        "no conflict over what is not sent: {logs}"
+    );
+    let (code, out, err) = cli_verify(&c, &[]);
+    assert_eq!(code, 0, "left out is not a difference: {out}{err}");
+    // Registering again (the consumer's Save) keeps the producer's rule.
+    let (_, ep) = c
+        .get(&format!("/api/resource/Event Producer/{}", p.url))
+        .await;
+    let (s, b) = c
+        .put(
+            &format!("/api/resource/Event Producer/{}", p.url),
+            json!({"producer_doctypes": ep["data"]["producer_doctypes"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, ec) = p.get(&path).await;
+    assert_eq!(
+        ec["data"]["consumer_doctypes"][0]["leave_out"], "content\nseen_by",
+        "{ec}"
+    );
+}

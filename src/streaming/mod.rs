@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod definitions;
 pub mod digest;
 pub mod history;
+pub mod leave_out;
 pub mod local_edits;
 pub mod log_watch;
 pub mod long_poll;

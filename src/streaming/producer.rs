@@ -110,6 +110,10 @@ pub async fn register_consumer(site: &Site, caller: &Caller, data: &Value) -> Re
         if let Some(n) = old.and_then(|r| r.get("name")) {
             row["name"] = n.clone();
         }
+        // The producer's own rule for this consumer, kept when it registers again.
+        if let Some(l) = old.and_then(|r| r.get("leave_out")) {
+            row["leave_out"] = l.clone();
+        }
         rows.push(row);
     }
     let doc = store::doc_from(
@@ -175,6 +179,8 @@ struct Subscription {
     approved: std::collections::HashMap<String, i64>,
     /// Conditions of approved rows that have one, by type.
     conditions: std::collections::HashMap<String, String>,
+    /// Fields not sent to this consumer, by type (`leave_out.rs`).
+    left_out: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// Refuses a pull for a consumer that does not exist here, or that the caller may not pull for
@@ -210,7 +216,7 @@ pub(super) async fn check_consumer(
 async fn load_subscription(conn: &mut Conn, consumer_url: &str) -> Result<Subscription> {
     let types = store::fetch_docs(
         conn,
-        r#"SELECT t.ref_doctype, t.condition, COALESCE(s.approved_after_seq, 0) AS after FROM "tabEvent Consumer Document Type" t
+        r#"SELECT t.ref_doctype, t.condition, t.leave_out, COALESCE(s.approved_after_seq, 0) AS after FROM "tabEvent Consumer Document Type" t
            LEFT JOIN "__consumer_type_state" s ON s.consumer = t.parent AND s.ref_doctype = t.ref_doctype
            WHERE t.parent = $1 AND t.status = 'Approved' AND COALESCE(t.unsubscribed, 0) = 0"#,
         &[Param::Text(Some(consumer_url.into()))],
@@ -230,10 +236,19 @@ async fn load_subscription(conn: &mut Conn, consumer_url: &str) -> Result<Subscr
         .map(|r| (text(r.get("ref_doctype")), text(r.get("condition"))))
         .filter(|(_, c)| !c.trim().is_empty())
         .collect();
+    let left_out = types
+        .iter()
+        .map(|r| {
+            let fields = super::leave_out::fields(&text(r.get("leave_out")));
+            (text(r.get("ref_doctype")), fields)
+        })
+        .filter(|(_, f)| !f.is_empty())
+        .collect();
     Ok(Subscription {
         url: consumer_url.into(),
         approved,
         conditions,
+        left_out,
     })
 }
 
@@ -448,13 +463,15 @@ pub async fn get_update_logs(
                 drop(conn);
                 let has_more = upto < high;
                 let rewrites = rows.iter().any(|l| {
+                    let doctype = text(l.get("ref_doctype"));
                     passes(&sub, &wanted, l)
-                        && sub.conditions.contains_key(&text(l.get("ref_doctype")))
+                        && (sub.conditions.contains_key(&doctype)
+                            || sub.left_out.contains_key(&doctype))
                 });
                 let max_bytes = site.config.page_bytes();
                 let page = if rewrites {
-                    // A condition may leave a log out or stand a Create in for it: this
-                    // consumer's page is its own.
+                    // A condition may leave a log out or stand a Create in for it, a row
+                    // may leave fields out: this consumer's page is its own.
                     let logs = judged(site, &sub, &wanted, &rows).await?;
                     super::page::encode_bounded(logs, upto, has_more, max_bytes, bound)
                 } else {
@@ -611,7 +628,35 @@ async fn judged(
     let rows = super::condition::Judge::new(site, &sub.url, &sub.conditions)
         .filter(rows)
         .await?;
-    Ok(rows.iter().map(wire).collect())
+    Ok(rows
+        .iter()
+        .map(|l| {
+            let mut log = wire(l);
+            if let Some(fields) = sub.left_out.get(&text(l.get("ref_doctype"))) {
+                let kind = text(l.get("update_type"));
+                log["data"] = super::leave_out::strip(&kind, &log["data"], fields);
+            }
+            log
+        })
+        .collect())
+}
+
+/// The fields of `doctype` not sent to `consumer` (its row's Leave Out).
+pub(super) async fn left_out_for(
+    conn: &mut Conn,
+    consumer: &str,
+    doctype: &str,
+) -> Result<Vec<String>> {
+    let rows = store::fetch_docs(
+        conn,
+        r#"SELECT leave_out FROM "tabEvent Consumer Document Type" WHERE parent = $1 AND ref_doctype = $2"#,
+        &[Param::text(consumer), Param::text(doctype)],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .flat_map(|r| super::leave_out::fields(&text(r.get("leave_out"))))
+        .collect())
 }
 
 /// The consumers that have received a log: acknowledged it and were sent it under their

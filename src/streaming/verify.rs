@@ -148,7 +148,11 @@ pub async fn answer(site: &Site, caller: &Caller, ask: &Ask) -> Result<Value> {
     super::producer::check_consumer(&mut conn, site, caller, &ask.consumer).await?;
     let should = should_hold(&mut conn, site, &ask.consumer, &ask.doctype, ask.as_of).await?;
     let dt = reg.get(&ask.doctype)?;
-    let spec = digest::narrow(&reg, &dt, &ask.fields);
+    let mut spec = digest::narrow(&reg, &dt, &ask.fields);
+    // What is not sent to this consumer is its own.
+    for f in super::producer::left_out_for(&mut conn, &ask.consumer, &ask.doctype).await? {
+        spec.remove(&f);
+    }
     let wanted: Vec<String> = should
         .wanted
         .into_iter()

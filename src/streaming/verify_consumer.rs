@@ -145,9 +145,11 @@ async fn fields_differing(
     let here = crate::service::documents::load_doc(&mut conn, &reg, &dt, ours)
         .await?
         .unwrap_or_default();
+    // What is not sent to this consumer is its own.
+    let left_out = super::producer::left_out_for(&mut conn, &remote.url, doctype).await?;
     let spec: FieldSpec = digest::spec_of(&reg, &dt)
         .into_iter()
-        .filter(|(f, _)| there.contains_key(f))
+        .filter(|(f, _)| there.contains_key(f) && !left_out.contains(f))
         .map(|(f, cols)| {
             let first = there
                 .get(&f)
