@@ -511,3 +511,64 @@ async fn a_link_held_here_as_text_is_followed() {
     let d1 = get_opt(&c, "/api/resource/Depot/D1").await.unwrap();
     assert_eq!(d1["region"], "South", "{d1}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_cycle_among_dependencies_arrives_without_a_false_note() {
+    let (p, c) = start_pair().await;
+    // As ERPNext's Company names its default Accounts, each of which names the Company.
+    for site in [&p, &c] {
+        site.insert(
+            "DocType",
+            json!({"name": "Firm", "autoname": "field:firm_name", "fields": [
+                {"fieldname": "firm_name", "label": "Firm Name", "fieldtype": "Data", "reqd": 1, "unique": 1}]}),
+        )
+        .await;
+        site.insert(
+            "DocType",
+            json!({"name": "Book", "autoname": "field:book_name", "fields": [
+                {"fieldname": "book_name", "label": "Book Name", "fieldtype": "Data", "reqd": 1, "unique": 1},
+                {"fieldname": "firm", "label": "Firm", "fieldtype": "Link", "options": "Firm", "reqd": 1}]}),
+        )
+        .await;
+        let cf = json!({"dt": "Firm", "fieldname": "default_book", "label": "Default Book",
+                        "fieldtype": "Link", "options": "Book"});
+        let (s, b) = site.post("/api/resource/Custom Field", cf).await;
+        assert_eq!(s, 200, "{b}");
+        site.insert(
+            "DocType",
+            json!({"name": "Deal", "autoname": "field:deal_name", "fields": [
+                {"fieldname": "deal_name", "label": "Deal Name", "fieldtype": "Data", "reqd": 1, "unique": 1},
+                {"fieldname": "firm", "label": "Firm", "fieldtype": "Link", "options": "Firm"}]}),
+        )
+        .await;
+    }
+    p.insert("Firm", json!({"firm_name": "F1"})).await;
+    p.insert("Book", json!({"book_name": "B1", "firm": "F1"}))
+        .await;
+    let (s, b) = p
+        .put("/api/resource/Firm/F1", json!({"default_book": "B1"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    subscribe(&p, &c, json!([{"ref_doctype": "Deal", "use_same_name": 1}])).await;
+    p.insert("Deal", json!({"deal_name": "D1", "firm": "F1"}))
+        .await;
+    eventually(15, "D1 on the consumer", || {
+        get_opt(&c, "/api/resource/Deal/D1")
+    })
+    .await;
+    let firm = get_opt(&c, "/api/resource/Firm/F1").await.unwrap();
+    assert_eq!(firm["default_book"], "B1", "{firm}");
+    let book = get_opt(&c, "/api/resource/Book/B1").await.unwrap();
+    assert_eq!(book["firm"], "F1", "set once its firm was in: {book}");
+    let (_, logs) = c
+        .get(r#"/api/resource/Event Sync Log?fields=["docname","note"]&filters=[["ref_doctype","in",["Firm","Book"]]]"#)
+        .await;
+    let logs = logs["data"].as_array().unwrap();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for l in logs {
+        assert!(
+            !l["note"].as_str().unwrap_or("").contains("held without"),
+            "a field filled before the commit is not missing: {l}"
+        );
+    }
+}

@@ -53,6 +53,9 @@ struct Producer {
     later: Vec<Value>,
     /// What `frappe.client.get_list` and `GET /api/resource/ToDo/<name>` answer.
     docs: Vec<Value>,
+    /// Logs the next pull sends again whatever their creation, before the rest, as Frappe
+    /// 14 re-sends a document's unread logs.
+    resend: Vec<Value>,
 }
 
 /// Answers as Frappe 14 did in the capture.
@@ -114,11 +117,16 @@ async fn frappe14(State(st): State<Arc<Mutex<Producer>>>, req: Request<Body>) ->
             let since = arg(&args, "last_update").unwrap_or_default();
             let mut st = st.lock().unwrap();
             st.pulls.push(since.clone());
+            let again = std::mem::take(&mut st.resend);
             Value::Array(
-                captured_logs(st.deleted)
+                again
                     .into_iter()
-                    .chain(st.later.clone())
-                    .filter(|l| l["creation"].as_str().unwrap_or("") > since.as_str())
+                    .chain(
+                        captured_logs(st.deleted)
+                            .into_iter()
+                            .chain(st.later.clone())
+                            .filter(|l| l["creation"].as_str().unwrap_or("") > since.as_str()),
+                    )
                     .collect(),
             )
         }
@@ -326,6 +334,77 @@ async fn a_mapped_row_from_a_frappe_producer_is_verified_by_presence() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("only here Note 0c3f434e01"), "{out}");
     assert!(get_opt(&c, "/api/resource/Note/0c3f434e01").await.is_some());
+}
+
+/// Frappe 14 sends a document's older logs again with a new one: those applied here are
+/// passed over (re-applied, they rolled the document back and raised a conflict over this
+/// site's own edit). A new Create of a document received before (the producer restored from
+/// an older backup) is a conflict, never written over what is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_sent_again_are_passed_over_and_a_new_create_is_a_conflict() {
+    let (state, _, c) = subscribed(false).await;
+    captured_todo_applied(&c).await;
+    let (s, b) = c
+        .put(
+            "/api/resource/ToDo/0c3f434e01",
+            json!({"description": "edited here"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    {
+        let mut st = state.lock().unwrap();
+        st.resend = captured_logs(false);
+        st.later = vec![
+            json!({"update_type": "Update", "ref_doctype": "ToDo", "docname": "0c3f434e01",
+            "data": json!({"added": {}, "changed": {"priority": "Low"}, "removed": {}, "row_changed": {}}).to_string(),
+            "name": 3531, "creation": "2026-11-23 14:08:29.000000"}),
+        ];
+    }
+    let t = eventually(15, "the new update", || async {
+        let t = get_opt(&c, "/api/resource/ToDo/0c3f434e01").await?;
+        (t["priority"] == "Low").then_some(t)
+    })
+    .await;
+    assert_eq!(t["description"], "edited here", "{t}");
+    let (_, logs) = c
+        .get(r#"/api/resource/Event Sync Log?fields=["update_type","status","note","error"]&order_by=creation%20asc&limit_page_length=0"#)
+        .await;
+    let logs = logs["data"].as_array().unwrap().clone();
+    assert!(logs.iter().all(|l| l["status"] == "Synced"), "{logs:?}");
+    let again = logs
+        .iter()
+        .filter(|l| {
+            l["note"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("sent again by the producer"))
+        })
+        .count();
+    assert_eq!(again, 2, "{logs:?}");
+    // The producer's history changed: the same name made anew, with other content.
+    state.lock().unwrap().later.push(json!({"update_type": "Create", "ref_doctype": "ToDo", "docname": "0c3f434e01",
+        "data": json!({"doctype": "ToDo", "name": "0c3f434e01", "status": "Open", "description": "another ToDo after a restore",
+                       "modified": "2026-11-23 14:08:30.000000", "creation": "2026-11-23 14:08:30.000000"}).to_string(),
+        "name": 3532, "creation": "2026-11-23 14:08:30.000000"}));
+    let failed = eventually(15, "the new Create's conflict", || async {
+        let (_, l) = c
+            .get(r#"/api/resource/Event Sync Log?fields=["status","error"]&filters=[["status","=","Failed"]]"#)
+            .await;
+        l["data"].as_array().and_then(|a| a.first().cloned())
+    })
+    .await;
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("history changed")
+            && error.contains("description")
+            && error.contains("priority"),
+        "the priority it no longer has counts too: {error}"
+    );
+    let t = get_opt(&c, "/api/resource/ToDo/0c3f434e01").await.unwrap();
+    assert_eq!(
+        (t["description"].clone(), t["priority"].clone()),
+        (json!("edited here"), json!("Low")),
+        "kept: {t}"
+    );
 }
 
 /// Verification by lists counts as "should be here" what the producer changed after the first

@@ -28,7 +28,11 @@ pub(super) async fn as_sent<'v>(
     }
     let mut kept = Vec::new();
     let mut notes = Vec::new();
-    let missing = documents::missing_mandatory(dt, |f| documents::is_empty(value(f)));
+    // A field left empty for a link cycle is set before the commit: not missing.
+    let missing: Vec<_> = documents::missing_mandatory(dt, |f| documents::is_empty(value(f)))
+        .into_iter()
+        .filter(|f| !flags.unenforced.contains(&f.fieldname))
+        .collect();
     if !missing.is_empty() {
         if !known.producer_required.contains_key(&dt.name) {
             let required = required_there(a, &dt.name).await;

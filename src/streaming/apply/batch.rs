@@ -124,6 +124,9 @@ pub struct Known {
     pub(super) sync_logs: Vec<Vec<Param>>,
     /// (local type, producer name) of documents synced in this batch.
     pub(super) synced: std::collections::HashSet<(String, String)>,
+    /// The creation of the newest producer log applied in this batch, by (local type,
+    /// producer name) (`resent.rs`).
+    pub(super) applied_at: std::collections::HashMap<(String, String), String>,
     /// Files the page's documents attach, downloaded before the transaction, by URL.
     pub(super) files: files::Attached,
     /// What applying the current update did besides the usual (an echo merged), for its
@@ -156,6 +159,7 @@ pub(super) struct Mark {
     present: std::collections::HashSet<(String, String)>,
     absent: std::collections::HashSet<(String, String)>,
     synced: std::collections::HashSet<(String, String)>,
+    applied_at: std::collections::HashMap<(String, String), String>,
     kept_both: std::collections::HashMap<(String, String), String>,
 }
 
@@ -184,6 +188,7 @@ impl Known {
             present: self.present.clone(),
             absent: self.absent.clone(),
             synced: self.synced.clone(),
+            applied_at: self.applied_at.clone(),
             kept_both: self.kept_both.clone(),
         }
     }
@@ -195,6 +200,7 @@ impl Known {
         self.present = m.present;
         self.absent = m.absent;
         self.synced = m.synced;
+        self.applied_at = m.applied_at;
         self.kept_both = m.kept_both;
     }
 }

@@ -149,16 +149,18 @@ pub(super) async fn settle(
     Ok(())
 }
 
-/// A Create for a name held here that did not come from the producer (and is not an echo):
-/// the same content is taken as received; other content is a conflict, and nothing is written
-/// unless the producer wins.
-pub(super) async fn name_held(
+/// A Create for a name held here that did not come from the producer (and is not an echo),
+/// or, when `history`, a new Create from a producer whose history changed for a document
+/// received from it (`resent.rs`): the same content is taken as received; other content is a
+/// conflict, and nothing is written unless the producer wins.
+pub(super) async fn create_over(
     a: &Applying<'_>,
     conn: &mut Conn,
     t: &Target<'_>,
     local: &str,
     incoming: &Doc,
     known: &mut Known,
+    history: bool,
 ) -> Result<()> {
     let dt = t.dt;
     let current = load_doc(conn, a.reg, dt, local).await?.unwrap_or_default();
@@ -175,18 +177,23 @@ pub(super) async fn name_held(
         })
         .collect();
     let names: Vec<&str> = differ.iter().filter_map(|d| d["field"].as_str()).collect();
-    if differ.is_empty() {
-        known.note = Some(format!(
-            "a local {} named {local} held the same content: taken as received from {}",
+    let held = match history {
+        true => format!(
+            "{} {local}, received from {} before this new Create",
             dt.name, a.info.url
-        ));
+        ),
+        false => format!(
+            "the local {} named {local}, which did not come from {}",
+            dt.name, a.info.url
+        ),
+    };
+    if differ.is_empty() {
+        known.note = Some(format!("{held}, held the same content: taken as received"));
         return Ok(());
     }
     if t.sub.producer_wins {
         known.note = Some(format!(
-            "the producer's version wins: overwrote the local {} named {local}, which did not come from {} ({} differed)",
-            dt.name,
-            a.info.url,
+            "the producer's version wins: overwrote {held} ({} differed)",
             names.join(", ")
         ));
         let mut patch = incoming.clone();
@@ -196,7 +203,7 @@ pub(super) async fn name_held(
         documents::update_in(&a.write(dt), conn, local, patch, t.flags).await?;
         return Ok(());
     }
-    known.conflict = Some(json!({"kind": "create", "fields": differ}));
+    known.conflict = Some(json!({"kind": "create", "history": history, "fields": differ}));
     Ok(())
 }
 
@@ -241,6 +248,11 @@ pub(super) fn message(a: &Applying<'_>, doctype: &str, local: &str, conflict: &V
     match conflict["kind"].as_str() {
         Some("delete") => format!(
             "{CONFLICT}{} deleted {doctype} {local}, which was edited here since it was received ({}); it is kept until a person chooses (Resolve on this sync log: keep this site's version, or take the producer's and delete it)",
+            a.info.url,
+            fields.join(", ")
+        ),
+        Some("create") if conflict["history"] == true => format!(
+            "{CONFLICT}history changed: {} sent a new Create of {doctype} {local}, which this site received from it before, and it differs in {} (was the producer restored from an older backup, or its database reset?); this site's document is kept: choose which version to keep (Resolve on this sync log)",
             a.info.url,
             fields.join(", ")
         ),

@@ -112,9 +112,28 @@ pub(super) async fn apply_one(
         dt: &dt,
         flags: &flags,
     };
+    if let Some(note) = super::resent::sent_again(a, conn, sub, inc, known).await? {
+        known.add_note(note);
+        return Ok(find_local(conn, &dt, info, sub, &inc.docname)
+            .await?
+            .unwrap_or_else(|| inc.docname.clone()));
+    }
     match inc.update_type.as_str() {
         "Create" => {
-            let whole = strip_dunder(&inc.data);
+            let mut whole = strip_dunder(&inc.data);
+            // A by-time producer's new Create of a document held here from it: its history
+            // changed (`resent.rs`).
+            if inc.seq.is_none() && known.repair.is_none() && sub.mapping.is_none() {
+                if let Some(local) = find_local(conn, &dt, info, sub, &inc.docname).await? {
+                    if synced_from_producer(conn, info, sub, &inc.docname).await? {
+                        super::resent::with_emptied(a, conn, sub, &inc.docname, &mut whole).await?;
+                        let doc = to_local(a, conn, sub, known, whole).await?;
+                        super::conflict::create_over(a, conn, &target, &local, &doc, known, true)
+                            .await?;
+                        return Ok(local);
+                    }
+                }
+            }
             apply_whole(a, conn, &target, known, &inc.docname, whole).await
         }
         "Update" => {
@@ -294,7 +313,7 @@ async fn upsert(
                 known.note = Some(super::echo::merge_echo(a, conn, dt, &local, &doc, flags).await?);
                 return Ok(local);
             }
-            super::conflict::name_held(a, conn, t, &local, &doc, known).await?;
+            super::conflict::create_over(a, conn, t, &local, &doc, known, false).await?;
             return Ok(local);
         }
         if known.replaying {

@@ -34,6 +34,7 @@ mod mapped;
 mod producer_info;
 mod repair;
 mod replay;
+mod resent;
 mod resolve;
 mod resync;
 mod story;
