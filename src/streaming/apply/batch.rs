@@ -147,6 +147,9 @@ pub struct Known {
     /// Fields of the current update that conflict with this site's edits (`conflict.rs`),
     /// kept here and recorded on its sync log.
     pub(super) conflict: Option<Value>,
+    /// The producer answers `getdoctype` (Frappe, which pulls by time, or docstream that binds
+    /// its pages): links it holds where this site holds text are followed (`dependencies.rs`).
+    pub(super) gives_definitions: bool,
     /// Fields the producer's definitions make mandatory, by type (`as_sent.rs`).
     pub(super) producer_required:
         std::collections::HashMap<String, std::collections::HashSet<String>>,

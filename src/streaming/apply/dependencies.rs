@@ -47,7 +47,9 @@ pub(super) fn fetch_missing<'a>(
         let Ok(mut links) = crate::service::documents::links_of(reg, dt, doc) else {
             return Ok(());
         };
-        links.extend(text_links_of(a, dt, doc).await);
+        if known.gives_definitions {
+            links.extend(text_links_of(a, dt, doc).await);
+        }
         for (_, target, value) in links {
             let Ok(tdt) = reg.get(&target) else { continue };
             if target == "DocType" || tdt.issingle || tdt.istable {

@@ -207,6 +207,8 @@ async fn apply_page(
     // changed since `info` was read.
     let (stamp, checkpoint) = read_stamp(&mut tx, &info.url).await?;
     let (stored_seq, _) = stored_checkpoint(checkpoint, &info.url)?;
+    // docstream before 0.2 does not: asking would be a call it has no answer for.
+    let gives_definitions = stored_seq.is_none() || info.binds || bounds.bound;
     let went_back = matches!((stored_seq, bounds.after), (Some(s), Some(a)) if s < a);
     if went_back || (!info.stamp.is_empty() && info.stamp != stamp) {
         return Ok(Attempt::Stale);
@@ -217,6 +219,7 @@ async fn apply_page(
     batch.known.fetched = std::mem::take(&mut prefetched.docs);
     batch.known.files = std::mem::take(&mut prefetched.files);
     batch.known.linked_here = prefetched.linked_here.clone();
+    batch.known.gives_definitions = gives_definitions;
     batch.careful = careful;
     batch.known.absent = absent_at_start(&mut tx, &reg, info, logs).await?;
     let a = Applying {

@@ -146,6 +146,12 @@ pub async fn resolve_conflict(site: &Site, user: &str, name: &str, keep: Keep) -
     .await?;
     tx.commit().await?;
     tracing::info!(sync_log = %name, %user, "conflict resolved: {what}");
+    // What was written goes on to this site's consumers now, not at their next pull by time.
+    if !matches!(keep, Keep::Local) {
+        if let Some(me) = site.arc() {
+            crate::streaming::notifier::notify_consumers(me);
+        }
+    }
     let remote = crate::streaming::consumer::remote_for(site, &producer).await?;
     if kept_as.is_some() {
         let found = format!("kept beside this site's {doctype} {local}");

@@ -124,6 +124,8 @@ pub(super) async fn apply_alone(
     let caller = site.caller_for(&info.user).await?;
     let mut tx = site.store.begin().await?;
     let mut batch = BatchState::load(&mut tx, &info.url).await?;
+    let (_, checkpoint) = super::read_stamp(&mut tx, &info.url).await?;
+    batch.known.gives_definitions = info.binds || checkpoint.is_some_and(|(seq, _)| seq.is_none());
     if let Err(reason) = prepare(&mut batch) {
         return Ok(reason);
     }
