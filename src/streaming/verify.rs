@@ -541,10 +541,7 @@ async fn compare_type(
     };
     let (first, up, down) = ask(None, &asked).await?;
     if presence {
-        report.skipped.push(format!(
-            "the content of {} (its row has a mapping; which documents are held is compared)",
-            sub.local_type
-        ));
+        report.skipped.push(content_not_compared(&sub.local_type));
     }
     report.bytes_sent += up;
     report.bytes_received += down;
@@ -661,6 +658,13 @@ async fn compare_type(
             .push(Difference::new(&sub.local_type, name, kind, fields));
     }
     Ok(())
+}
+
+/// Why a mapped row's documents are compared by presence only.
+pub(super) fn content_not_compared(local_type: &str) -> String {
+    format!(
+        "the content of {local_type} (its row has a mapping; which documents are held is compared)"
+    )
 }
 
 /// The producer's names of the documents a mapped row made here that this site still holds.

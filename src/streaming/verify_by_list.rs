@@ -139,12 +139,29 @@ async fn held_here(site: &Site, doctype: &str, names: &[&String]) -> Result<BTre
     Ok(out)
 }
 
-/// The producer's documents of a type as (name -> modified), every page.
-async fn theirs(remote: &RemoteSite, remote_type: &str) -> Result<BTreeMap<String, String>> {
+/// Why a row with a condition is compared only for what was received.
+fn judged_there(sub: &SubscribedType) -> String {
+    format!(
+        "{}: the row has a condition, judged on the producer: only the documents received are compared",
+        sub.local_type
+    )
+}
+
+/// The producer's documents of a type as (name -> modified), every page; what they cost on
+/// the wire goes to `report`.
+async fn theirs(
+    remote: &RemoteSite,
+    remote_type: &str,
+    report: &mut Report,
+) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     loop {
         let page = remote.list_modified(remote_type, out.len(), PAGE).await?;
         let n = page.len();
+        report.bytes_received += page
+            .iter()
+            .map(|(n, m)| n.len() + m.len() + 30)
+            .sum::<usize>();
         out.extend(page);
         if n < PAGE {
             return Ok(out);
@@ -208,11 +225,7 @@ pub async fn compare_type(
 ) -> Result<()> {
     let (cursor, first) = (&window.cursor, &window.first);
     let (conditioned, existing) = row_rules(site, info, &sub.remote_type).await?;
-    let theirs = theirs(remote, &sub.remote_type).await?;
-    report.bytes_received += theirs
-        .iter()
-        .map(|(n, m)| n.len() + m.len() + 30)
-        .sum::<usize>();
+    let theirs = theirs(remote, &sub.remote_type, report).await?;
     let received = received(site, info, sub).await?;
     let kept: Vec<&String> = received
         .iter()
@@ -287,10 +300,7 @@ pub async fn compare_type(
         ));
     }
     if conditioned {
-        report.skipped.push(format!(
-            "{}: the row has a condition, judged on the producer: only the documents received are compared",
-            sub.local_type
-        ));
+        report.skipped.push(judged_there(sub));
     }
     Ok(())
 }
@@ -308,11 +318,7 @@ pub async fn compare_mapped(
 ) -> Result<()> {
     let (cursor, first) = (&window.cursor, &window.first);
     let (conditioned, existing) = row_rules(site, info, &sub.local_type).await?;
-    let theirs = theirs(remote, &sub.remote_type).await?;
-    report.bytes_received += theirs
-        .iter()
-        .map(|(n, m)| n.len() + m.len() + 30)
-        .sum::<usize>();
+    let theirs = theirs(remote, &sub.remote_type, report).await?;
     let received = received(site, info, sub).await?;
     let held: BTreeSet<String> = {
         let reg = site.meta();
@@ -352,15 +358,11 @@ pub async fn compare_mapped(
             .differences
             .push(Difference::new(&sub.local_type, name, "only here", vec![]));
     }
-    report.skipped.push(format!(
-        "the content of {} (its row has a mapping; which documents are held is compared)",
-        sub.local_type
-    ));
+    report
+        .skipped
+        .push(super::verify::content_not_compared(&sub.local_type));
     if conditioned {
-        report.skipped.push(format!(
-            "{}: the row has a condition, judged on the producer: only the documents received are compared",
-            sub.local_type
-        ));
+        report.skipped.push(judged_there(sub));
     }
     Ok(())
 }
