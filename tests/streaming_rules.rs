@@ -868,4 +868,17 @@ async fn fields_left_out_for_a_consumer_are_not_sent() {
         ec["data"]["consumer_doctypes"][0]["leave_out"], "content\nseen_by",
         "{ec}"
     );
+    // A Frappe consumer's Save sends its rows anew, without the rule: kept all the same.
+    let frappe_rows = json!({"incoming_change": 1, "consumer_doctypes": [
+        {"ref_doctype": "Note", "status": "Pending", "unsubscribed": 0, "condition": null}]});
+    let (s, b) = p.put(&path, frappe_rows).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["data"]["consumer_doctypes"][0]["leave_out"], "content\nseen_by",
+        "{b}"
+    );
+    assert_eq!(
+        b["data"]["consumer_doctypes"][0]["status"], "Approved",
+        "{b}"
+    );
 }

@@ -63,20 +63,29 @@ pub fn validate(
                     Some(b) => b.get("sync_existing").cloned().unwrap_or(Value::from(0)),
                     None => given.unwrap_or(Value::from(0)),
                 };
+                // The producer's rule for this consumer: Frappe's consumer sends its rows
+                // without it, and never decides it.
+                r["leave_out"] = was
+                    .and_then(|b| b.get("leave_out"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
             }
         }
     } else if old.is_some() {
         let own_user = doc.get("user").and_then(Value::as_str).unwrap_or_default();
         let changed = rows(Some(doc)).iter().any(|r| {
-            before
-                .iter()
-                .find(|b| row_type(b) == row_type(r))
-                .map(row_status)
-                .unwrap_or_else(|| "Pending".into())
-                != row_status(r)
+            let was = before.iter().find(|b| row_type(b) == row_type(r));
+            let left_out = |row: Option<&Value>| {
+                row.and_then(|x| x.get("leave_out"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            was.map(row_status).unwrap_or_else(|| "Pending".into()) != row_status(r)
+                || left_out(was) != left_out(Some(r))
         });
         if changed && caller.user == own_user && caller.user != "Administrator" {
-            return Err(Error::Permission(format!("{own_user} is the consumer's own user and may not approve or reject its subscriptions")));
+            return Err(Error::Permission(format!("{own_user} is the consumer's own user and may not approve or reject its subscriptions, nor change what is left out for it")));
         }
     }
     doc.insert("incoming_change".into(), Value::from(0));
