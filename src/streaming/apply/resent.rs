@@ -13,8 +13,8 @@ use super::*;
 /// How the sync log of a log passed over begins.
 pub(super) const SENT_AGAIN: &str = "sent again by the producer";
 
-/// The creation of the newest log applied here for `docname` (this page's included), when
-/// `inc` comes from a producer that pulls by time; None otherwise or when none was.
+/// The creation of the newest log of `inc`'s document applied here from its producer (this
+/// page's included); None when none was.
 async fn applied_up_to(
     a: &Applying<'_>,
     conn: &mut Conn,
