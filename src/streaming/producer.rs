@@ -110,10 +110,6 @@ pub async fn register_consumer(site: &Site, caller: &Caller, data: &Value) -> Re
         if let Some(n) = old.and_then(|r| r.get("name")) {
             row["name"] = n.clone();
         }
-        // The producer's own rule for this consumer, kept when it registers again.
-        if let Some(l) = old.and_then(|r| r.get("leave_out")) {
-            row["leave_out"] = l.clone();
-        }
         rows.push(row);
     }
     let doc = store::doc_from(

@@ -130,11 +130,11 @@ async fn held_there(
 }
 
 /// The fields in which the consumer's copy differs from this site's, over the fields (and
-/// child columns) its copy has.
+/// child columns) its copy has, but those `left_out` of what it is sent.
 async fn fields_differing(
     site: &Site,
     remote: &RemoteSite,
-    doctype: &str,
+    (doctype, left_out): (&str, &[String]),
     (ours, theirs): (&str, &str),
 ) -> Result<Vec<Value>> {
     let reg = site.meta();
@@ -145,8 +145,6 @@ async fn fields_differing(
     let here = crate::service::documents::load_doc(&mut conn, &reg, &dt, ours)
         .await?
         .unwrap_or_default();
-    // What is not sent to this consumer is its own.
-    let left_out = super::producer::left_out_for(&mut conn, &remote.url, doctype).await?;
     let spec: FieldSpec = digest::spec_of(&reg, &dt)
         .into_iter()
         .filter(|(f, _)| there.contains_key(f) && !left_out.contains(f))
@@ -190,6 +188,11 @@ async fn compare_type(
         super::verify::should_hold(&mut conn, site, &remote.url, doctype, report.as_of).await?
     };
     let there = held_there(site, remote, doctype, &kept).await?;
+    // What is not sent to this consumer is its own.
+    let left_out = {
+        let mut conn = site.store.conn().await?;
+        super::producer::left_out_for(&mut conn, &remote.url, doctype).await?
+    };
     report.bytes_received += there
         .iter()
         .map(|(a, b)| a.len() + b.len() + 30)
@@ -199,7 +202,8 @@ async fn compare_type(
         let (kind, fields) = match there.get(name) {
             None => ("missing there", vec![]),
             Some(local) if deep => {
-                let fields = fields_differing(site, remote, doctype, (name, local)).await?;
+                let fields =
+                    fields_differing(site, remote, (doctype, &left_out), (name, local)).await?;
                 if fields.is_empty() {
                     continue;
                 }

@@ -122,11 +122,9 @@ pub struct Known {
     pub(super) absent: std::collections::HashSet<(String, String)>,
     /// New sync log rows, written together before the checkpoint moves.
     pub(super) sync_logs: Vec<Vec<Param>>,
-    /// (local type, producer name) of documents synced in this batch.
-    pub(super) synced: std::collections::HashSet<(String, String)>,
-    /// The creation of the newest producer log applied in this batch, by (local type,
-    /// producer name) (`resent.rs`).
-    pub(super) applied_at: std::collections::HashMap<(String, String), String>,
+    /// Documents synced in this batch, by (local type, producer name), with the creation of
+    /// the newest producer log applied for each (empty when not known; `resent.rs`).
+    pub(super) synced: std::collections::HashMap<(String, String), String>,
     /// Files the page's documents attach, downloaded before the transaction, by URL.
     pub(super) files: files::Attached,
     /// What applying the current update did besides the usual (an echo merged), for its
@@ -161,8 +159,7 @@ pub(super) struct Mark {
     linked_noted: usize,
     present: std::collections::HashSet<(String, String)>,
     absent: std::collections::HashSet<(String, String)>,
-    synced: std::collections::HashSet<(String, String)>,
-    applied_at: std::collections::HashMap<(String, String), String>,
+    synced: std::collections::HashMap<(String, String), String>,
     kept_both: std::collections::HashMap<(String, String), String>,
 }
 
@@ -191,7 +188,6 @@ impl Known {
             present: self.present.clone(),
             absent: self.absent.clone(),
             synced: self.synced.clone(),
-            applied_at: self.applied_at.clone(),
             kept_both: self.kept_both.clone(),
         }
     }
@@ -203,7 +199,6 @@ impl Known {
         self.present = m.present;
         self.absent = m.absent;
         self.synced = m.synced;
-        self.applied_at = m.applied_at;
         self.kept_both = m.kept_both;
     }
 }

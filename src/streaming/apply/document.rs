@@ -306,7 +306,7 @@ async fn upsert(
         if sub.use_same_name
             && !known
                 .synced
-                .contains(&(sub.local_type.clone(), docname.to_string()))
+                .contains_key(&(sub.local_type.clone(), docname.to_string()))
             && !synced_from_producer(conn, info, sub, docname).await?
         {
             if super::echo::is_echo(a, conn, dt, docname, &doc).await? {

@@ -23,8 +23,9 @@ async fn applied_up_to(
     known: &Known,
 ) -> Result<Option<String>> {
     let in_page = known
-        .applied_at
+        .synced
         .get(&(sub.local_type.clone(), inc.docname.clone()))
+        .filter(|at| !at.is_empty())
         .cloned();
     let stored = store::fetch_docs(
         conn,

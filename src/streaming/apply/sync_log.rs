@@ -142,14 +142,13 @@ pub(super) async fn write_sync_log(
         other => Some(other.to_string()),
     };
     if status == "Synced" {
-        let key = (sub.local_type.clone(), inc.docname.clone());
-        if !inc.creation.is_empty() {
-            let at = known.applied_at.entry(key.clone()).or_default();
-            if inc.creation > *at {
-                *at = inc.creation.clone();
-            }
+        let at = known
+            .synced
+            .entry((sub.local_type.clone(), inc.docname.clone()))
+            .or_default();
+        if inc.creation > *at {
+            *at = inc.creation.clone();
         }
-        known.synced.insert(key);
     }
     let now = Param::Text(Some(now));
     let owner = Param::Text(Some(info.user.clone()));
